@@ -1,0 +1,207 @@
+"""The environment contract (ADS compatible): every variable's name, and one validated Settings.
+
+A node reads its whole configuration once, here; a missing or malformed variable is a
+SettingsError naming it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from typing import Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import SettingsError
+
+# --- job definition (cluster-wide) -------------------------------------------------------------
+OCI__WORK_DIR = "OCI__WORK_DIR"
+OCI__CLUSTER_TYPE = "OCI__CLUSTER_TYPE"
+OCI__EPHEMERAL = "OCI__EPHEMERAL"
+OCI__LIFE_SPAN = "OCI__LIFE_SPAN"
+OCI__WORKER_COUNT = "OCI__WORKER_COUNT"
+OCI__PS_COUNT = "OCI__PS_COUNT"
+OCI__START_ARGS = "OCI__START_ARGS"
+OCI__ENTRY_SCRIPT = "OCI__ENTRY_SCRIPT"
+OCI__ENTRY_SCRIPT_ARGS = "OCI__ENTRY_SCRIPT_ARGS"
+OCI__ENTRY_SCRIPT_KWARGS = "OCI__ENTRY_SCRIPT_KWARGS"
+OCI__RUN_ON = "OCI__RUN_ON"
+OCI__RUNTIME_TYPE = "OCI__RUNTIME_TYPE"
+OCI__RUNTIME_URI = "OCI__RUNTIME_URI"
+OCI__RUNTIME_GIT_BRANCH = "OCI__RUNTIME_GIT_BRANCH"
+OCI__RUNTIME_GIT_COMMIT = "OCI__RUNTIME_GIT_COMMIT"
+OCI__RUNTIME_GIT_SECRET_ID = "OCI__RUNTIME_GIT_SECRET_ID"
+OCI__CODE_DIR = "OCI__CODE_DIR"
+OCI__RUNTIME_PYTHON_PATH = "OCI__RUNTIME_PYTHON_PATH"
+OCI__SYNC_DIR = "OCI__SYNC_DIR"
+OCI__TIMEOUT = "OCI__TIMEOUT"
+OCI__HEARTBEAT_INTERVAL = "OCI__HEARTBEAT_INTERVAL"
+OCI__HEARTBEAT_TIMEOUT = "OCI__HEARTBEAT_TIMEOUT"
+OCI__TEARDOWN_GRACE = "OCI__TEARDOWN_GRACE"
+OCI__CERTIFICATE_AUTHORITY_OCID = "OCI__CERTIFICATE_AUTHORITY_OCID"
+OCI__CERTIFICATE_OCID = "OCI__CERTIFICATE_OCID"
+OCI__CA_DOWNLOAD_LOCATION = "OCI__CA_DOWNLOAD_LOCATION"
+OCI__CERTIFICATE_DOWNLOAD_LOCATION = "OCI__CERTIFICATE_DOWNLOAD_LOCATION"
+OCI__CERTIFICATE_KEY_DOWNLOAD_LOCATION = "OCI__CERTIFICATE_KEY_DOWNLOAD_LOCATION"
+# --- per run ------------------------------------------------------------------------------------
+OCI__MODE = "OCI__MODE"
+RANK = "RANK"
+# --- set by the platform ------------------------------------------------------------------------
+JOB_OCID = "JOB_OCID"
+JOB_RUN_OCID = "JOB_RUN_OCID"
+# --- others -------------------------------------------------------------------------------------
+SYNC_ARTIFACTS = "SYNC_ARTIFACTS"
+SYNC_SLEEP = "SYNC_SLEEP"
+WORKSPACE = "WORKSPACE"
+WORKSPACE_PREFIX = "WORKSPACE_PREFIX"
+PROFILE = "PROFILE"
+PROFILE_CMD = "PROFILE_CMD"
+OCI_IAM_TYPE = "OCI_IAM_TYPE"
+OCI_CONFIG_PROFILE = "OCI_CONFIG_PROFILE"
+OCI_CONFIG_LOCATION = "OCI_CONFIG_LOCATION"
+# --- exported by fsm_cluster to every node's processes ------------------------------------------
+OCI__MAIN_IP = "OCI__MAIN_IP"
+OCI__WORKER_IP = "OCI__WORKER_IP"
+OCI__NODE_IP = "OCI__NODE_IP"
+OCI__NODE_RANK = "OCI__NODE_RANK"
+OCI__WORLD_SIZE = "OCI__WORLD_SIZE"
+OCI__NODE_LIST = "OCI__NODE_LIST"
+OCI__CLUSTER_ID = "OCI__CLUSTER_ID"
+WORLD_SIZE = "WORLD_SIZE"
+
+_TRUE = {"1", "true", "yes", "on", "t", "y"}
+_FALSE = {"0", "false", "no", "off", "f", "n", ""}
+
+_DURATION = re.compile(r"^\s*\d+(\.\d+)?\s*[smhdw]?\s*$", re.IGNORECASE)
+
+
+def _parse_bool(v):
+    if isinstance(v, bool):
+        return v
+    s = str(v).strip().lower()
+    if s in _TRUE:
+        return True
+    if s in _FALSE:
+        return False
+    raise ValueError(f"expected 1/0 or true/false, got {v!r}")
+
+
+class Settings(BaseModel):
+    """Everything a node needs, validated from the environment (field aliases are the names)."""
+
+    model_config = ConfigDict(populate_by_name=True, frozen=True, extra="ignore")
+
+    mode: Literal["MAIN", "WORKER", "PS"] = Field(alias=OCI__MODE)
+    work_dir: str = Field(alias=OCI__WORK_DIR, min_length=1)
+    cluster_type: str = Field("COMMAND", alias=OCI__CLUSTER_TYPE, min_length=1)
+    ephemeral: bool = Field(True, alias=OCI__EPHEMERAL)
+    life_span: str = Field("0h", alias=OCI__LIFE_SPAN)
+    worker_count: int = Field(0, alias=OCI__WORKER_COUNT, ge=0)
+    ps_count: int = Field(0, alias=OCI__PS_COUNT, ge=0)
+    timeout: float = Field(600.0, alias=OCI__TIMEOUT, gt=0)
+    heartbeat_interval: float = Field(10.0, alias=OCI__HEARTBEAT_INTERVAL, gt=0)
+    heartbeat_timeout: float = Field(60.0, alias=OCI__HEARTBEAT_TIMEOUT, gt=0)
+    teardown_grace: float = Field(5.0, alias=OCI__TEARDOWN_GRACE, ge=0)
+    job_ocid: str = Field("Undefined", alias=JOB_OCID, min_length=1)
+    job_run_ocid: str = Field(default_factory=lambda: f"local-{os.getpid()}-{time.time_ns()}", alias=JOB_RUN_OCID)
+    rank: int | None = Field(None, alias=RANK, ge=0)
+    start_args: str = Field("", alias=OCI__START_ARGS)
+    entry_script: str = Field("", alias=OCI__ENTRY_SCRIPT)
+    entry_script_args: str = Field("", alias=OCI__ENTRY_SCRIPT_ARGS)
+    entry_script_kwargs: str = Field("", alias=OCI__ENTRY_SCRIPT_KWARGS)
+    run_on: Literal["main", "all"] = Field("main", alias=OCI__RUN_ON)
+    code_dir: str = Field("/code", alias=OCI__CODE_DIR)
+    runtime_type: Literal["", "git", "remote", "python", "script"] = Field("", alias=OCI__RUNTIME_TYPE)
+    runtime_uri: str = Field("", alias=OCI__RUNTIME_URI)
+    runtime_git_branch: str = Field("", alias=OCI__RUNTIME_GIT_BRANCH)
+    runtime_git_commit: str = Field("", alias=OCI__RUNTIME_GIT_COMMIT)
+    runtime_git_secret_id: str = Field("", alias=OCI__RUNTIME_GIT_SECRET_ID)
+    runtime_python_path: str = Field("", alias=OCI__RUNTIME_PYTHON_PATH)
+    sync_dir: str = Field("", alias=OCI__SYNC_DIR)
+    sync_artifacts: bool = Field(False, alias=SYNC_ARTIFACTS)
+    sync_sleep: float = Field(60.0, alias=SYNC_SLEEP, gt=0)
+    workspace: str = Field("", alias=WORKSPACE)
+    workspace_prefix: str = Field("", alias=WORKSPACE_PREFIX)
+    profile: bool = Field(False, alias=PROFILE)
+    profile_cmd: str = Field("", alias=PROFILE_CMD)
+    oci_iam_type: str = Field("", alias=OCI_IAM_TYPE)
+    oci_config_profile: str = Field("", alias=OCI_CONFIG_PROFILE)
+
+    _b = field_validator("ephemeral", "sync_artifacts", "profile", mode="before")(
+        classmethod(lambda cls, v: _parse_bool(v))
+    )
+
+    @field_validator("mode", "cluster_type", mode="before")
+    @classmethod
+    def _upper(cls, v):
+        return v.strip().upper() if isinstance(v, str) else v
+
+    @field_validator("run_on", mode="before")
+    @classmethod
+    def _lower_run_on(cls, v):
+        return v.strip().lower() if isinstance(v, str) else v
+
+    @field_validator("runtime_type", mode="before")
+    @classmethod
+    def _lower(cls, v):
+        return v.strip().lower() if isinstance(v, str) else v
+
+    @field_validator("life_span")
+    @classmethod
+    def _duration(cls, v: str):
+        if not _DURATION.match(v):
+            raise ValueError(f"not a duration: {v!r} (examples: 45s, 30m, 2h, 1d)")
+        return v.strip()
+
+    # -- derived ---------------------------------------------------------------------------------
+    @property
+    def cluster_id(self) -> str:
+        return self.job_ocid
+
+    @property
+    def life_span_seconds(self) -> float:
+        from .clock import parse_duration
+
+        return parse_duration(self.life_span)
+
+    @property
+    def node_id(self) -> str:
+        """ADS file-name stem of this node: ``MAIN`` or ``WORKER_<run>`` / ``PS_<run>``."""
+        return "MAIN" if self.mode == "MAIN" else f"{self.mode}_{self.job_run_ocid}"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
+        env = dict(os.environ if environ is None else environ)
+        data = {k: v for k, v in env.items() if k in _ALIASES}
+        # Empty strings for numbers mean "not set" (ADS job definitions often carry "").
+        for k in list(data):
+            if data[k] == "" and k in _OPTIONAL_NUMBERS:
+                del data[k]
+        for name, value in overrides.items():
+            if value is not None:
+                data[cls.model_fields[name].alias] = value
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            raise SettingsError(format_validation_error(e, "environment variable")) from None
+
+
+_ALIASES = {f.alias for f in Settings.model_fields.values()}
+_OPTIONAL_NUMBERS = {RANK, OCI__WORKER_COUNT, OCI__PS_COUNT, OCI__TIMEOUT, OCI__HEARTBEAT_INTERVAL,
+                     OCI__HEARTBEAT_TIMEOUT, OCI__TEARDOWN_GRACE, SYNC_SLEEP, OCI__LIFE_SPAN}
+
+
+def format_validation_error(e: ValidationError, kind: str, source: str = "") -> str:
+    """One line per problem, each naming the variable/field: ``OCI__MODE: field required``."""
+    lines = []
+    for err in e.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        msg = err["msg"]
+        if err["type"] == "missing":
+            msg = "required but not set"
+        elif "input" in err and err["type"] not in ("missing",):
+            msg = f"{msg} (got {err['input']!r})" if not isinstance(err["input"], dict) else msg
+        lines.append(f"{kind} {loc}: {msg}")
+    prefix = f"{source}: " if source else ""
+    return prefix + "; ".join(lines)

@@ -1,0 +1,122 @@
+"""Every file nodes share is one of these pydantic models (schema-versioned, strict).
+
+Files under ``<work_dir>/<cluster_id>/`` (names compatible with oracle-ads):
+
+* ``MAIN_config.json`` / ``WORKER_<run>_config.json`` / ``PS_<run>_config.json`` — NodeConfig,
+  written once per node: a worker's is its registration, MAIN's is the cluster configuration
+  (the variables every node exports, and the roster of all nodes).
+* ``<node>_state.json`` — NodeState: lifecycle state, reason and heartbeat counter; rewritten on
+  transitions and on every heartbeat, so its listing fingerprint is the liveness signal.
+* ``stop`` — StopMarker: written once (first writer wins) with the cluster's outcome.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+Mode = Literal["MAIN", "WORKER", "PS"]
+Outcome = Literal["complete", "failed", "stopped"]
+
+ENV_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+MAX_ENV_VALUE = 32 * 1024
+
+# Names a shared config may never set in a node's environment: they change what a process loads
+# or runs (dynamic linker, interpreters, shells) or who the node is.
+DENIED_ENV_NAMES = frozenset({
+    "PATH", "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONINSPECT", "PYTHONUSERBASE",
+    "PYTHONEXECUTABLE", "PYTHONSAFEPATH", "PYTHONBREAKPOINT", "PYTHONWARNINGS", "PYTHONPLATLIBDIR",
+    "PYTHONNOUSERSITE", "BASH_ENV", "ENV", "SHELL", "SHELLOPTS", "BASHOPTS", "PS4", "PROMPT_COMMAND",
+    "IFS", "HOME", "USER", "LOGNAME", "TMPDIR", "PERL5OPT", "PERL5LIB", "RUBYOPT", "NODE_OPTIONS",
+    "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "GCONV_PATH", "HOSTALIASES", "LOCALDOMAIN", "RES_OPTIONS",
+    "MALLOC_CHECK_", "GIT_SSH", "GIT_SSH_COMMAND", "GIT_EXEC_PATH", "OPENSSL_CONF", "SSL_CERT_FILE",
+    "OCI__MODE", "JOB_RUN_OCID", "JOB_OCID", "RANK",
+})
+DENIED_ENV_PREFIXES = ("LD_", "DYLD_", "BASH_FUNC_", "PYTHONMALLOC")
+
+
+def check_env_name(name: str) -> str:
+    if not ENV_NAME_RE.match(name):
+        raise ValueError(f"{name!r} is not a valid variable name ([A-Z_][A-Z0-9_]*)")
+    if name in DENIED_ENV_NAMES or name.startswith(DENIED_ENV_PREFIXES):
+        raise ValueError(f"{name!r} may not be exported from a shared config (it could hijack a process)")
+    return name
+
+
+def check_env_value(value: str) -> str:
+    if len(value) > MAX_ENV_VALUE:
+        raise ValueError(f"value longer than {MAX_ENV_VALUE} characters")
+    if "\x00" in value:
+        raise ValueError("value contains a NUL byte")
+    return value
+
+
+EnvName = Annotated[str, AfterValidator(check_env_name)]
+EnvValue = Annotated[str, AfterValidator(check_env_value)]
+EnvMap = dict[EnvName, EnvValue]
+
+
+class _Shared(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+
+class RosterEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    node: str
+    mode: Mode
+    run_id: str
+    rank: int = Field(ge=0)
+    ip: str
+    host: str = ""
+
+
+class NodeConfig(_Shared):
+    """``<node>_config.json``. ``env`` is what other nodes export (MAIN's); ``roster`` is MAIN's
+    list of every node in rank order, written once all expected nodes registered."""
+
+    node: str
+    mode: Mode
+    run_id: str
+    rank: int | None = Field(default=None, ge=0)
+    ip: str
+    host: str = ""
+    env: EnvMap = Field(default_factory=dict)
+    roster: list[RosterEntry] = Field(default_factory=list)
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class NodeState(_Shared):
+    """``<node>_state.json``: the node's lifecycle state and its heartbeat counter."""
+
+    node: str
+    mode: Mode
+    run_id: str
+    state: str
+    reason: str = ""
+    heartbeat: int = Field(ge=0)
+    transitions: int = Field(0, ge=0)
+    pid: int | None = None
+    host: str = ""
+    ip: str = ""
+    started_wall: float = 0.0  # for humans only; liveness never compares clocks
+    state_wall: float = 0.0
+    exit_code: int | None = None
+
+
+class StopMarker(_Shared):
+    """``stop``: the first writer decides the cluster's outcome; later writers never overwrite."""
+
+    outcome: Outcome
+    node: str
+    reason: str = ""
+    exit_code: int = 0
+    wall: float = 0.0
+
+
+# ADS images write a bare "stop" string as the stop file; we read that as an operator stop.
+LEGACY_STOP = StopMarker(outcome="stopped", node="operator", reason="stop file found", exit_code=0)

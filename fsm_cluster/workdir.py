@@ -1,0 +1,290 @@
+"""The shared-directory protocol on fsspec: file names, atomic writes, validated reads, listings.
+
+One ``WorkDir`` per node. Every storage call goes through ``_call`` which retries transient
+failures (connection refused/reset, timeouts, 5xx, throttling) with tenacity inside a time budget
+and turns permanent ones (no such bucket, access denied) into one StorageError naming the URI.
+``ops`` counts calls by kind, for the storage-cost benchmark.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import posixpath
+import secrets
+from collections import Counter
+from typing import Any, Callable, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from .errors import ProtocolError, StorageError
+from .models import LEGACY_STOP, NodeConfig, NodeState, StopMarker
+
+log = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
+
+STOP = "stop"
+MAIN_NODE = "MAIN"
+
+_PERMANENT = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
+              NotADirectoryError, ValueError, TypeError, KeyError, NotImplementedError)
+_TRANSIENT_ERRNO = {errno.ECONNREFUSED, errno.ECONNRESET, errno.ETIMEDOUT, errno.EHOSTUNREACH,
+                    errno.ENETUNREACH, errno.EAGAIN, errno.EBUSY, errno.EIO, errno.EPIPE,
+                    errno.ECONNABORTED}
+
+
+def config_name(node: str) -> str:
+    return f"{node}_config.json"
+
+
+def state_name(node: str) -> str:
+    return f"{node}_state.json"
+
+
+def node_of(name: str) -> tuple[str, str] | None:
+    """``WORKER_r1_config.json`` → ``("WORKER_r1", "config")``; other names → None."""
+    for kind in ("config", "state"):
+        suffix = f"_{kind}.json"
+        if name.endswith(suffix) and name.split("_", 1)[0] in ("MAIN", "WORKER", "PS"):
+            return name[: -len(suffix)], kind
+    return None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth retrying: network trouble, 5xx, throttling. Missing files and denials are not."""
+    if isinstance(exc, _PERMANENT):
+        return False
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    if isinstance(exc, OSError):
+        return exc.errno in _TRANSIENT_ERRNO or exc.errno is None
+    name = type(exc).__name__
+    module = type(exc).__module__ or ""
+    if module.startswith(("aiohttp", "botocore", "urllib3", "requests", "oci")):
+        text = str(exc).lower()
+        if any(s in text for s in ("accessdenied", "access denied", "nosuchbucket", "forbidden", "404", "403")):
+            return False
+        return True
+    return name in ("ClientOSError", "ServerDisconnectedError", "EndpointConnectionError")
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    """``s3://b/p`` → ("s3", "s3://b/p"); a bare path → ("file", abspath)."""
+    if "://" in uri:
+        return uri.split("://", 1)[0], uri.rstrip("/")
+    return "file", os.path.abspath(os.path.expanduser(uri))
+
+
+class WorkDir:
+    def __init__(self, uri: str, cluster_id: str, *, fs=None, storage_options: dict | None = None,
+                 retry_budget: float = 30.0, clock=None):
+        self.uri = uri
+        self.cluster_id = cluster_id
+        self.protocol, full = split_uri(uri)
+        if fs is None:
+            import fsspec
+
+            try:
+                fs, path = fsspec.core.url_to_fs(full, **(storage_options or {}))
+            except (ImportError, ValueError) as e:
+                raise StorageError(f"work dir {uri!r}: cannot open this kind of storage ({e})") from None
+        else:
+            path = fs._strip_protocol(full)
+        self.fs = fs
+        self.local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+        self.root = posixpath.join(path.rstrip("/") or "/", cluster_id)
+        self.retry_budget = retry_budget
+        self.clock = clock
+        self.ops: Counter[str] = Counter()
+        self.on_op: Callable[[str], None] | None = None
+
+    def __repr__(self) -> str:
+        return f"WorkDir({self.display})"
+
+    @property
+    def display(self) -> str:
+        return f"{self.uri.rstrip('/')}/{self.cluster_id}"
+
+    def path(self, name: str) -> str:
+        return posixpath.join(self.root, name)
+
+    def url(self, name: str = "") -> str:
+        return f"{self.display}/{name}" if name else self.display
+
+    # -- storage calls ---------------------------------------------------------------------------
+    def _call(self, kind: str, fn: Callable[[], Any], what: str) -> Any:
+        import tenacity
+
+        sleep = self.clock.sleep if self.clock is not None else None
+        kwargs = {}
+        if sleep is not None:
+            kwargs["sleep"] = sleep
+
+        def _count():
+            self.ops[kind] += 1
+            if self.on_op is not None:
+                self.on_op(kind)
+            return fn()
+
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(is_transient),
+            stop=tenacity.stop_after_delay(self.retry_budget),
+            wait=tenacity.wait_exponential(multiplier=0.1, max=5.0),
+            before_sleep=lambda st: log.warning("storage %s %s failed (%s); retrying", kind, what,
+                                                st.outcome.exception()),
+            reraise=True,
+            **kwargs,
+        )
+        try:
+            return retrying(_count)
+        except (FileNotFoundError, FileExistsError):
+            raise
+        except PermissionError as e:
+            raise StorageError(f"work dir {self.display}: access denied on {what} ({e})") from None
+        except Exception as e:
+            if is_transient(e):
+                raise StorageError(
+                    f"work dir {self.display}: {kind} of {what} still failing after "
+                    f"{self.retry_budget:g} s of retries ({type(e).__name__}: {e})") from None
+            raise
+
+    # -- writes ----------------------------------------------------------------------------------
+    def write(self, name: str, model: BaseModel, *, exclusive: bool = False) -> bool:
+        """Atomically write ``model`` as ``name``. With ``exclusive`` only if absent: returns
+        False when another writer was first (the existing file is left untouched)."""
+        data = model.model_dump_json().encode()
+        return self.write_bytes(name, data, exclusive=exclusive)
+
+    def write_bytes(self, name: str, data: bytes, *, exclusive: bool = False) -> bool:
+        path = self.path(name)
+        if self.local:
+            return self._call("pipe", lambda: self._local_write(path, data, exclusive), name)
+        if exclusive:
+            try:
+                self._call("pipe", lambda: self.fs.pipe_file(path, data, mode="create"), name)
+                return True
+            except FileExistsError:
+                return False
+            except (TypeError, NotImplementedError):
+                # Storage without create-if-absent: check, write, read back (narrow race).
+                if self.exists(name):
+                    return False
+                self._call("pipe", lambda: self.fs.pipe_file(path, data), name)
+                return self.read_bytes(name) == data
+        try:
+            self._call("pipe", lambda: self.fs.pipe_file(path, data), name)
+        except FileNotFoundError as e:
+            raise StorageError(f"work dir {self.display}: cannot write {name} ({e}); "
+                               "does the bucket exist?") from None
+        return True
+
+    def _local_write(self, path: str, data: bytes, exclusive: bool) -> bool:
+        d = os.path.dirname(path)
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        tmp = os.path.join(d, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            if exclusive:
+                try:
+                    os.link(tmp, path)  # atomic create-if-absent
+                except FileExistsError:
+                    return False
+            else:
+                os.replace(tmp, path)
+            return True
+        finally:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+
+    # -- reads -----------------------------------------------------------------------------------
+    def read_bytes(self, name: str) -> bytes | None:
+        """The file's bytes, or None when it does not exist."""
+        path = self.path(name)
+        try:
+            return self._call("cat", lambda: self.fs.cat_file(path), name)
+        except FileNotFoundError:
+            return None
+
+    def exists(self, name: str) -> bool:
+        path = self.path(name)
+        try:
+            self._call("info", lambda: self.fs.info(path), name)
+            return True
+        except FileNotFoundError:
+            return False
+
+    def parse(self, name: str, data: bytes, cls: type[M]) -> M:
+        if cls is StopMarker and not data.strip().startswith(b"{"):
+            return LEGACY_STOP  # type: ignore[return-value]
+        try:
+            return cls.model_validate_json(data)
+        except ValidationError as e:
+            problems = []
+            for err in e.errors():
+                loc = ".".join(str(p) for p in err["loc"])
+                if err["type"] == "json_invalid":
+                    problems.append(f"not valid JSON ({err['ctx'].get('error', err['msg'])})"
+                                    if err.get("ctx") else "not valid JSON")
+                elif err["type"] == "missing":
+                    problems.append(f"field {loc!r} is missing")
+                elif err["type"] == "extra_forbidden":
+                    problems.append(f"field {loc!r} is not allowed")
+                else:
+                    problems.append(f"field {loc!r}: {err['msg']}")
+            raise ProtocolError(f"{self.url(name)}: {'; '.join(problems)}") from None
+
+    def read(self, name: str, cls: type[M]) -> M | None:
+        """Read and validate ``name``; None if absent; ProtocolError naming the file and field."""
+        data = self.read_bytes(name)
+        return None if data is None else self.parse(name, data, cls)
+
+    def listing(self) -> dict[str, tuple]:
+        """One request: every file directly under the cluster dir with a change fingerprint."""
+        try:
+            entries = self._call("ls", lambda: self.fs.ls(self.root, detail=True, refresh=True), "listing")
+        except FileNotFoundError:
+            return {}
+        out = {}
+        for e in entries:
+            if e.get("type") == "directory":
+                continue
+            name = posixpath.basename(e["name"].rstrip("/"))
+            if name.startswith("."):
+                continue
+            out[name] = (e.get("size"), e.get("mtime"), e.get("LastModified"), e.get("ETag"),
+                         e.get("created"), e.get("ino"))
+        return out
+
+    def remove(self, name: str) -> None:
+        path = self.path(name)
+        try:
+            self._call("rm", lambda: self.fs.rm_file(path), name)
+        except FileNotFoundError:
+            pass
+
+    # -- typed helpers ---------------------------------------------------------------------------
+    def read_config(self, node: str) -> NodeConfig | None:
+        return self.read(config_name(node), NodeConfig)
+
+    def read_state(self, node: str) -> NodeState | None:
+        return self.read(state_name(node), NodeState)
+
+    def read_stop(self) -> StopMarker | None:
+        return self.read(STOP, StopMarker)
+
+    def write_stop(self, marker: StopMarker) -> bool:
+        """First writer wins: False when a marker was already there."""
+        return self.write(STOP, marker, exclusive=True)
+
+    def log_path(self, node: str) -> str:
+        return self.path(f"logs/{node}.log")
+
+
+def dumps(model: BaseModel) -> str:
+    return json.dumps(model.model_dump(), indent=2)
