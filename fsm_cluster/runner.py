@@ -65,7 +65,8 @@ def _watch(p) -> None:
         if p.is_main_node():
             if p.state == "complete" and p.tearable():
                 outcome = "complete" if p.ephemeral else "stopped"
-                p.reason = "code completed" if p.ephemeral else "code completed and life span reached"
+                p.reason = ("code completed" if p.ephemeral
+                            else f"life span {p.settings.life_span} reached (code completed)")
                 p.pending_marker = StopMarker(outcome=outcome, node=p.node_id, reason=p.reason,
                                               exit_code=0, wall=p.clock.wall())
                 p.teardown()
