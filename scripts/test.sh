@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Set up everything the tests need on a fresh machine, then run them.
+#   bash scripts/test.sh [pytest args...]
+# Creates .venv (Python >= 3.10), installs fsm_cluster with its test extras and the engines,
+# installs graphviz when missing (apt, as root), checks that state_diagrams/ matches the code,
+# and runs pytest. pytest's exit code 5 (no tests collected) is a failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
+
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PY" -m venv "$VENV"
+fi
+VPY="$VENV/bin/python"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "installing fsm_cluster and test dependencies"
+"$VPY" -m pip install -q --upgrade pip
+# torch: pinned CPU build (an unpinned torch would pull a multi-GB CUDA build).
+"$VPY" -m pip install -q "torch==2.13.0"
+"$VPY" -m pip install -q -e ".[test,s3,dask,pytorch,ray,tensorflow]"
+
+if ! command -v dot >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    step "installing graphviz"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null) \
+      || echo "warning: graphviz could not be installed; SVG renders are checked only where dot exists"
+  else
+    echo "note: graphviz (dot) not installed; SVG renders are checked only where dot exists"
+  fi
+fi
+
+if "$VPY" -c "import fsm_cluster.diagrams" 2>/dev/null; then
+  step "state_diagrams/ up to date"
+  "$VENV/bin/fsm-cluster" diagram --check --out state_diagrams
+fi
+
+step "pytest"
+set +e
+"$VPY" -m pytest -p no:cacheprovider "$@"
+rc=$?
+set -e
+if [ "$rc" = 5 ]; then
+  echo "error: pytest collected no tests" >&2
+  exit 1
+fi
+exit "$rc"
