@@ -1,0 +1,251 @@
+"""A reader's view of a cluster: what ``fsm-cluster status`` and the local launcher show.
+
+``open_cluster(uri, cluster_id)`` finds the cluster (``uri`` may be ``<work_dir>/<cluster_id>`` or
+a work dir holding exactly one cluster). ``ClusterView.refresh()`` costs one listing plus a read of
+each file whose fingerprint changed (configs once, state files when they changed, the stop marker
+once). Liveness is judged on the reader's own monotonic clock by when a state file last changed;
+wall-clock fields written by nodes are only ever shown as estimates.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from .clock import Clock, SystemClock
+from .errors import FsmClusterError
+from .models import NodeConfig, NodeState, StopMarker
+from .workdir import MAIN_NODE, STOP, WorkDir, node_of, split_uri
+
+ENDED_STATES = ("stopped",)
+
+
+class ClusterNotFound(FsmClusterError):
+    """The URI holds no cluster (or several, and none was chosen)."""
+
+
+def _looks_like_cluster(names) -> bool:
+    return any(n == STOP or node_of(n) is not None for n in names)
+
+
+def open_cluster(uri: str, cluster_id: str | None = None, *, storage_options: dict | None = None) -> WorkDir:
+    """The WorkDir of the cluster at ``uri`` (see module doc). Errors name what was looked at."""
+    if cluster_id:
+        wd = WorkDir(uri, cluster_id, storage_options=storage_options)
+        if not _looks_like_cluster(wd.listing()):
+            raise ClusterNotFound(f"no cluster {cluster_id!r} in {uri} (no config, state or stop file "
+                                  f"in {wd.display})")
+        return wd
+    parent, name = _split_last(uri)
+    if name:
+        wd = WorkDir(parent, name, storage_options=storage_options)
+        if _looks_like_cluster(wd.listing()):
+            return wd
+    probe = WorkDir(uri, "", storage_options=storage_options)
+    try:
+        entries = probe._call("ls", lambda: probe.fs.ls(probe.root.rstrip("/") or "/", detail=True,
+                                                        refresh=True), "listing")
+    except FileNotFoundError:
+        raise ClusterNotFound(f"{uri}: no such directory") from None
+    clusters = []
+    for e in entries:
+        if e.get("type") != "directory":
+            continue
+        cid = posixpath.basename(e["name"].rstrip("/"))
+        wd = WorkDir(uri, cid, fs=probe.fs)
+        if _looks_like_cluster(wd.listing()):
+            clusters.append(wd)
+    if not clusters:
+        raise ClusterNotFound(f"{uri}: no cluster here (expected MAIN_config.json, <node>_state.json or "
+                              "stop, directly or in one sub-directory per cluster)")
+    if len(clusters) > 1:
+        ids = ", ".join(sorted(w.cluster_id for w in clusters))
+        raise ClusterNotFound(f"{uri} holds {len(clusters)} clusters ({ids}); choose one with "
+                              "--cluster-id or give <work_dir>/<cluster_id>")
+    return clusters[0]
+
+
+def _split_last(uri: str) -> tuple[str, str]:
+    """``s3://b/wd/c1`` → ("s3://b/wd", "c1"); ``/tmp/wd/c1`` → ("/tmp/wd", "c1"); a bucket → (uri, "")."""
+    protocol, full = split_uri(uri)
+    if protocol == "file" and "://" not in full:
+        parent, name = posixpath.split(full.rstrip("/") or "/")
+        return parent or "/", name
+    scheme, rest = full.split("://", 1)
+    if "/" not in rest.strip("/"):
+        return full, ""
+    head, name = rest.rstrip("/").rsplit("/", 1)
+    return f"{scheme}://{head}", name
+
+
+@dataclass
+class NodeView:
+    node: str
+    config: NodeConfig | None = None
+    state: NodeState | None = None
+    fingerprint: tuple | None = None
+    changed_at: float | None = None       # reader's clock: the state file last changed
+    entered_at: float | None = None       # reader's clock: the state was seen to change
+    entered_before_first_sample: bool = False
+    beats_seen: int = 0                   # state-file changes seen by this reader
+
+    @property
+    def mode(self) -> str:
+        src = self.state or self.config
+        return src.mode if src else self.node.split("_", 1)[0]
+
+    @property
+    def run_id(self) -> str:
+        src = self.state or self.config
+        return src.run_id if src else ""
+
+    @property
+    def state_name(self) -> str:
+        return self.state.state if self.state else ("registered" if self.config else "unknown")
+
+
+@dataclass
+class ClusterView:
+    workdir: WorkDir
+    clock: Clock = field(default_factory=SystemClock)
+    nodes: dict[str, NodeView] = field(default_factory=dict)
+    stop: StopMarker | None = None
+    samples: int = 0
+    first_sample_at: float | None = None
+
+    def refresh(self) -> set[str]:
+        """One listing + reads of what changed; returns the nodes whose state changed."""
+        listing = self.workdir.listing()
+        now = self.clock.now()
+        if self.first_sample_at is None:
+            self.first_sample_at = now
+        first = self.samples == 0
+        self.samples += 1
+        changed: set[str] = set()
+        if self.stop is None and STOP in listing:
+            self.stop = self.workdir.read_stop()
+        for name, fp in sorted(listing.items()):
+            parsed = node_of(name)
+            if parsed is None:
+                continue
+            node, kind = parsed
+            view = self.nodes.setdefault(node, NodeView(node))
+            if kind == "config":
+                if view.config is None:
+                    view.config = self.workdir.read(name, NodeConfig)
+                continue
+            if view.fingerprint == fp:
+                continue
+            state = self.workdir.read(name, NodeState)
+            if state is None:
+                continue
+            if view.fingerprint is not None:
+                view.beats_seen += 1
+            view.fingerprint = fp
+            view.changed_at = now
+            if view.state is None or view.state.state != state.state:
+                view.entered_at = now
+                view.entered_before_first_sample = first
+                changed.add(node)
+            view.state = state
+        return changed
+
+    # -- summaries -------------------------------------------------------------------------------
+    def ordered(self) -> list[NodeView]:
+        ranks = {}
+        main = self.nodes.get(MAIN_NODE)
+        if main and main.config:
+            ranks = {r.node: r.rank for r in main.config.roster}
+
+        def key(v: NodeView):
+            rank = ranks.get(v.node, v.config.rank if v.config and v.config.rank is not None else 1 << 30)
+            return ({"MAIN": 0, "WORKER": 1, "PS": 2}.get(v.mode, 3), rank, v.run_id)
+
+        return sorted(self.nodes.values(), key=key)
+
+    def rank_of(self, view: NodeView) -> int | None:
+        main = self.nodes.get(MAIN_NODE)
+        if main and main.config:
+            for r in main.config.roster:
+                if r.node == view.node:
+                    return r.rank
+        return view.config.rank if view.config else None
+
+    def counts(self) -> Counter:
+        return Counter(v.state_name for v in self.nodes.values())
+
+    def ended(self) -> bool:
+        """The stop marker is there and every known node reached ``stopped``."""
+        return self.stop is not None and bool(self.nodes) and all(
+            v.state_name in ENDED_STATES for v in self.nodes.values())
+
+    def find(self, name: str) -> NodeView:
+        """A node by id (``MAIN``, ``WORKER_<run>``), run id, or rank."""
+        for v in self.nodes.values():
+            if name in (v.node, v.run_id) or name.upper() == v.node:
+                return v
+        if name.isdigit():
+            for v in self.nodes.values():
+                if self.rank_of(v) == int(name):
+                    return v
+        known = ", ".join(v.node for v in self.ordered()) or "none"
+        raise FsmClusterError(f"no node {name!r} in {self.workdir.display} (nodes: {known})")
+
+    def node_record(self, v: NodeView, *, watching: bool, stale_after: float, wall: float) -> dict:
+        now = self.clock.now()
+        s, c = v.state, v.config
+        rec = {
+            "node": v.node, "mode": v.mode, "run_id": v.run_id, "rank": self.rank_of(v),
+            "address": (s.ip if s and s.ip else (c.ip if c else "")),
+            "host": (s.host if s and s.host else (c.host if c else "")),
+            "pid": s.pid if s else None,
+            "state": v.state_name, "reason": s.reason if s else "",
+            "heartbeat": s.heartbeat if s else None,
+            "transitions": s.transitions if s else None,
+            "exit_code": s.exit_code if s else None,
+            "state_wall": s.state_wall if s else None,
+        }
+        # Time in state: seen by this reader when it watched the change happen; a node that ended
+        # wrote its final state on entering it, so its write time is a (wall-clock) estimate.
+        time_in_state, tis_estimate, tis_at_least = None, False, False
+        if watching and v.entered_at is not None:
+            time_in_state = now - v.entered_at
+            tis_at_least = v.entered_before_first_sample
+        elif s is not None and s.state in ENDED_STATES and s.state_wall:
+            time_in_state, tis_estimate = max(0.0, wall - s.state_wall), True
+        rec.update(time_in_state=time_in_state, time_in_state_estimated=tis_estimate,
+                   time_in_state_at_least=tis_at_least)
+        # Heartbeat: watching → on our clock since the state file last changed; a snapshot can only
+        # offer the writer's wall time of its last write (an estimate across two machines' clocks).
+        if s is None:
+            age, estimated, liveness = None, False, None
+        elif watching and v.changed_at is not None:
+            age, estimated = now - v.changed_at, False
+            if s.state in ENDED_STATES:
+                liveness = "ended"
+            elif v.beats_seen == 0 and self.samples < 2:
+                liveness = None
+            else:
+                liveness = "stale" if age > stale_after else "beating"
+        else:
+            age, estimated = (max(0.0, wall - s.state_wall) if s.state_wall else None), True
+            liveness = "ended" if s.state in ENDED_STATES else None
+        rec.update(heartbeat_age=age, heartbeat_age_estimated=estimated, liveness=liveness)
+        return rec
+
+    def record(self, *, watching: bool = False, stale_after: float = 60.0) -> dict:
+        wall = time.time()
+        outcome = self.stop.model_dump() if self.stop else None
+        return {
+            "cluster_id": self.workdir.cluster_id,
+            "work_dir": self.workdir.display,
+            "sampled_wall": wall,
+            "watching": watching,
+            "outcome": outcome,
+            "ended": self.ended(),
+            "counts": dict(sorted(self.counts().items())),
+            "nodes": [self.node_record(v, watching=watching, stale_after=stale_after, wall=wall)
+                      for v in self.ordered()],
+        }
