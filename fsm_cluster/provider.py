@@ -558,11 +558,11 @@ class ClusterProvider:
         """Pause until the next tick; returns early when the entry script exits."""
         if seconds <= 0:
             return
-        if self.code_process is not None and self.code_process.poll() is None and \
+        if self.state == "running" and self.code_process is not None and \
                 isinstance(self.clock, SystemClock):
             import subprocess
 
-            try:
+            try:  # returns at once if the code already ended: the runner handles it next
                 self.code_process.popen.wait(timeout=seconds)
             except subprocess.TimeoutExpired:
                 pass
