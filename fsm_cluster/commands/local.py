@@ -1,0 +1,131 @@
+"""``fsm-cluster local``: a whole cluster on this machine, one subprocess per node."""
+
+from __future__ import annotations
+
+import argparse
+
+EPILOG = """examples:
+  fsm-cluster local                                   the embedded example: 1 MAIN + 2 WORKERs
+  fsm-cluster local --workers 2 -- python train.py --epochs 3
+  fsm-cluster local --workers 3 --run-on all -- ./entry.sh
+  fsm-cluster local -f examples/command/cluster.yaml
+
+The command after -- becomes the entry script: `python script.py args` and `./script args` run the
+script as the entry script (a .py file with the node's Python); anything else runs through a
+generated entry.sh that execs it. Exit code: 0 when the cluster completed, 1 when it failed,
+3 when it was stopped (fsm-cluster stop), 130 after Ctrl-C."""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("local", help="run a whole cluster on this machine as subprocesses",
+                       description="Run 1 MAIN + N WORKER (+ PS) nodes as subprocesses of "
+                                   "`fsm-cluster run`, sharing a work dir (a fresh temporary "
+                                   "directory unless --work-dir).",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-f", "--file", metavar="SPEC", help="cluster spec (YAML) to run locally")
+    p.add_argument("--framework", help="cluster type: command (default), dask, pytorch, tensorflow, "
+                                       "horovod, ray, or module:Class")
+    p.add_argument("--workers", type=int, help="number of WORKER nodes (default 2)")
+    p.add_argument("--ps", type=int, help="number of PS nodes (default 0)")
+    p.add_argument("--run-on", choices=["main", "all"], help="where the entry script runs (default main; "
+                                                              "all for the embedded example)")
+    p.add_argument("--work-dir", metavar="URI",
+                   help="shared work dir, any fsspec URI (default: a new temporary directory)")
+    p.add_argument("--cluster-id", help="cluster id (JOB_OCID; default local-<time>-<random>)")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="NAME=VALUE",
+                   help="extra variable for every node (repeatable), e.g. -e OCI__HEARTBEAT_INTERVAL=1")
+    p.add_argument("--no-progress", action="store_true", help="no live progress line")
+    p.add_argument("entry", nargs=argparse.REMAINDER, metavar="-- COMMAND ...",
+                   help="the entry command, after --")
+    p.set_defaults(handler=handle)
+
+
+def _parse_env(pairs: list[str]) -> dict[str, str]:
+    from ..errors import FsmClusterError
+    from ..models import ENV_NAME_RE
+
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not ENV_NAME_RE.match(name):
+            raise FsmClusterError(f"-e {pair!r}: expected NAME=VALUE with NAME like OCI__HEARTBEAT_INTERVAL")
+        out[name] = value
+    return out
+
+
+def handle(args) -> int:
+    import os
+    import shutil
+
+    from rich.console import Console
+
+    from ..errors import FsmClusterError
+    from ..launch import local as L
+
+    command = list(args.entry or [])
+    if command and command[0] == "--":
+        command = command[1:]
+    if command and command[0].startswith("-"):
+        raise FsmClusterError(f"unknown option {command[0]!r} (put the entry command after --)")
+    extra_env = _parse_env(args.env)
+    cwd = os.getcwd()
+    cluster_id = args.cluster_id or L.new_cluster_id()
+    spec_work_dir = None
+    if args.file:
+        clashing = [f"--{n.replace('_', '-')}" for n in ("framework", "workers", "ps", "run_on")
+                    if getattr(args, n) is not None]
+        if command:
+            clashing.append("a command after --")
+        if clashing:
+            raise FsmClusterError(f"-f {args.file}: {', '.join(clashing)} come(s) from the spec; "
+                                  "edit the spec instead")
+        planned, spec_work_dir = L.plan_from_spec(args.file, os.environ)
+    created = args.work_dir is None
+    work_dir, wd, local_dir, remote = L.local_dirs(args.work_dir, cluster_id)
+    try:
+        if wd.listing():
+            raise FsmClusterError(f"{wd.display} already holds a cluster; choose another --cluster-id "
+                                  "or work dir")
+        if not args.file:
+            embedded = not command
+            planned = L.plan_from_flags(
+                framework=args.framework or "command",
+                workers=2 if args.workers is None else args.workers,
+                ps=args.ps or 0,
+                run_on=args.run_on or ("all" if embedded else "main"),
+                command=command or L.DEFAULT_EXAMPLE,
+                scratch=os.path.join(local_dir, "launch"),
+                code_dir=cwd)
+        plans = L.finalize(planned, work_dir=work_dir, cluster_id=cluster_id, base_env=os.environ,
+                           extra_env=extra_env)
+    except Exception:
+        if created:
+            shutil.rmtree(work_dir, ignore_errors=True)
+        raise
+
+    console = Console(highlight=False)
+    modes = [p.mode for p in plans]
+    shape = " + ".join(f"{modes.count(m)} {m}" for m in ("MAIN", "WORKER", "PS") if modes.count(m))
+    cluster = L.LocalCluster(plans, wd, os.path.join(local_dir, "logs"), console=console,
+                             progress=not args.no_progress, cwd=cwd)
+    cluster.say(f"{cluster_id}: {shape} ({plans[0].env['OCI__CLUSTER_TYPE']}), work dir {wd.display}")
+    if args.file and spec_work_dir and args.work_dir is None:
+        cluster.say(f"(the spec's workDir {spec_work_dir} is for the cloud; pass --work-dir to use it "
+                    "locally)", "dim")
+    result = cluster.run()
+    if remote:
+        try:
+            cluster.upload_logs()
+            cluster.say(f"logs uploaded to {wd.url('logs/')}", "dim")
+        except FsmClusterError as e:
+            cluster.say(f"could not upload the logs ({e}); they are in {cluster.log_dir}", "red")
+    cluster.say(f"logs: {cluster.log_dir}/<node>.log · status: fsm-cluster status {wd.display}", "dim")
+    if result.leftovers_killed:
+        cluster.say(f"killed {result.leftovers_killed} process(es) left behind by the nodes", "yellow")
+    if result.exit_code == 0:
+        cluster.say(f"cluster complete: {result.reason}", "bold green")
+    elif result.outcome == "stopped":
+        cluster.say(f"cluster stopped by {result.node}: {result.reason}", "bold yellow")
+    else:
+        cluster.say(f"cluster failed on {result.node or '?'}: {result.reason}", "bold red")
+    return result.exit_code

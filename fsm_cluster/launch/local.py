@@ -1,0 +1,594 @@
+"""A whole cluster on this machine: one ``fsm-cluster run`` subprocess per node, sharing a work dir.
+
+Each node gets the environment a cloud job run would get (the platform's ``JOB_OCID`` /
+``JOB_RUN_OCID`` included), plus ``OCI__SELF_IP=127.0.0.1`` (a local cluster never binds to or
+talks to a non-loopback address) and a short heartbeat so teardown is quick. The launcher is the
+"platform": it streams every node's output with a coloured ``[main]`` / ``[worker-1]`` prefix,
+keeps one log file per node, shows a live count of nodes per state (one listing per poll, reading
+only the state files that changed) and, on Ctrl-C, writes the stop marker and terminates the nodes.
+Nodes run in their own sessions so a terminal's Ctrl-C reaches the launcher only; the launcher
+tracks every descendant with psutil so none outlives it.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import secrets
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+from ..env import (JOB_OCID, JOB_RUN_OCID, OCI__CLUSTER_TYPE, OCI__CODE_DIR, OCI__ENTRY_SCRIPT,
+                   OCI__ENTRY_SCRIPT_ARGS, OCI__ENTRY_SCRIPT_KWARGS, OCI__HEARTBEAT_INTERVAL,
+                   OCI__HEARTBEAT_TIMEOUT, OCI__MODE, OCI__PS_COUNT, OCI__RUN_ON, OCI__TIMEOUT,
+                   OCI__WORK_DIR, OCI__WORKER_COUNT, RANK)
+from ..env import Settings
+from ..errors import FsmClusterError, SpecError
+from ..models import StopMarker
+from ..workdir import WorkDir
+
+OCI__SELF_IP = "OCI__SELF_IP"
+
+# Local defaults (the user overrides them with -e, the spec's env or the shell's environment).
+LOCAL_DEFAULTS = {
+    OCI__HEARTBEAT_INTERVAL: "0.5",
+    OCI__HEARTBEAT_TIMEOUT: "20",
+    OCI__TIMEOUT: "120",
+    "PYTHONUNBUFFERED": "1",
+}
+# Set by the launcher for every node; a value inherited from the shell would be wrong.
+OWNED = (OCI__MODE, RANK, JOB_OCID, JOB_RUN_OCID, OCI__WORK_DIR, OCI__SELF_IP, "WORLD_SIZE",
+         "OCI__NODE_RANK", "OCI__MAIN_IP", "OCI__WORLD_SIZE", "OCI__NODE_LIST", "OCI__NODE_IP")
+CONTRACT = (OCI__WORKER_COUNT, OCI__PS_COUNT, OCI__CLUSTER_TYPE, OCI__ENTRY_SCRIPT,
+            OCI__ENTRY_SCRIPT_ARGS, OCI__ENTRY_SCRIPT_KWARGS, OCI__RUN_ON)
+
+# The embedded default example (``fsm-cluster local`` with no command and no spec).
+DEFAULT_EXAMPLE = ["sh", "-c", 'echo "hello from rank $RANK of $WORLD_SIZE on $OCI__NODE_IP; '
+                               'MAIN is at $OCI__MAIN_IP"']
+PYTHON_RE = re.compile(r"^python(\d+(\.\d+)?)?$")
+
+EXIT_FAILED = 1
+EXIT_STOPPED = 3
+EXIT_INTERRUPTED = 130
+
+
+@dataclass
+class NodePlan:
+    """One node to start: ``name`` is its display name, log name and run id (``worker-1``)."""
+
+    name: str
+    mode: str
+    rank: int
+    env: dict[str, str]
+
+    @property
+    def node_id(self) -> str:
+        return "MAIN" if self.mode == "MAIN" else f"{self.mode}_{self.env[JOB_RUN_OCID]}"
+
+
+@dataclass
+class Outcome:
+    exit_code: int
+    outcome: str                   # complete / failed / stopped / unknown
+    node: str = ""                 # display name of the node that decided it
+    reason: str = ""
+    node_exit_codes: dict[str, int | None] = field(default_factory=dict)
+    leftovers_killed: int = 0
+
+
+# ------------------------------------------------------------------------------------------------
+# planning: flags or a spec → one environment per node
+# ------------------------------------------------------------------------------------------------
+def new_cluster_id() -> str:
+    return f"local-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def display_names(modes: Iterable[str]) -> list[str]:
+    seen = {"WORKER": 0, "PS": 0}
+    out = []
+    for m in modes:
+        if m == "MAIN":
+            out.append("main")
+        else:
+            seen[m] += 1
+            out.append(f"{m.lower()}-{seen[m]}")
+    return out
+
+
+def entry_from_command(cmd: list[str], scratch: str) -> dict[str, str]:
+    """The command after ``--`` as entry script + args.
+
+    ``python[3[.x]] script.py args…`` → the script is the entry script (the node runs ``.py`` files
+    with its own interpreter, as in a job run); ``./script args…`` (an existing executable or
+    ``.py`` file) → likewise; anything else (``torchrun …``, ``python -m pkg``, ``echo hi``) → a
+    generated ``entry.sh`` in ``scratch`` that ``exec``s the command with its arguments quoted.
+    """
+    if not cmd:
+        return {}
+    first = os.path.basename(cmd[0])
+    if PYTHON_RE.match(first) and len(cmd) >= 2 and cmd[1].endswith(".py") and os.path.isfile(cmd[1]):
+        return {OCI__ENTRY_SCRIPT: os.path.abspath(cmd[1]), OCI__ENTRY_SCRIPT_ARGS: shlex.join(cmd[2:])}
+    if os.path.isfile(cmd[0]) and (cmd[0].endswith(".py") or os.access(cmd[0], os.X_OK)):
+        return {OCI__ENTRY_SCRIPT: os.path.abspath(cmd[0]), OCI__ENTRY_SCRIPT_ARGS: shlex.join(cmd[1:])}
+    os.makedirs(scratch, exist_ok=True)
+    path = os.path.join(scratch, "entry.sh")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("#!/bin/sh\n# generated by fsm-cluster local from the command after --\n"
+                f"exec {shlex.join(cmd)}\n")
+    os.chmod(path, 0o755)
+    return {OCI__ENTRY_SCRIPT: path, OCI__ENTRY_SCRIPT_ARGS: ""}
+
+
+def plan_from_flags(*, framework: str, workers: int, ps: int, run_on: str,
+                    command: list[str], scratch: str, code_dir: str) -> list[tuple[str, dict]]:
+    """(mode, contract env) per node from the command-line flags."""
+    if workers < 0 or ps < 0:
+        raise FsmClusterError("--workers and --ps must be 0 or more")
+    from ..registry import ClusterProviderFactory
+
+    ClusterProviderFactory.get_provider_class(framework)  # unknown type / engine missing → clear error
+    common = {OCI__CLUSTER_TYPE: framework.upper(), OCI__WORKER_COUNT: str(workers),
+              OCI__PS_COUNT: str(ps), OCI__RUN_ON: run_on, OCI__CODE_DIR: code_dir}
+    common.update(entry_from_command(command, scratch))
+    modes = ["MAIN"] + ["WORKER"] * workers + ["PS"] * ps
+    return [(m, dict(common)) for m in modes]
+
+
+def plan_from_spec(path: str, environ: Mapping[str, str]) -> tuple[list[tuple[str, dict]], str | None]:
+    """(mode, env) per node from a cluster spec, and the spec's work dir (for information).
+
+    Uses ``fsm_cluster.jobspec`` (``load_spec`` + ``node_environments``) when installed, else
+    :func:`minimal_spec_nodes` (the local subset of the ``kind: distributed`` spec)."""
+    if not os.path.isfile(path):
+        raise SpecError(f"{path}: no such file")
+    try:
+        from ..jobspec import load_spec, node_environments
+    except ModuleNotFoundError as e:
+        if e.name != f"{__package__.rsplit('.', 1)[0]}.jobspec":
+            raise
+        nodes = minimal_spec_nodes(path, environ)
+    else:
+        nodes = [(n.mode, dict(n.env)) for n in node_environments(load_spec(path, environ=dict(environ)))]
+    spec_dir = os.path.dirname(os.path.abspath(path))
+    out = []
+    for mode, env in nodes:
+        # Relative entry scripts are relative to the spec's folder unless the spec's code dir
+        # exists on this machine (a job's /code usually does not).
+        code_dir = env.get(OCI__CODE_DIR, "")
+        if not code_dir or not os.path.isdir(code_dir):
+            env[OCI__CODE_DIR] = spec_dir
+        out.append((mode, env))
+    work_dir = next((e.get(OCI__WORK_DIR) for _, e in out if e.get(OCI__WORK_DIR)), None)
+    return out, work_dir
+
+
+def minimal_spec_nodes(path: str, environ: Mapping[str, str]) -> list[tuple[str, dict]]:
+    """The local subset of the ADS ``kind: distributed`` YAML, for when jobspec is not installed:
+    ``spec.cluster.kind``, ``spec.cluster.spec.{workDir, config.env, main/worker/ps.{replicas,
+    config.env}}`` and ``spec.runtime.spec.{entryPoint, args, kwargs, env}``; ``$VAR`` / ``${VAR}``
+    in strings are expanded from the launcher's environment."""
+    import yaml
+
+    def expand(v):
+        if isinstance(v, str):
+            return re.sub(r"\$\{(\w+)\}|\$(\w+)",
+                          lambda m: environ.get(m.group(1) or m.group(2), m.group(0)), v)
+        return v
+
+    def env_list(obj, where: str) -> dict[str, str]:
+        items = (obj or {}).get("env") or []
+        if not isinstance(items, list) or not all(isinstance(i, dict) and "name" in i for i in items):
+            raise SpecError(f"{path}: {where}.env must be a list of {{name: ..., value: ...}}")
+        return {str(i["name"]): str(expand(i.get("value", ""))) for i in items}
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise SpecError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(doc, dict) or str(doc.get("kind", "")).lower() != "distributed":
+        raise SpecError(f"{path}: expected a cluster spec with 'kind: distributed' at the top")
+    spec = doc.get("spec") or {}
+    cluster, runtime = spec.get("cluster") or {}, spec.get("runtime") or {}
+    if not cluster:
+        raise SpecError(f"{path}: spec.cluster is missing")
+    cspec, rspec = cluster.get("spec") or {}, runtime.get("spec") or {}
+    common = {OCI__CLUSTER_TYPE: str(cluster.get("kind") or "COMMAND").upper()}
+    if cspec.get("workDir"):
+        common[OCI__WORK_DIR] = str(expand(cspec["workDir"]))
+    if rspec.get("entryPoint"):
+        common[OCI__ENTRY_SCRIPT] = str(expand(rspec["entryPoint"]))
+    args = rspec.get("args") or []
+    common[OCI__ENTRY_SCRIPT_ARGS] = shlex.join(str(expand(a)) for a in args) if isinstance(args, list) \
+        else str(expand(args))
+    kwargs = rspec.get("kwargs") or ""
+    common[OCI__ENTRY_SCRIPT_KWARGS] = " ".join(f"--{k} {shlex.quote(str(expand(v)))}" for k, v in kwargs.items()) \
+        if isinstance(kwargs, dict) else str(expand(kwargs))
+    common.update(env_list(cspec.get("config"), "spec.cluster.spec.config"))
+    common.update(env_list(rspec, "spec.runtime.spec"))
+    counts = {}
+    for role in ("worker", "ps"):
+        replicas = (cspec.get(role) or {}).get("replicas", 0)
+        if not isinstance(replicas, int) or replicas < 0:
+            raise SpecError(f"{path}: spec.cluster.spec.{role}.replicas must be a whole number >= 0")
+        counts[role] = replicas
+    common[OCI__WORKER_COUNT], common[OCI__PS_COUNT] = str(counts["worker"]), str(counts["ps"])
+    out = []
+    for role, mode, n in (("main", "MAIN", 1), ("worker", "WORKER", counts["worker"]),
+                          ("ps", "PS", counts["ps"])):
+        env = {**common, **env_list((cspec.get(role) or {}).get("config"), f"spec.cluster.spec.{role}.config")}
+        out += [(mode, dict(env)) for _ in range(n)]
+    return out
+
+
+def finalize(planned: list[tuple[str, dict]], *, work_dir: str, cluster_id: str,
+             base_env: Mapping[str, str], extra_env: Mapping[str, str]) -> list[NodePlan]:
+    """Full per-node environments: the launcher's own environment (minus what the launcher owns),
+    local defaults, the planned contract, ``-e`` overrides, and the platform's identity vars."""
+    modes = [m for m, _ in planned]
+    if modes.count("MAIN") != 1:
+        raise SpecError(f"a cluster needs exactly one MAIN node (got {modes.count('MAIN')})")
+    names = display_names(modes)
+    base = {k: v for k, v in base_env.items() if k not in OWNED and k not in CONTRACT}
+    plans = []
+    order = sorted(range(len(planned)), key=lambda i: ({"MAIN": 0, "WORKER": 1, "PS": 2}[modes[i]], i))
+    for rank, i in enumerate(order):
+        mode, env = planned[i]
+        full = {**LOCAL_DEFAULTS, **base, **{k: str(v) for k, v in env.items()}, **extra_env}
+        full.update({OCI__MODE: mode, RANK: str(rank), JOB_OCID: cluster_id, JOB_RUN_OCID: names[i],
+                     OCI__WORK_DIR: work_dir, OCI__SELF_IP: "127.0.0.1"})
+        Settings.from_env(full)  # a bad value (-e, spec, shell) → one error naming the variable
+        plans.append(NodePlan(names[i], mode, rank, full))
+    return plans
+
+
+# ------------------------------------------------------------------------------------------------
+# running
+# ------------------------------------------------------------------------------------------------
+PREFIX_STYLES = ["green", "yellow", "blue", "magenta", "bright_green", "bright_yellow", "bright_blue"]
+
+
+def prefix_style(plan: NodePlan, index: int) -> str:
+    if plan.mode == "MAIN":
+        return "bold cyan"
+    if plan.mode == "PS":
+        return "bold bright_magenta"
+    return PREFIX_STYLES[(index - 1) % len(PREFIX_STYLES)]
+
+
+def _pdeathsig():  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the node gets SIGTERM if the launcher dies without cleaning up (kill -9)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - best effort; the psutil sweep is the guarantee
+        pass
+
+
+class LocalCluster:
+    """Start the nodes, stream their output, watch the work dir, return an Outcome."""
+
+    def __init__(self, plans: list[NodePlan], workdir: WorkDir, log_dir: str, *, console=None,
+                 progress: bool = True, poll: float | None = None, hang_guard: float = 60.0,
+                 cwd: str | None = None):
+        from rich.console import Console
+
+        self.plans = plans
+        self.workdir = workdir
+        self.log_dir = log_dir
+        self.console = console or Console(highlight=False)
+        self.progress = progress
+        interval = float(plans[0].env.get(OCI__HEARTBEAT_INTERVAL, "0.5"))
+        self.poll = poll if poll is not None else max(0.2, interval)
+        self.hang_guard = hang_guard
+        self.cwd = cwd
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.exit_codes: dict[str, int | None] = {p.name: None for p in plans}
+        self.lines: queue.Queue = queue.Queue()
+        self.readers: list[threading.Thread] = []
+        self.tracked: dict[int, object] = {}  # pid → psutil.Process (every descendant ever seen)
+        self.interrupts = 0
+        self.interrupted_at: float | None = None
+        self.marker_seen_at: float | None = None
+        self.terminated = False
+        self.sigterm_at: float | None = None
+        # After Ctrl-C the nodes get a few heartbeats to read the stop marker and tear down through
+        # the protocol; the ones still alive then get SIGTERM.
+        self.term_delay = max(1.5, 3 * interval)
+        self.width = max(len(p.name) for p in plans) + 2
+        self.styles = {p.name: prefix_style(p, i) for i, p in enumerate(plans)}
+        self._launcher_marker: StopMarker | None = None
+        from ..status import ClusterView
+
+        self.view = ClusterView(workdir)
+        self._last_counts: str = ""
+        self._view_error: str | None = None
+
+    # -- output ----------------------------------------------------------------------------------
+    def _prefix(self, name: str):
+        from rich.text import Text
+
+        return Text(f"[{name}]".ljust(self.width + 1), style=self.styles.get(name, "bold"))
+
+    def say(self, message: str, style: str = "bold") -> None:
+        from rich.text import Text
+
+        self.console.print(Text("[cluster]".ljust(self.width + 1), style="bold white"),
+                           Text(message, style=style), sep="", soft_wrap=True)
+
+    def _reader(self, name: str, stream, log_path: str) -> None:
+        with open(log_path, "ab", buffering=0) as log:
+            for raw in iter(stream.readline, b""):
+                log.write(raw)
+                self.lines.put((name, raw.decode("utf-8", errors="replace").rstrip("\r\n")))
+        stream.close()
+
+    def _drain(self, limit: int = 500) -> int:
+        n = 0
+        while n < limit:
+            try:
+                self._print_line(*self.lines.get_nowait())
+            except queue.Empty:
+                break
+            n += 1
+        return n
+
+    def _counts_text(self) -> str:
+        counts = self.view.counts()
+        known = sum(counts.values())
+        pending = len(self.plans) - known
+        parts = [f"{c} {s}" for s, c in sorted(counts.items(), key=lambda kv: -kv[1])]
+        if pending > 0:
+            parts.append(f"{pending} starting")
+        return f"{len(self.plans)} nodes: " + ", ".join(parts)
+
+    def _status_renderable(self):
+        from rich.text import Text
+
+        text = Text.assemble(("cluster ", "dim"), (self.workdir.cluster_id, "bold"), "  ",
+                             self._counts_text())
+        if self.view.stop is not None:
+            text.append(f"  · {self.view.stop.outcome}", style="bold")
+        if self._view_error:
+            text.append(f"  · {self._view_error}", style="red")
+        return text
+
+    # -- process control -------------------------------------------------------------------------
+    def start(self) -> None:
+        os.makedirs(self.log_dir, exist_ok=True)
+        preexec = _pdeathsig if sys.platform.startswith("linux") else None
+        for plan in self.plans:
+            log_path = os.path.join(self.log_dir, f"{plan.name}.log")
+            open(log_path, "wb").close()
+            self.procs[plan.name] = subprocess.Popen(
+                [sys.executable, "-m", "fsm_cluster", "run"], env=plan.env, cwd=self.cwd,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, preexec_fn=preexec)
+        for plan in self.plans:  # threads only after every fork (preexec_fn and threads don't mix)
+            t = threading.Thread(target=self._reader, name=f"out-{plan.name}", daemon=True,
+                                 args=(plan.name, self.procs[plan.name].stdout,
+                                       os.path.join(self.log_dir, f"{plan.name}.log")))
+            t.start()
+            self.readers.append(t)
+
+    def _track_descendants(self) -> None:
+        import psutil
+
+        try:
+            for p in psutil.Process().children(recursive=True):
+                self.tracked.setdefault(p.pid, p)
+        except psutil.Error:
+            pass
+
+    def _signal_nodes(self, sig: int) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                try:
+                    proc.send_signal(sig)
+                except ProcessLookupError:
+                    pass
+
+    def _kill_everything(self) -> int:
+        """SIGKILL every node's process group and every descendant ever seen; count the killed."""
+        import psutil
+
+        self._track_descendants()
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        killed = 0
+        alive = []
+        for p in self.tracked.values():
+            try:
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                    p.kill()
+                    alive.append(p)
+                    killed += 1
+            except psutil.Error:
+                pass
+        psutil.wait_procs(alive, timeout=5)
+        return killed
+
+    def on_signal(self, signum, frame) -> None:
+        self.interrupts += 1
+
+    def _handle_interrupt(self, now: float) -> None:
+        if self.interrupted_at is None:
+            self.interrupted_at = now
+            marker = StopMarker(outcome="stopped", node="operator",
+                                reason="interrupted on the local launcher (Ctrl-C)",
+                                exit_code=EXIT_INTERRUPTED, wall=time.time())
+            try:
+                if self.workdir.write_stop(marker):
+                    self._launcher_marker = marker
+            except FsmClusterError as e:
+                self.say(f"could not write the stop marker: {e}", "red")
+            self.say("interrupted: stop marker written; the nodes tear down (Ctrl-C again to kill "
+                     "them now)", "yellow")
+            self.sigterm_at = now + self.term_delay
+        elif not self.terminated:
+            self.say("second interrupt: killing every node now", "red")
+            self._kill_everything()
+            self.terminated = True
+
+    def _on_node_exit(self, name: str, code: int) -> None:
+        plan = next(p for p in self.plans if p.name == name)
+        self.exit_codes[name] = code
+        if code == 0 or self.interrupted_at is not None:
+            return
+        # A node that died without a word (crash, bad environment, killed) would leave the others
+        # waiting for it until a timeout; the launcher, as the platform, says so at once.
+        marker = StopMarker(outcome="failed", node=plan.node_id,
+                            reason=f"{name} exited with code {code}{self._last_words(name)}",
+                            exit_code=code if 0 < code < 256 else 1, wall=time.time())
+        try:
+            if self.workdir.write_stop(marker):
+                self._launcher_marker = marker
+        except FsmClusterError:
+            pass
+
+    def _last_words(self, name: str) -> str:
+        try:
+            with open(os.path.join(self.log_dir, f"{name}.log"), "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 2000))
+                lines = [ln for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+        except OSError:
+            return ""
+        return f" ({lines[-1].strip()[-300:]})" if lines else ""
+
+    # -- the loop --------------------------------------------------------------------------------
+    def _refresh_view(self) -> None:
+        try:
+            self.view.refresh()
+            self._view_error = None
+        except FsmClusterError as e:
+            self._view_error = str(e)
+
+    def run(self) -> Outcome:
+        from rich.live import Live
+
+        live_ok = self.progress and self.console.is_terminal
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, self.on_signal)
+        live = Live(self._status_renderable(), console=self.console, transient=True,
+                    auto_refresh=False, redirect_stdout=False, redirect_stderr=False) if live_ok else None
+        try:
+            self.start()
+            if live is not None:
+                live.start()
+            self._loop(live)
+        finally:
+            if live is not None:
+                live.stop()
+            leftovers = self._kill_everything()
+            for t in self.readers:
+                t.join(timeout=5)
+            self._drain(limit=10**9)
+            for sig, h in previous.items():
+                signal.signal(sig, h)
+        self._refresh_view()
+        return self._outcome(leftovers)
+
+    def _loop(self, live) -> None:
+        next_poll = 0.0
+        handled = 0
+        while True:
+            self._drain()
+            now = time.monotonic()
+            while handled < self.interrupts:
+                handled += 1
+                self._handle_interrupt(now)
+            if self.sigterm_at is not None and now >= self.sigterm_at:
+                self.sigterm_at = None
+                self._signal_nodes(signal.SIGTERM)
+            for name, proc in self.procs.items():
+                if self.exit_codes[name] is None:
+                    code = proc.poll()
+                    if code is not None:
+                        self._on_node_exit(name, code)
+            if now >= next_poll:
+                next_poll = now + self.poll
+                self._track_descendants()
+                self._refresh_view()
+                if self.view.stop is not None and self.marker_seen_at is None:
+                    self.marker_seen_at = now
+                if live is not None:
+                    live.update(self._status_renderable(), refresh=True)
+                else:
+                    counts = self._counts_text()
+                    if self.progress and counts != self._last_counts:
+                        self._last_counts = counts
+                        self.say(counts, "dim")
+            if all(c is not None for c in self.exit_codes.values()):
+                return
+            ended_at = self.interrupted_at if self.interrupted_at is not None else self.marker_seen_at
+            if ended_at is not None and now - ended_at > self.hang_guard and not self.terminated:
+                self.say(f"nodes still running {self.hang_guard:g} s after the cluster ended; killing them",
+                         "red")
+                self._kill_everything()
+                self.terminated = True
+            try:
+                self._print_line(*self.lines.get(timeout=0.05))
+            except queue.Empty:
+                pass
+
+    def _print_line(self, name: str, line: str) -> None:
+        from rich.text import Text
+
+        self.console.print(self._prefix(name), Text(line), sep="", soft_wrap=True)
+
+    def _outcome(self, leftovers: int) -> Outcome:
+        marker = self.view.stop or self._launcher_marker
+        codes = dict(self.exit_codes)
+        names = {p.node_id: p.name for p in self.plans}
+        bad = [(n, c) for n, c in codes.items() if c not in (0, None)]
+        if marker is None:
+            if bad:
+                n, c = bad[0]
+                return Outcome(EXIT_FAILED, "failed", n, f"exited with code {c}{self._last_words(n)}",
+                               codes, leftovers)
+            return Outcome(EXIT_FAILED, "unknown", "", "the nodes exited without writing an outcome",
+                           codes, leftovers)
+        who = names.get(marker.node, marker.node)
+        if marker.outcome == "complete":
+            if bad:
+                n, c = bad[0]
+                return Outcome(EXIT_FAILED, "failed", n, f"exited with code {c} after the cluster completed",
+                               codes, leftovers)
+            return Outcome(0, "complete", who, marker.reason, codes, leftovers)
+        if marker.outcome == "failed":
+            return Outcome(EXIT_FAILED, "failed", who, marker.reason, codes, leftovers)
+        code = EXIT_INTERRUPTED if self.interrupted_at is not None else EXIT_STOPPED
+        return Outcome(code, "stopped", who, marker.reason, codes, leftovers)
+
+    def upload_logs(self) -> None:
+        """Object-store work dirs: copy the local log files to ``<cluster>/logs/`` at the end."""
+        for plan in self.plans:
+            path = os.path.join(self.log_dir, f"{plan.name}.log")
+            with open(path, "rb") as f:
+                self.workdir.write_bytes(f"logs/{plan.name}.log", f.read())
+
+
+def local_dirs(work_dir: str | None, cluster_id: str) -> tuple[str, WorkDir, str, bool]:
+    """(work dir URI, WorkDir, local folder for logs and the generated entry script, is_remote)."""
+    if work_dir is None:
+        work_dir = tempfile.mkdtemp(prefix="fsm-cluster-")
+    wd = WorkDir(work_dir, cluster_id)
+    if wd.local:
+        return work_dir, wd, wd.root, False
+    return work_dir, wd, tempfile.mkdtemp(prefix=f"fsm-cluster-{cluster_id}-"), True
