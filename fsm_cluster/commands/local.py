@@ -82,6 +82,7 @@ def handle(args) -> int:
         planned, spec_work_dir = L.plan_from_spec(args.file, os.environ)
     created = args.work_dir is None
     work_dir, wd, local_dir, remote = L.local_dirs(args.work_dir, cluster_id)
+    local_dir_existed = os.path.exists(local_dir) and not remote
     try:
         if wd.listing():
             raise FsmClusterError(f"{wd.display} already holds a cluster; choose another --cluster-id "
@@ -98,7 +99,9 @@ def handle(args) -> int:
                 code_dir=cwd)
         plans = L.finalize(planned, work_dir=work_dir, cluster_id=cluster_id, base_env=os.environ,
                            extra_env=extra_env)
-    except Exception:
+    except Exception:  # nothing of a cluster that never started is left behind
+        if not local_dir_existed:
+            shutil.rmtree(local_dir, ignore_errors=True)
         if created:
             shutil.rmtree(work_dir, ignore_errors=True)
         raise
