@@ -1,0 +1,854 @@
+"""Cluster specs (YAML) → one job definition + one run per node.
+
+A spec is the ``kind: distributed`` YAML oracle-ads' distributed training reads (``train.yaml``);
+such files load unchanged. Loading does, in order:
+
+1. parse the YAML, keeping every node's line (``yaml.compose``) so that each error names the
+   file, the YAML path and the line: ``train.yaml: spec.cluster.spec.worker.replicas: must be ≥ 0,
+   line 23``;
+2. replace ``${VAR}`` / ``${VAR:-default}`` in string values from the environment (``$${`` is a
+   literal ``${``);
+3. validate with the pydantic models below (unknown keys are errors, with a "did you mean");
+4. let the cluster kind's spec builder (``FrameworkSpecBuilderFactory``) add its environment.
+
+The environment contract (the names live in :mod:`fsm_cluster.env`):
+
+* job definition — ``ClusterConfigToJobSpecConverter.job_def_info()``: the cluster's
+  ``config.env``, the ``OCI__*`` variables derived from the spec, then the runtime's ``env``
+  (framework builders add theirs there);
+* each run — ``job_run_info(jobType)`` and ``run_infos()``: that group's ``config.env``, its
+  ``startOptions`` as ``OCI__START_ARGS``, ``OCI__MODE`` and ``RANK`` (MAIN 0, workers 1..n, then PS).
+
+Every value is a string. ``node_environments(spec)`` gives each node's full environment (job
+definition merged with its run), which is what the local launcher starts.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import logging
+import os
+import re
+import shlex
+from abc import ABCMeta
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Mapping
+
+import yaml
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError,
+                      WithJsonSchema, field_validator)
+from pydantic.alias_generators import to_camel
+
+from .env import (OCI__CA_DOWNLOAD_LOCATION, OCI__CERTIFICATE_AUTHORITY_OCID,
+                  OCI__CERTIFICATE_DOWNLOAD_LOCATION, OCI__CERTIFICATE_KEY_DOWNLOAD_LOCATION,
+                  OCI__CERTIFICATE_OCID, OCI__CLUSTER_TYPE, OCI__CODE_DIR, OCI__ENTRY_SCRIPT,
+                  OCI__ENTRY_SCRIPT_ARGS, OCI__ENTRY_SCRIPT_KWARGS, OCI__EPHEMERAL, OCI__LIFE_SPAN,
+                  OCI__MODE, OCI__PS_COUNT, OCI__RUN_ON, OCI__RUNTIME_GIT_BRANCH,
+                  OCI__RUNTIME_GIT_COMMIT, OCI__RUNTIME_GIT_SECRET_ID, OCI__RUNTIME_PYTHON_PATH,
+                  OCI__RUNTIME_TYPE, OCI__RUNTIME_URI, OCI__START_ARGS, OCI__WORK_DIR,
+                  OCI__WORKER_COUNT, RANK)
+from .errors import SpecError
+
+log = logging.getLogger(__name__)
+
+SPEC_BUILDERS_GROUP = "fsm_cluster.spec_builders"
+MODES = {"main": "MAIN", "worker": "WORKER", "ps": "PS"}
+
+Path = tuple[str | int, ...]
+
+
+# ================================================================================================
+# Reading: YAML text → data + the line of every path
+# ================================================================================================
+@dataclass
+class SpecSource:
+    """Where a spec came from and the 1-based line of every YAML path (``("spec", "cluster")``)."""
+
+    name: str
+    lines: dict[Path, int]
+
+    def line_of(self, path: Path) -> int | None:
+        """Line of ``path``, or of its nearest ancestor present in the file."""
+        p = tuple(path)
+        while p:
+            if p in self.lines:
+                return self.lines[p]
+            p = p[:-1]
+        return self.lines.get((), None)
+
+    def error(self, path: Path, message: str) -> str:
+        line = self.line_of(path)
+        where = f", line {line}" if line else ""
+        return f"{self.name}: {format_path(path)}: {message}{where}"
+
+
+def format_path(path: Path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _index_lines(node: yaml.Node, path: Path, lines: dict[Path, int], problems: list) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                problems.append((path + (key,), f"duplicate key (first at line {seen[key]})", line))
+            seen[key] = line
+            lines[path + (key,)] = line
+            _index_lines(value_node, path + (key,), lines, problems)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[path + (i,)] = item.start_mark.line + 1
+            _index_lines(item, path + (i,), lines, problems)
+
+
+def read_text(path_or_text: str | os.PathLike) -> tuple[str, str]:
+    """(source name, YAML text). A path (or fsspec URI) is read; text with a newline is used as is."""
+    if isinstance(path_or_text, str) and "\n" in path_or_text:
+        return "<spec>", path_or_text
+    path = os.fspath(path_or_text)
+    if "://" in path:
+        import fsspec
+
+        try:
+            with fsspec.open(path, "r", encoding="utf-8") as f:
+                return path, f.read()
+        except (OSError, ValueError) as e:
+            raise SpecError(f"{path}: cannot read the spec ({e})") from None
+    if not os.path.isfile(path):
+        raise SpecError(f"{path}: no such file")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return path, f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecError(f"{path}: cannot read the spec ({e})") from None
+
+
+def parse_yaml(name: str, text: str) -> tuple[Any, SpecSource]:
+    """The YAML document as plain data and its :class:`SpecSource`; syntax errors → SpecError."""
+    try:
+        root = yaml.compose(io.StringIO(text), Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f", line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        what = " ".join(p for p in (e.context, e.problem) if p)
+        raise SpecError(f"{name}: not valid YAML: {what}{where}") from None
+    except yaml.YAMLError as e:
+        raise SpecError(f"{name}: not valid YAML: {e}") from None
+    lines: dict[Path, int] = {}
+    problems: list = []
+    if root is not None:
+        lines[()] = root.start_mark.line + 1
+        _index_lines(root, (), lines, problems)
+    source = SpecSource(name, lines)
+    if problems:
+        raise SpecError("\n".join(f"{name}: {format_path(p)}: {m}, line {ln}" for p, m, ln in problems))
+    if not isinstance(data, dict):
+        raise SpecError(f"{name}: the spec must be a YAML mapping (kind: distributed, apiVersion, spec)")
+    return data, source
+
+
+# ------------------------------------------------------------------------------------------------
+# ${VAR} placeholders
+# ------------------------------------------------------------------------------------------------
+_PLACEHOLDER = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def resolve_placeholders(data: Any, environ: Mapping[str, str], source: SpecSource,
+                         path: Path = ()) -> Any:
+    """``data`` with ``${VAR}`` / ``${VAR:-default}`` replaced in every string value."""
+    missing: list[str] = []
+    out = _resolve(data, environ, source, path, missing)
+    if missing:
+        raise SpecError("\n".join(missing))
+    return out
+
+
+def _resolve(data, environ, source, path, missing):
+    if isinstance(data, dict):
+        return {k: _resolve(v, environ, source, path + (k,), missing) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_resolve(v, environ, source, path + (i,), missing) for i, v in enumerate(data)]
+    if not isinstance(data, str) or "${" not in data:
+        return data
+
+    def sub(m: re.Match) -> str:
+        if m.group(0) == "$${":
+            return "${"
+        name, default = m.group(1), m.group(2)
+        if name in environ:
+            return environ[name]
+        if default is not None:
+            return default
+        missing.append(source.error(path, f"${{{name}}} is not set in the environment"))
+        return m.group(0)
+
+    return _PLACEHOLDER.sub(sub, data)
+
+
+# ================================================================================================
+# The models (field aliases are the YAML keys, so error locations are YAML paths)
+# ================================================================================================
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+def _scalar_text(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, (str, int, float, bool)):
+        return str(v)
+    raise ValueError(f"must be a string or a number (got a {type(v).__name__})")
+
+
+def _scalar_list(v: Any) -> Any:
+    if v is None or isinstance(v, str):
+        return v
+    if isinstance(v, list):
+        return [_scalar_text(x) for x in v]
+    raise ValueError("must be a list of strings")
+
+
+_ANY_SCALAR = {"type": ["string", "number", "integer", "boolean", "null"]}
+Scalar = Annotated[str, BeforeValidator(_scalar_text), WithJsonSchema(_ANY_SCALAR)]
+ScalarList = Annotated[list[str] | None, BeforeValidator(_scalar_list),
+                       WithJsonSchema({"anyOf": [{"type": "array", "items": _ANY_SCALAR},
+                                                 {"type": "string"}, {"type": "null"}]})]
+ArgList = Annotated[list[str] | str | None, BeforeValidator(_scalar_list),
+                    WithJsonSchema({"anyOf": [{"type": "array", "items": _ANY_SCALAR},
+                                              {"type": "string"}, {"type": "null"}]})]
+
+
+def _kwargs(v: Any) -> Any:
+    if v is None or isinstance(v, str):
+        return v
+    if isinstance(v, dict):
+        return {str(k): _scalar_text(x) for k, x in v.items()}
+    raise ValueError("must be a string (--key value ...) or a mapping")
+
+
+Kwargs = Annotated[str | dict[str, str] | None, BeforeValidator(_kwargs),
+                   WithJsonSchema({"anyOf": [{"type": "string"},
+                                             {"type": "object", "additionalProperties": _ANY_SCALAR},
+                                             {"type": "null"}]})]
+
+ENV_VAR_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class EnvVar(_Model):
+    """``- name: WORKER_PORT`` / ``value: 12345`` (numbers and booleans become strings)."""
+
+    name: str = Field(pattern=ENV_VAR_NAME)
+    value: Scalar = ""
+
+
+def env_dict(items: list[EnvVar] | None) -> dict[str, str]:
+    return {e.name: e.value for e in items or []}
+
+
+class GroupConfig(_Model):
+    """``config`` of the cluster or of one node group: environment and framework start options."""
+
+    env: list[EnvVar] | None = None
+    start_options: ScalarList = None
+
+    @property
+    def env_vars(self) -> dict[str, str]:
+        return env_dict(self.env)
+
+    @property
+    def cmd_args(self) -> str:
+        """ADS' meaning: the start options joined by spaces (an item may hold several words)."""
+        opts = self.start_options
+        return (opts if isinstance(opts, str) else " ".join(opts or [])).strip()
+
+
+class NodeGroup(_Model):
+    """``main`` / ``worker`` / ``ps``."""
+
+    name: str | None = None
+    image: str | None = None
+    replicas: int | None = Field(None, ge=0)
+    config: GroupConfig | None = None
+
+    @property
+    def conf(self) -> GroupConfig:
+        return self.config or GroupConfig()
+
+    def count(self, default: int = 1) -> int:
+        return default if self.replicas is None else self.replicas
+
+
+class CaCert(_Model):
+    id: str = Field(min_length=1)
+    download_location: str = "ca-cert.pem"
+
+
+class Cert(_Model):
+    id: str = Field(min_length=1)
+    cert_download_location: str = "cert.pem"
+    key_download_location: str = "key.pem"
+
+
+class Certificate(_Model):
+    ca_cert: CaCert
+    cert: Cert
+
+
+class ClusterBody(_Model):
+    """``spec.cluster.spec``."""
+
+    image: str | None = None
+    work_dir: str = Field(min_length=1)
+    name: str | None = None
+    ephemeral: bool = True
+    life_span: str | None = None
+    run_on: Literal["main", "all"] | None = None
+    certificate: Certificate | None = None
+    config: GroupConfig | None = None
+    main: NodeGroup = Field(default_factory=NodeGroup)
+    worker: NodeGroup | None = None
+    ps: NodeGroup | None = None
+
+    @field_validator("life_span", mode="before")
+    @classmethod
+    def _duration(cls, v):
+        if v is None:
+            return v
+        from .clock import parse_duration
+
+        try:
+            parse_duration(v)
+        except ValueError:
+            raise ValueError(f"not a duration: {v!r} (examples: 45s, 30m, 2h, 1d)") from None
+        return str(v).strip()
+
+    @property
+    def conf(self) -> GroupConfig:
+        return self.config or GroupConfig()
+
+    def group(self, job_type: str) -> NodeGroup | None:
+        return getattr(self, job_type)
+
+
+class ClusterSection(_Model):
+    """``spec.cluster``: ``kind`` is the cluster type (DASK, PYTORCH, ..., or module:Class)."""
+
+    kind: str = Field(min_length=1)
+    api_version: str | None = None
+    spec: ClusterBody
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, v: str) -> str:
+        v = v.strip()
+        if ":" in v:
+            return v
+        known = known_cluster_kinds()
+        if v.upper() not in known:
+            raise ValueError(f"unknown cluster kind {v!r} (known: {', '.join(known)})")
+        return v.upper()
+
+
+class ShapeConfig(_Model):
+    ocpus: float = Field(gt=0)
+    memory_in_gbs: float = Field(gt=0, alias="memoryInGBs")
+
+
+class InfraSpec(_Model):
+    """``spec.infrastructure.spec``: where the job runs (ignored by ``fsm-cluster local``)."""
+
+    compartment_id: str | None = None
+    project_id: str | None = None
+    display_name: str | None = None
+    log_group_id: str | None = None
+    log_id: str | None = None
+    subnet_id: str | None = None
+    shape_name: str | None = None
+    shape_config_details: ShapeConfig | None = None
+    block_storage_size: int | None = Field(None, ge=50)
+
+
+class Infrastructure(_Model):
+    kind: Literal["infrastructure"] = "infrastructure"
+    type: Literal["dataScienceJob"] = "dataScienceJob"
+    api_version: str | None = None
+    spec: InfraSpec = Field(default_factory=InfraSpec)
+
+
+RuntimeType = Literal["python", "git", "remote"]
+
+
+class RuntimeSpec(_Model):
+    entry_point: str | None = None
+    args: ArgList = None
+    kwargs: Kwargs = None
+    env: list[EnvVar] | None = None
+    type: RuntimeType | None = None
+    uri: str | None = None
+    branch: str | None = None
+    commit: str | None = None
+    git_secret_id: str | None = None
+    code_dir: str | None = None
+    python_path: str | None = None
+
+
+class Runtime(_Model):
+    """``spec.runtime``: ``type`` python (code in the image), git or remote (fetched at start)."""
+
+    kind: Literal["python"] = "python"
+    type: RuntimeType | None = None
+    api_version: str | None = None
+    spec: RuntimeSpec = Field(default_factory=RuntimeSpec)
+
+    @property
+    def runtime_type(self) -> str:
+        return self.type or self.spec.type or "python"
+
+    @property
+    def env_vars(self) -> dict[str, str]:
+        return env_dict(self.spec.env)
+
+
+class DistributedSpec(_Model):
+    infrastructure: Infrastructure | None = None
+    cluster: ClusterSection
+    runtime: Runtime = Field(default_factory=Runtime)
+
+
+class ClusterSpec(_Model):
+    """A whole cluster spec (``kind: distributed``); ``source`` knows the line of every path."""
+
+    kind: Literal["distributed"]
+    api_version: Literal["v1.0", "v1"]
+    spec: DistributedSpec
+    _source: SpecSource | None = PrivateAttr(None)
+
+    # the names of the seed's ClusterInfo
+    @property
+    def infrastructure(self) -> dict:
+        infra = self.spec.infrastructure or Infrastructure()
+        return infra.model_dump(by_alias=True, exclude_none=True)
+
+    @property
+    def cluster(self) -> ClusterBody:
+        return self.spec.cluster.spec
+
+    @property
+    def cluster_type(self) -> str:
+        return self.spec.cluster.kind
+
+    @property
+    def runtime(self) -> Runtime:
+        return self.spec.runtime
+
+    @property
+    def source(self) -> SpecSource:
+        return self._source or SpecSource("<spec>", {})
+
+    def error(self, path: Path, message: str) -> SpecError:
+        """A SpecError naming this spec's file, ``path`` and its line."""
+        return SpecError(self.source.error(path, message))
+
+
+def json_schema() -> dict:
+    """JSON schema of cluster specs (for editors: yaml-language-server, IDEs)."""
+    schema = ClusterSpec.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "fsm_cluster cluster spec (kind: distributed)"
+    return schema
+
+
+# ------------------------------------------------------------------------------------------------
+# Validation errors → one line per problem, naming path and line
+# ------------------------------------------------------------------------------------------------
+_TYPE_TAGS = re.compile(r"^(str|int|float|bool|list|dict|none)(\[.*\])?$|^function-")
+
+
+def _message(err: dict, fields: list[str]) -> str:
+    t, ctx, got = err["type"], err.get("ctx") or {}, err.get("input")
+    shown = f" (got {got!r})" if isinstance(got, (str, int, float, bool)) or got is None else ""
+    if t == "missing":
+        return "required"
+    if t == "extra_forbidden":
+        close = difflib.get_close_matches(str(err["loc"][-1]), fields, n=1)
+        return "unknown field" + (f" (did you mean {close[0]!r}?)" if close else "")
+    if t == "greater_than_equal":
+        return f"must be ≥ {ctx.get('ge')}{shown}"
+    if t == "greater_than":
+        return f"must be > {ctx.get('gt')}{shown}"
+    if t == "literal_error":
+        return f"must be {ctx.get('expected')}{shown}"
+    if t in ("int_parsing", "int_type", "int_from_float"):
+        return f"must be an integer{shown}"
+    if t in ("float_parsing", "float_type"):
+        return f"must be a number{shown}"
+    if t in ("bool_parsing", "bool_type"):
+        return f"must be true or false{shown}"
+    if t == "string_type":
+        return f"must be a string{shown}"
+    if t == "string_too_short":
+        return "must not be empty"
+    if t == "string_pattern_mismatch":
+        return f"not a valid environment variable name{shown}"
+    if t == "list_type":
+        return "must be a list"
+    if t in ("model_type", "dict_type", "model_attributes_type"):
+        return "must be a mapping"
+    msg = err["msg"]
+    return msg[len("Value error, "):] if msg.startswith("Value error, ") else msg
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """YAML keys allowed where ``loc`` points (for "did you mean")."""
+    import typing
+
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
+            continue
+        field = next((f for n, f in current.model_fields.items() if f.alias == part or n == part), None)
+        if field is None:
+            return []
+        ann = field.annotation
+        candidates = [a for a in typing.get_args(ann) or (ann,)]
+        nxt = None
+        for c in candidates:
+            for inner in (c, *typing.get_args(c)):
+                if isinstance(inner, type) and issubclass(inner, BaseModel):
+                    nxt = inner
+        current = nxt
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [f.alias or n for n, f in current.model_fields.items()]
+    return []
+
+
+def format_errors(e: ValidationError, source: SpecSource, model: type[BaseModel] = None) -> str:
+    model = model or ClusterSpec
+    out = []
+    for err in e.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and _TYPE_TAGS.match(p)))
+        line = source.error(loc, _message(err, _fields_at(model, loc)))
+        if line not in out:
+            out.append(line)
+    return "\n".join(out)
+
+
+# ================================================================================================
+# Loading
+# ================================================================================================
+def load_spec(path_or_text: str | os.PathLike, environ: Mapping[str, str] | None = None) -> ClusterSpec:
+    """A validated :class:`ClusterSpec` from a file (path or fsspec URI) or YAML text.
+
+    ``${VAR}`` placeholders resolve from ``environ`` (default ``os.environ``); the cluster kind's
+    spec builder then adds its environment. Any problem → :class:`SpecError` naming file, path, line.
+    """
+    name, text = read_text(path_or_text)
+    return load_spec_text(text, name=name, environ=environ)
+
+
+def load_spec_text(text: str, name: str = "<spec>", environ: Mapping[str, str] | None = None) -> ClusterSpec:
+    data, source = parse_yaml(name, text)
+    data = resolve_placeholders(data, os.environ if environ is None else environ, source)
+    spec = validate_spec(data, source)
+    builder = FrameworkSpecBuilderFactory.get(spec.cluster_type)(data)
+    try:
+        built = builder.update()
+    except SpecError:
+        raise
+    except Exception as e:  # a builder's bug must still end in one clear message
+        raise SpecError(f"{name}: the {spec.cluster_type} spec builder failed: {type(e).__name__}: {e}") from e
+    if built is not data or builder.changed:
+        spec = validate_spec(built, source)
+    return spec
+
+
+def validate_spec(data: dict, source: SpecSource) -> ClusterSpec:
+    try:
+        spec = ClusterSpec.model_validate(data)
+    except ValidationError as e:
+        raise SpecError(format_errors(e, source)) from None
+    spec._source = source
+    problems = list(semantic_problems(spec))
+    if problems:
+        raise SpecError("\n".join(source.error(p, m) for p, m in problems))
+    return spec
+
+
+def semantic_problems(spec: ClusterSpec):
+    """(path, message) for what the field types alone cannot say."""
+    c = ("spec", "cluster", "spec")
+    body = spec.cluster
+    if body.main.replicas not in (None, 1):
+        yield c + ("main", "replicas"), f"must be 1: a cluster has exactly one MAIN (got {body.main.replicas})"
+    if body.ps is not None and body.ps.count() > 0 and spec.cluster_type not in ("TENSORFLOW",) \
+            and ":" not in spec.cluster_type and not FrameworkSpecBuilderFactory.accepts_ps(spec.cluster_type):
+        yield c + ("ps",), f"parameter servers are a TENSORFLOW feature, not {spec.cluster_type}"
+    rt = spec.runtime
+    r = ("spec", "runtime")
+    if rt.type and rt.spec.type and rt.type != rt.spec.type:
+        yield r + ("spec", "type"), f"contradicts spec.runtime.type ({rt.type!r} vs {rt.spec.type!r})"
+    kind = rt.runtime_type
+    if kind in ("git", "remote") and not rt.spec.uri:
+        yield r + ("spec", "uri"), f"required when the runtime type is {kind}"
+    if kind != "git":
+        for key in ("branch", "commit", "gitSecretId"):
+            if getattr(rt.spec, {"gitSecretId": "git_secret_id"}.get(key, key)):
+                yield r + ("spec", key), f"only meaningful for a git runtime (type is {kind})"
+    if kind == "python" and rt.spec.uri:
+        yield r + ("spec", "uri"), "only meaningful for a git or remote runtime (set spec.runtime.type)"
+
+
+# ================================================================================================
+# Framework spec builders (the seed's AbstractFrameworkSpecBuilder) and their registry
+# ================================================================================================
+def update_env_vars(config: dict, env_vars: list[dict]) -> dict:
+    """Set ``env_vars`` (``[{"name": "X", "value": ...}]``) in the spec's runtime env.
+
+    ``config`` is the spec as a dict (``kind: distributed``); a name already present is replaced,
+    others are appended. The runtime env goes into the job definition. Returns ``config``.
+    """
+    for item in env_vars:
+        if not isinstance(item, Mapping) or "name" not in item:
+            raise SpecError(f"update_env_vars: expected {{'name': ..., 'value': ...}}, got {item!r}")
+    spec = config.setdefault("spec", {})
+    runtime = spec.get("runtime") or {}
+    spec["runtime"] = runtime
+    rspec = runtime.get("spec") or {}
+    runtime["spec"] = rspec
+    env = list(rspec.get("env") or [])
+    index = {e.get("name"): i for i, e in enumerate(env) if isinstance(e, Mapping)}
+    for item in env_vars:
+        entry = {"name": str(item["name"]), "value": _scalar_text(item.get("value"))}
+        if entry["name"] in index:
+            env[index[entry["name"]]] = entry
+        else:
+            index[entry["name"]] = len(env)
+            env.append(entry)
+    rspec["env"] = env
+    return config
+
+
+class AbstractFrameworkSpecBuilder(metaclass=ABCMeta):
+    """Adds a framework's environment variables to a spec (on the laptop, never on a node).
+
+    ``config`` is the spec as a dict. Subclasses override ``_add_framework_envs(new_env_vars)``
+    (the seed's hook) and return the list with their ``{"name", "value"}`` items added. Variables
+    the user already set (runtime env or cluster ``config.env``) win over the builder's.
+    Set ``accepts_ps = True`` for a framework that uses parameter servers.
+    """
+
+    accepts_ps = False
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.changed = False
+
+    def update(self) -> dict:
+        added = self._add_framework_envs([])
+        if not added:
+            return self.config
+        user = set(self._user_env_names())
+        added = [e for e in added if e.get("name") not in user]
+        self.changed = bool(added)
+        return update_env_vars(self.config, added)
+
+    def _add_framework_envs(self, new_env_vars: list) -> list:
+        """Override: append the framework's variables to ``new_env_vars`` and return it."""
+        return new_env_vars
+
+    def _user_env_names(self):
+        spec = self.config.get("spec") or {}
+        cluster = ((spec.get("cluster") or {}).get("spec") or {})
+        runtime = (spec.get("runtime") or {}).get("spec") or {}
+        for items in ((cluster.get("config") or {}).get("env"), runtime.get("env")):
+            for e in items or []:
+                if isinstance(e, Mapping):
+                    yield e.get("name")
+
+
+class FrameworkSpecBuilderFactory:
+    """Cluster kind → spec builder class: ``register``, the entry-point group
+    ``fsm_cluster.spec_builders`` (``DASK = "pkg.module:Builder"``), else the no-op base builder."""
+
+    registry: dict[str, type] = {}
+
+    @classmethod
+    def register(cls, kind: str, builder: type) -> None:
+        cls.registry[kind.strip().upper()] = builder
+
+    @classmethod
+    def get(cls, kind: str) -> type:
+        k = (kind or "").strip().upper()
+        if k in cls.registry:
+            return cls.registry[k]
+        for ep in _entry_points():
+            if ep.name.upper() == k:
+                try:
+                    builder = ep.load()
+                except Exception as e:
+                    raise SpecError(f"spec builder for {k} ({ep.value}) cannot be loaded: {e}") from None
+                cls.registry[k] = builder
+                return builder
+        return AbstractFrameworkSpecBuilder
+
+    @classmethod
+    def known(cls) -> list[str]:
+        return sorted(set(cls.registry) | {ep.name.upper() for ep in _entry_points()})
+
+    @classmethod
+    def accepts_ps(cls, kind: str) -> bool:
+        return bool(getattr(cls.get(kind), "accepts_ps", False))
+
+
+def _entry_points():
+    from importlib.metadata import entry_points
+
+    try:
+        return list(entry_points(group=SPEC_BUILDERS_GROUP))
+    except Exception:  # pragma: no cover - broken metadata must not stop loading
+        log.exception("reading entry points %s", SPEC_BUILDERS_GROUP)
+        return []
+
+
+def known_cluster_kinds() -> list[str]:
+    from .registry import ClusterProviderFactory
+
+    return sorted(set(ClusterProviderFactory.known()) | set(FrameworkSpecBuilderFactory.known()))
+
+
+# ================================================================================================
+# Spec → job definition + runs (the seed's ClusterConfigToJobSpecConverter)
+# ================================================================================================
+def _text(v: Any) -> str:
+    return "" if v is None else str(v)
+
+
+class ClusterConfigToJobSpecConverter:
+    """``cluster_info`` (a :class:`ClusterSpec`) → job definition and job runs, as in ADS."""
+
+    def __init__(self, cluster_info: ClusterSpec):
+        self.cluster_info = cluster_info
+
+    def job_def_info(self) -> dict:
+        """``{"infrastructure", "image", "name", "envVars"}`` of the one job definition."""
+        info = self.cluster_info
+        c = info.cluster
+        rt = info.runtime
+        env: dict[str, str] = dict(c.conf.env_vars)
+        env[OCI__WORK_DIR] = c.work_dir
+        env[OCI__EPHEMERAL] = str(c.ephemeral)
+        env[OCI__CLUSTER_TYPE] = info.cluster_type
+        env[OCI__WORKER_COUNT] = str(c.worker.count() if c.worker else 0)
+        env[OCI__PS_COUNT] = str(c.ps.count() if c.ps else 0)
+        env[OCI__START_ARGS] = c.conf.cmd_args
+        env[OCI__ENTRY_SCRIPT] = _text(rt.spec.entry_point)
+        optional = {
+            OCI__LIFE_SPAN: c.life_span,
+            OCI__RUN_ON: c.run_on,
+            OCI__ENTRY_SCRIPT_ARGS: entry_args(rt.spec.args),
+            OCI__ENTRY_SCRIPT_KWARGS: entry_kwargs(rt.spec.kwargs),
+            OCI__CODE_DIR: rt.spec.code_dir,
+            OCI__RUNTIME_PYTHON_PATH: rt.spec.python_path,
+        }
+        if rt.runtime_type != "python":
+            optional.update({
+                OCI__RUNTIME_TYPE: rt.runtime_type,
+                OCI__RUNTIME_URI: rt.spec.uri,
+                OCI__RUNTIME_GIT_BRANCH: rt.spec.branch,
+                OCI__RUNTIME_GIT_COMMIT: rt.spec.commit,
+                OCI__RUNTIME_GIT_SECRET_ID: rt.spec.git_secret_id,
+            })
+        env.update({k: v for k, v in optional.items() if v})
+        env.update(rt.env_vars)
+        if c.certificate:
+            cert = c.certificate
+            env.update({
+                OCI__CERTIFICATE_AUTHORITY_OCID: cert.ca_cert.id,
+                OCI__CA_DOWNLOAD_LOCATION: cert.ca_cert.download_location,
+                OCI__CERTIFICATE_OCID: cert.cert.id,
+                OCI__CERTIFICATE_DOWNLOAD_LOCATION: cert.cert.cert_download_location,
+                OCI__CERTIFICATE_KEY_DOWNLOAD_LOCATION: cert.cert.key_download_location,
+            })
+        infra = info.infrastructure
+        image = c.image or c.main.image or (c.worker.image if c.worker else None)
+        name = c.name or infra.get("spec", {}).get("displayName")
+        return {"infrastructure": infra, "image": image, "name": name,
+                "envVars": {k: str(v) for k, v in env.items()}}
+
+    def job_run_info(self, jobType: str) -> dict | None:
+        """``{"name", "envVars", "image"}`` shared by the runs of ``jobType`` (main/worker/ps),
+        or None when the spec has no such group."""
+        job_type = jobType.lower()
+        if job_type not in MODES:
+            raise ValueError(f"jobType must be one of {', '.join(MODES)} (got {jobType!r})")
+        group = self.cluster_info.cluster.group(job_type)
+        if group is None:
+            return None
+        env = dict(group.conf.env_vars)
+        if group.conf.cmd_args:
+            env[OCI__START_ARGS] = group.conf.cmd_args
+        env[OCI__MODE] = MODES[job_type]
+        return {"name": group.name or job_type, "image": group.image,
+                "envVars": {k: str(v) for k, v in env.items()}}
+
+    def run_infos(self) -> list[dict]:
+        """One ``{"name", "mode", "rank", "image", "envVars"}`` per node: MAIN (rank 0), the
+        workers (``<name>_<i>``, ranks 1..n), then the parameter servers (``<name>_<i>``)."""
+        runs = []
+        main = self.job_run_info("main")
+        runs.append({**main, "mode": "MAIN", "rank": 0,
+                     "envVars": {**main["envVars"], RANK: "0"}})
+        for job_type in ("worker", "ps"):
+            info = self.job_run_info(job_type)
+            if info is None:
+                continue
+            group = self.cluster_info.cluster.group(job_type)
+            for i in range(group.count()):
+                rank = len(runs)
+                runs.append({**info, "name": f"{info['name']}_{i}", "mode": MODES[job_type],
+                             "rank": rank, "envVars": {**info["envVars"], RANK: str(rank)}})
+        return runs
+
+
+def entry_args(args: list[str] | str | None) -> str:
+    """Runtime args as one shell-quoted string (the node splits it with shlex)."""
+    if args is None:
+        return ""
+    return args if isinstance(args, str) else shlex.join(args)
+
+
+def entry_kwargs(kwargs: dict[str, str] | str | None) -> str:
+    """Runtime kwargs: a string as is, a mapping as ``--key value`` pairs (shell-quoted)."""
+    if not kwargs:
+        return ""
+    if isinstance(kwargs, str):
+        return kwargs
+    parts: list[str] = []
+    for k, v in kwargs.items():
+        parts += [k if k.startswith("-") else f"--{k}", v]
+    return shlex.join(parts)
+
+
+@dataclass(frozen=True)
+class NodeEnv:
+    """One node of a spec: its run name, mode, rank and full environment (job def + run)."""
+
+    name: str
+    mode: str
+    rank: int
+    env: dict[str, str]
+
+
+def node_environments(spec: ClusterSpec) -> list[NodeEnv]:
+    """Every node's environment, MAIN first (what ``fsm-cluster local`` starts)."""
+    conv = ClusterConfigToJobSpecConverter(spec)
+    base = conv.job_def_info()["envVars"]
+    return [NodeEnv(r["name"], r["mode"], r["rank"], {**base, **r["envVars"]})
+            for r in conv.run_infos()]
