@@ -90,6 +90,7 @@ class NodeView:
     entered_at: float | None = None       # reader's clock: the state was seen to change
     entered_before_first_sample: bool = False
     beats_seen: int = 0                   # state-file changes seen by this reader
+    first_read_sample: int = 0            # the sample that first read the state file
 
     @property
     def mode(self) -> str:
@@ -143,6 +144,8 @@ class ClusterView:
                 continue
             if view.fingerprint is not None:
                 view.beats_seen += 1
+            else:
+                view.first_read_sample = self.samples
             view.fingerprint = fp
             view.changed_at = now
             if view.state is None or view.state.state != state.state:
@@ -222,13 +225,19 @@ class ClusterView:
         if s is None:
             age, estimated, liveness = None, False, None
         elif watching and v.changed_at is not None:
-            age, estimated = now - v.changed_at, False
+            # Until a change was seen, the reader only knows the file was there when it first looked.
+            observed = v.beats_seen > 0 or v.first_read_sample > 1
+            if observed:
+                age, estimated = now - v.changed_at, False
+            else:
+                age, estimated = (max(0.0, wall - s.state_wall) if s.state_wall else None), True
+            quiet_for = now - v.changed_at  # on this reader's clock
             if s.state in ENDED_STATES:
                 liveness = "ended"
-            elif v.beats_seen == 0 and self.samples < 2:
-                liveness = None
+            elif quiet_for > stale_after:
+                liveness = "stale"
             else:
-                liveness = "stale" if age > stale_after else "beating"
+                liveness = "beating" if observed else None  # no change seen yet: can't tell
         else:
             age, estimated = (max(0.0, wall - s.state_wall) if s.state_wall else None), True
             liveness = "ended" if s.state in ENDED_STATES else None
