@@ -143,90 +143,24 @@ def plan_from_flags(*, framework: str, workers: int, ps: int, run_on: str,
 
 
 def plan_from_spec(path: str, environ: Mapping[str, str]) -> tuple[list[tuple[str, dict]], str | None]:
-    """(mode, env) per node from a cluster spec, and the spec's work dir (for information).
+    """(mode, env) per node from a cluster spec (:mod:`fsm_cluster.jobspec`), and the spec's work
+    dir (for information: local runs use their own unless ``--work-dir`` says otherwise)."""
+    from ..jobspec import load_spec, node_environments
 
-    Uses ``fsm_cluster.jobspec`` (``load_spec`` + ``node_environments``) when installed, else
-    :func:`minimal_spec_nodes` (the local subset of the ``kind: distributed`` spec)."""
     if not os.path.isfile(path):
         raise SpecError(f"{path}: no such file")
-    try:
-        from ..jobspec import load_spec, node_environments
-    except ModuleNotFoundError as e:
-        if e.name != f"{__package__.rsplit('.', 1)[0]}.jobspec":
-            raise
-        nodes = minimal_spec_nodes(path, environ)
-    else:
-        nodes = [(n.mode, dict(n.env)) for n in node_environments(load_spec(path, environ=dict(environ)))]
+    spec = load_spec(path, environ=dict(environ))
     spec_dir = os.path.dirname(os.path.abspath(path))
     out = []
-    for mode, env in nodes:
+    for n in node_environments(spec):
+        env = dict(n.env)
         # Relative entry scripts are relative to the spec's folder unless the spec's code dir
         # exists on this machine (a job's /code usually does not).
         code_dir = env.get(OCI__CODE_DIR, "")
         if not code_dir or not os.path.isdir(code_dir):
             env[OCI__CODE_DIR] = spec_dir
-        out.append((mode, env))
-    work_dir = next((e.get(OCI__WORK_DIR) for _, e in out if e.get(OCI__WORK_DIR)), None)
-    return out, work_dir
-
-
-def minimal_spec_nodes(path: str, environ: Mapping[str, str]) -> list[tuple[str, dict]]:
-    """The local subset of the ADS ``kind: distributed`` YAML, for when jobspec is not installed:
-    ``spec.cluster.kind``, ``spec.cluster.spec.{workDir, config.env, main/worker/ps.{replicas,
-    config.env}}`` and ``spec.runtime.spec.{entryPoint, args, kwargs, env}``; ``$VAR`` / ``${VAR}``
-    in strings are expanded from the launcher's environment."""
-    import yaml
-
-    def expand(v):
-        if isinstance(v, str):
-            return re.sub(r"\$\{(\w+)\}|\$(\w+)",
-                          lambda m: environ.get(m.group(1) or m.group(2), m.group(0)), v)
-        return v
-
-    def env_list(obj, where: str) -> dict[str, str]:
-        items = (obj or {}).get("env") or []
-        if not isinstance(items, list) or not all(isinstance(i, dict) and "name" in i for i in items):
-            raise SpecError(f"{path}: {where}.env must be a list of {{name: ..., value: ...}}")
-        return {str(i["name"]): str(expand(i.get("value", ""))) for i in items}
-
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = yaml.safe_load(f)
-    except yaml.YAMLError as e:
-        raise SpecError(f"{path}: not valid YAML ({e})") from None
-    if not isinstance(doc, dict) or str(doc.get("kind", "")).lower() != "distributed":
-        raise SpecError(f"{path}: expected a cluster spec with 'kind: distributed' at the top")
-    spec = doc.get("spec") or {}
-    cluster, runtime = spec.get("cluster") or {}, spec.get("runtime") or {}
-    if not cluster:
-        raise SpecError(f"{path}: spec.cluster is missing")
-    cspec, rspec = cluster.get("spec") or {}, runtime.get("spec") or {}
-    common = {OCI__CLUSTER_TYPE: str(cluster.get("kind") or "COMMAND").upper()}
-    if cspec.get("workDir"):
-        common[OCI__WORK_DIR] = str(expand(cspec["workDir"]))
-    if rspec.get("entryPoint"):
-        common[OCI__ENTRY_SCRIPT] = str(expand(rspec["entryPoint"]))
-    args = rspec.get("args") or []
-    common[OCI__ENTRY_SCRIPT_ARGS] = shlex.join(str(expand(a)) for a in args) if isinstance(args, list) \
-        else str(expand(args))
-    kwargs = rspec.get("kwargs") or ""
-    common[OCI__ENTRY_SCRIPT_KWARGS] = " ".join(f"--{k} {shlex.quote(str(expand(v)))}" for k, v in kwargs.items()) \
-        if isinstance(kwargs, dict) else str(expand(kwargs))
-    common.update(env_list(cspec.get("config"), "spec.cluster.spec.config"))
-    common.update(env_list(rspec, "spec.runtime.spec"))
-    counts = {}
-    for role in ("worker", "ps"):
-        replicas = (cspec.get(role) or {}).get("replicas", 0)
-        if not isinstance(replicas, int) or replicas < 0:
-            raise SpecError(f"{path}: spec.cluster.spec.{role}.replicas must be a whole number >= 0")
-        counts[role] = replicas
-    common[OCI__WORKER_COUNT], common[OCI__PS_COUNT] = str(counts["worker"]), str(counts["ps"])
-    out = []
-    for role, mode, n in (("main", "MAIN", 1), ("worker", "WORKER", counts["worker"]),
-                          ("ps", "PS", counts["ps"])):
-        env = {**common, **env_list((cspec.get(role) or {}).get("config"), f"spec.cluster.spec.{role}.config")}
-        out += [(mode, dict(env)) for _ in range(n)]
-    return out
+        out.append((n.mode, env))
+    return out, spec.cluster.work_dir
 
 
 def finalize(planned: list[tuple[str, dict]], *, work_dir: str, cluster_id: str,

@@ -118,6 +118,16 @@ def test_user_mistakes_are_one_clear_message(tmp_path, args, message):
     assert not (tmp_path / "wd").exists() or not any((tmp_path / "wd").iterdir())
 
 
+def test_a_bad_spec_is_one_message_naming_the_yaml_path(tmp_path):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("kind: distributed\napiVersion: v1.0\nspec:\n  cluster:\n    kind: COMMAND\n"
+                    "    spec:\n      workDir: /tmp/x\n      worker:\n        replicas: -1\n")
+    r = cli("local", "-f", spec, "--work-dir", tmp_path / "wd", cwd=tmp_path)
+    assert r.returncode == 2
+    assert "bad.yaml" in r.stderr and "spec.cluster.spec.worker.replicas" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
 def test_refuses_to_reuse_a_cluster_dir(tmp_path):
     assert cli("local", "--no-progress", "--workers", "0", "--work-dir", tmp_path, "--cluster-id", "c",
                cwd=tmp_path).returncode == 0
