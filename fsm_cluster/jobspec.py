@@ -531,13 +531,13 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
 
 def format_errors(e: ValidationError, source: SpecSource, model: type[BaseModel] = None) -> str:
     model = model or ClusterSpec
-    out = []
+    out: list[tuple[int, str]] = []
     for err in e.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and _TYPE_TAGS.match(p)))
-        line = source.error(loc, _message(err, _fields_at(model, loc)))
-        if line not in out:
-            out.append(line)
-    return "\n".join(out)
+        text = source.error(loc, _message(err, _fields_at(model, loc)))
+        if all(text != t for _, t in out):
+            out.append((source.line_of(loc) or 0, text))
+    return "\n".join(t for _, t in sorted(out, key=lambda x: x[0]))
 
 
 # ================================================================================================

@@ -1,0 +1,243 @@
+"""A cluster spec on OCI Data Science Jobs: one job definition, then one job run per node.
+
+The job carries the cluster-wide environment (``job_def_info``); each run carries only its own
+(``OCI__MODE``, ``RANK``, its group's env and start options) — the service merges the two. MAIN's run
+is created first, then the workers', then the parameter servers'. If one cannot be created, the runs
+already created are cancelled and :class:`SubmitError` names them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..errors import FsmClusterError
+from ..jobspec import ClusterConfigToJobSpecConverter, ClusterSpec
+
+log = logging.getLogger(__name__)
+
+TERMINAL = {"SUCCEEDED", "FAILED", "CANCELED", "DELETED", "NEEDS_ATTENTION"}
+DEFAULT_BLOCK_STORAGE_GB = 50
+ADS_IMAGE_PLACEHOLDER = "@image"
+PLACEHOLDER_ARTIFACT = b"#!/bin/sh\n# fsm_cluster: container job, the image's entrypoint runs the node\nexec fsm-cluster run\n"
+
+
+class SubmitError(FsmClusterError):
+    """The job or a run could not be created (what was created is named, runs were cancelled)."""
+
+    exit_code = 1
+
+
+@dataclass
+class Plan:
+    """What ``submit`` creates: the job (``job_def_info``) and one run per node (``run_infos``)."""
+
+    spec: ClusterSpec
+    job: dict
+    runs: list[dict]
+
+    @property
+    def work_dir(self) -> str:
+        return self.spec.cluster.work_dir
+
+
+@dataclass
+class Submitted:
+    job_id: str
+    runs: list[tuple[dict, str]] = field(default_factory=list)  # (run info, run OCID)
+    work_dir: str = ""
+
+    @property
+    def cluster_dir(self) -> str:
+        return f"{self.work_dir.rstrip('/')}/{self.job_id}"
+
+
+def plan(spec: ClusterSpec) -> Plan:
+    """The job and runs for ``spec``; what OCI needs and the spec lacks → SpecError (path, line)."""
+    conv = ClusterConfigToJobSpecConverter(spec)
+    job = conv.job_def_info()
+    infra = ("spec", "infrastructure")
+    if spec.spec.infrastructure is None:
+        raise spec.error(infra, "required to submit to OCI Data Science Jobs "
+                                "(compartmentId, projectId, shapeName)")
+    ispec = spec.spec.infrastructure.spec
+    for key, value in (("compartmentId", ispec.compartment_id), ("projectId", ispec.project_id),
+                       ("shapeName", ispec.shape_name)):
+        if not value:
+            raise spec.error(infra + ("spec", key), "required to submit to OCI Data Science Jobs")
+    image = job["image"]
+    where = ("spec", "cluster", "spec", "image")
+    if not image:
+        raise spec.error(where, "required to submit (the container image of the nodes)")
+    if image.strip() == ADS_IMAGE_PLACEHOLDER:
+        raise spec.error(where, f"{image!r} is ADS' placeholder for a locally built image; "
+                                "set the image's registry URI (region.ocir.io/tenancy/repo:tag)")
+    if "://" not in spec.cluster.work_dir:
+        log.warning("workDir %r is a local path: the job runs need a shared work dir (oci://...)",
+                    spec.cluster.work_dir)
+    return Plan(spec, job, conv.run_infos())
+
+
+# ------------------------------------------------------------------------------------------------
+# request bodies
+# ------------------------------------------------------------------------------------------------
+def job_details(p: Plan):
+    """``CreateJobDetails`` for the plan's job (a container job on the spec's infrastructure)."""
+    from oci.data_science import models as m
+
+    infra = p.spec.spec.infrastructure.spec
+    shape = None
+    if infra.shape_config_details:
+        shape = m.JobShapeConfigDetails(ocpus=infra.shape_config_details.ocpus,
+                                        memory_in_gbs=infra.shape_config_details.memory_in_gbs)
+    logs = None
+    if infra.log_group_id or infra.log_id:
+        logs = m.JobLogConfigurationDetails(enable_logging=True,
+                                            enable_auto_log_creation=not infra.log_id,
+                                            log_group_id=infra.log_group_id, log_id=infra.log_id)
+    return m.CreateJobDetails(
+        project_id=infra.project_id,
+        compartment_id=infra.compartment_id,
+        display_name=p.job["name"] or "fsm-cluster",
+        job_configuration_details=m.DefaultJobConfigurationDetails(
+            job_type="DEFAULT", environment_variables=p.job["envVars"]),
+        job_infrastructure_configuration_details=m.StandaloneJobInfrastructureConfigurationDetails(
+            job_infrastructure_type="STANDALONE" if infra.subnet_id else "ME_STANDALONE",
+            shape_name=infra.shape_name,
+            subnet_id=infra.subnet_id,
+            block_storage_size_in_gbs=infra.block_storage_size or DEFAULT_BLOCK_STORAGE_GB,
+            job_shape_config_details=shape),
+        job_environment_configuration_details=m.OcirContainerJobEnvironmentConfigurationDetails(
+            job_environment_type="OCIR_CONTAINER", image=p.job["image"]),
+        job_log_configuration_details=logs,
+        freeform_tags={"fsm_cluster": p.spec.cluster_type},
+    )
+
+
+def run_details(p: Plan, job_id: str, run: dict):
+    """``CreateJobRunDetails`` for one node: its name and its own environment."""
+    from oci.data_science import models as m
+
+    infra = p.spec.spec.infrastructure.spec
+    image = None
+    if run.get("image") and run["image"] != p.job["image"]:
+        image = m.OcirContainerJobEnvironmentConfigurationDetails(
+            job_environment_type="OCIR_CONTAINER", image=run["image"])
+    return m.CreateJobRunDetails(
+        project_id=infra.project_id,
+        compartment_id=infra.compartment_id,
+        job_id=job_id,
+        display_name=run["name"],
+        job_configuration_override_details=m.DefaultJobConfigurationDetails(
+            job_type="DEFAULT", environment_variables=run["envVars"]),
+        job_environment_configuration_override_details=image,
+        freeform_tags={"fsm_cluster_mode": run["mode"], "fsm_cluster_rank": str(run["rank"])},
+    )
+
+
+def dry_run_document(p: Plan) -> dict:
+    """What would be created, as plain data (printed as YAML by ``submit --dry-run``)."""
+    job = {"name": p.job["name"], "image": p.job["image"], "infrastructure": p.job["infrastructure"],
+           "envVars": p.job["envVars"]}
+    runs = []
+    for r in p.runs:
+        run = {"name": r["name"], "mode": r["mode"], "rank": r["rank"]}
+        if r.get("image") and r["image"] != p.job["image"]:
+            run["image"] = r["image"]
+        run["envVars"] = r["envVars"]
+        runs.append(run)
+    return {"job": job, "runs": runs, "workDir": p.work_dir}
+
+
+# ------------------------------------------------------------------------------------------------
+# submitting
+# ------------------------------------------------------------------------------------------------
+def submit(p: Plan, client, out: Callable[[str], None] = print) -> Submitted:
+    """Create the job and every run with ``client`` (a DataScienceClient)."""
+    from ..runtime.oci_auth import describe_error
+
+    try:
+        job = client.create_job(job_details(p)).data
+    except Exception as e:
+        raise SubmitError(f"cannot create the job: {describe_error(e)}") from None
+    result = Submitted(job_id=job.id, work_dir=p.work_dir)
+    out(f"job {job.display_name}: {job.id}")
+    if job.lifecycle_state != "ACTIVE":
+        _upload_placeholder_artifact(client, job.id)
+    for run in p.runs:
+        try:
+            created = client.create_job_run(run_details(p, job.id, run)).data
+        except Exception as e:
+            cancelled, failed = cancel_runs(client, result.runs)
+            lines = [f"cannot create run {run['name']} ({run['mode']}, rank {run['rank']}): "
+                     f"{describe_error(e)}"]
+            if cancelled:
+                lines.append("cancelled the runs already created: " +
+                             ", ".join(f"{r['name']} ({ocid})" for r, ocid in cancelled))
+            if failed:
+                lines.append("could NOT cancel: " + ", ".join(f"{r['name']} ({ocid}): {why}"
+                                                              for r, ocid, why in failed))
+            lines.append(f"the job {job.id} is left in place")
+            raise SubmitError("\n".join(lines)) from None
+        result.runs.append((run, created.id))
+        out(f"run {run['name']} ({run['mode']}, rank {run['rank']}): {created.id}")
+    out(f"work dir: {result.cluster_dir}")
+    return result
+
+
+def _upload_placeholder_artifact(client, job_id: str) -> None:
+    """A job that is not ACTIVE after creation waits for an artifact: give it a tiny one (the
+    container's entrypoint runs the node; the artifact is never used)."""
+    from ..runtime.oci_auth import describe_error
+
+    try:
+        client.create_job_artifact(job_id, PLACEHOLDER_ARTIFACT,
+                                   content_disposition="attachment; filename=fsm_cluster_entry.sh")
+    except Exception as e:
+        raise SubmitError(f"job {job_id} was created but its artifact could not be uploaded: "
+                          f"{describe_error(e)}") from None
+
+
+def cancel_runs(client, runs: list[tuple[dict, str]]):
+    """Cancel ``runs`` (newest first) → (cancelled, [(run, ocid, why)] that could not be)."""
+    from ..runtime.oci_auth import describe_error
+
+    cancelled, failed = [], []
+    for run, ocid in reversed(runs):
+        try:
+            client.cancel_job_run(ocid)
+            cancelled.append((run, ocid))
+        except Exception as e:
+            failed.append((run, ocid, describe_error(e)))
+    return list(reversed(cancelled)), failed
+
+
+def watch(client, submitted: Submitted, out: Callable[[str], None] = print, interval: float = 10.0,
+          sleep: Callable[[float], None] = time.sleep, max_polls: int | None = None) -> int:
+    """Print every run's state changes until all runs ended; 0 when MAIN succeeded, else 1."""
+    from ..runtime.oci_auth import describe_error
+
+    last: dict[str, str] = {}
+    polls = 0
+    while True:
+        for run, ocid in submitted.runs:
+            if last.get(ocid) in TERMINAL:
+                continue
+            try:
+                data = client.get_job_run(ocid).data
+                state = data.lifecycle_state
+                detail = data.lifecycle_details or ""
+            except Exception as e:
+                state, detail = last.get(ocid, "UNKNOWN"), f"(cannot read: {describe_error(e)})"
+            if state != last.get(ocid):
+                out(f"{run['name']} ({run['mode']}): {state}" + (f" {detail}" if detail else ""))
+                last[ocid] = state
+        polls += 1
+        if all(last.get(ocid) in TERMINAL for _, ocid in submitted.runs):
+            main = next(ocid for run, ocid in submitted.runs if run["mode"] == "MAIN")
+            return 0 if last[main] == "SUCCEEDED" else 1
+        if max_polls is not None and polls >= max_polls:
+            return 1
+        sleep(interval)
