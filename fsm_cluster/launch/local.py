@@ -222,7 +222,8 @@ class LocalCluster:
         self.console = console or Console(highlight=False)
         self.progress = progress
         interval = float(plans[0].env.get(OCI__HEARTBEAT_INTERVAL, "0.5"))
-        self.poll = poll if poll is not None else max(0.2, interval)
+        # One listing (+ reads of the state files that changed) per poll; object stores bill calls.
+        self.poll = poll if poll is not None else max(0.2 if workdir.local else 2.0, interval)
         self.hang_guard = hang_guard
         self.cwd = cwd
         self.procs: dict[str, subprocess.Popen] = {}
