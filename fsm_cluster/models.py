@@ -103,8 +103,10 @@ class NodeState(_Shared):
     pid: int | None = None
     host: str = ""
     ip: str = ""
-    started_wall: float = 0.0  # for humans only; liveness never compares clocks
-    state_wall: float = 0.0
+    # Wall times are for humans only (status views); liveness never compares clocks.
+    started_wall: float = 0.0  # when the node started
+    entered_wall: float = 0.0  # when it entered ``state``
+    state_wall: float = 0.0  # when this file was written
     exit_code: int | None = None
 
 

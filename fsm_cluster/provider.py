@@ -94,6 +94,8 @@ class ClusterProvider:
         self._next_watch = self.start_time
         self._sync = None
         self._source_state = "init"
+        self._started_wall = self.clock.wall()
+        self._entered_wall = self._started_wall
         self.lifecycle = NodeLifecycle(self, before_state_change="_before_state_change",
                                        after_state_change="_after_state_change")
         self.state: str  # set by the machine
@@ -468,6 +470,7 @@ class ClusterProvider:
 
     def _after_state_change(self) -> None:
         self.transitions += 1
+        self._entered_wall = self.clock.wall()
         log.info("transition node=%s %s -> %s reason=%s", self.node_id, self._source_state, self.state,
                  self.reason or "-")
         self._state_dirty = True
@@ -478,6 +481,7 @@ class ClusterProvider:
         return NodeState(node=self.node_id, mode=self.mode, run_id=self.run_id, state=self.state,
                          reason=self.reason, heartbeat=self.heartbeat, transitions=self.transitions,
                          pid=os.getpid(), host=self.host, ip=self.ip, exit_code=self.exit_code,
+                         started_wall=self._started_wall, entered_wall=self._entered_wall,
                          state_wall=self.clock.wall())
 
     def flush_state(self) -> None:
