@@ -216,8 +216,9 @@ class ClusterView:
         if watching and v.entered_at is not None:
             time_in_state = now - v.entered_at
             tis_at_least = v.entered_before_first_sample
-        elif s is not None and s.state in ENDED_STATES and s.state_wall:
-            time_in_state, tis_estimate = max(0.0, wall - s.state_wall), True
+        elif s is not None and (s.entered_wall or (s.state in ENDED_STATES and s.state_wall)):
+            # The writer's wall time of entering the state (an estimate across two clocks).
+            time_in_state, tis_estimate = max(0.0, wall - (s.entered_wall or s.state_wall)), True
         rec.update(time_in_state=time_in_state, time_in_state_estimated=tis_estimate,
                    time_in_state_at_least=tis_at_least)
         # Heartbeat: watching → on our clock since the state file last changed; a snapshot can only
