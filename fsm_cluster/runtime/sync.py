@@ -211,12 +211,17 @@ class ArtifactSync:
 
     def sync_once(self) -> int:
         """Send new or changed files; return how many were sent."""
+        return self._sync(interruptible=False)
+
+    def _sync(self, interruptible: bool) -> int:
         if not self.enabled:
             return 0
         with self._lock:
             fs, root = self._open()
             sent = 0
             for rel, full, sig in self._scan():
+                if interruptible and self._wake.is_set():
+                    break  # stop() is waiting: its final sync sends the rest
                 if self.manifest.get(rel) == sig:
                     continue
                 remote = posixpath.join(root, rel)
@@ -259,11 +264,19 @@ class ArtifactSync:
                 self._wake.wait(remaining if real else min(remaining, 0.05))
                 continue
             last = self._now()
+            # Never block on the lock: whoever holds it (maybe a signal handler's final sync in the
+            # main thread, waiting for this thread to end) must not wait for us.
+            while not self._lock.acquire(timeout=0.05):
+                if self._wake.is_set():
+                    return
             try:
-                self.sync_once()
+                if not self._wake.is_set():
+                    self._sync(interruptible=True)
             except Exception as e:  # never kill the node for a sync round
                 self.errors += 1
                 log.warning("sync round failed: %s: %s", type(e).__name__, e)
+            finally:
+                self._lock.release()
 
     def start(self) -> None:
         """Start the background thread (a no-op when SYNC_ARTIFACTS is off or already started)."""

@@ -128,32 +128,46 @@ def test_fake_clock_drives_the_rounds(local_sync):
     assert sync.rounds == 1
 
 
-def test_stop_from_a_signal_handler_during_a_sync_does_not_deadlock(local_sync):
-    """SIGUSR1 arrives while the main thread is inside sync_once (holding the lock)."""
-    sync, out, remote, puts = local_sync(sleep=3600)
+@pytest.mark.parametrize("background", [False, True])
+def test_stop_from_a_signal_handler_during_a_sync_does_not_deadlock(local_sync, background):
+    """SIGUSR1 arrives while the main thread is inside sync_once (holding the lock), and
+    (``background``) while the background thread is waiting for that lock."""
+    sync, out, remote, puts = local_sync(sleep=0.02 if background else 3600)
     for i in range(3):
         (out / f"f{i}.txt").write_text(str(i))
     results = []
     old = signal.signal(signal.SIGUSR1, lambda *a: results.append(sync.stop()))
+    started = time.monotonic()
     try:
         fired = []
 
         def on_upload(rel):
-            if not fired:
+            if not fired and threading.current_thread() is threading.main_thread():
                 fired.append(rel)
                 (out / "late.txt").write_text("late")
+                time.sleep(0.2)  # the background thread is now blocked on the lock
                 os.kill(os.getpid(), signal.SIGUSR1)  # handler runs in this (main) thread
+
+        if background:
+            sync._lock.acquire()  # the main thread is first in: the thread's round must wait
+            sync.start()
 
         sync.on_upload = on_upload
         done = threading.Event()
         timer = threading.Timer(10, lambda: done.is_set() or os._exit(3))  # a deadlock kills the run
         timer.start()
-        sync.sync_once()
+        try:
+            sync.sync_once()
+        finally:
+            if background:
+                sync._lock.release()
         done.set()
         timer.cancel()
     finally:
         signal.signal(signal.SIGUSR1, old)
     assert results and results[0] >= 1
+    assert time.monotonic() - started < 5  # not the 120 s join timeout
+    assert sync._thread is None or not sync._thread.is_alive()
     for name in ("f0.txt", "f1.txt", "f2.txt", "late.txt"):
         assert (remote / name).exists(), name
     assert len(puts.calls) == len(set(puts.calls))  # nothing sent twice
