@@ -186,11 +186,9 @@ def _empty_dir(path: str) -> None:
 
 # -- remote ----------------------------------------------------------------------------------------
 def _storage_options(uri: str, auth: dict | None, given: dict | None) -> dict:
-    if given is not None:
-        return dict(given)
-    if uri.startswith("oci://") and auth:  # ocifs takes the same config / signer as the SDK
-        return {k: v for k, v in auth.items() if k in ("config", "signer")}
-    return {}
+    from .oci_auth import storage_options
+
+    return dict(given) if given is not None else storage_options(uri, auth)
 
 
 def fetch_remote(uri: str, code_dir: str, storage_options: dict | None = None) -> list[str]:

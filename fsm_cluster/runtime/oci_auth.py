@@ -3,8 +3,8 @@
 ``auth`` is a dict in the shape ADS' ``default_signer()`` returns, so an ADS auth dict works as is:
 ``{"config": {...}, "signer": <signer>, "client_kwargs": {...}}``. Any other key (for example
 ``service_endpoint``, ``retry_strategy``, ``timeout``) is passed to the client constructor.
-Without ``auth`` the node's own identity is used: OCI_IAM_TYPE (``resource_principal`` by default,
-``api_key`` or ``instance_principal``), OCI_CONFIG_LOCATION and OCI_CONFIG_PROFILE.
+Without ``auth`` the node's own identity is used (``fsm_cluster.oci_support.get_oci_auth`` from
+OCI_IAM_TYPE, OCI_CONFIG_PROFILE and OCI_CONFIG_LOCATION).
 
 The ``oci`` package is imported only here, inside the functions: the bootstrap stays fast.
 """
@@ -15,29 +15,25 @@ import os
 from typing import Any, Mapping
 
 from ..env import OCI_CONFIG_LOCATION, OCI_CONFIG_PROFILE, OCI_IAM_TYPE
-from ..errors import SettingsError
 
 
 def default_auth(environ: Mapping[str, str] | None = None) -> dict:
-    """Auth dict for this node from OCI_IAM_TYPE / OCI_CONFIG_LOCATION / OCI_CONFIG_PROFILE."""
-    import oci
+    """Auth dict for this node: ``oci_support.get_oci_auth`` from OCI_IAM_TYPE,
+    OCI_CONFIG_PROFILE and OCI_CONFIG_LOCATION."""
+    from ..oci_support import get_oci_auth
 
     env = os.environ if environ is None else environ
-    kind = (env.get(OCI_IAM_TYPE) or "resource_principal").strip().lower()
-    if kind == "api_key":
-        location = env.get(OCI_CONFIG_LOCATION) or oci.config.DEFAULT_LOCATION
-        profile = env.get(OCI_CONFIG_PROFILE) or oci.config.DEFAULT_PROFILE
-        try:
-            return {"config": oci.config.from_file(os.path.expanduser(location), profile)}
-        except oci.exceptions.ClientError as e:
-            raise SettingsError(f"{OCI_IAM_TYPE}=api_key: cannot read OCI config {location!r} "
-                                f"profile {profile!r} ({e})") from None
-    if kind == "resource_principal":
-        return {"config": {}, "signer": oci.auth.signers.get_resource_principals_signer()}
-    if kind == "instance_principal":
-        return {"config": {}, "signer": oci.auth.signers.InstancePrincipalsSecurityTokenSigner()}
-    raise SettingsError(f"{OCI_IAM_TYPE}: unknown value {kind!r} "
-                        "(expected api_key, resource_principal or instance_principal)")
+    return get_oci_auth(env.get(OCI_IAM_TYPE, ""), env.get(OCI_CONFIG_PROFILE, ""),
+                        env.get(OCI_CONFIG_LOCATION, ""))
+
+
+def storage_options(uri: str, auth: Mapping[str, Any] | None) -> dict:
+    """fsspec options for ``uri``: the auth's config / signer for ``oci://`` (ocifs), else none."""
+    if uri.startswith("oci://") and auth:
+        from ..oci_support import storage_options as oci_options
+
+        return oci_options(auth)
+    return {}
 
 
 def make_client(client_cls: type, auth: Mapping[str, Any] | None = None):

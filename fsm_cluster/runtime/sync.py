@@ -158,8 +158,9 @@ class ArtifactSync:
                                  "sync", s.cluster_id, run)
             opts = self._storage_options
             if opts is None:
-                opts = ({k: v for k, v in (self._auth or {}).items() if k in ("config", "signer")}
-                        if url.startswith("oci://") else {})
+                from .oci_auth import storage_options
+
+                opts = storage_options(url, self._auth)
             self._fs, self._root = fsspec.core.url_to_fs(url, **opts)
             self.destination = url
         else:

@@ -146,3 +146,19 @@ def test_service_error_names_the_ocid(tmp_path, oci_server, oci_auth, cert_api):
         download_certificates(env, oci_auth)
     assert "ocid1.certificate.oc1..gone" in e.value.reason and "404" in e.value.reason
     assert not (tmp_path / "tls").exists()  # nothing half written
+
+
+def test_node_identity_from_the_environment(tmp_path, monkeypatch, oci_identity, oci_server, cert_api):
+    """Without an auth dict the node's api_key identity (OCI_IAM_TYPE, OCI_CONFIG_LOCATION) signs."""
+    import oci
+
+    from fsm_cluster.runtime.oci_auth import default_auth
+
+    monkeypatch.setenv("OCI_IAM_TYPE", "api_key")
+    monkeypatch.setenv("OCI_CONFIG_LOCATION", str(tmp_path / "oci_config"))
+    monkeypatch.delenv("OCI_CONFIG_PROFILE", raising=False)
+    auth = default_auth()
+    assert auth["config"]["user"] == oci_identity.config["user"]
+    auth.update(service_endpoint=oci_server.url, retry_strategy=oci.retry.NoneRetryStrategy())
+    assert download_certificates(_env(tmp_path), auth)
+    assert oci_server.bad_signatures == 0 and len(oci_server.requests) == 2
