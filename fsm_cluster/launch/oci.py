@@ -207,11 +207,21 @@ def cancel_runs(client, runs: list[tuple[dict, str]]):
     cancelled, failed = [], []
     for run, ocid in reversed(runs):
         try:
-            client.cancel_job_run(ocid)
+            client.cancel_job_run(ocid, retry_strategy=_cleanup_retry())
             cancelled.append((run, ocid))
         except Exception as e:
             failed.append((run, ocid, describe_error(e)))
     return list(reversed(cancelled)), failed
+
+
+def _cleanup_retry():
+    """A short retry for clean-up calls (the SDK's default may retry a 409 for minutes)."""
+    import oci
+
+    return oci.retry.RetryStrategyBuilder(
+        max_attempts_check=True, max_attempts=3, total_elapsed_time_check=True,
+        total_elapsed_time_seconds=30, retry_max_wait_between_calls_seconds=5,
+        retry_base_sleep_time_seconds=1).get_retry_strategy()
 
 
 def watch(client, submitted: Submitted, out: Callable[[str], None] = print, interval: float = 10.0,
