@@ -80,7 +80,7 @@ class ClusterProvider:
         self.exit_code: int | None = None
         self.heartbeat = 0
         self.transitions = 0
-        self.children = ProcessGroup()
+        self.children = ProcessGroup(grace=settings.teardown_grace)
         self.code_process: Child | None = None
         self.main_config: NodeConfig | None = None
         self.roster: list[RosterEntry] = []
@@ -516,12 +516,13 @@ class ClusterProvider:
             if marker is not None:
                 self.stop_marker = marker
                 raise StopRequested(marker.reason, marker.exit_code, marker.outcome, marker.node)
-        for name, fp in listing.items():
-            parsed = node_of(name)
-            if not parsed or parsed[1] != "state" or parsed[0] == self.node_id:
-                continue
-            if self.mode != "MAIN" and parsed[0] != MAIN_NODE:
-                continue  # workers watch MAIN only
+        if self.mode == "MAIN":
+            watched = [(name, fp) for name, fp in listing.items()
+                       if (parsed := node_of(name)) and parsed[1] == "state" and parsed[0] != self.node_id]
+        else:  # workers watch MAIN only: one look-up, not a scan of every node's files
+            main = state_name(MAIN_NODE)
+            watched = [(main, listing[main])] if main in listing else []
+        for name, fp in watched:
             seen = self._peers.get(name)
             if seen is None or seen[0] != fp:
                 self._peers[name] = (fp, now)
