@@ -1,0 +1,108 @@
+"""Small helpers the engine providers share: ports, interfaces, reachability, start options.
+
+Nothing here imports an engine. Ports: a cluster on the loopback address (``fsm-cluster local``,
+tests) may share the host with other clusters, so an unset port there means "a free one, picked
+now"; on a real network the engine's well-known default is used so security rules can name it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import shlex
+import socket
+from typing import Mapping
+
+from ..errors import NodeFailure, SettingsError
+
+log = logging.getLogger(__name__)
+
+
+def is_loopback(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return ip == "localhost"
+
+
+def free_port(ip: str) -> int:
+    """A TCP port free on ``ip`` right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((ip, 0))
+        return s.getsockname()[1]
+
+
+def port_setting(environ: Mapping[str, str], name: str, default: int, ip: str) -> int:
+    """The port in variable ``name``; unset → ``default``, or a free port on a loopback node;
+    ``0`` / ``auto`` → a free port. A bad value is a SettingsError naming the variable."""
+    raw = (environ.get(name) or "").strip().lower()
+    if raw in ("0", "auto") or (not raw and is_loopback(ip)):
+        return free_port(ip)
+    if not raw:
+        return default
+    try:
+        port = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: not a port number: {environ.get(name)!r}") from None
+    if not 0 < port < 65536:
+        raise SettingsError(f"{name}: port out of range 1-65535: {port}")
+    return port
+
+
+def int_setting(environ: Mapping[str, str], name: str, default: int | None, minimum: int = 1) -> int | None:
+    raw = (environ.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: not a whole number: {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name}: must be >= {minimum} (got {value})")
+    return value
+
+
+def start_args(environ: Mapping[str, str], name: str = "OCI__START_ARGS") -> list[str]:
+    """OCI__START_ARGS split like a shell would (a quoting error names the variable)."""
+    try:
+        return shlex.split(environ.get(name) or "")
+    except ValueError as e:
+        raise SettingsError(f"{name}: cannot split {environ.get(name)!r} ({e})") from None
+
+
+def tcp_open(host: str, port: int, timeout: float = 1.0) -> bool:
+    """Whether something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def interface_of(ip: str) -> str | None:
+    """The name of the network interface holding ``ip`` (psutil), e.g. ``lo`` for 127.0.0.1."""
+    import psutil
+
+    try:
+        for name, addrs in psutil.net_if_addrs().items():
+            if any(a.family == socket.AF_INET and a.address == ip for a in addrs):
+                return name
+    except (OSError, psutil.Error):
+        pass
+    return "lo" if is_loopback(ip) else None
+
+
+def which_or_fail(program: str, extra: str) -> str:
+    """The engine's launcher on PATH, or a NodeFailure naming the extra to install."""
+    import shutil
+
+    path = shutil.which(program)
+    if path is None:
+        raise NodeFailure(f"{program} not found on PATH: pip install 'fsm_cluster[{extra}]'")
+    return path
+
+
+def env_vars(pairs: Mapping[str, object]) -> list[dict[str, str]]:
+    """``{"A": 1}`` → ``[{"name": "A", "value": "1"}]`` (the job definition's format)."""
+    return [{"name": k, "value": str(v)} for k, v in pairs.items()]

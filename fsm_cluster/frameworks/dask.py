@@ -1,0 +1,186 @@
+"""DASK: a Dask distributed cluster, started with Dask's own ``dask scheduler`` / ``dask worker`` CLI.
+
+* MAIN publishes the scheduler's address (``DASK_SCHEDULER_ADDRESS``, plus ADS' ``SCHEDULER_IP``)
+  in its configuration, starts ``dask scheduler`` on it, waits — through a real
+  ``distributed.Client`` — until every WORKER node has a worker in the scheduler, then runs the
+  entry script with ``DASK_SCHEDULER_ADDRESS`` set (so a bare ``Client()`` connects).
+* Every WORKER starts ``dask worker <scheduler>`` named after its node id.
+* ``OCI__START_ARGS`` (per role in the job runs) is passed through to the CLI as is: ports,
+  ``--nthreads``, ``--memory-limit``, ``--nworkers``…
+* TLS when certificates are configured (OCI__CERTIFICATE_OCID + OCI__CERTIFICATE_AUTHORITY_OCID,
+  or all three ``OCI__*_DOWNLOAD_LOCATION`` files): a ``tls://`` address, ``--tls-*`` options and a
+  ``distributed.Security`` for the Client; the entry script gets Dask's TLS config variables.
+* Workers leave when the cluster tears down (their process groups are terminated with the node).
+
+Variables: ``OCI__DASK_SCHEDULER_PORT`` (default 8786; a free port on a loopback cluster),
+``OCI__DASK_DASHBOARD_PORT`` (default 8787; a free port on a loopback cluster).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from ..env import (OCI__CA_DOWNLOAD_LOCATION, OCI__CERTIFICATE_AUTHORITY_OCID,
+                   OCI__CERTIFICATE_DOWNLOAD_LOCATION, OCI__CERTIFICATE_KEY_DOWNLOAD_LOCATION,
+                   OCI__CERTIFICATE_OCID)
+from ..errors import NodeFailure
+from ._base import EngineProvider
+from ._common import is_loopback, port_setting, start_args, which_or_fail
+
+log = logging.getLogger(__name__)
+
+DASK_SCHEDULER_ADDRESS = "DASK_SCHEDULER_ADDRESS"
+SCHEDULER_IP = "SCHEDULER_IP"  # ADS name
+OCI__DASK_SCHEDULER_PORT = "OCI__DASK_SCHEDULER_PORT"
+OCI__DASK_DASHBOARD_PORT = "OCI__DASK_DASHBOARD_PORT"
+DEFAULT_SCHEDULER_PORT = 8786
+DEFAULT_DASHBOARD_PORT = 8787
+# Dask's own configuration variables for a Client in the entry script (dask.config from env).
+TLS_ENV = {
+    OCI__CA_DOWNLOAD_LOCATION: "DASK_DISTRIBUTED__COMM__TLS__CA_FILE",
+    OCI__CERTIFICATE_DOWNLOAD_LOCATION: "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT",
+    OCI__CERTIFICATE_KEY_DOWNLOAD_LOCATION: "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY",
+}
+
+
+def tls_files(environ) -> dict[str, str] | None:
+    """``{OCI__*_DOWNLOAD_LOCATION: path}`` when TLS is configured, else None. Configured means
+    the certificate OCIDs are set (the node downloads them) or all three locations are set."""
+    from ..runtime.certs import certificate_locations
+
+    by_ocid = bool(environ.get(OCI__CERTIFICATE_OCID) and environ.get(OCI__CERTIFICATE_AUTHORITY_OCID))
+    by_files = all(environ.get(k) for k in TLS_ENV)
+    if not (by_ocid or by_files):
+        return None
+    return certificate_locations(dict(environ))
+
+
+def dask_cli() -> list[str]:
+    which_or_fail("dask", "dask")
+    return ["dask"]
+
+
+class DaskProvider(EngineProvider):
+    """Dask scheduler on MAIN, one ``dask worker`` per WORKER node."""
+
+    scheduler = None
+    worker = None
+
+    # -- configuration ---------------------------------------------------------------------------
+    def configuration(self, conf: dict | None = None) -> dict:
+        conf = dict(conf or {})
+        if self.mode == "MAIN":
+            port = port_setting(self.environ, OCI__DASK_SCHEDULER_PORT, DEFAULT_SCHEDULER_PORT, self.ip)
+            proto = "tls" if tls_files(self.environ) else "tcp"
+            conf[DASK_SCHEDULER_ADDRESS] = f"{proto}://{self.ip}:{port}"
+            conf[SCHEDULER_IP] = self.ip
+            conf[OCI__DASK_SCHEDULER_PORT] = str(port)
+        return conf
+
+    @property
+    def scheduler_address(self) -> str:
+        addr = self.environ.get(DASK_SCHEDULER_ADDRESS)
+        if not addr:
+            raise NodeFailure(f"{DASK_SCHEDULER_ADDRESS} missing from MAIN's configuration")
+        return addr
+
+    def _tls_args(self) -> list[str]:
+        files = tls_files(self.environ)
+        if not files:
+            return []
+        missing = [f"{k}={v}" for k, v in files.items() if not os.path.isfile(v)]
+        if missing:
+            raise NodeFailure("Dask TLS: certificate file(s) not found: " + ", ".join(missing))
+        return ["--tls-ca-file", files[OCI__CA_DOWNLOAD_LOCATION],
+                "--tls-cert", files[OCI__CERTIFICATE_DOWNLOAD_LOCATION],
+                "--tls-key", files[OCI__CERTIFICATE_KEY_DOWNLOAD_LOCATION]]
+
+    def security(self):
+        """A ``distributed.Security`` for TLS clusters, else None."""
+        files = tls_files(self.environ)
+        if not files:
+            return None
+        from distributed import Security
+
+        return Security(tls_ca_file=files[OCI__CA_DOWNLOAD_LOCATION],
+                        tls_client_cert=files[OCI__CERTIFICATE_DOWNLOAD_LOCATION],
+                        tls_client_key=files[OCI__CERTIFICATE_KEY_DOWNLOAD_LOCATION],
+                        require_encryption=True)
+
+    # -- engine ----------------------------------------------------------------------------------
+    def start_main(self) -> None:
+        addr = self.scheduler_address
+        port = addr.rsplit(":", 1)[1]
+        dash = port_setting(self.environ, OCI__DASK_DASHBOARD_PORT, DEFAULT_DASHBOARD_PORT, self.ip)
+        cmd = dask_cli() + ["scheduler", "--host", self.ip, "--port", port,
+                            "--protocol", addr.split("://", 1)[0],
+                            "--dashboard-address", f"{self.ip}:{dash}"]
+        cmd += self._tls_args() + start_args(self.environ)
+        self.scheduler = self.spawn("dask scheduler", cmd)
+
+    def start_worker(self) -> None:
+        cmd = dask_cli() + ["worker", self.scheduler_address, "--host", self.ip, "--name", self.node_id]
+        if is_loopback(self.ip):  # the worker dashboard otherwise listens on every interface
+            cmd += ["--dashboard-address", f"{self.ip}:0"]
+        cmd += self._tls_args() + start_args(self.environ)
+        self.worker = self.spawn("dask worker", cmd)
+
+    def start_ps(self) -> None:
+        raise NodeFailure("DASK clusters have no PS nodes (set OCI__PS_COUNT=0)")
+
+    def expected_workers(self) -> list[str]:
+        return [r.node for r in self.roster if r.mode == "WORKER"]
+
+    def joined_nodes(self, client) -> set[str]:
+        """Node ids with at least one worker in the scheduler (``--nworkers k`` names them
+        ``<node>-0`` … ``<node>-<k-1>``)."""
+        want = set(self.expected_workers())
+        names = {str(w.get("name")) for w in client.scheduler_info(n_workers=-1)["workers"].values()}
+        return {n for n in want if n in names or any(x.startswith(n + "-") for x in names)}
+
+    def wait_for_workers(self) -> None:
+        """Block (ticking heartbeats) until every WORKER node joined the scheduler."""
+        from distributed import Client
+
+        want = set(self.expected_workers())
+        client = None
+
+        def connected():
+            nonlocal client
+            self.check_cluster_status()
+            try:
+                client = Client(self.scheduler_address, security=self.security(), timeout="2s",
+                                set_as_default=False)
+            except OSError:
+                return False
+            return True
+
+        self.wait_until(connected, self.time_out, f"the Dask scheduler at {self.scheduler_address}")
+        try:
+            def all_joined():
+                self.check_cluster_status()
+                joined = self.joined_nodes(client)
+                log.debug("dask workers joined: %d/%d", len(joined), len(want))
+                return joined >= want
+
+            self.wait_until(all_joined, self.time_out, f"{len(want)} Dask worker node(s) to join")
+            log.info("%s: all %d Dask worker node(s) joined %s", self.node_id, len(want),
+                     self.scheduler_address)
+        finally:
+            client.close()
+
+    def run_code(self) -> None:
+        if self.mode == "MAIN":
+            self.wait_for_workers()
+        super().run_code()
+
+    def entry_env(self) -> dict[str, str]:
+        env = super().entry_env()
+        env[DASK_SCHEDULER_ADDRESS] = self.scheduler_address
+        files = tls_files(self.environ)
+        if files:
+            for oci_name, dask_name in TLS_ENV.items():
+                env[dask_name] = files[oci_name]
+            env["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"] = "True"
+        return env

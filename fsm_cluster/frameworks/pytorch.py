@@ -1,0 +1,117 @@
+"""PYTORCH: PyTorch distributed (DDP) with the entry script launched on every node by ``torchrun``.
+
+* MAIN publishes ``MASTER_ADDR`` (its address) and ``MASTER_PORT`` (``MASTER_PORT`` from the job
+  definition, default 29400 as in ADS; a free port on a loopback cluster).
+* Every node runs ``torchrun --nnodes N --node-rank R --nproc-per-node P --master-addr A
+  --master-port M [OCI__START_ARGS] <entry script> <args>``: torchrun's static rendezvous on MAIN
+  forms the group and sets RANK / LOCAL_RANK / WORLD_SIZE per process, so the script just calls
+  ``torch.distributed.init_process_group()``. ``NODE_RANK`` is the node's rank.
+* P is ``OCI__PYTORCH_NPROC_PER_NODE`` when set, else the node's GPU count (``nvidia-smi``,
+  honouring ``CUDA_VISIBLE_DEVICES``), else 1.
+* The code runs on every node (OCI__RUN_ON is ``all`` for PyTorch): the cluster completes when
+  every node's torchrun succeeded, and fails everywhere when one fails.
+* ``GLOO_SOCKET_IFNAME`` / ``NCCL_SOCKET_IFNAME`` default to the interface holding the node's
+  address (``lo`` on a loopback cluster), so collectives use the network the cluster formed on.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import shutil
+import subprocess
+import sys
+
+from ..errors import NodeFailure
+from ._base import EngineProvider
+from ._common import int_setting, interface_of, port_setting, start_args, which_or_fail
+
+log = logging.getLogger(__name__)
+
+MASTER_ADDR = "MASTER_ADDR"
+MASTER_PORT = "MASTER_PORT"
+NODE_RANK = "NODE_RANK"
+OCI__PYTORCH_NPROC_PER_NODE = "OCI__PYTORCH_NPROC_PER_NODE"
+DEFAULT_MASTER_PORT = 29400
+
+
+def gpu_count(environ) -> int:
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return 0
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+
+
+def torchrun_command(*, nnodes: int, node_rank: int, nproc: int, master_addr: str, master_port: int,
+                     script: list[str], extra: list[str] = ()) -> list[str]:
+    """The torchrun command line for one node. ``script`` is ``[python, file.py, args…]`` or
+    ``[executable, args…]`` (then ``--no-python``)."""
+    cmd = [which_or_fail("torchrun", "pytorch"), f"--nnodes={nnodes}", f"--node-rank={node_rank}",
+           f"--nproc-per-node={nproc}", f"--master-addr={master_addr}", f"--master-port={master_port}",
+           "--max-restarts=0", *extra]
+    if script[0] == sys.executable and len(script) > 1 and script[1].endswith(".py"):
+        return cmd + script[1:]
+    return cmd + ["--no-python"] + script
+
+
+class PyTorchProvider(EngineProvider):
+    """torchrun on every node, rendezvous on MAIN."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.settings.run_on != "all":
+            # every node is a torchrun agent: the code runs (and must complete) everywhere
+            self.settings = self.settings.model_copy(update={"run_on": "all"})
+
+    def configuration(self, conf: dict | None = None) -> dict:
+        conf = dict(conf or {})
+        if self.mode == "MAIN":
+            conf[MASTER_ADDR] = self.ip
+            conf[MASTER_PORT] = str(port_setting(self.environ, MASTER_PORT, DEFAULT_MASTER_PORT, self.ip))
+        return conf
+
+    def start_ps(self) -> None:
+        raise NodeFailure("PYTORCH clusters have no PS nodes (set OCI__PS_COUNT=0)")
+
+    def nproc_per_node(self) -> int:
+        n = int_setting(self.environ, OCI__PYTORCH_NPROC_PER_NODE, None)
+        return n if n is not None else max(1, gpu_count(self.environ))
+
+    def entry_command(self) -> list[str] | None:
+        script = super().entry_command()
+        if script is None:
+            return None
+        profile = self.profile_cmd()
+        script = script[len(profile):]
+        try:
+            port = int(self.environ[MASTER_PORT])
+            addr = self.environ[MASTER_ADDR]
+        except (KeyError, ValueError):
+            raise NodeFailure("MASTER_ADDR / MASTER_PORT missing from MAIN's configuration") from None
+        cmd = torchrun_command(nnodes=self.world_size, node_rank=self.rank, nproc=self.nproc_per_node(),
+                               master_addr=addr, master_port=port, script=script,
+                               extra=start_args(self.environ))
+        log.info("%s: %s", self.node_id, shlex.join(cmd))
+        return profile + cmd
+
+    def entry_env(self) -> dict[str, str]:
+        env = super().entry_env()
+        env[NODE_RANK] = str(self.rank)
+        iface = interface_of(self.ip)
+        if iface:
+            env.setdefault("GLOO_SOCKET_IFNAME", iface)
+            env.setdefault("NCCL_SOCKET_IFNAME", iface)
+        env.setdefault("OMP_NUM_THREADS", "1")
+        return env
+
+    def run_code(self) -> None:
+        if self.settings.entry_script == "":
+            raise NodeFailure("PYTORCH clusters need an entry script (OCI__ENTRY_SCRIPT) for torchrun")
+        super().run_code()

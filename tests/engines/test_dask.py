@@ -1,0 +1,41 @@
+"""DASK on a real Dask cluster: 1 MAIN (scheduler) + 2 WORKER nodes (dask worker)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("distributed", reason="Dask not installed: pip install 'fsm_cluster[dask]'")
+
+from .cluster import EXAMPLES, EngineCluster, kill_worker_and_check  # noqa: E402
+
+pytestmark = [pytest.mark.engine, pytest.mark.integration]
+
+
+def test_dask_example_spreads_tasks_over_both_workers(tmp_path):
+    out = tmp_path / "out"
+    c = EngineCluster(tmp_path, cluster_type="DASK", extra={
+        "OCI__ENTRY_SCRIPT": str(EXAMPLES / "dask" / "train.py"),
+        "OCI__ENTRY_SCRIPT_ARGS": f"--tasks 16 --out {out}",
+    }, per_mode={"WORKER": {"OCI__START_ARGS": "--nthreads 1"}}).start()
+    assert c.wait() == [0, 0, 0], c.dump()
+    result = json.loads((out / "results.json").read_text())
+    assert result["total"] == sum(i * i for i in range(16))
+    assert sorted(r["x"] for r in result["tasks"]) == list(range(16))
+    ran_on = {r["worker"] for r in result["tasks"]}
+    assert ran_on == {"WORKER_worker1", "WORKER_worker2"}, result
+    assert result["workers"] == ["WORKER_worker1", "WORKER_worker2"]
+    # the scheduler address MAIN published is what the workers used
+    main_cfg = json.loads((c.state_dir() / "MAIN_config.json").read_text())
+    assert main_cfg["env"]["DASK_SCHEDULER_ADDRESS"].startswith("tcp://127.0.0.1:")
+    assert c.stop_marker()["outcome"] == "complete"
+    assert c.leftovers() == [], c.dump()
+
+
+def test_dask_worker_killed_fails_every_node(tmp_path):
+    c = EngineCluster(tmp_path, cluster_type="DASK", extra={
+        "OCI__ENTRY_SCRIPT": str(EXAMPLES / "dask" / "train.py"),
+        "OCI__ENTRY_SCRIPT_ARGS": f"--tasks 100000 --out {tmp_path / 'out'}",
+    }, per_mode={"WORKER": {"OCI__START_ARGS": "--nthreads 1"}}).start()
+    kill_worker_and_check(c)
