@@ -316,6 +316,11 @@ class ClusterBody(_Model):
     worker: NodeGroup | None = None
     ps: NodeGroup | None = None
 
+    @field_validator("main", mode="before")
+    @classmethod
+    def _empty_main(cls, v):
+        return {} if v is None else v  # ADS specs may write a bare `main:`
+
     @field_validator("life_span", mode="before")
     @classmethod
     def _duration(cls, v):
@@ -420,6 +425,11 @@ class DistributedSpec(_Model):
     infrastructure: Infrastructure | None = None
     cluster: ClusterSection
     runtime: Runtime = Field(default_factory=Runtime)
+
+    @field_validator("runtime", mode="before")
+    @classmethod
+    def _empty_runtime(cls, v):
+        return {} if v is None else v
 
 
 class ClusterSpec(_Model):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fsm_cluster.env import Settings
 from fsm_cluster.errors import SpecError
@@ -231,3 +233,34 @@ def test_spec_from_an_fsspec_uri():
         f.write(bad)
     with pytest.raises(SpecError, match=r"^memory://specs/bad\.yaml: spec\.infrastructure"):
         load_spec("memory://specs/bad.yaml", environ={})
+
+
+def test_bare_main_and_missing_runtime_mean_defaults():
+    text = (FIXTURES / "ads_dask.yaml").read_text().replace("      main:\n          config:\n", "      main:\n")
+    text = text.split("  runtime:")[0] + "  runtime:\n"
+    nodes = node_environments(load_spec(text, environ={}))
+    assert [(n.name, n.mode, n.env["OCI__ENTRY_SCRIPT"]) for n in nodes] == [
+        ("main", "MAIN", ""), ("worker_0", "WORKER", ""), ("worker_1", "WORKER", "")]
+
+
+def test_worker_replicas_default_to_one_and_zero_means_none():
+    base = (FIXTURES / "ads_remote_runtime.yaml").read_text()
+    one = base.replace("      worker:\n        replicas: 1\n", "      worker:\n        name: w\n")
+    assert [n.name for n in node_environments(load_spec(one, environ={}))] == ["main", "w_0"]
+    zero = base.replace("      worker:\n        replicas: 1\n", "      worker:\n        replicas: 0\n")
+    nodes = node_environments(load_spec(zero, environ={}))
+    assert [n.name for n in nodes] == ["main"] and nodes[0].env["OCI__WORKER_COUNT"] == "0"
+
+
+@settings(max_examples=40, deadline=None)
+@given(workers=st.integers(0, 12), ps=st.integers(0, 4))
+def test_ranks_names_and_counts_for_any_cluster_size(workers, ps):
+    text = (FIXTURES / "ads_tensorflow_ps.yaml").read_text().replace('"@image"', "img")
+    text = text.replace("replicas: 2 #number of workers", f"replicas: {workers} #").replace(
+        "replicas: 1 #number of ps", f"replicas: {ps} #")
+    nodes = node_environments(load_spec(text, environ={}))
+    assert [n.rank for n in nodes] == list(range(1 + workers + ps))
+    assert [n.mode for n in nodes] == ["MAIN"] + ["WORKER"] * workers + ["PS"] * ps
+    assert len({n.name for n in nodes}) == len(nodes)
+    assert {(n.env["OCI__WORKER_COUNT"], n.env["OCI__PS_COUNT"]) for n in nodes} == {(str(workers), str(ps))}
+    assert all(n.env["RANK"] == str(n.rank) for n in nodes)
