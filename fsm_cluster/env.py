@@ -39,6 +39,7 @@ OCI__TIMEOUT = "OCI__TIMEOUT"
 OCI__HEARTBEAT_INTERVAL = "OCI__HEARTBEAT_INTERVAL"
 OCI__HEARTBEAT_TIMEOUT = "OCI__HEARTBEAT_TIMEOUT"
 OCI__TEARDOWN_GRACE = "OCI__TEARDOWN_GRACE"
+OCI__STORAGE_RETRY_BUDGET = "OCI__STORAGE_RETRY_BUDGET"  # seconds a storage call is retried
 OCI__CERTIFICATE_AUTHORITY_OCID = "OCI__CERTIFICATE_AUTHORITY_OCID"
 OCI__CERTIFICATE_OCID = "OCI__CERTIFICATE_OCID"
 OCI__CA_DOWNLOAD_LOCATION = "OCI__CA_DOWNLOAD_LOCATION"
@@ -103,6 +104,7 @@ class Settings(BaseModel):
     heartbeat_interval: float = Field(10.0, alias=OCI__HEARTBEAT_INTERVAL, gt=0)
     heartbeat_timeout: float = Field(60.0, alias=OCI__HEARTBEAT_TIMEOUT, gt=0)
     teardown_grace: float = Field(5.0, alias=OCI__TEARDOWN_GRACE, ge=0)
+    storage_retry_budget: float = Field(30.0, alias=OCI__STORAGE_RETRY_BUDGET, gt=0)
     job_ocid: str = Field("Undefined", alias=JOB_OCID, min_length=1)
     job_run_ocid: str = Field(default_factory=lambda: f"local-{os.getpid()}-{time.time_ns()}", alias=JOB_RUN_OCID)
     rank: int | None = Field(None, alias=RANK, ge=0)
@@ -189,7 +191,8 @@ class Settings(BaseModel):
 
 _ALIASES = {f.alias for f in Settings.model_fields.values()}
 _OPTIONAL_NUMBERS = {RANK, OCI__WORKER_COUNT, OCI__PS_COUNT, OCI__TIMEOUT, OCI__HEARTBEAT_INTERVAL,
-                     OCI__HEARTBEAT_TIMEOUT, OCI__TEARDOWN_GRACE, SYNC_SLEEP, OCI__LIFE_SPAN}
+                     OCI__HEARTBEAT_TIMEOUT, OCI__TEARDOWN_GRACE, SYNC_SLEEP, OCI__LIFE_SPAN,
+                     OCI__STORAGE_RETRY_BUDGET}
 
 
 def format_validation_error(e: ValidationError, kind: str, source: str = "") -> str:

@@ -67,7 +67,8 @@ class ClusterProvider:
         self.authinfo = self.get_oci_auth()
         self.ip = self.find_self_ip(self.authinfo)
         self.workdir = WorkDir(settings.work_dir, settings.cluster_id, fs=fs,
-                               storage_options=self._storage_options(), clock=self.clock)
+                               storage_options=self._storage_options(), clock=self.clock,
+                               retry_budget=settings.storage_retry_budget)
         # seed attribute names
         self.my_work_dir = self.workdir.url()
         self.config_file = self.workdir.url(config_name(self.node_id))
@@ -89,6 +90,7 @@ class ClusterProvider:
         self._worker_configs: dict[str, NodeConfig] = {}
         self._listing: dict[str, tuple] = {}
         self._peers: dict[str, tuple[tuple, float]] = {}  # state file → (fingerprint, seen at)
+        self._observed_at: float | None = None  # when this node last got a listing
         self._state_dirty = True
         self._next_beat = self.start_time
         self._next_watch = self.start_time
@@ -516,6 +518,18 @@ class ClusterProvider:
             if marker is not None:
                 self.stop_marker = marker
                 raise StopRequested(marker.reason, marker.exit_code, marker.outcome, marker.node)
+        if self.state in ("ready", "running", "complete") and config_name(MAIN_NODE) not in listing:
+            raise NodeFailure(f"work dir {self.workdir.display}: {config_name(MAIN_NODE)} disappeared "
+                              "(was the work dir deleted?)")
+        # Time this node could not look (storage outage, retries, the process paused) is not the
+        # peers' silence: credit it, so a storage blip seen by everyone is not a dead node.
+        interval = self.settings.heartbeat_interval
+        if self._observed_at is not None and now - self._observed_at > 2 * interval:
+            blind = now - self._observed_at - interval
+            log.warning("%s: no listing for %.1f s; not counting that against peers' heartbeats",
+                        self.node_id, now - self._observed_at)
+            self._peers = {n: (fp, t + blind) for n, (fp, t) in self._peers.items()}
+        self._observed_at = now
         if self.mode == "MAIN":
             watched = [(name, fp) for name, fp in listing.items()
                        if (parsed := node_of(name)) and parsed[1] == "state" and parsed[0] != self.node_id]

@@ -14,6 +14,7 @@ import logging
 import os
 import posixpath
 import secrets
+import time
 from collections import Counter
 from typing import Any, Callable, TypeVar
 
@@ -33,6 +34,17 @@ _PERMANENT = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryE
 _TRANSIENT_ERRNO = {errno.ECONNREFUSED, errno.ECONNRESET, errno.ETIMEDOUT, errno.EHOSTUNREACH,
                     errno.ENETUNREACH, errno.EAGAIN, errno.EBUSY, errno.EIO, errno.EPIPE,
                     errno.ECONNABORTED}
+
+
+# Retries belong to ``WorkDir._call`` (one budget, one backoff, logged): the storage library's own
+# retry loops would hide an outage inside a single call for many seconds (s3fs retries 5 times on
+# top of botocore's 5 attempts: 7-12 s per call against a dead endpoint), beyond the budget and
+# the heartbeat interval. Explicit ``storage_options`` override these.
+_DEFAULT_OPTIONS: dict[str, dict] = {
+    "s3": {"config_kwargs": {"retries": {"max_attempts": 1}}},
+    "s3a": {"config_kwargs": {"retries": {"max_attempts": 1}}},
+}
+_LIBRARY_RETRIES = {"s3": 1, "s3a": 1}  # s3fs' own loop (an attribute, not an option)
 
 
 def config_name(node: str) -> str:
@@ -87,9 +99,12 @@ class WorkDir:
             import fsspec
 
             try:
-                fs, path = fsspec.core.url_to_fs(full, **(storage_options or {}))
+                options = {**_DEFAULT_OPTIONS.get(self.protocol, {}), **(storage_options or {})}
+                fs, path = fsspec.core.url_to_fs(full, **options)
             except (ImportError, ValueError) as e:
                 raise StorageError(f"work dir {uri!r}: cannot open this kind of storage ({e})") from None
+            if self.protocol in _LIBRARY_RETRIES and hasattr(fs, "retries"):
+                fs.retries = _LIBRARY_RETRIES[self.protocol]
         else:
             path = fs._strip_protocol(full)
         self.fs = fs
@@ -121,6 +136,11 @@ class WorkDir:
         kwargs = {}
         if sleep is not None:
             kwargs["sleep"] = sleep
+        now = self.clock.now if self.clock is not None else time.monotonic
+        start = now()
+
+        def _out_of_budget(state) -> bool:  # on the injected clock; the next pause counts too
+            return now() - start + (getattr(state, "upcoming_sleep", 0.0) or 0.0) >= self.retry_budget
 
         def _count():
             self.ops[kind] += 1
@@ -130,7 +150,7 @@ class WorkDir:
 
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(is_transient),
-            stop=tenacity.stop_after_delay(self.retry_budget),
+            stop=_out_of_budget,
             wait=tenacity.wait_exponential(multiplier=0.1, max=5.0),
             before_sleep=lambda st: log.warning("storage %s %s failed (%s); retrying", kind, what,
                                                 st.outcome.exception()),
