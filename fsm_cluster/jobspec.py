@@ -379,6 +379,11 @@ class InfraSpec(_Model):
     shape_config_details: ShapeConfig | None = None
     block_storage_size: int | None = Field(None, ge=50)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, v):
+        return None if v == "" else v  # `subnetId: ${SUBNET_OCID:-}` → no subnet
+
 
 class Infrastructure(_Model):
     kind: Literal["infrastructure"] = "infrastructure"

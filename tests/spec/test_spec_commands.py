@@ -82,6 +82,17 @@ def test_init_placeholders_take_the_environment(tmp_path):
     assert spec.spec.infrastructure.spec.subnet_id == "ocid1.subnet.x"
 
 
+def test_init_without_subnet_or_logs_is_a_managed_network_job(tmp_path):
+    from fsm_cluster.launch.oci import job_details
+
+    assert main(["init", "--framework", "pytorch", "-d", str(tmp_path)]) == 0
+    details = job_details(plan(load_spec(tmp_path / "train.yaml", environ=IDS)))
+    infra = details.job_infrastructure_configuration_details
+    assert (infra.job_infrastructure_type, infra.subnet_id) == ("ME_STANDALONE", None)
+    assert details.job_log_configuration_details is None
+    assert (infra.shape_name, infra.job_shape_config_details.ocpus) == ("VM.Standard.E4.Flex", 2)
+
+
 def test_init_keeps_existing_files_unless_forced(tmp_path, capsys):
     (tmp_path / "train.py").write_text("mine\n")
     assert main(["init", "--framework", "ray", "-d", str(tmp_path)]) == 2
