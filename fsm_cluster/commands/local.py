@@ -112,6 +112,9 @@ def handle(args) -> int:
     cluster = L.LocalCluster(plans, wd, os.path.join(local_dir, "logs"), console=console,
                              progress=not args.no_progress, cwd=cwd)
     cluster.say(f"{cluster_id}: {shape} ({plans[0].env['OCI__CLUSTER_TYPE']}), work dir {wd.display}")
+    if args.file:
+        cluster.say("(the spec's image and infrastructure are ignored locally: every node runs on "
+                    "this machine with this Python)", "dim")
     if args.file and spec_work_dir and args.work_dir is None:
         cluster.say(f"(the spec's workDir {spec_work_dir} is for the cloud; pass --work-dir to use it "
                     "locally)", "dim")

@@ -27,3 +27,4 @@ def test_command_example(tmp_path):
         assert f"[{name}]".ljust(11) + f"node rank {rank} of 3: I am 127.0.0.1, MAIN is at 127.0.0.1" in r.stdout
         assert f"[{name}]".ljust(11) + "greeting: hello from examples/command" in r.stdout
     assert "cluster complete" in r.stdout
+    assert "image and infrastructure are ignored locally" in r.stdout
