@@ -513,6 +513,8 @@ class ClusterProvider:
         """Digest one listing: stop marker, peers' heartbeats (fingerprints that change)."""
         self._listing = listing
         now = self.clock.now()
+        # A fresh listing (e.g. MAIN's registration poll) stands for this interval's watch.
+        self._next_watch = max(self._next_watch, now + self.settings.heartbeat_interval)
         if STOP in listing and self.stop_marker is None:
             marker = self.workdir.read_stop()
             if marker is not None:

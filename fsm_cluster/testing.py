@@ -4,7 +4,9 @@
 sleeps on the clock, then the one with the earliest wake-up time (ties: lowest sequence number)
 continues, and time jumps to its wake-up. Same inputs → same interleaving → same results, with no
 real sleeping. ``SimulatedCodeProvider`` replaces the entry-script process by a workload of a
-given simulated duration and exit code.
+given simulated duration and exit code, and records when it entered each state.
+``SimulatedCluster`` builds 1 MAIN + N WORKER (+ PS) such nodes over one ``memory://`` work dir
+(used by the scale benchmark and the simulation tests).
 """
 
 from __future__ import annotations
@@ -12,20 +14,31 @@ from __future__ import annotations
 import heapq
 import itertools
 import threading
+import uuid
 from typing import Any, Callable
 
 from .frameworks.command import CommandProvider
+from .process import ProcessGroup
 
 
 class VirtualClock:
+    """Virtual time shared by simulated threads, exactly one of which runs at a time.
+
+    Each simulated thread waits on its own ``threading.Event``; a hand-over sets the event of the
+    one thread that runs next, so a dispatch wakes one thread (not all of them: with a shared
+    condition and ``notify_all`` a 1,000-node simulation spent O(N²) wake-ups).
+    """
+
     def __init__(self, start: float = 1_000.0):
         self.t = float(start)
-        self._cv = threading.Condition()
+        self._lock = threading.Lock()
         self._heap: list[tuple[float, int, int]] = []
         self._seq = itertools.count()
         self._running: int | None = None
+        self._wake: dict[int, threading.Event] = {}
         self._local = threading.local()
         self.sleeps = 0
+        self.dispatches = 0
 
     # Clock protocol --------------------------------------------------------------------------
     def now(self) -> float:
@@ -39,53 +52,68 @@ class VirtualClock:
         if me is None:  # not a simulated thread: plain fake time
             self.t += max(0.0, seconds)
             return
-        with self._cv:
+        event = self._wake[me]
+        with self._lock:
             self.sleeps += 1
+            event.clear()
             heapq.heappush(self._heap, (self.t + max(0.0, float(seconds)), next(self._seq), me))
             self._running = None
             self._dispatch()
-            while self._running != me:
-                self._cv.wait()
+        event.wait()
 
     # scheduler -------------------------------------------------------------------------------
     def _dispatch(self) -> None:
+        """Hand the CPU to the earliest sleeper (caller holds the lock)."""
         if self._running is None and self._heap:
             wake, _, who = heapq.heappop(self._heap)
             self.t = max(self.t, wake)
             self._running = who
-            self._cv.notify_all()
+            self.dispatches += 1
+            self._wake[who].set()
 
     def run(self, fns: list[Callable[[], Any]], *, start_at: list[float] | None = None) -> list[Any]:
         """Run ``fns`` as simulated threads (``start_at[i]``: delay before fn i starts); return
         their results (an exception raised by a fn is returned in its place)."""
         results: list[Any] = [None] * len(fns)
-        with self._cv:
+        base = len(self._wake)  # tokens stay unique if run() is called again on this clock
+        with self._lock:
             for i in range(len(fns)):
+                self._wake[base + i] = threading.Event()
                 delay = start_at[i] if start_at else 0.0
-                heapq.heappush(self._heap, (self.t + delay, next(self._seq), i))
+                heapq.heappush(self._heap, (self.t + delay, next(self._seq), base + i))
 
         def body(i: int, fn: Callable[[], Any]) -> None:
-            self._local.token = i
-            with self._cv:
-                while self._running != i:
-                    self._cv.wait()
+            token = base + i
+            self._local.token = token
+            self._wake[token].wait()
             try:
                 results[i] = fn()
             except BaseException as e:  # noqa: BLE001 - reported to the caller
                 results[i] = e
             finally:
-                with self._cv:
+                with self._lock:
                     self._running = None
                     self._dispatch()
 
         threads = [threading.Thread(target=body, args=(i, fn), daemon=True) for i, fn in enumerate(fns)]
         for t in threads:
             t.start()
-        with self._cv:
+        with self._lock:
             self._dispatch()
         for t in threads:
             t.join()
         return results
+
+
+class SimulatedProcessGroup(ProcessGroup):
+    """A simulated node's children: its workload is not a process, so teardown has nothing to
+    signal — and must not sweep the descendants of the (shared) simulation process."""
+
+    def terminate_all(self, *args, **kwargs) -> None:
+        for c in self.children:  # real processes a test's provider spawned are still ended
+            if c.poll() is None:
+                c.popen.terminate()
+                c.popen.wait()
 
 
 class SimulatedCodeProvider(CommandProvider):
@@ -97,6 +125,12 @@ class SimulatedCodeProvider(CommandProvider):
         self._code_seconds = code_seconds
         self._code_exit = code_exit
         self._code_started: float | None = None
+        self.entered: dict[str, float] = {"init": self.clock.now()}  # state → virtual time entered
+        self.children = SimulatedProcessGroup()
+
+    def _after_state_change(self) -> None:
+        self.entered[self.state] = self.clock.now()
+        super()._after_state_change()
 
     def _per_node(self, value):
         return value.get(self.rank, value.get("default", 0)) if isinstance(value, dict) else value
@@ -121,3 +155,62 @@ class SimulatedCodeProvider(CommandProvider):
             if left > 0:
                 wait = min(wait, left)
         return wait
+
+
+def node_env(mode: str, rank: int, workers: int, ps: int = 0, work_dir: str = "", cluster: str = "c1",
+             **extra) -> dict[str, str]:
+    """The environment a node of a simulated cluster gets (as a job run would)."""
+    env = {
+        "OCI__MODE": mode,
+        "OCI__WORK_DIR": work_dir,
+        "JOB_OCID": cluster,
+        "JOB_RUN_OCID": "main" if mode == "MAIN" else f"{mode.lower()}{rank}",
+        "RANK": str(rank),
+        "OCI__WORKER_COUNT": str(workers),
+        "OCI__PS_COUNT": str(ps),
+        "OCI__SELF_IP": f"10.{rank + 1 >> 16 & 255}.{rank + 1 >> 8 & 255}.{rank + 1 & 255}",
+    }
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+class SimulatedCluster:
+    """1 MAIN + ``workers`` WORKER + ``ps`` PS nodes on one VirtualClock and one ``memory://`` work
+    dir. ``fs_for(i, fs)`` may wrap the filesystem node ``i`` sees (e.g. to count its calls)."""
+
+    def __init__(self, workers: int = 2, ps: int = 0, provider_cls=SimulatedCodeProvider,
+                 fs_for: Callable[[int, Any], Any] | None = None, **extra):
+        import fsspec
+
+        self.clock = VirtualClock()
+        self.fs = fsspec.filesystem("memory")
+        self.work_dir = f"memory://wd-{uuid.uuid4().hex[:8]}"
+        self.envs = [node_env("MAIN", 0, workers, ps, self.work_dir, **extra)]
+        self.envs += [node_env("WORKER", i, workers, ps, self.work_dir, **extra) for i in range(1, workers + 1)]
+        self.envs += [node_env("PS", workers + i, workers, ps, self.work_dir, **extra)
+                      for i in range(1, ps + 1)]
+        self.provider_cls = provider_cls
+        self.fs_for = fs_for
+        self.providers: list = []
+
+    def build(self, env: dict, **provider_kwargs):
+        from .env import Settings
+
+        settings = Settings.from_env(env)
+        fs = self.fs if self.fs_for is None else self.fs_for(len(self.providers), self.fs)
+        p = self.provider_cls(settings=settings, clock=self.clock, environ=dict(env), fs=fs,
+                              **provider_kwargs)
+        self.providers.append(p)
+        return p
+
+    def run(self, *, start_at=None, extra_fns=(), **provider_kwargs) -> list:
+        """Run every node's whole life; return the exit codes (then ``extra_fns``' results)."""
+        from .runner import drive
+
+        nodes = [self.build(e, **provider_kwargs) for e in self.envs]
+        fns = [lambda p=p: drive(p) for p in nodes] + list(extra_fns)
+        return self.clock.run(fns, start_at=start_at)
+
+    @property
+    def workdir(self):
+        return self.providers[0].workdir
