@@ -1,7 +1,8 @@
 """Child processes of a node: each in its own process group, torn down TERM → grace → KILL.
 
 No orphan survives its node: teardown signals every group it started, then sweeps the node's
-remaining descendants with psutil. A node can also die without a teardown (``kill -9``, OOM
+remaining descendants with psutil — its children, grandchildren, and whatever carries its token
+in ``FSM_CLUSTER_CHILD_OF`` (leftovers of an entry script that already exited). A node can also die without a teardown (``kill -9``, OOM
 killer): on Linux every child is then started through a tiny guard (``GUARD``, plain stdlib Python)
 that leads the child's process group, mirrors the child's exit status, and — when the node dies
 (``PR_SET_PDEATHSIG`` plus a parent-pid poll) — terminates the whole group, waits the grace period
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -40,11 +42,13 @@ class Child:
 class ProcessGroup:
     children: list[Child] = field(default_factory=list)
     grace: float = 5.0  # how long a guard lets the group end after its node died
+    token: str = field(default_factory=lambda: secrets.token_hex(8))  # marks every process we start
 
     def spawn(self, name: str, cmd: list[str], *, env: dict | None = None, cwd: str | None = None,
               essential: bool = True, stdout=None, stderr=None) -> Child:
         log.info("starting %s: %s", name, " ".join(cmd))
         argv = list(cmd)
+        env = {**(os.environ if env is None else env), OWNER_ENV: self.token}
         if GUARDED:
             _check_command(name, argv[0], env, cwd)
             argv = [sys.executable, "-S", "-E", "-c", GUARD, str(os.getpid()), str(self.grace), "--", *argv]
@@ -74,6 +78,8 @@ class ProcessGroup:
             descendants = me.children(recursive=True)
         except psutil.Error:
             descendants = []
+        if self.children:  # also what an entry script left behind when it exited (re-parented)
+            descendants += [p for p in _owned_by(self.token) if p not in descendants]
         live = [c for c in self.children if c.poll() is None]
         for c in live:
             _signal_group(c.pid, signal.SIGTERM)
@@ -86,7 +92,7 @@ class ProcessGroup:
         for p in descendants + [psutil.Process(c.pid) for c in live if _exists(c.pid)]:
             if p not in procs:
                 procs.append(p)
-        gone, alive = psutil.wait_procs(procs, timeout=grace)
+        alive = _wait_gone(procs, grace)
         for c in live:
             _signal_group(c.pid, signal.SIGKILL)
         for p in alive:
@@ -95,7 +101,7 @@ class ProcessGroup:
                 p.kill()
             except psutil.Error:
                 pass
-        psutil.wait_procs(alive, timeout=2)
+        _wait_gone(alive, 2.0)
         for c in self.children:  # reap
             try:
                 c.popen.wait(timeout=0.5)
@@ -150,6 +156,7 @@ if rc < 0:
 sys.exit(rc & 0xFF)
 """
 GUARDED = sys.platform.startswith("linux")
+OWNER_ENV = "FSM_CLUSTER_CHILD_OF"  # set in every child's environment: the teardown sweep finds them
 
 
 def _check_command(name: str, program: str, env: dict | None, cwd: str | None) -> None:
@@ -162,6 +169,45 @@ def _check_command(name: str, program: str, env: dict | None, cwd: str | None) -
             raise PermissionError(f"{name}: not executable: {program}")
     elif shutil.which(program, path=(env if env is not None else os.environ).get("PATH", os.defpath)) is None:
         raise FileNotFoundError(f"{name}: command not found: {program}")
+
+
+def _owned_by(token: str) -> list:
+    """Live processes started under this ProcessGroup (they inherit ``OWNER_ENV``), wherever
+    they were re-parented."""
+    import psutil
+
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if p.pid != os.getpid() and p.status() != psutil.STATUS_ZOMBIE and \
+                    p.environ().get(OWNER_ENV) == token:
+                found.append(p)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def _wait_gone(procs: list, timeout: float) -> list:
+    """The processes still running after up to ``timeout`` s. A zombie counts as gone: a dead
+    grandchild re-parented to an init that reaps slowly (or never, in some containers) must not
+    cost the whole grace period; our own children are reaped by ``Popen.wait`` (which keeps
+    their exit codes — ``psutil.wait_procs`` would reap them first and lose them)."""
+    import time
+
+    import psutil
+
+    def running(p) -> bool:
+        try:
+            return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [p for p in procs if running(p)]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.02)
 
 
 def _exists(pid: int) -> bool:

@@ -1,0 +1,149 @@
+"""The fault matrix: real node processes, real faults, on a local work dir and on a real
+S3-protocol server (moto, loopback). For each fault every surviving node exits non-zero with the
+reason in its last log line, the stop marker names the first failure, nothing is left running,
+and the exit latency after the fault is measured (``record``) — asserted only by a hang guard.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+
+from fsm_cluster.models import NodeConfig, RosterEntry
+
+from .cluster import row
+
+pytestmark = pytest.mark.integration
+
+
+def workers_of(c):
+    return [n for n in c.nodes if n.mode == "WORKER"]
+
+
+# -- dead nodes ----------------------------------------------------------------------------------
+def test_kill9_worker_mid_run(clusters, backend, record):
+    c = clusters(backend).start()
+    c.wait_running()
+    victim = c.nodes[1]
+    c.signal(victim, signal.SIGKILL)
+    marker = c.assert_failed_everywhere(f"{victim.node_id} stopped heart-beating", first="MAIN",
+                                        killed=(victim,))
+    record(row(c, "kill -9 WORKER", backend, marker))
+
+
+def test_kill9_main_mid_run(clusters, backend, record):
+    c = clusters(backend).start()
+    c.wait_running()
+    c.signal(c.nodes[0], signal.SIGKILL)
+    marker = c.assert_failed_everywhere("MAIN stopped heart-beating", first={n.node_id for n in workers_of(c)},
+                                        killed=(c.nodes[0],))
+    # MAIN's entry script and its grandchild died with MAIN (assert_no_orphans): the guard.
+    record(row(c, "kill -9 MAIN", backend, marker))
+
+
+def test_sigterm_to_main_is_a_stopped_cluster_with_final_sync(clusters, record, tmp_path):
+    c = clusters("file", env={"SYNC_ARTIFACTS": "1", "SYNC_SLEEP": "3600"})
+    c.start(per_node=lambda rank: {"OCI__SYNC_DIR": str(tmp_path / f"sync{rank}")})
+    c.wait_running()
+    c.until(lambda: all((tmp_path / f"sync{n.rank}" / f"result-{n.rank}.txt").exists() for n in c.nodes),
+            "entry scripts wrote their results")
+    c.signal(c.nodes[0], signal.SIGTERM)
+    marker = c.assert_failed_everywhere("MAIN received SIGTERM", first="MAIN", outcome="stopped")
+    assert [n.code for n in c.nodes] == [128 + signal.SIGTERM] * 3, c.dump()
+    # Final sync: every node's result reached the work dir before the node exited.
+    for n in c.nodes:
+        synced = c.workdir.read_bytes(f"sync/{n.run_id}/result-{n.rank}.txt")
+        assert synced == f"rank {n.rank} result\n".encode(), (n.node_id, synced)
+    record(row(c, "SIGTERM to MAIN", "file", marker, "outcome stopped, exit 143, final sync checked"))
+
+
+# -- the user's code failing ---------------------------------------------------------------------
+def test_entry_script_failing_on_one_node(clusters, backend, record):
+    c = clusters(backend, env={"FAULT_FAIL": "2:3"})
+    c.start()
+    c.until(lambda: c.mark_time("failed-2"), "the entry script on rank 2 failed")
+    c.fault("entry script exits 3 on WORKER_w2", at=c.mark_time("failed-2"))
+    marker = c.assert_failed_everywhere("entry script exited with code 3", first="WORKER_w2")
+    record(row(c, "entry script fails on one node", backend, marker))
+
+
+def test_two_nodes_racing_to_write_the_stop_marker(clusters, backend, record):
+    c = clusters(backend, env={"FAULT_FAIL": "1:5,2:6", "FAULT_SYNC": "1"}).start()
+    c.wait_running([c.nodes[0]])
+    c.until(lambda: c.states().get("WORKER_w1") == c.states().get("WORKER_w2") == "running", "workers running")
+    at = time.time() + 0.5
+    (c.marks / "fail-at").write_text(repr(at))  # both entry scripts exit at this same instant
+    c.fault("entry scripts exit 5 and 6 at the same instant", at=at)
+    codes = c.wait()
+    marker = c.stop_marker()
+    assert marker is not None and marker.outcome == "failed" and marker.node in ("WORKER_w1", "WORKER_w2")
+    winner = marker.node
+    loser = "WORKER_w2" if winner == "WORKER_w1" else "WORKER_w1"
+    want = {"WORKER_w1": "exited with code 5", "WORKER_w2": "exited with code 6"}
+    assert want[winner] in marker.reason
+    by_id = {n.node_id: n for n in c.nodes}
+    # Each failing node reports its own failure; the loser saw the winner's marker already there.
+    assert all(code != 0 for code in codes), c.dump()
+    for nid in ("WORKER_w1", "WORKER_w2"):
+        assert want[nid] in by_id[nid].last_line(), c.dump()
+    assert want[winner] in by_id["MAIN"].last_line(), c.dump()
+    loser_log = "\n".join(by_id[loser].lines())
+    assert (f"stop marker already written by {winner}" in loser_log
+            or f"cluster failed on {winner}" in by_id[loser].last_line()), loser_log
+    c.assert_no_orphans()
+    record(row(c, "two nodes race to write stop", backend, marker, f"winner {winner}"))
+
+
+# -- bad shared files ----------------------------------------------------------------------------
+def _valid_main_config(c, **env) -> NodeConfig:
+    roster = [RosterEntry(node="MAIN", mode="MAIN", run_id="main", rank=0, ip="127.0.0.1")] + [
+        RosterEntry(node=f"WORKER_w{r}", mode="WORKER", run_id=f"w{r}", rank=r, ip="127.0.0.1")
+        for r in (1, 2)]
+    return NodeConfig.model_construct(schema_version=1, node="MAIN", mode="MAIN", run_id="main", rank=0,
+                                      ip="127.0.0.1", host="", env={"OCI__MAIN_IP": "127.0.0.1", **env},
+                                      roster=roster, extra={})
+
+
+def _bad_main_config_cluster(clusters, backend, data: bytes):
+    """MAIN waits for a third worker that never comes, so it never writes MAIN_config.json: the
+    test writes a bad one in its place once both workers registered."""
+    c = clusters(backend)
+    c.start(per_node=lambda rank: {"OCI__WORKER_COUNT": "3"} if rank == 0 else {})
+    c.until(lambda: all(c.workdir.exists(f"{n.node_id}_config.json") for n in workers_of(c)),
+            "workers registered")
+    c.workdir.write_bytes("MAIN_config.json", data)
+    c.fault("bad MAIN_config.json written")
+    return c
+
+
+@pytest.mark.parametrize("kind", ["corrupt", "truncated"])
+def test_corrupt_or_truncated_main_config(clusters, backend, kind, record):
+    good = _valid_main_config(None).model_dump_json().encode()
+    data = b"\x00\xffnot json{{" if kind == "corrupt" else good[: len(good) // 2]
+    c = _bad_main_config_cluster(clusters, backend, data)
+    marker = c.assert_failed_everywhere("MAIN_config.json: not valid JSON",
+                                        first={n.node_id for n in workers_of(c)})
+    assert not list(c.marks.glob("started-*")), "no entry script may run on a bad configuration"
+    record(row(c, f"{kind} MAIN_config.json", backend, marker))
+
+
+def test_main_config_exporting_ld_preload_is_refused(clusters, record):
+    bad = _valid_main_config(None, LD_PRELOAD="/tmp/evil.so")
+    data = json.dumps(bad.model_dump()).encode()
+    c = _bad_main_config_cluster(clusters, "file", data)
+    marker = c.assert_failed_everywhere("LD_PRELOAD", first={n.node_id for n in workers_of(c)})
+    assert "may not be exported" in marker.reason
+    assert not list(c.marks.glob("started-*")), "no entry script may run with a hostile configuration"
+    record(row(c, "MAIN_config.json exports LD_PRELOAD", "file", marker))
+
+
+# -- the work dir itself -------------------------------------------------------------------------
+def test_work_dir_deleted_under_a_running_cluster(clusters, backend, record):
+    c = clusters(backend).start()
+    c.wait_running()
+    c.delete_work_dir()
+    marker = c.assert_failed_everywhere("MAIN_config.json disappeared", first={n.node_id for n in c.nodes})
+    record(row(c, "work dir deleted", backend, marker))
