@@ -79,6 +79,7 @@ class ClusterProvider:
         # node life
         self.reason = ""
         self.exit_code: int | None = None
+        self.storage_failed = False  # set by the runner when the work dir failed past its retries
         self.heartbeat = 0
         self.transitions = 0
         self.children = ProcessGroup(grace=settings.teardown_grace)
@@ -476,7 +477,7 @@ class ClusterProvider:
         log.info("transition node=%s %s -> %s reason=%s", self.node_id, self._source_state, self.state,
                  self.reason or "-")
         self._state_dirty = True
-        if self.state not in ("configuring", "waiting_for_main", "ready"):
+        if self.state not in ("configuring", "waiting_for_main", "ready") and not self.storage_failed:
             self.flush_state()
 
     def node_state(self) -> NodeState:

@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 
-from .errors import FsmClusterError, NodeFailure, StopRequested
+from .errors import FsmClusterError, NodeFailure, StopRequested, StorageError
 from .models import StopMarker
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,9 @@ def drive(p) -> int:
         except NodeFailure as e:
             _on_failure(p, e.reason, e.exit_code)
         except FsmClusterError as e:
+            # The store already failed past its retry budget: the teardown spends that budget
+            # once more on the stop marker only, not again on every state-file rewrite.
+            p.storage_failed = isinstance(e, StorageError)
             _on_failure(p, str(e), 1)
         except Exception as e:  # a bug or an engine error: still one clean teardown
             log.debug("unexpected error", exc_info=True)
@@ -139,7 +142,8 @@ def _finish(p) -> int:
         p.exit_code = m.exit_code or 1
         p.reason = f"cluster failed on {m.node}: {m.reason}"
     try:
-        p.flush_state()
+        if not (getattr(p, "storage_failed", False) and m is None):  # skip if the store is still down
+            p.flush_state()
     except Exception as e:  # noqa: BLE001 - the exit code still tells
         log.error("%s: could not write final state: %s", p.node_id, e)
     outcome = m.outcome if m is not None else ("complete" if p.exit_code == 0 else "failed")

@@ -63,6 +63,10 @@ if sync_dir:
     time.sleep(1.0)
     os.makedirs(sync_dir, exist_ok=True)
     open(os.path.join(sync_dir, f"result-{rank}.txt"), "w").write(f"rank {rank} result\n")
+if os.environ.get("FAULT_FINISH"):  # run until the test says finish, then succeed
+    while not os.path.exists(os.path.join(marks, "finish")):
+        time.sleep(0.05)
+    sys.exit(0)
 time.sleep(run_for)
 '''
 
