@@ -38,6 +38,50 @@ def base_env(work_dir: str, cluster: str, cluster_type: str, workers: int, ps: i
     return env
 
 
+def netns_available() -> bool:
+    """Whether this process may create a network namespace (root, or CAP_SYS_ADMIN)."""
+    import shutil
+
+    if not (shutil.which("unshare") and shutil.which("nsenter") and shutil.which("ip")):
+        return False
+    try:
+        return subprocess.run(["unshare", "-n", "ip", "link", "set", "lo", "up"], capture_output=True,
+                              timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+class PrivateNetwork:
+    """A network namespace with only a loopback interface, held open by a ``sleep`` process.
+
+    Engines that bind every interface whatever address they are given (Ray's raylet and agents,
+    torch's TCPStore) then reach nothing but this namespace's loopback: a test cluster never
+    listens on the machine's real network, and never collides with another test's ports."""
+
+    def __init__(self):
+        self.holder = subprocess.Popen(["unshare", "-n", "sh", "-c", "ip link set lo up && exec sleep 86400"],
+                                       stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if Path(f"/proc/{self.holder.pid}/comm").read_text().strip() == "sleep":
+                    return
+            except OSError:
+                pass
+            if self.holder.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise RuntimeError("could not set up a private network namespace")
+
+    def prefix(self) -> list[str]:
+        return ["nsenter", "-t", str(self.holder.pid), "-n", "--"]
+
+    def close(self) -> None:
+        if self.holder.poll() is None:
+            self.holder.kill()
+        self.holder.wait()
+
+
 @dataclass
 class EngineCluster(LocalNodes):
     """LocalNodes for an engine: a cluster type, PS nodes, per-mode env, nodes in own sessions."""
@@ -46,13 +90,19 @@ class EngineCluster(LocalNodes):
     ps: int = 0
     per_mode: dict = field(default_factory=dict)  # mode → extra env
     modes: list = field(default_factory=list)
+    private_network: bool = True  # all nodes in one loopback-only network namespace when possible
 
     def __post_init__(self):
         super().__post_init__()
+        self.net: PrivateNetwork | None = None
         self.cluster = f"{self.cluster_type.lower()}-{os.getpid()}-{time.monotonic_ns() % 10**6}"
 
     def start(self) -> "EngineCluster":
         self.modes = ["MAIN"] + ["WORKER"] * self.workers + ["PS"] * self.ps
+        prefix = []
+        if self.private_network and netns_available():
+            self.net = PrivateNetwork()
+            prefix = self.net.prefix()
         for rank, mode in enumerate(self.modes):
             env = base_env(self.work_dir, self.cluster, self.cluster_type, self.workers, self.ps,
                            **self.extra, **self.per_mode.get(mode, {}))
@@ -60,13 +110,18 @@ class EngineCluster(LocalNodes):
                         "JOB_RUN_OCID": "main" if mode == "MAIN" else f"{mode.lower()}{rank}"})
             path = self.tmp / f"node{rank}.log"
             self.logs.append(path)
-            self.procs.append(subprocess.Popen([sys.executable, "-m", "fsm_cluster", "run"], env=env,
+            self.procs.append(subprocess.Popen(prefix + [sys.executable, "-m", "fsm_cluster", "run"], env=env,
                                                stdout=open(path, "wb"), stderr=subprocess.STDOUT,
                                                start_new_session=True))
         return self
 
     def wait(self, timeout: float = HANG_GUARD) -> list[int]:
         return super().wait(timeout)
+
+    def close(self) -> None:
+        self.kill()
+        if self.net is not None:
+            self.net.close()
 
     def kill(self) -> None:
         for p in self.procs:
@@ -162,4 +217,5 @@ def kill_worker_and_check(c: EngineCluster, victim: int = 2) -> None:
     main = c.state("MAIN")
     # MAIN saw the victim go: through its heartbeat (timeout OCI__HEARTBEAT_TIMEOUT) or its engine
     assert victim_id in main["reason"] or "exited with code" in main["reason"], (main, c.dump())
-    assert c.leftovers() == [], c.dump()
+    left = c.leftovers()
+    assert left == [], (left, c.dump())

@@ -8,14 +8,14 @@ import pytest
 
 pytest.importorskip("distributed", reason="Dask not installed: pip install 'fsm_cluster[dask]'")
 
-from .cluster import EXAMPLES, EngineCluster, kill_worker_and_check  # noqa: E402
+from .cluster import EXAMPLES, kill_worker_and_check  # noqa: E402
 
 pytestmark = [pytest.mark.engine, pytest.mark.integration]
 
 
-def test_dask_example_spreads_tasks_over_both_workers(tmp_path):
+def test_dask_example_spreads_tasks_over_both_workers(tmp_path, engine_cluster):
     out = tmp_path / "out"
-    c = EngineCluster(tmp_path, cluster_type="DASK", extra={
+    c = engine_cluster(cluster_type="DASK", extra={
         "OCI__ENTRY_SCRIPT": str(EXAMPLES / "dask" / "train.py"),
         "OCI__ENTRY_SCRIPT_ARGS": f"--tasks 16 --out {out}",
     }, per_mode={"WORKER": {"OCI__START_ARGS": "--nthreads 1"}}).start()
@@ -33,8 +33,8 @@ def test_dask_example_spreads_tasks_over_both_workers(tmp_path):
     assert c.leftovers() == [], c.dump()
 
 
-def test_dask_worker_killed_fails_every_node(tmp_path):
-    c = EngineCluster(tmp_path, cluster_type="DASK", extra={
+def test_dask_worker_killed_fails_every_node(tmp_path, engine_cluster):
+    c = engine_cluster(cluster_type="DASK", extra={
         "OCI__ENTRY_SCRIPT": str(EXAMPLES / "dask" / "train.py"),
         "OCI__ENTRY_SCRIPT_ARGS": f"--tasks 100000 --out {tmp_path / 'out'}",
     }, per_mode={"WORKER": {"OCI__START_ARGS": "--nthreads 1"}}).start()

@@ -11,14 +11,14 @@ pytest.importorskip("torch", reason="PyTorch not installed: pip install torch==2
 
 from fsm_cluster.frameworks.pytorch import torchrun_command  # noqa: E402
 
-from .cluster import EXAMPLES, EngineCluster, kill_worker_and_check  # noqa: E402
+from .cluster import EXAMPLES, kill_worker_and_check  # noqa: E402
 
 pytestmark = [pytest.mark.engine, pytest.mark.integration]
 
 
-def test_pytorch_example_all_reduce_across_every_rank(tmp_path):
+def test_pytorch_example_all_reduce_across_every_rank(tmp_path, engine_cluster):
     out = tmp_path / "out"
-    c = EngineCluster(tmp_path, cluster_type="PYTORCH", extra={
+    c = engine_cluster(cluster_type="PYTORCH", extra={
         "OCI__ENTRY_SCRIPT": str(EXAMPLES / "pytorch" / "train.py"),
         "OCI__ENTRY_SCRIPT_ARGS": f"--epochs 3 --out {out}",
     }).start()
@@ -37,8 +37,8 @@ def test_pytorch_example_all_reduce_across_every_rank(tmp_path):
     assert c.leftovers() == [], c.dump()
 
 
-def test_pytorch_worker_killed_fails_every_node(tmp_path):
-    c = EngineCluster(tmp_path, cluster_type="PYTORCH", extra={
+def test_pytorch_worker_killed_fails_every_node(tmp_path, engine_cluster):
+    c = engine_cluster(cluster_type="PYTORCH", extra={
         "OCI__ENTRY_SCRIPT": str(EXAMPLES / "pytorch" / "train.py"),
         "OCI__ENTRY_SCRIPT_ARGS": f"--epochs 100000 --step-sleep 0.05 --out {tmp_path / 'out'}",
     }).start()

@@ -1,0 +1,121 @@
+"""RAY: a Ray cluster started with Ray's own ``ray start``.
+
+* MAIN publishes the head's address (``RAY_ADDRESS`` = ``<ip>:<port>``; port ``OCI__RAY_PORT``,
+  default 6379, a free one on a loopback cluster) and starts ``ray start --head --block``.
+* Every WORKER waits until the head accepts connections, then runs ``ray start --address <head>
+  --block``. ``--block`` keeps ``ray start`` in the foreground, so the node watches it like any
+  engine daemon, and its process group (with every Ray daemon) ends with the node: no machine-wide
+  ``ray stop``, which would also stop other Ray clusters on the host.
+* MAIN waits until ``ray.nodes()`` lists every node alive, then runs the entry script with
+  ``RAY_ADDRESS`` set (so a bare ``ray.init()`` joins the cluster).
+* ``OCI__START_ARGS`` (per role) is passed to ``ray start`` as is (``--num-cpus``, resources…).
+* On a loopback cluster (several clusters may share the host) every node also gets its own
+  ``--temp-dir`` and free ports for the ports Ray otherwise fixes (client server, dashboard,
+  dashboard agent); on a network Ray's defaults stand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sys
+import tempfile
+
+from ..errors import NodeFailure
+from ._base import EngineProvider
+from ._common import free_port, is_loopback, port_setting, start_args, tcp_open, which_or_fail
+
+log = logging.getLogger(__name__)
+
+RAY_ADDRESS = "RAY_ADDRESS"
+OCI__RAY_PORT = "OCI__RAY_PORT"
+DEFAULT_RAY_PORT = 6379
+
+
+class RayProvider(EngineProvider):
+    """``ray start --head`` on MAIN, ``ray start --address`` on every WORKER."""
+
+    # -- configuration ---------------------------------------------------------------------------
+    def configuration(self, conf: dict | None = None) -> dict:
+        conf = dict(conf or {})
+        if self.mode == "MAIN":
+            port = port_setting(self.environ, OCI__RAY_PORT, DEFAULT_RAY_PORT, self.ip)
+            conf[RAY_ADDRESS] = f"{self.ip}:{port}"
+            conf[OCI__RAY_PORT] = str(port)
+        return conf
+
+    @property
+    def head_address(self) -> str:
+        addr = self.environ.get(RAY_ADDRESS)
+        if not addr or ":" not in addr:
+            raise NodeFailure(f"{RAY_ADDRESS} missing from MAIN's configuration")
+        return addr
+
+    def _local_isolation(self, head: bool) -> list[str]:
+        """A private temp dir and free ports when the node is on a loopback address."""
+        if not is_loopback(self.ip):
+            return []
+        # short: Ray puts Unix sockets below it (108-byte path limit)
+        tag = hashlib.sha1(f"{self.settings.cluster_id}/{self.node_id}".encode()).hexdigest()[:10]
+        tmp = os.path.join(tempfile.gettempdir(), f"ray-{tag}")
+        args = ["--temp-dir", tmp, "--dashboard-agent-listen-port", str(free_port(self.ip)),
+                "--dashboard-agent-grpc-port", str(free_port(self.ip)),
+                "--runtime-env-agent-port", str(free_port(self.ip)),
+                "--metrics-export-port", str(free_port(self.ip))]
+        if head:
+            args += ["--ray-client-server-port", str(free_port(self.ip)),
+                     "--dashboard-host", self.ip, "--dashboard-port", str(free_port(self.ip))]
+        return args
+
+    def _ray(self, *args: str) -> list[str]:
+        return [which_or_fail("ray", "ray"), "start", *args, "--node-ip-address", self.ip,
+                "--block", "--disable-usage-stats"]
+
+    # -- engine ----------------------------------------------------------------------------------
+    def start_main(self) -> None:
+        port = self.head_address.rsplit(":", 1)[1]
+        cmd = self._ray("--head", "--port", port) + self._local_isolation(head=True) + start_args(self.environ)
+        self.spawn("ray head", cmd)
+
+    def start_worker(self) -> None:
+        host, port = self.head_address.rsplit(":", 1)
+        self.wait_until(lambda: tcp_open(host, int(port)), self.time_out, f"the Ray head at {self.head_address}")
+        cmd = self._ray("--address", self.head_address) + self._local_isolation(head=False) + \
+            start_args(self.environ)
+        self.spawn("ray worker", cmd)
+
+    def start_ps(self) -> None:
+        raise NodeFailure("RAY clusters have no PS nodes (set OCI__PS_COUNT=0)")
+
+    def wait_for_nodes(self) -> None:
+        """Block (ticking heartbeats) until every node of the roster is alive in ``ray.nodes()``,
+        asked by a child process (:mod:`._ray_nodes`): the node never becomes a Ray driver."""
+        want = len(self.roster)
+        probe = self.children.spawn(
+            "ray nodes probe", [sys.executable, "-m", "fsm_cluster.frameworks._ray_nodes", self.head_address,
+                                str(want)], env=dict(self.environ), essential=False)
+
+        def all_alive():
+            self.check_cluster_status()
+            rc = probe.poll()
+            if rc not in (None, 0):
+                raise NodeFailure(f"asking Ray for its nodes failed (exit code {rc})")
+            return rc == 0
+
+        try:
+            self.wait_until(all_alive, self.time_out, f"{want} Ray node(s) to be alive")
+        finally:
+            if probe.poll() is None:
+                probe.popen.kill()
+        log.info("%s: all %d Ray nodes alive at %s", self.node_id, want, self.head_address)
+
+    def run_code(self) -> None:
+        if self.mode == "MAIN":
+            self.wait_for_nodes()
+        super().run_code()
+
+    def entry_env(self) -> dict[str, str]:
+        env = super().entry_env()
+        env[RAY_ADDRESS] = self.head_address
+        return env

@@ -1,0 +1,131 @@
+"""TENSORFLOW: TF_CONFIG for every node, from a cluster layout MAIN writes once all registered.
+
+* Every node publishes its TF server port in its configuration (``OCI__TF_PORT``; default 12345,
+  a free port on a loopback cluster).
+* MAIN, once every node registered, builds the layout (``OCI__TF_CLUSTER``, JSON, exported to every
+  node, and ``tf_cluster.json`` in the work dir for people and tools):
+  - no PS nodes → MultiWorkerMirroredStrategy: ``{"worker": [MAIN, WORKER…]}``; every node is a
+    worker (index = rank) and runs the entry script (OCI__RUN_ON=all); the cluster completes when
+    every node's script succeeded.
+  - PS nodes → ParameterServerStrategy: ``{"chief": [MAIN], "worker": [WORKER…], "ps": [PS…]}``;
+    MAIN is the chief and runs the entry script (the coordinator); WORKER and PS nodes run a
+    standard ``tf.distribute.Server`` (started by the node, :mod:`._tf_server`) that idles until the
+    chief's training ends, when the cluster tears down and those servers with it.
+* ``TF_CONFIG`` (cluster + this node's task) is set for the entry script and the servers, so
+  ``TFConfigClusterResolver()`` / the strategies need no arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+from ..errors import NodeFailure
+from ..models import RosterEntry
+from ._base import EngineProvider
+from ._common import port_setting
+
+log = logging.getLogger(__name__)
+
+TF_CONFIG = "TF_CONFIG"
+OCI__TF_PORT = "OCI__TF_PORT"
+OCI__TF_CLUSTER = "OCI__TF_CLUSTER"
+LAYOUT_FILE = "tf_cluster.json"
+DEFAULT_TF_PORT = 12345
+
+
+def tf_layout(nodes: list[tuple[RosterEntry, int]]) -> dict[str, list[str]]:
+    """The TF cluster spec from the roster (rank order) and each node's port."""
+    addr = {e.node: f"{e.ip}:{port}" for e, port in nodes}
+    main = [e.node for e, _ in nodes if e.mode == "MAIN"]
+    workers = [e.node for e, _ in nodes if e.mode == "WORKER"]
+    ps = [e.node for e, _ in nodes if e.mode == "PS"]
+    if not ps:
+        return {"worker": [addr[n] for n in main + workers]}
+    if not workers:
+        raise NodeFailure("ParameterServerStrategy needs at least one WORKER node besides the PS nodes")
+    return {"chief": [addr[n] for n in main], "worker": [addr[n] for n in workers],
+            "ps": [addr[n] for n in ps]}
+
+
+def task_of(roster: list[RosterEntry], node: str, ps_cluster: bool) -> dict:
+    """This node's ``{"type", "index"}`` in the layout."""
+    me = next((e for e in roster if e.node == node), None)
+    if me is None:
+        raise NodeFailure(f"{node} is not in MAIN's roster")
+    if not ps_cluster:
+        return {"type": "worker", "index": [e.node for e in roster if e.mode in ("MAIN", "WORKER")].index(node)}
+    kind = {"MAIN": "chief", "WORKER": "worker", "PS": "ps"}[me.mode]
+    return {"type": kind, "index": [e.node for e in roster if e.mode == me.mode].index(node)}
+
+
+def tf_config(cluster: dict, task: dict) -> str:
+    return json.dumps({"cluster": cluster, "task": task}, sort_keys=True)
+
+
+class TensorFlowProvider(EngineProvider):
+    """TF_CONFIG everywhere; TF servers on WORKER/PS nodes of a parameter-server cluster."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        want = "main" if self.expected_ps_count() > 0 else "all"
+        if self.settings.run_on != want:
+            # MWMS: every worker trains; PS strategy: only the chief (coordinator) runs the script
+            self.settings = self.settings.model_copy(update={"run_on": want})
+
+    @property
+    def ps_cluster(self) -> bool:
+        return self.expected_ps_count() > 0
+
+    # -- configuration ---------------------------------------------------------------------------
+    def configuration(self, conf: dict | None = None) -> dict:
+        conf = dict(conf or {})
+        conf[OCI__TF_PORT] = str(port_setting(self.environ, OCI__TF_PORT, DEFAULT_TF_PORT, self.ip))
+        self._tf_port = int(conf[OCI__TF_PORT])
+        return conf
+
+    def setup_extra_configs(self, conf: dict) -> dict:
+        roster = self._build_roster()
+        configs = self.fetch_all_worker_info()
+        nodes = []
+        for e in roster:
+            if e.node == self.node_id:
+                port = int(conf[OCI__TF_PORT])
+            else:
+                raw = configs[e.node].env.get(OCI__TF_PORT, "")
+                if not raw.isdigit():
+                    raise NodeFailure(f"{e.node} registered without a valid {OCI__TF_PORT} ({raw!r})")
+                port = int(raw)
+            nodes.append((e, port))
+        layout = tf_layout(nodes)
+        self.workdir.write_bytes(LAYOUT_FILE, json.dumps(layout, indent=2).encode())
+        log.info("%s: TensorFlow cluster %s", self.node_id, layout)
+        return {OCI__TF_CLUSTER: json.dumps(layout, sort_keys=True)}
+
+    def node_tf_config(self) -> str:
+        try:
+            cluster = json.loads(self.environ[OCI__TF_CLUSTER])
+        except (KeyError, ValueError):
+            raise NodeFailure(f"{OCI__TF_CLUSTER} missing or invalid in MAIN's configuration") from None
+        return tf_config(cluster, task_of(self.roster, self.node_id, "ps" in cluster))
+
+    # -- engine ----------------------------------------------------------------------------------
+    def _start_server(self, name: str) -> None:
+        env = dict(self.environ)
+        env[TF_CONFIG] = self.node_tf_config()
+        self.spawn(name, [sys.executable, "-m", "fsm_cluster.frameworks._tf_server"], env=env)
+
+    def start_worker(self) -> None:
+        if self.ps_cluster:
+            self._start_server("tf worker server")
+
+    def start_ps(self) -> None:
+        if not self.ps_cluster:  # pragma: no cover - a PS node means ps_count > 0
+            raise NodeFailure("PS node in a cluster without OCI__PS_COUNT")
+        self._start_server("tf ps server")
+
+    def entry_env(self) -> dict[str, str]:
+        env = super().entry_env()
+        env[TF_CONFIG] = self.node_tf_config()
+        return env
