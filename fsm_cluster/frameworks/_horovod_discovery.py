@@ -1,0 +1,89 @@
+"""Horovod's host discovery script: print ``<host>:<slots>`` for every live node of the cluster.
+
+``horovodrun --host-discovery-script`` runs this every few seconds (as a small shell wrapper MAIN
+writes). It reads the work dir named by the node environment it inherits (OCI__WORK_DIR,
+OCI__CLUSTER_ID) with one listing per call (plus one read of MAIN's roster, cached):
+
+* a node is live while its state file keeps changing (its heartbeat): a node whose state file has
+  not changed for OCI__HOROVOD_DISCOVERY_STALE seconds (default: half OCI__HEARTBEAT_TIMEOUT) drops
+  out — Horovod then re-forms without it (elastic) — and so does one that wrote ``<node>_done``;
+* "changing" is judged on this machine's monotonic clock, remembered between calls in a small
+  JSON cache file (OCI__HOROVOD_DISCOVERY_CACHE), never by comparing clocks of two machines;
+* nodes on one address (a loopback cluster) add up their slots: ``127.0.0.1:3``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Mapping
+
+OCI__HOROVOD_DISCOVERY_CACHE = "OCI__HOROVOD_DISCOVERY_CACHE"
+OCI__HOROVOD_DISCOVERY_STALE = "OCI__HOROVOD_DISCOVERY_STALE"
+OCI__HOROVOD_SLOTS = "OCI__HOROVOD_SLOTS"
+
+
+def live_hosts(listing: Mapping[str, object], roster: list[dict], slots: int, stale: float,
+               cache: dict, now: float) -> list[str]:
+    """``host:slots`` lines, in rank order of first appearance. ``cache`` ({state file: [fingerprint,
+    seen_at]}) is updated in place."""
+    counts: dict[str, int] = {}
+    for entry in roster:
+        node = entry["node"]
+        state = f"{node}_state.json"
+        if state not in listing or f"{node}_done" in listing:
+            continue
+        fp = json.loads(json.dumps(listing[state], default=str))  # JSON-comparable
+        seen = cache.get(state)
+        if seen is None or seen[0] != fp:
+            cache[state] = seen = [fp, now]
+        if now - seen[1] > stale:
+            continue
+        counts[entry["ip"]] = counts.get(entry["ip"], 0) + slots
+    return [f"{host}:{n}" for host, n in counts.items()]
+
+
+def main(environ: Mapping[str, str] | None = None) -> int:
+    env = os.environ if environ is None else environ
+    from ..models import NodeConfig
+    from ..workdir import WorkDir, config_name
+
+    try:
+        work_dir, cluster = env["OCI__WORK_DIR"], env["OCI__CLUSTER_ID"]
+        slots = int(env.get(OCI__HOROVOD_SLOTS) or 1)
+        stale = float(env.get(OCI__HOROVOD_DISCOVERY_STALE) or
+                      float(env.get("OCI__HEARTBEAT_TIMEOUT") or 60) / 2)
+    except (KeyError, ValueError) as e:
+        print(f"horovod discovery: bad environment ({e})", file=sys.stderr)
+        return 2
+    cache_path = env.get(OCI__HOROVOD_DISCOVERY_CACHE)
+    cache: dict = {}
+    if cache_path and os.path.exists(cache_path):
+        try:
+            with open(cache_path, encoding="utf-8") as f:
+                cache = json.load(f)
+        except (OSError, ValueError):
+            cache = {}
+    wd = WorkDir(work_dir, cluster)
+    roster = cache.get("roster")
+    if not roster:
+        main_cfg = wd.read(config_name("MAIN"), NodeConfig)
+        if main_cfg is None:
+            return 0  # no cluster yet: no hosts
+        roster = [{"node": r.node, "ip": r.ip} for r in main_cfg.roster]
+    seen = cache.get("seen", {})
+    lines = live_hosts(wd.listing(), roster, slots, stale, seen, time.monotonic())
+    if cache_path:
+        tmp = f"{cache_path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"roster": roster, "seen": seen}, f)
+        os.replace(tmp, cache_path)
+    for line in lines:
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
