@@ -200,7 +200,11 @@ class ClusterRunner:
         return self._cluster
 
     def execute(self) -> int:
-        """Run the node; return its exit code (SettingsError etc. propagate to the CLI)."""
+        """Run the node; return its exit code (SettingsError etc. propagate to the CLI). Secret
+        values of the node's environment are masked in every log line from here on."""
+        from .security import install_log_redaction
+
+        install_log_redaction(self.environ)
         return drive(self.cluster)
 
     def run(self):
