@@ -39,11 +39,14 @@ _TRANSIENT_ERRNO = {errno.ECONNREFUSED, errno.ECONNRESET, errno.ETIMEDOUT, errno
 # Retries belong to ``WorkDir._call`` (one budget, one backoff, logged): the storage library's own
 # retry loops would hide an outage inside a single call for many seconds (s3fs retries 5 times on
 # top of botocore's 5 attempts: 7-12 s per call against a dead endpoint), beyond the budget and
-# the heartbeat interval. Explicit ``storage_options`` override these.
-_DEFAULT_OPTIONS: dict[str, dict] = {
-    "s3": {"config_kwargs": {"retries": {"max_attempts": 1}}},
-    "s3a": {"config_kwargs": {"retries": {"max_attempts": 1}}},
-}
+# the heartbeat interval. Reads must see the store, not a cache: s3fs' ``cat_file`` first asks
+# for the size (``max_concurrency`` > 1), answered from the listings cache, so after a listing a
+# file written since (MAIN_config.json) stayed "missing" until the next listing, one heartbeat
+# interval later; ``max_concurrency=1`` makes a read one GET, and no listings cache means every
+# answer comes from the server. Explicit ``storage_options`` override these.
+_S3_OPTIONS = {"config_kwargs": {"retries": {"max_attempts": 1}}, "max_concurrency": 1,
+               "use_listings_cache": False}
+_DEFAULT_OPTIONS: dict[str, dict] = {"s3": _S3_OPTIONS, "s3a": _S3_OPTIONS}
 _LIBRARY_RETRIES = {"s3": 1, "s3a": 1}  # s3fs' own loop (an attribute, not an option)
 
 
