@@ -102,7 +102,7 @@ class CountingFileSystem:
 def attach(provider, counter: CountingFileSystem) -> None:
     """Attribute ``counter``'s calls to ``provider``'s phases and clock; record the local atomic
     writes that bypass fsspec (``file://``) through the work dir's own hook."""
-    counter.phase = lambda: PHASES.get(getattr(provider, "state", "init"), "formation")
+    counter.phase = lambda: phase_of(getattr(provider, "state", "init"))
     counter.clock = provider.clock.now
     if provider.workdir.local:
         provider.workdir.on_op = lambda kind: counter.record("pipe", "(local write)") if kind == "pipe" else None
@@ -113,3 +113,7 @@ def spread(values: Iterable[float]) -> dict[str, float]:
     if not v:
         return {"mean": 0.0, "max": 0.0, "min": 0.0}
     return {"mean": round(statistics.fmean(v), 3), "max": max(v), "min": min(v)}
+
+
+def phase_of(state: str) -> str:
+    return PHASES.get(state, "formation")

@@ -1,0 +1,42 @@
+"""A COMMAND node whose work-dir storage calls are recorded (``OCI__CLUSTER_TYPE=
+benchmarks.count_node:CountingCommandProvider`` with the repository on PYTHONPATH).
+
+The node is the real ``fsm-cluster run`` bootstrap; only its filesystem is wrapped in a
+``CountingFileSystem``. At exit it writes ``$BENCH_COUNT_DIR/<node>.json``: every storage call
+(wall time, phase, kind, file, found) and the wall time it entered each state.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from benchmarks.counting import CountingFileSystem, attach
+from fsm_cluster.frameworks.command import CommandProvider
+
+
+class CountingCommandProvider(CommandProvider):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.counter = CountingFileSystem(self.workdir.fs)
+        self.workdir.fs = self.counter
+        attach(self, self.counter)
+        self.counter.clock = time.time  # wall: comparable with the S3 server's request log
+        self.entered_wall = {"init": time.time()}
+        atexit.register(self._dump)
+
+    def _after_state_change(self) -> None:
+        self.entered_wall.setdefault(self.state, time.time())
+        super()._after_state_change()
+
+    def _dump(self) -> None:
+        out = Path(os.environ["BENCH_COUNT_DIR"]) / f"{self.node_id}.json"
+        out.write_text(json.dumps({"node": self.node_id, "mode": self.mode,
+                                   "access_key": os.environ.get("AWS_ACCESS_KEY_ID"),
+                                   "interval": self.settings.heartbeat_interval,
+                                   "entered": self.entered_wall,
+                                   "calls": [asdict(c) for c in self.counter.calls]}))
