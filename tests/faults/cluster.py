@@ -317,6 +317,6 @@ def row(c: Cluster, scenario: str, backend: str, marker: StopMarker | None, note
         "max_latency": round(max(lat.values()), 2) if lat else None,
         "bound": BOUND,
         "marker": f"{marker.outcome} by {marker.node}" if marker else "-",
-        "reason": (marker.reason if marker else "")[:90],
+        "reason": (marker.reason if marker else "").replace(c.workdir.display, "<wd>")[:110],
         "note": note,
     }

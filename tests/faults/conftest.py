@@ -130,7 +130,7 @@ def make_storage(backend: str, tmp_path: Path, server: S3Server | None) -> dict:
     return {"work_dir": f"s3://{bucket}/wd", "env": server.env(), "storage_options": server.storage_options()}
 
 
-@pytest.fixture(params=["file", "s3"])
+@pytest.fixture(params=["file", pytest.param("s3", marks=pytest.mark.s3)])
 def backend(request):
     return request.param
 

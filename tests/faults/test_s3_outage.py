@@ -18,14 +18,14 @@ def test_s3_server_killed_and_restarted_mid_run_is_ridden_through(clusters, priv
     c.start()
     c.wait_running()
     snapshot = private_s3.snapshot()
-    c.fault("S3 server killed (kill -9)")
     down = time.time()
     private_s3.kill()
-    time.sleep(2.0)
+    time.sleep(3.5)  # with the restart, longer than OCI__HEARTBEAT_TIMEOUT (3 s)
     private_s3.start(snapshot)  # comes back with its objects, as S3 does
     outage = time.time() - down
     c.until(lambda: all(s == "running" for s in c.states().values()) and
             any("retrying" in ln for n in c.nodes for ln in n.lines()), "nodes retried and are running")
+    c.fault(f"S3 down {outage:.1f} s (kill -9, restart); then the code finishes")
     (c.marks / "finish").write_text("")
     codes = c.wait()
     assert codes == [0, 0, 0], c.dump()
@@ -40,7 +40,7 @@ def test_s3_server_killed_and_restarted_mid_run_is_ridden_through(clusters, priv
     assert not any("stopped heart-beating" in ln for n in c.nodes for ln in n.lines()), c.dump()
     c.assert_no_orphans()
     record(row(c, "S3 server killed + restarted", "s3", marker,
-               f"outage {outage:.1f} s ridden through; exit 0 (latency counted from the kill)"))
+               f"outage {outage:.1f} s ridden through; latency from the code's end"))
 
 
 def test_s3_outage_longer_than_the_retry_budget_fails_every_node_clearly(clusters, private_s3, record):

@@ -30,7 +30,8 @@ def _racers(pool, uri, options, cluster, barrier):
     return dict(pool.map(_race, [(uri, cluster, options, i, barrier) for i in range(RACERS)]))
 
 
-@pytest.mark.parametrize("backend", ["file", "s3"])
+@pytest.mark.integration
+@pytest.mark.parametrize("backend", ["file", pytest.param("s3", marks=pytest.mark.s3)])
 def test_exactly_one_of_many_racing_writers_wins(backend, tmp_path, request):
     if backend == "file":
         uri, options = str(tmp_path / "wd"), None
