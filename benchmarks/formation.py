@@ -15,7 +15,6 @@ OCI__HEARTBEAT_INTERVAL=0.5 …). Medians over ``--reps``; writes benchmarks/res
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import statistics
@@ -27,15 +26,20 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from fsm_cluster.launch.local import LOCAL_DEFAULTS
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-RESULTS = Path(__file__).parent / "results"
+from benchmarks.common import RESULTS, machine, write_results  # noqa: E402
+from fsm_cluster.launch.local import LOCAL_DEFAULTS  # noqa: E402
+
 TRANSITION = re.compile(r"^(\S+ \S+) .*transition node=(\S+) \S+ -> (\w+)")
 
 
-def node_env(work_dir: str, mode: str, rank: int, workers: int, entry: str) -> dict[str, str]:
+def node_env(work_dir: str, mode: str, rank: int, workers: int, entry: str,
+             overrides: dict | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OCI__", "JOB_"))}
     env.update(LOCAL_DEFAULTS)
+    env.update(overrides or {})
     env.update({"OCI__MODE": mode, "OCI__WORK_DIR": work_dir, "JOB_OCID": "bench",
                 "JOB_RUN_OCID": "main" if mode == "MAIN" else f"w{rank}", "RANK": str(rank),
                 "OCI__WORKER_COUNT": str(workers), "OCI__SELF_IP": "127.0.0.1",
@@ -73,11 +77,12 @@ def floor_run(n: int, tmp: Path) -> float:
     return max(exits) - t0
 
 
-def cluster_run(n: int, entry: str, tmp: Path) -> dict:
+def cluster_run(n: int, entry: str, tmp: Path, overrides: dict | None = None) -> dict:
     work = tempfile.mkdtemp(dir=tmp)
     logs = [tmp / f"node{i}.log" for i in range(n + 1)]
     cmds = [([sys.executable, "-m", "fsm_cluster", "run"],
-             node_env(work, "MAIN" if i == 0 else "WORKER", i, n, entry), logs[i]) for i in range(n + 1)]
+             node_env(work, "MAIN" if i == 0 else "WORKER", i, n, entry, overrides), logs[i])
+            for i in range(n + 1)]
     t0, exits, codes = launch(cmds)
     entered: dict[tuple[str, str], float] = {}
     for log in logs:
@@ -98,8 +103,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="WORKER counts")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("-e", "--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="override a node variable (e.g. OCI__HEARTBEAT_INTERVAL=0.25)")
     ap.add_argument("--out", default=str(RESULTS / "formation.json"))
     args = ap.parse_args(argv)
+    overrides = dict(kv.split("=", 1) for kv in args.env)
     rows = []
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -114,7 +122,7 @@ def main(argv=None) -> int:
             runs = []
             for _ in range(args.reps):
                 floor = floor_run(n, tmp)
-                runs.append({**cluster_run(n, str(entry), tmp), "floor": floor})
+                runs.append({**cluster_run(n, str(entry), tmp, overrides), "floor": floor})
             med = {k: round(statistics.median(r[k] for r in runs), 3) for k in runs[0]}
             ratio = round(statistics.median(r["whole_life"] / r["floor"] for r in runs), 2)
             rows.append({"workers": n, "nodes": n + 1, "reps": args.reps,
@@ -124,12 +132,8 @@ def main(argv=None) -> int:
                          "runs": [{k: round(v, 3) for k, v in r.items()} for r in runs]})
             print(f"{n:>3} {med['floor']:>8.3f} {med['all_running']:>13.3f} {med['whole_life']:>12.3f} "
                   f"{ratio:>8.2f} {med['teardown']:>10.3f}", flush=True)
-    out = {"benchmark": "formation", "settings": LOCAL_DEFAULTS, "rows": rows,
-           "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
-                       "load_avg_before": load_before, "load_avg_after": os.getloadavg()}}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(args.out, {"benchmark": "formation", "settings": {**LOCAL_DEFAULTS, **overrides},
+                             "rows": rows, "machine": machine(load_avg_before=load_before)})
     return 0
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
+import os
 import random
 import statistics
 import sys
@@ -32,11 +32,10 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import RESULTS, machine, write_results  # noqa: E402
 from benchmarks.counting import CountingFileSystem, attach, spread  # noqa: E402
 from fsm_cluster.runner import drive  # noqa: E402
 from fsm_cluster.testing import SimulatedCluster, SimulatedCodeProvider  # noqa: E402
-
-RESULTS = Path(__file__).parent / "results"
 
 
 class TimedNode(SimulatedCodeProvider):
@@ -171,6 +170,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(RESULTS / "scale.json"))
     args = ap.parse_args(argv)
     rows = []
+    load_before = os.getloadavg()
     hdr = (f"{'nodes':>6} {'form sim s':>10} {'wrk form req':>12} {'MAIN form req':>13} "
            f"{'wrk/intv':>8} {'MAIN/intv':>9} {'wall form s':>11} {'wall life s':>11}")
     print(hdr)
@@ -186,12 +186,8 @@ def main(argv=None) -> int:
               f"{row['wall_formation_s_median']:>11.3f} {row['wall_life_s_median']:>11.3f}", flush=True)
     checks = linear_check(rows)
     print("O(N) formation:", "yes" if checks["o_n"] else "NO", checks)
-    out = {"benchmark": "scale", "rows": rows, "linear_check": checks,
-           "machine": {"cpus": __import__("os").cpu_count(), "python": sys.version.split()[0],
-                       "load_avg": __import__("os").getloadavg()}}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(args.out, {"benchmark": "scale", "rows": rows, "linear_check": checks,
+                             "machine": machine(load_avg_before=load_before)})
     return 0 if checks["o_n"] else 1
 
 

@@ -22,11 +22,9 @@ import argparse
 import json
 import os
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections import Counter
@@ -36,10 +34,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import RESULTS, machine, write_results  # noqa: E402
 from benchmarks.counting import phase_of, spread  # noqa: E402
 from fsm_cluster.launch.local import LOCAL_DEFAULTS  # noqa: E402
 
-RESULTS = Path(__file__).parent / "results"
 CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
 
 
@@ -211,8 +209,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(RESULTS / "storage.json"))
     args = ap.parse_args(argv)
     results = {"benchmark": "storage", "settings": LOCAL_DEFAULTS, "steady_s": args.steady, "rows": [],
-               "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
-                           "load_avg_before": os.getloadavg()}}
+               "machine": machine(load_avg_before=os.getloadavg())}
     print(f"{'backend':>7} {'N':>3} {'wrk form':>8} {'MAIN form':>9} {'wrk/intv':>8} {'MAIN/intv':>9} "
           f"{'wrk tear':>8} {'MAIN tear':>9} {'http wrk form':>13} {'http MAIN/intv':>14}")
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -248,10 +245,7 @@ def main(argv=None) -> int:
                 print("S3: HTTP requests per listing of a cluster dir:",
                       ", ".join(f"{r['files']} files → {r['http_requests']}" for r in results["s3_listing_pages"]))
                 server.stop()
-    results["machine"]["load_avg_after"] = os.getloadavg()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(args.out, results)
     return 0
 
 
