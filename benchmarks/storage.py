@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -200,12 +201,45 @@ def listing_pages(server: CountingS3Server, bucket: str, sizes=(100, 999, 1000, 
     return rows
 
 
+FIGURES = {
+    "worker_formation_max": ("fsspec", "formation", "workers", "max"),
+    "main_formation": ("fsspec", "formation", "main"),
+    "worker_steady_per_interval_max": ("fsspec", "steady_per_interval", "workers", "max"),
+    "main_steady_per_interval": ("fsspec", "steady_per_interval", "main"),
+    "worker_teardown_max": ("fsspec", "teardown", "workers", "max"),
+    "main_teardown": ("fsspec", "teardown", "main"),
+    "http_worker_formation_max": ("http", "formation", "workers", "max"),
+    "http_worker_steady_per_interval_max": ("http", "steady_per_interval", "workers", "max"),
+    "http_main_steady_per_interval": ("http", "steady_per_interval", "main"),
+}
+
+
+def medians(rows: list[dict]) -> list[dict]:
+    """Per backend and N: the median over repetitions of each figure of the table."""
+    out = []
+    for key in dict.fromkeys((r["backend"], r["workers"]) for r in rows):
+        reps = [r for r in rows if (r["backend"], r["workers"]) == key]
+        m = {"backend": key[0], "workers": key[1], "reps": len(reps)}
+        for name, path in FIGURES.items():
+            values = []
+            for r in reps:
+                v = r
+                for p in path:
+                    v = v.get(p) if isinstance(v, dict) else None
+                if v is not None:
+                    values.append(v)
+            if values:
+                m[name] = statistics.median(values)
+        out.append(m)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backend", nargs="+", choices=["file", "s3"], default=["file", "s3"])
     ap.add_argument("-n", type=int, nargs="+", default=[1, 4, 16], help="WORKER counts")
     ap.add_argument("--steady", type=float, default=6.0, help="seconds MAIN's entry script runs")
-    ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--out", default=str(RESULTS / "storage.json"))
     args = ap.parse_args(argv)
     results = {"benchmark": "storage", "settings": LOCAL_DEFAULTS, "steady_s": args.steady, "rows": [],
@@ -245,6 +279,10 @@ def main(argv=None) -> int:
                 print("S3: HTTP requests per listing of a cluster dir:",
                       ", ".join(f"{r['files']} files → {r['http_requests']}" for r in results["s3_listing_pages"]))
                 server.stop()
+    results["medians"] = medians(results["rows"])
+    print("medians over repetitions:")
+    for m in results["medians"]:
+        print("  " + ", ".join(f"{k}={v}" for k, v in m.items()))
     write_results(args.out, results)
     return 0
 
