@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import os
+import signal
 import threading
 import uuid
 from typing import Any, Callable
@@ -110,10 +112,17 @@ class SimulatedProcessGroup(ProcessGroup):
     signal — and must not sweep the descendants of the (shared) simulation process."""
 
     def terminate_all(self, *args, **kwargs) -> None:
+        import subprocess
+
         for c in self.children:  # real processes a test's provider spawned are still ended
-            if c.poll() is None:
-                c.popen.terminate()
-                c.popen.wait()
+            for sig in (signal.SIGTERM, signal.SIGKILL):  # each leads its own process group
+                if c.poll() is not None:
+                    break
+                try:
+                    os.killpg(c.pid, sig)
+                    c.popen.wait(timeout=5)
+                except (ProcessLookupError, subprocess.TimeoutExpired):
+                    pass
 
 
 class SimulatedCodeProvider(CommandProvider):
