@@ -22,7 +22,13 @@ step "installing fsm_cluster and test dependencies"
 "$VPY" -m pip install -q --upgrade pip
 # torch: pinned CPU build (an unpinned torch would pull a multi-GB CUDA build).
 "$VPY" -m pip install -q "torch==2.13.0"
-"$VPY" -m pip install -q -e ".[test,s3,dask,pytorch,ray,tensorflow]"
+"$VPY" -m pip install -q -e ".[test,s3,dask,pytorch,ray,tensorflow,bench]"
+# build tools for horovod (cmake); then horovod itself, built once per machine and cached
+"$VPY" -m pip install -q cmake packaging wheel setuptools
+if [ "${FSM_SKIP_HOROVOD:-0}" != 1 ]; then
+  step "horovod"
+  bash scripts/install_horovod.sh "$VPY"
+fi
 
 if ! command -v dot >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
