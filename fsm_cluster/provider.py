@@ -17,7 +17,7 @@ import os
 import shlex
 import socket
 import sys
-from typing import Any, Callable, Mapping, MutableMapping
+from typing import Any, Callable, MutableMapping
 
 from .clock import Backoff, Clock, SystemClock, wait_until
 from .env import (OCI__CLUSTER_ID, OCI__MAIN_IP, OCI__NODE_IP, OCI__NODE_LIST, OCI__NODE_RANK,
@@ -291,9 +291,14 @@ class ClusterProvider:
 
         return profile_cmd(self.settings)
 
+    def code_runs_on(self) -> str:
+        """``main`` or ``all``: where the entry script runs. OCI__RUN_ON by default; engines whose
+        launcher runs on every node (torchrun) or only on MAIN (horovodrun) override it."""
+        return self.settings.run_on
+
     def runs_code(self) -> bool:
-        """Whether this node runs the entry script (OCI__RUN_ON=main|all)."""
-        return self.mode == "MAIN" or self.settings.run_on == "all"
+        """Whether this node runs the entry script."""
+        return self.mode == "MAIN" or self.code_runs_on() == "all"
 
     def entry_command(self) -> list[str] | None:
         """The entry script as a command (``.py`` with this Python, else executed directly)."""
@@ -373,9 +378,15 @@ class ClusterProvider:
         """Start the engine's parameter server."""
 
     def check_cluster_status(self) -> None:
-        """Raise NodeFailure when the engine is broken; the base checks essential children."""
+        """Raise NodeFailure when the engine is broken; the base checks essential children.
+
+        An engine daemon that exits because the cluster is ending (a Dask worker told by its
+        closing scheduler, a Ray worker whose head went away) is not a failure: before declaring
+        one, the node takes one fresh look at the work dir, and a stop marker there ends it the
+        normal way (``observe`` raises StopRequested)."""
         dead = self.children.dead_essential()
         if dead is not None:
+            self.observe(self.workdir.listing())
             raise NodeFailure(f"{dead.name} (pid {dead.pid}) exited with code {dead.poll()}")
 
     def spawn(self, name: str, cmd: list[str], *, env: dict | None = None, essential: bool = True) -> Child:
@@ -394,7 +405,7 @@ class ClusterProvider:
 
     def cluster_code_complete(self) -> bool:
         """MAIN: every node that runs code finished it (done markers in the last listing)."""
-        if self.settings.run_on != "all":
+        if self.code_runs_on() != "all":
             return self.code_execution_complete
         others = [r.node for r in self.roster if r.node != self.node_id]
         return self.code_execution_complete and all(f"{n}{DONE_SUFFIX}" in self._listing for n in others)

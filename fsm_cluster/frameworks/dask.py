@@ -25,7 +25,7 @@ from ..env import (OCI__CA_DOWNLOAD_LOCATION, OCI__CERTIFICATE_AUTHORITY_OCID,
                    OCI__CERTIFICATE_DOWNLOAD_LOCATION, OCI__CERTIFICATE_KEY_DOWNLOAD_LOCATION,
                    OCI__CERTIFICATE_OCID)
 from ..errors import NodeFailure
-from ._base import EngineProvider
+from ..provider import ClusterProvider
 from ._common import is_loopback, port_setting, start_args, which_or_fail
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def dask_cli() -> list[str]:
     return ["dask"]
 
 
-class DaskProvider(EngineProvider):
+class DaskProvider(ClusterProvider):
     """Dask scheduler on MAIN, one ``dask worker`` per WORKER node."""
 
     scheduler = None

@@ -25,7 +25,7 @@ import sys
 import tempfile
 
 from ..errors import NodeFailure, SettingsError
-from ._base import EngineProvider
+from ..provider import ClusterProvider
 from ._common import int_setting, interface_of, start_args, which_or_fail
 from ._horovod_discovery import OCI__HOROVOD_DISCOVERY_CACHE, OCI__HOROVOD_SLOTS
 from .pytorch import gpu_count
@@ -60,14 +60,15 @@ def discovery_wrapper(path: str, python: str = sys.executable) -> str:
     return path
 
 
-class HorovodProvider(EngineProvider):
+class HorovodProvider(ClusterProvider):
     """horovodrun (elastic, gloo) on MAIN; the other nodes host its workers."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if self.settings.run_on != "main":
-            self.settings = self.settings.model_copy(update={"run_on": "main"})
         self._scratch: str | None = None
+
+    def code_runs_on(self) -> str:
+        return "main"  # horovodrun on MAIN starts every rank
 
     def configuration(self, conf: dict | None = None) -> dict:
         conf = dict(conf or {})

@@ -23,7 +23,7 @@ import subprocess
 import sys
 
 from ..errors import NodeFailure
-from ._base import EngineProvider
+from ..provider import ClusterProvider
 from ._common import int_setting, interface_of, port_setting, start_args, which_or_fail
 
 log = logging.getLogger(__name__)
@@ -61,14 +61,11 @@ def torchrun_command(*, nnodes: int, node_rank: int, nproc: int, master_addr: st
     return cmd + ["--no-python"] + script
 
 
-class PyTorchProvider(EngineProvider):
+class PyTorchProvider(ClusterProvider):
     """torchrun on every node, rendezvous on MAIN."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if self.settings.run_on != "all":
-            # every node is a torchrun agent: the code runs (and must complete) everywhere
-            self.settings = self.settings.model_copy(update={"run_on": "all"})
+    def code_runs_on(self) -> str:
+        return "all"  # every node is a torchrun agent: the code runs (and must complete) everywhere
 
     def configuration(self, conf: dict | None = None) -> dict:
         conf = dict(conf or {})

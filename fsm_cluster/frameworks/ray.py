@@ -23,7 +23,7 @@ import sys
 import tempfile
 
 from ..errors import NodeFailure
-from ._base import EngineProvider
+from ..provider import ClusterProvider
 from ._common import free_port, is_loopback, port_setting, start_args, tcp_open, which_or_fail
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ OCI__RAY_PORT = "OCI__RAY_PORT"
 DEFAULT_RAY_PORT = 6379
 
 
-class RayProvider(EngineProvider):
+class RayProvider(ClusterProvider):
     """``ray start --head`` on MAIN, ``ray start --address`` on every WORKER."""
 
     # -- configuration ---------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import sys
 
 from ..errors import NodeFailure
 from ..models import RosterEntry
-from ._base import EngineProvider
+from ..provider import ClusterProvider
 from ._common import port_setting
 
 log = logging.getLogger(__name__)
@@ -64,15 +64,12 @@ def tf_config(cluster: dict, task: dict) -> str:
     return json.dumps({"cluster": cluster, "task": task}, sort_keys=True)
 
 
-class TensorFlowProvider(EngineProvider):
+class TensorFlowProvider(ClusterProvider):
     """TF_CONFIG everywhere; TF servers on WORKER/PS nodes of a parameter-server cluster."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        want = "main" if self.expected_ps_count() > 0 else "all"
-        if self.settings.run_on != want:
-            # MWMS: every worker trains; PS strategy: only the chief (coordinator) runs the script
-            self.settings = self.settings.model_copy(update={"run_on": want})
+    def code_runs_on(self) -> str:
+        # MWMS: every worker trains; PS strategy: only the chief (coordinator) runs the script
+        return "main" if self.expected_ps_count() > 0 else "all"
 
     @property
     def ps_cluster(self) -> bool:

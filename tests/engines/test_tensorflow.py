@@ -5,7 +5,6 @@ and a worker killed mid-run."""
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
