@@ -14,7 +14,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
-VPY="$VENV/bin/python"
+VPY="$PWD/$VENV/bin/python"
 
 step() { printf '\n== %s\n' "$*"; }
 
