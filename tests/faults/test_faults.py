@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import os
 import time
 
 import pytest
@@ -75,7 +76,9 @@ def test_two_nodes_racing_to_write_the_stop_marker(clusters, backend, record):
     c.wait_running([c.nodes[0]])
     c.until(lambda: c.states().get("WORKER_w1") == c.states().get("WORKER_w2") == "running", "workers running")
     at = time.time() + 0.5
-    (c.marks / "fail-at").write_text(repr(at))  # both entry scripts exit at this same instant
+    # Both entry scripts exit at this same instant. Written atomically: the scripts poll for it.
+    (c.marks / "fail-at.tmp").write_text(repr(at))
+    os.replace(c.marks / "fail-at.tmp", c.marks / "fail-at")
     c.fault("entry scripts exit 5 and 6 at the same instant", at=at)
     codes = c.wait()
     marker = c.stop_marker()

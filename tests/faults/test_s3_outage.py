@@ -68,11 +68,17 @@ def test_bucket_deleted_under_a_running_cluster_is_one_clear_error(clusters, pri
     c.wait_running()
     bucket = c.work_dir.split("/")[2]
     client = private_s3.client()
-    objs = client.list_objects_v2(Bucket=bucket).get("Contents", [])
     c.fault("bucket deleted")
-    for o in objs:
-        client.delete_object(Bucket=bucket, Key=o["Key"])
-    client.delete_bucket(Bucket=bucket)
+    # Live nodes keep writing (state files, markers): empty and delete until the bucket is gone.
+    for attempt in range(50):
+        for o in client.list_objects_v2(Bucket=bucket).get("Contents", []):
+            client.delete_object(Bucket=bucket, Key=o["Key"])
+        try:
+            client.delete_bucket(Bucket=bucket)
+            break
+        except client.exceptions.ClientError as e:
+            if "BucketNotEmpty" not in str(e) or attempt == 49:
+                raise
     codes = c.wait()
     assert all(code not in (0, None) for code in codes), c.dump()
     for n in c.nodes:

@@ -57,7 +57,7 @@ def test_registered_builder_adds_job_env_and_user_values_win(registry):
 
 
 def test_without_a_builder_the_spec_is_unchanged(registry):
-    assert registry.get("DASK") is AbstractFrameworkSpecBuilder
+    assert registry.get("COMMAND") is AbstractFrameworkSpecBuilder
     config = {"spec": {}}
     assert AbstractFrameworkSpecBuilder(config).update() is config and config == {"spec": {}}
 
