@@ -90,6 +90,16 @@ class NodeConfig(_Shared):
     extra: dict[str, Any] = Field(default_factory=dict)
 
 
+class StopMarker(_Shared):
+    """``stop``: the first writer decides the cluster's outcome; later writers never overwrite."""
+
+    outcome: Outcome
+    node: str
+    reason: str = ""
+    exit_code: int = 0
+    wall: float = 0.0
+
+
 class NodeState(_Shared):
     """``<node>_state.json``: the node's lifecycle state and its heartbeat counter."""
 
@@ -108,16 +118,9 @@ class NodeState(_Shared):
     entered_wall: float = 0.0  # when it entered ``state``
     state_wall: float = 0.0  # when this file was written
     exit_code: int | None = None
-
-
-class StopMarker(_Shared):
-    """``stop``: the first writer decides the cluster's outcome; later writers never overwrite."""
-
-    outcome: Outcome
-    node: str
-    reason: str = ""
-    exit_code: int = 0
-    wall: float = 0.0
+    # The cluster's stop marker as this node knows it. Workers watch MAIN through MAIN's state
+    # file alone (one small read per interval), so MAIN mirrors the marker here.
+    stop: StopMarker | None = None
 
 
 # ADS images write a bare "stop" string as the stop file; we read that as an operator stop.

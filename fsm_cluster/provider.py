@@ -91,7 +91,8 @@ class ClusterProvider:
         self._worker_configs: dict[str, NodeConfig] = {}
         self._listing: dict[str, tuple] = {}
         self._peers: dict[str, tuple[tuple, float]] = {}  # state file → (fingerprint, seen at)
-        self._observed_at: float | None = None  # when this node last got a listing
+        self._observed_at: float | None = None  # when this node last looked at the cluster
+        self._main_state_seen = False  # workers: from then on, watch MAIN by reading its state
         self._state_dirty = True
         self._next_beat = self.start_time
         self._next_watch = self.start_time
@@ -433,6 +434,8 @@ class ClusterProvider:
                 log.info("%s: stop marker already written by %s (%s)", self.node_id,
                          self.stop_marker.node if self.stop_marker else "?",
                          self.stop_marker.outcome if self.stop_marker else "?")
+            if self.mode == "MAIN" and not self.storage_failed:
+                self.flush_state()  # workers learn the outcome from MAIN's state: publish it first
         self.children.terminate_all(self.settings.teardown_grace)
 
     def sync(self, loop: bool = True) -> None:
@@ -496,7 +499,7 @@ class ClusterProvider:
                          reason=self.reason, heartbeat=self.heartbeat, transitions=self.transitions,
                          pid=os.getpid(), host=self.host, ip=self.ip, exit_code=self.exit_code,
                          started_wall=self._started_wall, entered_wall=self._entered_wall,
-                         state_wall=self.clock.wall())
+                         state_wall=self.clock.wall(), stop=self.stop_marker)
 
     def flush_state(self) -> None:
         self.workdir.write(state_name(self.node_id), self.node_state())
@@ -517,7 +520,10 @@ class ClusterProvider:
             self.flush_state()
         if now >= self._next_watch:
             self._next_watch = now + interval
-            self.observe(self.workdir.listing())
+            if self.mode != "MAIN" and self._main_state_seen:
+                self.observe_main(self.workdir.read_state(MAIN_NODE))
+            else:
+                self.observe(self.workdir.listing())
         if self.state == "running":
             self.check_cluster_status()
 
@@ -535,21 +541,46 @@ class ClusterProvider:
         if self.state in ("ready", "running", "complete") and config_name(MAIN_NODE) not in listing:
             raise NodeFailure(f"work dir {self.workdir.display}: {config_name(MAIN_NODE)} disappeared "
                               "(was the work dir deleted?)")
-        # Time this node could not look (storage outage, retries, the process paused) is not the
-        # peers' silence: credit it, so a storage blip seen by everyone is not a dead node.
-        interval = self.settings.heartbeat_interval
-        if self._observed_at is not None and now - self._observed_at > 2 * interval:
-            blind = now - self._observed_at - interval
-            log.warning("%s: no listing for %.1f s; not counting that against peers' heartbeats",
-                        self.node_id, now - self._observed_at)
-            self._peers = {n: (fp, t + blind) for n, (fp, t) in self._peers.items()}
-        self._observed_at = now
+        self._credit_blind_time(now)
         if self.mode == "MAIN":
             watched = [(name, fp) for name, fp in listing.items()
                        if (parsed := node_of(name)) and parsed[1] == "state" and parsed[0] != self.node_id]
         else:  # workers watch MAIN only: one look-up, not a scan of every node's files
             main = state_name(MAIN_NODE)
             watched = [(main, listing[main])] if main in listing else []
+        if state_name(MAIN_NODE) in listing:
+            self._main_state_seen = True
+        self._judge_peers(watched, now, lambda name: name in listing)
+
+    def observe_main(self, main: NodeState | None) -> None:
+        """A worker's watch once MAIN's state file exists: one small read per interval. MAIN's
+        heartbeat counter must change, and MAIN mirrors the stop marker into its state."""
+        now = self.clock.now()
+        self._next_watch = max(self._next_watch, now + self.settings.heartbeat_interval)
+        if main is None:
+            raise NodeFailure(f"work dir {self.workdir.display}: {state_name(MAIN_NODE)} disappeared "
+                              "(was the work dir deleted?)")
+        if main.stop is not None and self.stop_marker is None:
+            self.stop_marker = main.stop
+            m = main.stop
+            raise StopRequested(m.reason, m.exit_code, m.outcome, m.node)
+        self._credit_blind_time(now)
+        self._judge_peers([(state_name(MAIN_NODE), (main.heartbeat, main.transitions, main.state))],
+                          now, lambda name: True)
+
+    def _credit_blind_time(self, now: float) -> None:
+        """Time this node could not look (storage outage, retries, the process paused) is not the
+        peers' silence: credit it, so a storage blip seen by everyone is not a dead node."""
+        interval = self.settings.heartbeat_interval
+        if self._observed_at is not None and now - self._observed_at > 2 * interval:
+            blind = now - self._observed_at - interval
+            log.warning("%s: could not look for %.1f s; not counting that against peers' heartbeats",
+                        self.node_id, now - self._observed_at)
+            self._peers = {n: (fp, t + blind) for n, (fp, t) in self._peers.items()}
+        self._observed_at = now
+
+    def _judge_peers(self, watched, now: float, present) -> None:
+        """Record changed fingerprints; a peer silent (on this node's clock) past the timeout is dead."""
         for name, fp in watched:
             seen = self._peers.get(name)
             if seen is None or seen[0] != fp:
@@ -558,7 +589,7 @@ class ClusterProvider:
         for name, (fp, seen_at) in self._peers.items():
             if now - seen_at > timeout:
                 peer = name[: -len("_state.json")]
-                gone = "" if name in listing else " (its state file is gone)"
+                gone = "" if present(name) else " (its state file is gone)"
                 raise NodeFailure(f"{peer} stopped heart-beating: no change for {now - seen_at:.0f} s "
                                   f"(timeout {timeout:g} s){gone}")
 
