@@ -6,7 +6,7 @@ Per N (default 1, 2, 4, 8, 16), each repetition measures, from the launch of the
 - teardown: MAIN done (its logged ``-> complete``: the code finished) → the last node exited;
 and, in the same repetition, the floor: N+1 processes that only start Python and import
 ``fsm_cluster.runner``, launched the same way. Local default settings (``fsm-cluster local``'s:
-OCI__HEARTBEAT_INTERVAL=0.5 …). Medians over ``--reps``; writes benchmarks/results/formation.json.
+OCI__HEARTBEAT_INTERVAL=0.2 …). Medians over ``--reps``; writes benchmarks/results/formation.json.
 
     python benchmarks/formation.py                 # N = 1 2 4 8 16, 3 repetitions
     python benchmarks/formation.py -n 8 --reps 5

@@ -44,7 +44,7 @@ def main(argv=None) -> int:
         ax.plot(n, [r["teardown_median_s"] for r in rows], "-o", label="teardown (MAIN done → all exited)")
         ax.set_xscale("log", base=2)
         ax.set_xticks(n, [str(x) for x in n])
-    style(ax, "Local processes (2 cores, heartbeat 0.5 s), medians", "nodes (1 MAIN + N WORKER)", "seconds")
+    style(ax, "Local processes (2 cores, heartbeat 0.2 s), medians", "nodes (1 MAIN + N WORKER)", "seconds")
 
     ax = axes[1]
     if scale:

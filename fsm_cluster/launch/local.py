@@ -39,7 +39,7 @@ OCI__SELF_IP = "OCI__SELF_IP"
 
 # Local defaults (the user overrides them with -e, the spec's env or the shell's environment).
 LOCAL_DEFAULTS = {
-    OCI__HEARTBEAT_INTERVAL: "0.5",
+    OCI__HEARTBEAT_INTERVAL: "0.2",  # local storage requests are cheap: a fast teardown
     OCI__HEARTBEAT_TIMEOUT: "20",
     OCI__TIMEOUT: "120",
     "PYTHONUNBUFFERED": "1",
@@ -221,7 +221,7 @@ class LocalCluster:
         self.log_dir = log_dir
         self.console = console or Console(highlight=False)
         self.progress = progress
-        interval = float(plans[0].env.get(OCI__HEARTBEAT_INTERVAL, "0.5"))
+        interval = float(plans[0].env.get(OCI__HEARTBEAT_INTERVAL, "0.2"))
         # One listing (+ reads of the state files that changed) per poll; object stores bill calls.
         self.poll = poll if poll is not None else max(0.2 if workdir.local else 2.0, interval)
         self.hang_guard = hang_guard
