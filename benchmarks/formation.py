@@ -30,6 +30,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import RESULTS, machine, write_results  # noqa: E402
+from benchmarks.imports import measure as measure_imports  # noqa: E402
 from fsm_cluster.launch.local import LOCAL_DEFAULTS  # noqa: E402
 
 TRANSITION = re.compile(r"^(\S+ \S+) .*transition node=(\S+) \S+ -> (\w+)")
@@ -110,6 +111,9 @@ def main(argv=None) -> int:
     overrides = dict(kv.split("=", 1) for kv in args.env)
     rows = []
     load_before = os.getloadavg()
+    imports = measure_imports("import fsm_cluster.runner", "fsm_cluster.runner", 5)
+    print(f"import fsm_cluster.runner: {imports['median_s']:.3f} s (python -X importtime, median of 5; "
+          "target < 0.3 s)")
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         entry = tmp / "trivial.sh"
@@ -133,6 +137,7 @@ def main(argv=None) -> int:
             print(f"{n:>3} {med['floor']:>8.3f} {med['all_running']:>13.3f} {med['whole_life']:>12.3f} "
                   f"{ratio:>8.2f} {med['teardown']:>10.3f}", flush=True)
     write_results(args.out, {"benchmark": "formation", "settings": {**LOCAL_DEFAULTS, **overrides},
+                             "import_fsm_cluster_runner_s": imports["median_s"],
                              "rows": rows, "machine": machine(load_avg_before=load_before)})
     return 0
 
