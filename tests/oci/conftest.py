@@ -14,16 +14,15 @@ import hashlib
 import itertools
 import json
 import sys
-import threading
-import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, as pytest does for packages
-from runtime.conftest import _verify_signature, oci_identity  # noqa: E402,F401  (shared fixture)
+from runtime.conftest import (  # noqa: E402,F401  (shared fixture and server helpers)
+    _verify_signature, loopback_server, oci_identity, send_json)
 
 DS = "/20190101"
 VCN = "/20160918"
@@ -137,22 +136,10 @@ def fake_oci(oci_identity):
 
         do_GET = do_POST = do_PUT = _serve
 
-        def _send(self, status, body):
-            data = b"" if body is None else json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            self.send_header("opc-request-id", uuid.uuid4().hex)
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+        _send = send_json
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
+    with loopback_server(Handler, state):
+        yield state
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ that verifies real request signatures, an OCI api_key identity made in tmp, and 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import re
@@ -108,6 +109,30 @@ class OciServer:
 _SIG = re.compile(r'(\w+)="([^"]*)"')
 
 
+def send_json(handler: BaseHTTPRequestHandler, status: int, body: dict | None) -> None:
+    """Answer like an OCI service: JSON body, opc-request-id, content-length."""
+    data = b"" if body is None else json.dumps(body).encode()
+    handler.send_response(status)
+    handler.send_header("content-type", "application/json")
+    handler.send_header("opc-request-id", uuid.uuid4().hex)
+    handler.send_header("content-length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
+@contextlib.contextmanager
+def loopback_server(handler_cls, state):
+    """Serve ``handler_cls`` on 127.0.0.1 (a free port) in a thread; ``state.url`` is its address."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler_cls)
+    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        yield state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 def _verify_signature(handler: BaseHTTPRequestHandler, identity: OciIdentity) -> bool:
     """Check the request's draft-cavage RSA-SHA256 signature with the identity's public key."""
     from cryptography.exceptions import InvalidSignature
@@ -156,22 +181,10 @@ def oci_server(oci_identity):
                     return self._send(*fn(self.path))
             self._send(404, {"code": "NotAuthorizedOrNotFound", "message": f"no route {self.path}"})
 
-        def _send(self, status: int, body: dict):
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            self.send_header("opc-request-id", uuid.uuid4().hex)
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+        _send = send_json
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    t = threading.Thread(target=httpd.serve_forever, daemon=True)
-    t.start()
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
+    with loopback_server(Handler, state):
+        yield state
 
 
 @pytest.fixture
