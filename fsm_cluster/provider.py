@@ -539,8 +539,7 @@ class ClusterProvider:
                 self.stop_marker = marker
                 raise StopRequested(marker.reason, marker.exit_code, marker.outcome, marker.node)
         if self.state in ("ready", "running", "complete") and config_name(MAIN_NODE) not in listing:
-            raise NodeFailure(f"work dir {self.workdir.display}: {config_name(MAIN_NODE)} disappeared "
-                              "(was the work dir deleted?)")
+            raise self._work_dir_gone(config_name(MAIN_NODE))
         self._credit_blind_time(now)
         if self.mode == "MAIN":
             watched = [(name, fp) for name, fp in listing.items()
@@ -558,8 +557,7 @@ class ClusterProvider:
         now = self.clock.now()
         self._next_watch = max(self._next_watch, now + self.settings.heartbeat_interval)
         if main is None:
-            raise NodeFailure(f"work dir {self.workdir.display}: {state_name(MAIN_NODE)} disappeared "
-                              "(was the work dir deleted?)")
+            raise self._work_dir_gone(state_name(MAIN_NODE))
         if main.stop is not None and self.stop_marker is None:
             self.stop_marker = main.stop
             m = main.stop
@@ -567,6 +565,11 @@ class ClusterProvider:
         self._credit_blind_time(now)
         self._judge_peers([(state_name(MAIN_NODE), (main.heartbeat, main.transitions, main.state))],
                           now, lambda name: True)
+
+    def _work_dir_gone(self, name: str) -> NodeFailure:
+        # One reason whichever of MAIN's files a node happens to miss first.
+        return NodeFailure(f"work dir {self.workdir.display}: MAIN's files disappeared "
+                           f"({name} is gone; was the work dir deleted?)")
 
     def _credit_blind_time(self, now: float) -> None:
         """Time this node could not look (storage outage, retries, the process paused) is not the

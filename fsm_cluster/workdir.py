@@ -67,6 +67,26 @@ def node_of(name: str) -> tuple[str, str] | None:
     return None
 
 
+_PERMANENT_CODES = {"AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+                    "NoSuchBucket", "NoSuchKey", "NotFound", "Forbidden", "InvalidBucketName",
+                    "NotAuthorizedOrNotFound", "BucketNotFound", "ObjectNotFound", "NotAuthenticated"}
+
+
+def _status_and_code(exc: BaseException) -> tuple[int | None, str | None]:
+    """HTTP status and service error code carried by an SDK exception, read from its fields
+    (botocore ``response``, oci ``status``/``code``, aiohttp ``status``), never from its text:
+    a URL in the message may well contain "403"."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        error = response.get("Error") or {}
+        meta = response.get("ResponseMetadata") or {}
+        status = meta.get("HTTPStatusCode")
+        return (int(status) if status is not None else None), error.get("Code")
+    status = getattr(exc, "status", None)
+    code = getattr(exc, "code", None)
+    return (status if isinstance(status, int) else None), (code if isinstance(code, str) else None)
+
+
 def is_transient(exc: BaseException) -> bool:
     """Worth retrying: network trouble, 5xx, throttling. Missing files and denials are not."""
     if isinstance(exc, _PERMANENT):
@@ -75,14 +95,15 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, OSError):
         return exc.errno in _TRANSIENT_ERRNO or exc.errno is None
-    name = type(exc).__name__
     module = type(exc).__module__ or ""
     if module.startswith(("aiohttp", "botocore", "urllib3", "requests", "oci")):
-        text = str(exc).lower()
-        if any(s in text for s in ("accessdenied", "access denied", "nosuchbucket", "forbidden", "404", "403")):
+        status, code = _status_and_code(exc)
+        if code in _PERMANENT_CODES:
             return False
-        return True
-    return name in ("ClientOSError", "ServerDisconnectedError", "EndpointConnectionError")
+        if status is not None:
+            return status >= 500 or status in (408, 409, 429)
+        return True  # no response at all: connection refused/reset, timeouts, closed sockets
+    return type(exc).__name__ in ("ClientOSError", "ServerDisconnectedError", "EndpointConnectionError")
 
 
 def split_uri(uri: str) -> tuple[str, str]:

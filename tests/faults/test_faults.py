@@ -148,5 +148,5 @@ def test_work_dir_deleted_under_a_running_cluster(clusters, backend, record):
     c = clusters(backend).start()
     c.wait_running()
     c.delete_work_dir()
-    marker = c.assert_failed_everywhere("MAIN_config.json disappeared", first={n.node_id for n in c.nodes})
+    marker = c.assert_failed_everywhere("MAIN's files disappeared", first={n.node_id for n in c.nodes})
     record(row(c, "work dir deleted", backend, marker))

@@ -83,7 +83,7 @@ def test_bucket_deleted_under_a_running_cluster_is_one_clear_error(clusters, pri
     assert all(code not in (0, None) for code in codes), c.dump()
     for n in c.nodes:
         last = n.last_line()
-        assert ("does the bucket exist?" in last or "MAIN_config.json disappeared" in last) and \
+        assert ("does the bucket exist?" in last or "MAIN's files disappeared" in last) and \
             "Traceback" not in n.log.read_text(), c.dump()
     c.assert_no_orphans()
     record(row(c, "bucket deleted (permanent)", "s3", None, "no marker possible: bucket gone"))
