@@ -3,7 +3,6 @@ checks every request's signature; the files are then used for a real TLS handsha
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import socket
 import ssl
@@ -14,36 +13,10 @@ import pytest
 
 from fsm_cluster.errors import NodeFailure, SettingsError
 from fsm_cluster.runtime.certs import certificate_locations, download_certificates
+from integration.pki import make_pki
 
 CA_ID = "ocid1.certificateauthority.oc1..ca"
 CERT_ID = "ocid1.certificate.oc1..leaf"
-
-
-def _pki():
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = dt.datetime.now(dt.timezone.utc)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fsm test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    pem = lambda c: c.public_bytes(serialization.Encoding.PEM).decode()  # noqa: E731
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode()
-    return pem(ca), pem(leaf), key_pem
 
 
 VALIDITY = {"timeOfValidityNotBefore": "2026-01-01T00:00:00Z", "timeOfValidityNotAfter": "2027-01-01T00:00:00Z"}
@@ -51,7 +24,7 @@ VALIDITY = {"timeOfValidityNotBefore": "2026-01-01T00:00:00Z", "timeOfValidityNo
 
 @pytest.fixture
 def cert_api(oci_server):
-    ca_pem, leaf_pem, key_pem = _pki()
+    ca_pem, leaf_pem, key_pem = make_pki()
     oci_server.routes[f"/20210224/certificateAuthorityBundles/{CA_ID}"] = lambda path: (200, {
         "certificateAuthorityId": CA_ID, "certificateAuthorityName": "ca", "serialNumber": "01",
         "certificatePem": ca_pem, "certChainPem": None, "versionNumber": 1, "stages": ["CURRENT"],
