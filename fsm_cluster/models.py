@@ -55,6 +55,22 @@ def check_env_value(value: str) -> str:
     return value
 
 
+# Identifiers that become file or folder names in the work dir (cluster id = JOB_OCID, run ids =
+# JOB_RUN_OCID, node names): an OCID or a plain name; never a path ("/", ".."), never a control
+# character, never hidden (leading "."), at most 255 characters.
+IDENTIFIER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@+=-]{0,254}$")
+
+
+def check_identifier(value: str, what: str = "identifier") -> str:
+    """``value`` if it is safe as one path component of the work dir, else ValueError naming
+    ``what`` (e.g. ``"JOB_OCID"``, ``"--cluster-id"``)."""
+    if not isinstance(value, str) or not IDENTIFIER_RE.match(value) or ".." in value:
+        raise ValueError(f"{what}: {value!r} is not a valid identifier (letters, digits and "
+                         "_ . : @ + = -, not starting with '.', no '..', '/' or control characters, "
+                         "at most 255 characters)")
+    return value
+
+
 EnvName = Annotated[str, AfterValidator(check_env_name)]
 EnvValue = Annotated[str, AfterValidator(check_env_value)]
 EnvMap = dict[EnvName, EnvValue]
