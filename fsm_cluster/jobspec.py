@@ -33,7 +33,7 @@ import re
 import shlex
 from abc import ABCMeta
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Mapping
+from typing import Annotated, Any, Iterable, Literal, Mapping
 
 import yaml
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError,
@@ -90,6 +90,56 @@ def format_path(path: Path) -> str:
     return out or "(top level)"
 
 
+# A spec is a few hundred YAML values in a few KiB. Both bounds are far above any real spec and
+# keep a hostile one cheap to refuse: the size is checked before parsing, and the number of values
+# the document expands to (every alias counted as a copy of what it points at: a "billion laughs"
+# alias bomb of a few hundred bytes expands to 10^8 values) while composing, before anything walks it.
+MAX_SPEC_BYTES = 1024 * 1024
+MAX_SPEC_VALUES = 100_000
+
+
+def _check_size(name: str, size: int, *, known: bool = True) -> None:
+    if size > MAX_SPEC_BYTES:
+        raise SpecError(f"{name}: {'' if known else 'more than '}{size if known else MAX_SPEC_BYTES} "
+                        f"bytes; a spec may hold at most {MAX_SPEC_BYTES} bytes (1 MiB), refused")
+
+
+class SpecExpansionError(Exception):
+    """Raised by :class:`_BoundedLoader` (becomes a SpecError naming the file)."""
+
+    def __init__(self, line: int):
+        super().__init__(line)
+        self.line = line
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that knows, while composing, how many values each node expands to (aliases
+    included) and refuses a document past :data:`MAX_SPEC_VALUES` or an alias to itself."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._values: dict[int, int] = {}  # id(node) → values it expands to (nodes live until the end)
+
+    def compose_node(self, parent, index):
+        alias = self.check_event(yaml.AliasEvent)
+        node = super().compose_node(parent, index)
+        size = self._values.get(id(node))
+        if size is None:
+            if alias:  # an alias to a collection still being composed: infinite when expanded
+                raise yaml.composer.ComposerError(None, None, "an alias refers to the collection "
+                                                  "that contains it (recursive alias)",
+                                                  node.start_mark)
+            size = 1
+            if isinstance(node, yaml.SequenceNode):
+                size += sum(self._values[id(item)] for item in node.value)
+            elif isinstance(node, yaml.MappingNode):
+                size += sum(self._values[id(k)] + self._values[id(v)] for k, v in node.value)
+            if size > MAX_SPEC_VALUES:
+                raise SpecExpansionError(node.start_mark.line + 1)
+            self._values[id(node)] = size
+        return node
+
+
 def _index_lines(node: yaml.Node, path: Path, lines: dict[Path, int], problems: list) -> None:
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, int] = {}
@@ -108,32 +158,38 @@ def _index_lines(node: yaml.Node, path: Path, lines: dict[Path, int], problems: 
 
 
 def read_text(path_or_text: str | os.PathLike) -> tuple[str, str]:
-    """(source name, YAML text). A path (or fsspec URI) is read; text with a newline is used as is."""
+    """(source name, YAML text). A path (or fsspec URI) is read; text with a newline is used as is.
+    A file larger than :data:`MAX_SPEC_BYTES` is refused before it is read."""
     if isinstance(path_or_text, str) and "\n" in path_or_text:
         return "<spec>", path_or_text
     path = os.fspath(path_or_text)
-    if "://" in path:
-        import fsspec
-
-        try:
-            with fsspec.open(path, "r", encoding="utf-8") as f:
-                return path, f.read()
-        except (OSError, ValueError) as e:
-            raise SpecError(f"{path}: cannot read the spec ({e})") from None
-    if not os.path.isfile(path):
-        raise SpecError(f"{path}: no such file")
     try:
-        with open(path, encoding="utf-8") as f:
-            return path, f.read()
-    except (OSError, UnicodeDecodeError) as e:
+        if "://" in path:
+            import fsspec
+
+            f = fsspec.open(path, "rb").open()
+            size = getattr(f, "size", None)
+        elif not os.path.isfile(path):
+            raise SpecError(f"{path}: no such file")
+        else:
+            f = open(path, "rb")
+            size = os.fstat(f.fileno()).st_size
+        with f:
+            _check_size(path, size or 0)
+            data = f.read(MAX_SPEC_BYTES + 1)
+        _check_size(path, len(data), known=False)  # grew while read, or storage that did not say
+        return path, data.decode("utf-8")
+    except (OSError, ValueError) as e:  # UnicodeDecodeError is a ValueError
         raise SpecError(f"{path}: cannot read the spec ({e})") from None
 
 
 def parse_yaml(name: str, text: str) -> tuple[Any, SpecSource]:
     """The YAML document as plain data and its :class:`SpecSource`; syntax errors → SpecError."""
+    _check_size(name, len(text.encode("utf-8", errors="replace")))
+    loader = _BoundedLoader(text)
     try:
-        root = yaml.compose(io.StringIO(text), Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        root = loader.get_single_node()
+        data = None if root is None else loader.construct_document(root)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f", line {mark.line + 1} column {mark.column + 1}" if mark else ""
@@ -141,6 +197,13 @@ def parse_yaml(name: str, text: str) -> tuple[Any, SpecSource]:
         raise SpecError(f"{name}: not valid YAML: {what}{where}") from None
     except yaml.YAMLError as e:
         raise SpecError(f"{name}: not valid YAML: {e}") from None
+    except SpecExpansionError as e:
+        raise SpecError(f"{name}: the YAML expands to more than {MAX_SPEC_VALUES} values (aliases "
+                        f"repeating large collections?), refused, line {e.line}") from None
+    except RecursionError:
+        raise SpecError(f"{name}: the YAML is nested too deeply, refused") from None
+    finally:
+        loader.dispose()
     lines: dict[Path, int] = {}
     problems: list = []
     if root is not None:
@@ -558,18 +621,24 @@ def format_errors(e: ValidationError, source: SpecSource, model: type[BaseModel]
 # ================================================================================================
 # Loading
 # ================================================================================================
-def load_spec(path_or_text: str | os.PathLike, environ: Mapping[str, str] | None = None) -> ClusterSpec:
+def load_spec(path_or_text: str | os.PathLike, environ: Mapping[str, str] | None = None,
+              ignore: Iterable[Path] = ()) -> ClusterSpec:
     """A validated :class:`ClusterSpec` from a file (path or fsspec URI) or YAML text.
 
     ``${VAR}`` placeholders resolve from ``environ`` (default ``os.environ``); the cluster kind's
-    spec builder then adds its environment. Any problem → :class:`SpecError` naming file, path, line.
+    spec builder then adds its environment. The YAML paths in ``ignore`` are dropped before
+    anything else (a local run ignores the infrastructure: its placeholders need not be set).
+    Any problem → :class:`SpecError` naming file, path, line.
     """
     name, text = read_text(path_or_text)
-    return load_spec_text(text, name=name, environ=environ)
+    return load_spec_text(text, name=name, environ=environ, ignore=ignore)
 
 
-def load_spec_text(text: str, name: str = "<spec>", environ: Mapping[str, str] | None = None) -> ClusterSpec:
+def load_spec_text(text: str, name: str = "<spec>", environ: Mapping[str, str] | None = None,
+                   ignore: Iterable[Path] = ()) -> ClusterSpec:
     data, source = parse_yaml(name, text)
+    for path in ignore:
+        _drop(data, path)
     data = resolve_placeholders(data, os.environ if environ is None else environ, source)
     spec = validate_spec(data, source)
     builder = FrameworkSpecBuilderFactory.get(spec.cluster_type)(data)
@@ -582,6 +651,14 @@ def load_spec_text(text: str, name: str = "<spec>", environ: Mapping[str, str] |
     if built is not data or builder.changed:
         spec = validate_spec(built, source)
     return spec
+
+
+def _drop(data: Any, path: Path) -> None:
+    """Remove ``path`` from ``data`` when it is there (an absent or non-mapping step: nothing)."""
+    for part in path[:-1]:
+        data = data.get(part) if isinstance(data, dict) else None
+    if isinstance(data, dict):
+        data.pop(path[-1], None)
 
 
 def validate_spec(data: dict, source: SpecSource) -> ClusterSpec:
