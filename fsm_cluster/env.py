@@ -11,7 +11,7 @@ import re
 import time
 from typing import Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import SettingsError
 
@@ -40,6 +40,8 @@ OCI__HEARTBEAT_INTERVAL = "OCI__HEARTBEAT_INTERVAL"
 OCI__HEARTBEAT_TIMEOUT = "OCI__HEARTBEAT_TIMEOUT"
 OCI__TEARDOWN_GRACE = "OCI__TEARDOWN_GRACE"
 OCI__STORAGE_RETRY_BUDGET = "OCI__STORAGE_RETRY_BUDGET"  # seconds a storage call is retried
+OCI__CLUSTER_SECRET = "OCI__CLUSTER_SECRET"  # per-cluster HMAC key, from the launcher, never in the work dir
+OCI__EXPORTS = "OCI__EXPORTS"  # extra names a node may take from MAIN's config (comma separated)
 OCI__CERTIFICATE_AUTHORITY_OCID = "OCI__CERTIFICATE_AUTHORITY_OCID"
 OCI__CERTIFICATE_OCID = "OCI__CERTIFICATE_OCID"
 OCI__CA_DOWNLOAD_LOCATION = "OCI__CA_DOWNLOAD_LOCATION"
@@ -100,11 +102,11 @@ class Settings(BaseModel):
     life_span: str = Field("0h", alias=OCI__LIFE_SPAN)
     worker_count: int = Field(0, alias=OCI__WORKER_COUNT, ge=0)
     ps_count: int = Field(0, alias=OCI__PS_COUNT, ge=0)
-    timeout: float = Field(600.0, alias=OCI__TIMEOUT, gt=0)
-    heartbeat_interval: float = Field(10.0, alias=OCI__HEARTBEAT_INTERVAL, gt=0)
-    heartbeat_timeout: float = Field(60.0, alias=OCI__HEARTBEAT_TIMEOUT, gt=0)
-    teardown_grace: float = Field(5.0, alias=OCI__TEARDOWN_GRACE, ge=0)
-    storage_retry_budget: float = Field(30.0, alias=OCI__STORAGE_RETRY_BUDGET, gt=0)
+    timeout: float = Field(600.0, alias=OCI__TIMEOUT, gt=0, allow_inf_nan=False)
+    heartbeat_interval: float = Field(10.0, alias=OCI__HEARTBEAT_INTERVAL, gt=0, allow_inf_nan=False)
+    heartbeat_timeout: float = Field(60.0, alias=OCI__HEARTBEAT_TIMEOUT, gt=0, allow_inf_nan=False)
+    teardown_grace: float = Field(5.0, alias=OCI__TEARDOWN_GRACE, ge=0, allow_inf_nan=False)
+    storage_retry_budget: float = Field(30.0, alias=OCI__STORAGE_RETRY_BUDGET, gt=0, allow_inf_nan=False)
     job_ocid: str = Field("Undefined", alias=JOB_OCID, min_length=1)
     job_run_ocid: str = Field(default_factory=lambda: f"local-{os.getpid()}-{time.time_ns()}", alias=JOB_RUN_OCID)
     rank: int | None = Field(None, alias=RANK, ge=0)
@@ -122,13 +124,15 @@ class Settings(BaseModel):
     runtime_python_path: str = Field("", alias=OCI__RUNTIME_PYTHON_PATH)
     sync_dir: str = Field("", alias=OCI__SYNC_DIR)
     sync_artifacts: bool = Field(False, alias=SYNC_ARTIFACTS)
-    sync_sleep: float = Field(60.0, alias=SYNC_SLEEP, gt=0)
+    sync_sleep: float = Field(60.0, alias=SYNC_SLEEP, gt=0, allow_inf_nan=False)
     workspace: str = Field("", alias=WORKSPACE)
     workspace_prefix: str = Field("", alias=WORKSPACE_PREFIX)
     profile: bool = Field(False, alias=PROFILE)
     profile_cmd: str = Field("", alias=PROFILE_CMD)
     oci_iam_type: str = Field("", alias=OCI_IAM_TYPE)
     oci_config_profile: str = Field("", alias=OCI_CONFIG_PROFILE)
+    cluster_secret: str = Field("", alias=OCI__CLUSTER_SECRET, repr=False)
+    exports: str = Field("", alias=OCI__EXPORTS)
 
     _b = field_validator("ephemeral", "sync_artifacts", "profile", mode="before")(
         classmethod(lambda cls, v: _parse_bool(v))
@@ -148,6 +152,33 @@ class Settings(BaseModel):
     @classmethod
     def _lower(cls, v):
         return v.strip().lower() if isinstance(v, str) else v
+
+    @field_validator("job_ocid", "job_run_ocid")
+    @classmethod
+    def _identifier(cls, v: str):
+        from .models import check_identifier
+
+        return check_identifier(v, "value")
+
+    @field_validator("cluster_secret")
+    @classmethod
+    def _secret(cls, v: str):
+        if v and len(v) < 16:
+            raise ValueError("a cluster secret needs at least 16 characters (the launchers make 64)")
+        return v
+
+    @model_validator(mode="after")
+    def _heartbeats(self):
+        if self.heartbeat_timeout < 2 * self.heartbeat_interval:
+            raise ValueError(f"{OCI__HEARTBEAT_TIMEOUT} ({self.heartbeat_timeout:g} s) must be at least twice "
+                             f"{OCI__HEARTBEAT_INTERVAL} ({self.heartbeat_interval:g} s): a node beats once "
+                             "per interval, so a shorter timeout declares live nodes dead")
+        return self
+
+    @property
+    def export_names(self) -> tuple[str, ...]:
+        """OCI__EXPORTS as names (the job definition's extra names a node takes from MAIN)."""
+        return tuple(n.strip() for n in self.exports.split(",") if n.strip())
 
     @field_validator("life_span")
     @classmethod
@@ -199,8 +230,11 @@ def format_validation_error(e: ValidationError, kind: str, source: str = "") -> 
     """One line per problem, each naming the variable/field: ``OCI__MODE: field required``."""
     lines = []
     for err in e.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
-        msg = err["msg"]
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if not loc:  # a rule over several fields: the message names them
+            lines.append(msg)
+            continue
         if err["type"] == "missing":
             msg = "required but not set"
         elif "input" in err and err["type"] not in ("missing",):

@@ -17,6 +17,11 @@ class ProtocolError(FsmClusterError):
     """A shared file in the work dir is missing a field, corrupt or of an unknown schema."""
 
 
+class SignatureError(ProtocolError):
+    """A shared file is unsigned or badly signed while the cluster has a secret: it was not
+    written by a node of this cluster (forged, or left by another launch) and is refused."""
+
+
 class StorageError(FsmClusterError):
     """The work dir could not be reached (after retries), or access was refused."""
 

@@ -30,8 +30,11 @@ LIVE_STATES = ["init", "configuring", "waiting_for_main", "ready", "running"]
 FINAL_STATES = ["stopped"]
 
 TRANSITIONS = [
-    # init → configuring: fetch the user's code (git / remote), certificates.
-    {"trigger": "configure", "source": "init", "dest": "configuring", "after": "fetch_code"},
+    # init → configuring: a first look at the work dir (MAIN moves a previous life's files aside;
+    # a worker notes a previous life's stop marker), then fetch the user's code (git / remote) and
+    # certificates and check the entry script is there before the node registers.
+    {"trigger": "configure", "source": "init", "dest": "configuring", "before": "begin_life",
+     "after": ["fetch_code", "check_entry_script"]},
     # MAIN publishes the cluster configuration (after every expected node registered) and is ready.
     {"trigger": "configured", "source": "configuring", "dest": "ready", "conditions": "is_main_node",
      "before": "setup_configuration", "after": "export_main_configuration"},

@@ -13,7 +13,7 @@ Files under ``<work_dir>/<cluster_id>/`` (names compatible with oracle-ads):
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -31,20 +31,39 @@ DENIED_ENV_NAMES = frozenset({
     "PATH", "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONINSPECT", "PYTHONUSERBASE",
     "PYTHONEXECUTABLE", "PYTHONSAFEPATH", "PYTHONBREAKPOINT", "PYTHONWARNINGS", "PYTHONPLATLIBDIR",
     "PYTHONNOUSERSITE", "BASH_ENV", "ENV", "SHELL", "SHELLOPTS", "BASHOPTS", "PS4", "PROMPT_COMMAND",
-    "IFS", "HOME", "USER", "LOGNAME", "TMPDIR", "PERL5OPT", "PERL5LIB", "RUBYOPT", "NODE_OPTIONS",
-    "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "GCONV_PATH", "HOSTALIASES", "LOCALDOMAIN", "RES_OPTIONS",
-    "MALLOC_CHECK_", "GIT_SSH", "GIT_SSH_COMMAND", "GIT_EXEC_PATH", "OPENSSL_CONF", "SSL_CERT_FILE",
+    "IFS", "HOME", "USER", "LOGNAME", "TMPDIR", "PERL5OPT", "PERL5LIB", "PERLLIB", "RUBYOPT", "RUBYLIB",
+    "NODE_OPTIONS", "NODE_PATH", "CLASSPATH", "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS",
+    "GCONV_PATH", "HOSTALIASES", "LOCALDOMAIN", "RES_OPTIONS", "LOCPATH", "NLSPATH", "ZDOTDIR",
+    "MALLOC_CHECK_", "OPENSSL_CONF", "OPENSSL_MODULES", "SSL_CERT_FILE", "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY",
+    "FTP_PROXY", "EDITOR", "VISUAL", "PAGER", "BROWSER", "TERMINFO", "INPUTRC",
     "OCI__MODE", "JOB_RUN_OCID", "JOB_OCID", "RANK",
 })
-DENIED_ENV_PREFIXES = ("LD_", "DYLD_", "BASH_FUNC_", "PYTHONMALLOC")
+# Whole families: the dynamic linker and libc tuning, interpreters' and tools' own start-up hooks,
+# credentials and endpoints of cloud SDKs, fsm_cluster's own contract (``OCI__START_ARGS`` is passed
+# to engine launchers: a ``--preload`` is code execution) and OCI's auth settings.
+DENIED_ENV_PREFIXES = ("LD_", "DYLD_", "BASH_FUNC_", "PYTHON", "GLIBC_", "MALLOC_", "GIT_", "PERL",
+                       "RUBY", "JAVA", "_JAVA", "JDK_", "NODE_", "AWS_", "OCIFS_", "KUBE",
+                       "DOCKER_", "GOOGLE_", "AZURE_", "SSH_", "GPG_", "LUA_", "TCL", "R_", "JULIA_",
+                       "NPM_", "PIP_", "UV_", "CONDA", "VIRTUAL_ENV", "OCI__START", "OCI__ENTRY",
+                       "OCI__RUNTIME", "OCI__CERTIFICATE", "OCI__CA_", "OCI__CLUSTER_SECRET", "PROFILE")
+_OCI_AUTH = re.compile(r"^OCI_[A-Z]")  # OCI_CONFIG_LOCATION, OCI_IAM_TYPE… (not OCI__ names)
+_DENIED_CONTRACT = frozenset({"OCI__WORK_DIR", "OCI__CODE_DIR", "OCI__SYNC_DIR", "OCI__CLUSTER_TYPE",
+                              "OCI__EXPORTS", "OCI__SELF_IP"})
 
 
 def check_env_name(name: str) -> str:
     if not ENV_NAME_RE.match(name):
         raise ValueError(f"{name!r} is not a valid variable name ([A-Z_][A-Z0-9_]*)")
-    if name in DENIED_ENV_NAMES or name.startswith(DENIED_ENV_PREFIXES):
+    if is_hijack_name(name):
         raise ValueError(f"{name!r} may not be exported from a shared config (it could hijack a process)")
     return name
+
+
+def is_hijack_name(name: str) -> bool:
+    """Whether ``name`` is on the hijack denylist (the second line behind each provider's exports)."""
+    return (name in DENIED_ENV_NAMES or name in _DENIED_CONTRACT or name.startswith(DENIED_ENV_PREFIXES)
+            or bool(_OCI_AUTH.match(name)))
 
 
 def check_env_value(value: str) -> str:
@@ -71,6 +90,18 @@ def check_identifier(value: str, what: str = "identifier") -> str:
     return value
 
 
+NODE_RE = re.compile(r"^(MAIN|(WORKER|PS)_.+)$")
+
+
+def check_node(value: str) -> str:
+    """A node name: ``MAIN``, ``WORKER_<run id>`` or ``PS_<run id>`` with a safe run id."""
+    if not NODE_RE.match(value):
+        raise ValueError(f"{value!r} is not a node name (MAIN, WORKER_<run id> or PS_<run id>)")
+    return check_identifier(value, "node")
+
+
+Identifier = Annotated[str, AfterValidator(check_identifier)]
+NodeName = Annotated[str, AfterValidator(check_node)]
 EnvName = Annotated[str, AfterValidator(check_env_name)]
 EnvValue = Annotated[str, AfterValidator(check_env_value)]
 EnvMap = dict[EnvName, EnvValue]
@@ -78,14 +109,22 @@ EnvMap = dict[EnvName, EnvValue]
 
 class _Shared(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # The largest file of this kind a reader accepts: anyone who can write the work dir could
+    # otherwise make every node read (and hold) a file of any size.
+    MAX_BYTES: ClassVar[int] = 64 * 1024
     schema_version: Literal[1] = SCHEMA_VERSION
+    # The life of the cluster this file belongs to: MAIN draws a new one each time it starts, so
+    # a re-run of the same job (same JOB_OCID, same work dir) never takes a previous life's files
+    # (its stop marker, its roster) for its own. "" = not known to the writer (a worker before it
+    # read MAIN's configuration, an ADS node).
+    life: str = Field("", max_length=64)
 
 
 class RosterEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    node: str
+    node: NodeName
     mode: Mode
-    run_id: str
+    run_id: Identifier
     rank: int = Field(ge=0)
     ip: str
     host: str = ""
@@ -110,7 +149,7 @@ class StopMarker(_Shared):
     """``stop``: the first writer decides the cluster's outcome; later writers never overwrite."""
 
     outcome: Outcome
-    node: str
+    node: Identifier
     reason: str = ""
     exit_code: int = 0
     wall: float = 0.0
@@ -119,10 +158,10 @@ class StopMarker(_Shared):
 class NodeState(_Shared):
     """``<node>_state.json``: the node's lifecycle state and its heartbeat counter."""
 
-    node: str
+    node: NodeName
     mode: Mode
-    run_id: str
-    state: str
+    run_id: Identifier
+    state: str = Field(max_length=64)
     reason: str = ""
     heartbeat: int = Field(ge=0)
     transitions: int = Field(0, ge=0)
@@ -137,6 +176,12 @@ class NodeState(_Shared):
     # The cluster's stop marker as this node knows it. Workers watch MAIN through MAIN's state
     # file alone (one small read per interval), so MAIN mirrors the marker here.
     stop: StopMarker | None = None
+
+
+class DoneMarker(_Shared):
+    """``<node>_done``: a node that ran code under OCI__RUN_ON=all finished it."""
+
+    node: NodeName
 
 
 # ADS images write a bare "stop" string as the stop file; we read that as an operator stop.

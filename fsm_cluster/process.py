@@ -21,6 +21,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
+CLUSTER_SECRET = "OCI__CLUSTER_SECRET"
 log = logging.getLogger(__name__)
 
 
@@ -49,6 +50,7 @@ class ProcessGroup:
         log.info("starting %s: %s", name, " ".join(cmd))
         argv = list(cmd)
         env = {**(os.environ if env is None else env), OWNER_ENV: self.token}
+        env.pop(CLUSTER_SECRET, None)  # the cluster's key stays in the bootstrap: children print env
         if GUARDED:
             _check_command(name, argv[0], env, cwd)
             argv = [sys.executable, "-S", "-E", "-c", GUARD, str(os.getpid()), str(self.grace), "--", *argv]

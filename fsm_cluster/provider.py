@@ -12,8 +12,10 @@ this node's own clock) and the stop marker.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
+import secrets
 import shlex
 import socket
 import sys
@@ -22,15 +24,20 @@ from typing import Any, Callable, MutableMapping
 from .clock import Backoff, Clock, SystemClock, wait_until
 from .env import (OCI__CLUSTER_ID, OCI__MAIN_IP, OCI__NODE_IP, OCI__NODE_LIST, OCI__NODE_RANK,
                   OCI__WORKER_IP, OCI__WORLD_SIZE, WORLD_SIZE, Settings)
-from .errors import NodeFailure, StopRequested, WaitTimeout
+from .errors import NodeFailure, ProtocolError, SignatureError, StopRequested, WaitTimeout
 from .lifecycle import LIVE_STATES, NodeLifecycle
-from .models import NodeConfig, NodeState, RosterEntry, StopMarker
+from .models import DoneMarker, NodeConfig, NodeState, RosterEntry, StopMarker, is_hijack_name
 from .process import Child, ProcessGroup
-from .workdir import MAIN_NODE, STOP, WorkDir, config_name, node_of, state_name
+from .workdir import MAIN_NODE, PREVIOUS, STOP, WorkDir, config_name, node_of, state_name
 
 log = logging.getLogger(__name__)
 
 DONE_SUFFIX = "_done"
+# Variables every node takes from MAIN's configuration (fsm_cluster's own); an engine adds its own
+# in ``EXPORTS`` and a job definition may add names in OCI__EXPORTS. Everything else MAIN's config
+# holds stays in the file (``self.main_config.env``): a work dir writer cannot set a variable in
+# any node's processes that the cluster did not declare.
+BASE_EXPORTS = (OCI__MAIN_IP, OCI__WORLD_SIZE, WORLD_SIZE, OCI__NODE_LIST, OCI__CLUSTER_ID)
 
 
 class ClusterProvider:
@@ -43,6 +50,8 @@ class ClusterProvider:
 
     SYNC_SCRIPT_PATH = "/etc/datascience/sync.sh"
     DEFAULT_CODE_DIR = "/code"
+    # Names (fnmatch patterns) this engine's MAIN exports to every node: see BASE_EXPORTS.
+    EXPORTS: tuple[str, ...] = ()
 
     def __init__(self, mode: str | None = None, ephemeral: Any = True, life_span: str = "0h",
                  work_dir: str = "", *, settings: Settings | None = None, clock: Clock | None = None,
@@ -68,7 +77,14 @@ class ClusterProvider:
         self.ip = self.find_self_ip(self.authinfo)
         self.workdir = WorkDir(settings.work_dir, settings.cluster_id, fs=fs,
                                storage_options=self._storage_options(), clock=self.clock,
-                               retry_budget=settings.storage_retry_budget)
+                               retry_budget=settings.storage_retry_budget,
+                               secret=settings.cluster_secret or None)
+        # This life of the cluster: MAIN draws it; the others learn it from MAIN's configuration.
+        self.life = secrets.token_hex(6) if self.mode == "MAIN" else ""
+        self._stale_life: str | None = None  # a previous life's, seen by a worker before MAIN's
+        self._stale_stop: tuple | None = None  # fingerprint of a stop marker to ignore
+        self._refused: dict[str, tuple[tuple | None, str]] = {}  # file → (fingerprint, why)
+        self._done_ok: set[str] = set()
         # seed attribute names
         self.my_work_dir = self.workdir.url()
         self.config_file = self.workdir.url(config_name(self.node_id))
@@ -100,6 +116,9 @@ class ClusterProvider:
         self._source_state = "init"
         self._started_wall = self.clock.wall()
         self._entered_wall = self._started_wall
+        if not settings.cluster_secret:
+            log.warning("%s: no OCI__CLUSTER_SECRET: the files in %s are not authenticated (anyone "
+                        "who can write there can steer this cluster)", self.node_id, self.workdir.display)
         self.lifecycle = NodeLifecycle(self, before_state_change="_before_state_change",
                                        after_state_change="_after_state_change")
         self.state: str  # set by the machine
@@ -193,11 +212,14 @@ class ClusterProvider:
             conf[OCI__CLUSTER_ID] = self.settings.cluster_id
         cfg = NodeConfig(node=self.node_id, mode=self.mode, run_id=self.run_id, rank=self.settings.rank,
                          ip=self.ip, host=self.host, env={k: str(v) for k, v in conf.items()},
-                         roster=roster)
+                         roster=roster, life=self.life)
         log.info("%s: writing %s", self.node_id, config_name(self.node_id))
         self.workdir.write(config_name(self.node_id), cfg)
         if self.mode == "MAIN":
             self.main_config = cfg
+            now = self.clock.now()
+            for r in roster[1:]:  # a node of the roster that never writes a state file is dead too
+                self._peers.setdefault(state_name(r.node), (None, now))
 
     def _build_roster(self) -> list[RosterEntry]:
         workers = self.fetch_all_worker_info()
@@ -213,30 +235,65 @@ class ClusterProvider:
         return entries
 
     def fetch_all_worker_info(self) -> dict[str, NodeConfig]:
-        """Every WORKER / PS config, each read once (cached); MAIN waits for them in configuring."""
-        for name in self._listing:
+        """Every WORKER / PS config, each read once (cached); MAIN waits for them in configuring.
+        A config that is unsigned or badly signed (with a cluster secret), names another node
+        than its file, or is malformed is refused (logged once) and never joins the roster."""
+        for name, fp in self._listing.items():
             parsed = node_of(name)
-            if parsed and parsed[1] == "config" and parsed[0] != MAIN_NODE and parsed[0] not in self._worker_configs:
+            if not (parsed and parsed[1] == "config" and parsed[0] != MAIN_NODE) or \
+                    parsed[0] in self._worker_configs or self._is_refused(name, fp):
+                continue
+            try:
                 cfg = self.workdir.read(name, NodeConfig)
-                if cfg is not None:
-                    self._worker_configs[parsed[0]] = cfg
+                if cfg is not None and (cfg.node != parsed[0] or cfg.mode == "MAIN"):
+                    raise ProtocolError(f"{self.workdir.url(name)}: names node {cfg.node!r} ({cfg.mode}), "
+                                        "not the node of its file name")
+            except ProtocolError as e:
+                self._refuse(name, fp, str(e))
+                continue
+            if cfg is not None:
+                self._worker_configs[parsed[0]] = cfg
         return dict(self._worker_configs)
+
+    def _refuse(self, name: str, fp: tuple | None, why: str) -> None:
+        """Remember (and log once per version) a shared file this node does not accept."""
+        if self._refused.get(name) != (fp, why):
+            log.warning("%s: ignoring %s", self.node_id, why)
+        self._refused[name] = (fp, why)
+
+    def _is_refused(self, name: str, fp: tuple | None) -> bool:
+        return name in self._refused and fp is not None and self._refused[name][0] == fp
 
     def export_config_files(self) -> list[str]:
         """Config files whose variables this node exports (MAIN's, on every node)."""
         return [self.main_config_file]
 
+    def exported_names(self) -> tuple[str, ...]:
+        """Names (fnmatch patterns) this node takes from MAIN's configuration."""
+        return BASE_EXPORTS + tuple(self.EXPORTS) + self.settings.export_names
+
+    def exports(self, name: str) -> bool:
+        """Whether a variable of MAIN's configuration goes into this node's environment: a declared
+        name (:meth:`exported_names`), and never one of the hijack denylist (second line)."""
+        return any(fnmatch.fnmatchcase(name, pat) for pat in self.exported_names()) and not is_hijack_name(name)
+
     def export_configuration(self, files: list[str]) -> None:
-        """Read the config files and export their variables to this node's environment. Names are
-        validated by the NodeConfig model (no LD_*, PATH, PYTHONHOME…)."""
+        """Read the config files and export their declared variables (:meth:`exports`) to this
+        node's environment; the others stay in the file. Names are also validated by the
+        NodeConfig model (no LD_*, PATH, PYTHONHOME…)."""
         for f in files:
             name = f.rsplit("/", 1)[-1]
             cfg = self.main_config if (name == config_name(MAIN_NODE) and self.main_config) else \
                 self.workdir.read(name, NodeConfig)
             if cfg is None:
                 raise NodeFailure(f"{self.workdir.url(name)} is missing")
+            kept = sorted(k for k in cfg.env if not self.exports(k))
+            if kept:
+                log.info("%s: not exporting %s from %s (not declared by the engine or OCI__EXPORTS)",
+                         self.node_id, ", ".join(kept), name)
             for k, v in cfg.env.items():
-                self.environ[k] = v
+                if k not in kept:
+                    self.environ[k] = v
             if cfg.roster:
                 self.roster = list(cfg.roster)
         me = next((r for r in self.roster if r.node == self.node_id), None)
@@ -249,9 +306,28 @@ class ClusterProvider:
         self.export_configuration(self.export_config_files())
 
     def ready(self) -> bool:
-        """MAIN's configuration is published (seed meaning: MAIN_config.json exists)."""
+        """MAIN's configuration of this life is published (seed meaning: MAIN_config.json exists).
+        A worker accepts it only when it is signed (with a cluster secret), is not a previous
+        life's and lists this node in its roster; from then on it expects MAIN's state file
+        within the heartbeat timeout."""
         if self.main_config is None:
-            self.main_config = self.workdir.read(config_name(MAIN_NODE), NodeConfig)
+            name = config_name(MAIN_NODE)
+            try:
+                cfg = self.workdir.read(name, NodeConfig)
+            except SignatureError as e:  # forged or another launch's: wait for the real one
+                self._refuse(name, None, str(e))
+                return False
+            if cfg is not None and self.mode != "MAIN":
+                if self._stale_life is not None and cfg.life == self._stale_life:
+                    return False  # the previous life's; MAIN of this life has not published yet
+                if not any(r.node == self.node_id for r in cfg.roster):
+                    self._refuse(name, None, f"{self.workdir.url(name)}: its roster does not list "
+                                             f"{self.node_id} (a configuration of another life or cluster)")
+                    return False
+            if cfg is not None and self.mode != "MAIN":
+                self.life = cfg.life
+                self._peers.setdefault(state_name(MAIN_NODE), (None, self.clock.now()))
+            self.main_config = cfg
         return self.main_config is not None
 
     def when_ready(self, func: Callable, *args, **kwargs):
@@ -301,8 +377,15 @@ class ClusterProvider:
         """Whether this node runs the entry script."""
         return self.mode == "MAIN" or self.code_runs_on() == "all"
 
-    def entry_command(self) -> list[str] | None:
-        """The entry script as a command (``.py`` with this Python, else executed directly)."""
+    def check_entry_script(self) -> None:
+        """Before this node registers: the entry script it will run exists and can run, so a typo
+        fails the node at once instead of after the whole cluster formed."""
+        if self.runs_code():
+            self.entry_script_path()
+
+    def entry_script_path(self) -> str | None:
+        """The entry script's path (relative names: in OCI__CODE_DIR, else the working dir); a
+        NodeFailure naming OCI__ENTRY_SCRIPT when it is missing or cannot be run."""
         s = self.settings
         if not s.entry_script:
             return None
@@ -313,13 +396,18 @@ class ClusterProvider:
         if not os.path.isfile(script):
             raise NodeFailure(f"OCI__ENTRY_SCRIPT: no such file: {s.entry_script} "
                               f"(looked in OCI__CODE_DIR={s.code_dir} and {os.getcwd()})")
-        args = shlex.split(s.entry_script_args) + shlex.split(s.entry_script_kwargs)
-        if script.endswith(".py"):
-            cmd = [sys.executable, script]
-        elif os.access(script, os.X_OK):
-            cmd = [script]
-        else:
+        if not script.endswith(".py") and not os.access(script, os.X_OK):
             raise NodeFailure(f"OCI__ENTRY_SCRIPT: {script} is not executable (chmod +x, or use a .py file)")
+        return script
+
+    def entry_command(self) -> list[str] | None:
+        """The entry script as a command (``.py`` with this Python, else executed directly)."""
+        script = self.entry_script_path()
+        if script is None:
+            return None
+        s = self.settings
+        args = shlex.split(s.entry_script_args) + shlex.split(s.entry_script_kwargs)
+        cmd = [sys.executable, script] if script.endswith(".py") else [script]
         return self.profile_cmd() + cmd + args
 
     def entry_env(self) -> dict[str, str]:
@@ -409,7 +497,26 @@ class ClusterProvider:
         if self.code_runs_on() != "all":
             return self.code_execution_complete
         others = [r.node for r in self.roster if r.node != self.node_id]
-        return self.code_execution_complete and all(f"{n}{DONE_SUFFIX}" in self._listing for n in others)
+        return self.code_execution_complete and all(self._done(n) for n in others)
+
+    def _done(self, node: str) -> bool:
+        """``node`` wrote its done marker for this life (read once, signature checked)."""
+        name = f"{node}{DONE_SUFFIX}"
+        if node in self._done_ok:
+            return True
+        fp = self._listing.get(name)
+        if fp is None or self._is_refused(name, fp):
+            return False
+        try:
+            marker = self.workdir.read(name, DoneMarker)
+            if marker is not None and (marker.node != node or marker.life not in ("", self.life)):
+                raise ProtocolError(f"{self.workdir.url(name)}: a done marker of another node or life")
+        except ProtocolError as e:
+            self._refuse(name, fp, str(e))
+            return False
+        if marker is not None:
+            self._done_ok.add(node)
+        return marker is not None
 
     def tearable(self) -> bool:
         """The guard of ``teardown``: a stop marker, a failure, an ephemeral cluster whose code
@@ -422,15 +529,43 @@ class ClusterProvider:
             return self.cluster_code_complete()
         return self.reached_endoflife()
 
+    def marker(self, outcome: str, reason: str, exit_code: int = 0) -> StopMarker:
+        """A stop marker from this node, for this life."""
+        return StopMarker(outcome=outcome, node=self.node_id, reason=reason, exit_code=exit_code,
+                          wall=self.clock.wall(), life=self.life)
+
+    def _write_stop(self, marker: StopMarker) -> bool:
+        """First writer wins, among this life's markers: a stop file that is forged, unsigned
+        (with a secret) or a previous life's is removed and the write tried once more."""
+        if self.workdir.write_stop(marker):
+            return True
+        try:
+            existing = self.workdir.read_stop()
+            if existing is None or self._belongs_here(existing):
+                return False
+            why = f"{self.workdir.url(STOP)}: a stop marker of another life ({existing.life})"
+        except ProtocolError as e:
+            why = str(e)
+        log.warning("%s: replacing %s", self.node_id, why)
+        self.workdir.remove(STOP)
+        return self.workdir.write_stop(marker)
+
+    def _belongs_here(self, marker: StopMarker) -> bool:
+        """A marker of this life (or of no known life: ADS, the launcher, an operator)."""
+        return marker.life in ("", self.life) or not self.life
+
     def stop(self) -> None:
         """Write the stop marker (first writer wins; never overwrites) and end the children."""
         marker = self.pending_marker
         if marker is not None and self.stop_marker is None:
-            if self.workdir.write_stop(marker):
+            if self._write_stop(marker):
                 log.info("%s: wrote stop marker: %s (%s)", self.node_id, marker.outcome, marker.reason)
                 self.stop_marker = marker
             else:
-                self.stop_marker = self.workdir.read_stop()
+                try:
+                    self.stop_marker = self.workdir.read_stop()
+                except ProtocolError:
+                    self.stop_marker = None
                 log.info("%s: stop marker already written by %s (%s)", self.node_id,
                          self.stop_marker.node if self.stop_marker else "?",
                          self.stop_marker.outcome if self.stop_marker else "?")
@@ -477,7 +612,7 @@ class ClusterProvider:
     def publish_completion(self) -> None:
         """A non-MAIN node that ran code tells MAIN it finished (one small marker file)."""
         if self.mode != "MAIN" and self.runs_code():
-            self.workdir.write_bytes(f"{self.node_id}{DONE_SUFFIX}", b"{}")
+            self.workdir.write(f"{self.node_id}{DONE_SUFFIX}", DoneMarker(node=self.node_id, life=self.life))
 
     # ------------------------------------------------------------------------------------------
     # state file, heartbeats, watch
@@ -499,7 +634,7 @@ class ClusterProvider:
                          reason=self.reason, heartbeat=self.heartbeat, transitions=self.transitions,
                          pid=os.getpid(), host=self.host, ip=self.ip, exit_code=self.exit_code,
                          started_wall=self._started_wall, entered_wall=self._entered_wall,
-                         state_wall=self.clock.wall(), stop=self.stop_marker)
+                         state_wall=self.clock.wall(), stop=self.stop_marker, life=self.life)
 
     def flush_state(self) -> None:
         self.workdir.write(state_name(self.node_id), self.node_state())
@@ -521,11 +656,88 @@ class ClusterProvider:
         if now >= self._next_watch:
             self._next_watch = now + interval
             if self.mode != "MAIN" and self._main_state_seen:
-                self.observe_main(self.workdir.read_state(MAIN_NODE))
+                try:
+                    main = self.workdir.read_state(MAIN_NODE)
+                except ProtocolError as e:
+                    if not self.workdir.secret:
+                        raise  # a corrupt file without a secret is a protocol failure, as before
+                    self._refuse(state_name(MAIN_NODE), None, str(e))  # forged: no news of MAIN
+                else:
+                    self.observe_main(main)
             else:
                 self.observe(self.workdir.listing())
         if self.state == "running":
             self.check_cluster_status()
+
+    def begin_life(self) -> None:
+        """The first look at the work dir, before this node writes anything (one listing).
+
+        The same job may run again in the same work dir (on OCI every run of a job shares
+        JOB_OCID), so what a node finds there may be a previous life's. MAIN starts a new life:
+        it moves the previous life's files (stop marker, its own files, and those of the nodes of
+        that life's roster) to ``previous/<life>/``, keeping them for the record. A worker that
+        finds a stop marker already there takes it as the previous life's and ignores it, and
+        MAIN's configuration of that life with it."""
+        listing = self.workdir.listing()
+        if self.mode == "MAIN":
+            self._archive_previous_life(listing)
+            return
+        if STOP in listing:
+            try:
+                old = self.workdir.read_stop()
+            except ProtocolError:
+                old = None
+            self._stale_stop = listing[STOP]
+            self._stale_life = old.life if old is not None else ""
+            log.info("%s: a stop marker of a previous life is in %s; waiting for this life's MAIN",
+                     self.node_id, self.workdir.display)
+        self.observe(listing)
+
+    def _archive_previous_life(self, listing: dict[str, tuple]) -> None:
+        mains = [n for n in (STOP, config_name(MAIN_NODE), state_name(MAIN_NODE), f"{MAIN_NODE}{DONE_SUFFIX}")
+                 if n in listing]
+        if not mains:
+            return
+        roster: list[RosterEntry] = []
+        life = ""
+        for name, cls in ((config_name(MAIN_NODE), NodeConfig), (STOP, StopMarker)):
+            if name in listing:
+                try:
+                    old = self.workdir.read(name, cls)
+                except ProtocolError:
+                    continue
+                life = life or (old.life if old is not None else "")
+                roster = roster or list(getattr(old, "roster", []) or [])
+        names = list(mains)
+        for r in roster:
+            if r.node != MAIN_NODE:
+                names += [n for n in (config_name(r.node), state_name(r.node), f"{r.node}{DONE_SUFFIX}")
+                          if n in listing]
+        folder = f"{PREVIOUS}/{life or 'unknown'}-{secrets.token_hex(3)}"
+        for name in names:
+            self.workdir.move(name, f"{folder}/{name}")
+        log.warning("%s: %s held a previous life of this cluster; moved its %d file(s) to %s/ "
+                    "and starting a new life", self.node_id, self.workdir.display, len(names), folder)
+
+    def _take_stop(self, fp: tuple | None) -> None:
+        """A stop marker is in the listing: read it (once per version) and, when it is this
+        life's and authentic, end the node the way it says."""
+        if self.stop_marker is not None or (fp is not None and fp == self._stale_stop) or \
+                self._is_refused(STOP, fp):
+            return
+        try:
+            marker = self.workdir.read_stop()
+            if marker is not None and self._stale_life is not None and not self.main_config and \
+                    marker.life == self._stale_life and marker.life:
+                return
+            if marker is not None and not self._belongs_here(marker):
+                raise ProtocolError(f"{self.workdir.url(STOP)}: a stop marker of another life ({marker.life})")
+        except ProtocolError as e:
+            self._refuse(STOP, fp, str(e))
+            return
+        if marker is not None:
+            self.stop_marker = marker
+            raise StopRequested(marker.reason, marker.exit_code, marker.outcome, marker.node)
 
     def observe(self, listing: dict[str, tuple]) -> None:
         """Digest one listing: stop marker, peers' heartbeats (fingerprints that change)."""
@@ -533,22 +745,21 @@ class ClusterProvider:
         now = self.clock.now()
         # A fresh listing (e.g. MAIN's registration poll) stands for this interval's watch.
         self._next_watch = max(self._next_watch, now + self.settings.heartbeat_interval)
-        if STOP in listing and self.stop_marker is None:
-            marker = self.workdir.read_stop()
-            if marker is not None:
-                self.stop_marker = marker
-                raise StopRequested(marker.reason, marker.exit_code, marker.outcome, marker.node)
+        if STOP in listing:
+            self._take_stop(listing[STOP])
         if self.state in ("ready", "running", "complete") and config_name(MAIN_NODE) not in listing:
             raise self._work_dir_gone(config_name(MAIN_NODE))
         self._credit_blind_time(now)
-        if self.mode == "MAIN":
-            watched = [(name, fp) for name, fp in listing.items()
-                       if (parsed := node_of(name)) and parsed[1] == "state" and parsed[0] != self.node_id]
-        else:  # workers watch MAIN only: one look-up, not a scan of every node's files
+        if self.mode == "MAIN":  # the nodes it accepted, not any state file someone put there
+            watched = [(state_name(n), listing[state_name(n)]) for n in self._worker_configs
+                       if state_name(n) in listing]
+        elif self.main_config is not None:  # workers watch MAIN only, once they joined its life
             main = state_name(MAIN_NODE)
             watched = [(main, listing[main])] if main in listing else []
-        if state_name(MAIN_NODE) in listing:
-            self._main_state_seen = True
+            if main in listing:
+                self._main_state_seen = True
+        else:
+            watched = []
         self._judge_peers(watched, now, lambda name: name in listing)
 
     def observe_main(self, main: NodeState | None) -> None:
@@ -558,7 +769,9 @@ class ClusterProvider:
         self._next_watch = max(self._next_watch, now + self.settings.heartbeat_interval)
         if main is None:
             raise self._work_dir_gone(state_name(MAIN_NODE))
-        if main.stop is not None and self.stop_marker is None:
+        if main.life != self.life:  # refused, or not this life's: no news of MAIN
+            return
+        if main.stop is not None and self.stop_marker is None and self._belongs_here(main.stop):
             self.stop_marker = main.stop
             m = main.stop
             raise StopRequested(m.reason, m.exit_code, m.outcome, m.node)
@@ -592,6 +805,9 @@ class ClusterProvider:
         for name, (fp, seen_at) in self._peers.items():
             if now - seen_at > timeout:
                 peer = name[: -len("_state.json")]
+                if fp is None and not present(name):
+                    raise NodeFailure(f"{peer} wrote no state file for {now - seen_at:.0f} s after it "
+                                      f"joined the cluster (timeout {timeout:g} s)")
                 gone = "" if present(name) else " (its state file is gone)"
                 raise NodeFailure(f"{peer} stopped heart-beating: no change for {now - seen_at:.0f} s "
                                   f"(timeout {timeout:g} s){gone}")
@@ -604,18 +820,19 @@ class ClusterProvider:
         try:
             return wait_until(predicate, timeout, self.clock, backoff, what, before_sleep=self.tick)
         except WaitTimeout as e:
-            raise NodeFailure(str(e)) from None
+            refused = "; ".join(why for _, why in self._refused.values())
+            raise NodeFailure(f"{e}; refused meanwhile: {refused}" if refused else str(e)) from None
 
     # ------------------------------------------------------------------------------------------
     # helpers for the runner
     # ------------------------------------------------------------------------------------------
     def roster_complete(self) -> bool:
-        """MAIN in configuring: every expected WORKER and PS registered (one listing per poll)."""
+        """MAIN in configuring: every expected WORKER and PS registered (one listing per poll, and
+        one read of each new config: only accepted configs count)."""
         self.observe(self.workdir.listing())
-        names = [node_of(n) for n in self._listing]
-        workers = sum(1 for p in names if p and p[1] == "config" and p[0].startswith("WORKER_"))
-        ps = sum(1 for p in names if p and p[1] == "config" and p[0].startswith("PS_"))
-        self._registered = (workers, ps)
+        accepted = self.fetch_all_worker_info().values()
+        workers = sum(1 for c in accepted if c.mode == "WORKER")
+        ps = sum(1 for c in accepted if c.mode == "PS")
         return workers >= self.expected_worker_count() and ps >= self.expected_ps_count()
 
     def main_published(self) -> bool:

@@ -15,7 +15,6 @@ import sys
 import threading
 
 from .errors import FsmClusterError, NodeFailure, StopRequested, StorageError
-from .models import StopMarker
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +69,7 @@ def _watch(p) -> None:
                 outcome = "complete" if p.ephemeral else "stopped"
                 p.reason = ("code completed" if p.ephemeral
                             else f"life span {p.settings.life_span} reached (code completed)")
-                p.pending_marker = StopMarker(outcome=outcome, node=p.node_id, reason=p.reason,
-                                              exit_code=0, wall=p.clock.wall())
+                p.pending_marker = p.marker(outcome, p.reason)
                 p.teardown()
                 return
             if not p.ephemeral and p.reached_endoflife():
@@ -85,8 +83,7 @@ def _on_failure(p, reason: str, exit_code: int) -> None:
     p.exit_code = exit_code or 1
     log.error("%s failed in %s: %s", p.node_id, p.state, reason)
     if p.stop_marker is None:
-        p.pending_marker = StopMarker(outcome="failed", node=p.node_id, reason=reason,
-                                      exit_code=p.exit_code, wall=p.clock.wall())
+        p.pending_marker = p.marker("failed", reason, p.exit_code)
     _safely(p, "fail" if p.is_live() else None)
     if p.state == "failed":
         _safely(p, "teardown")
@@ -97,8 +94,7 @@ def _on_failure(p, reason: str, exit_code: int) -> None:
 def _on_stop(p, e: StopRequested) -> None:
     own = p.stop_marker is None  # a signal or the TTL on this node, not a marker it read
     if own:
-        p.pending_marker = StopMarker(outcome=e.outcome, node=p.node_id, reason=e.reason,
-                                      exit_code=e.exit_code, wall=p.clock.wall())
+        p.pending_marker = p.marker(e.outcome, e.reason, e.exit_code)
     if e.outcome == "failed":
         p.reason = f"cluster failed on {e.node}: {e.reason}"
         p.exit_code = e.exit_code or 1

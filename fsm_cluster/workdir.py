@@ -4,15 +4,27 @@ One ``WorkDir`` per node. Every storage call goes through ``_call`` which retrie
 failures (connection refused/reset, timeouts, 5xx, throttling) with tenacity inside a time budget
 and turns permanent ones (no such bucket, access denied) into one StorageError naming the URI.
 ``ops`` counts calls by kind, for the storage-cost benchmark.
+
+The work dir is a trust boundary: anyone who can write it could otherwise steer every node.
+* Every read is bounded (a model's ``MAX_BYTES``; ``read_bytes`` has a default): one ranged GET,
+  and a larger file is a ProtocolError naming it, never read whole.
+* With a cluster secret (``OCI__CLUSTER_SECRET``, handed to every node out of band by the
+  launcher, never written to the work dir) every file this class writes carries an HMAC-SHA256
+  of its name and bytes, appended as a last JSON member ``"sig"`` (so the file stays plain JSON
+  for every reader), and every read checks it: an unsigned or badly signed file is a
+  SignatureError. Without a secret files are written and read unsigned, as oracle-ads does.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
+import hmac
 import json
 import logging
 import os
 import posixpath
+import re
 import secrets
 import time
 from collections import Counter
@@ -20,7 +32,7 @@ from typing import Any, Callable, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from .errors import ProtocolError, StorageError
+from .errors import ProtocolError, SignatureError, StorageError
 from .models import LEGACY_STOP, NodeConfig, NodeState, StopMarker
 
 log = logging.getLogger(__name__)
@@ -28,6 +40,9 @@ M = TypeVar("M", bound=BaseModel)
 
 STOP = "stop"
 MAIN_NODE = "MAIN"
+PREVIOUS = "previous"  # folder holding earlier lives' files (``previous/<life>/``)
+MAX_READ = 16 * 1024 * 1024  # bytes: the default bound of a raw read
+_SIG = re.compile(rb',"sig":"([0-9a-f]{64})"\}\s*\Z')
 
 _PERMANENT = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
               NotADirectoryError, ValueError, TypeError, KeyError, NotImplementedError)
@@ -115,8 +130,9 @@ def split_uri(uri: str) -> tuple[str, str]:
 
 class WorkDir:
     def __init__(self, uri: str, cluster_id: str, *, fs=None, storage_options: dict | None = None,
-                 retry_budget: float = 30.0, clock=None):
+                 retry_budget: float = 30.0, clock=None, secret: str | bytes | None = None):
         self.uri = uri
+        self.secret = secret.encode() if isinstance(secret, str) else (secret or None)
         self.cluster_id = cluster_id
         self.protocol, full = split_uri(uri)
         if fs is None:
@@ -194,11 +210,37 @@ class WorkDir:
                     f"{self.retry_budget:g} s of retries ({type(e).__name__}: {e})") from None
             raise
 
+    # -- signatures ------------------------------------------------------------------------------
+    def _mac(self, name: str, body: bytes) -> str:
+        return hmac.new(self.secret, name.encode() + b"\0" + body, hashlib.sha256).hexdigest()
+
+    def sign(self, name: str, body: bytes) -> bytes:
+        """``body`` (a JSON object) with its signature as a last member; as is without a secret."""
+        if not self.secret:
+            return body
+        return body[:-1] + b',"sig":"' + self._mac(name, body).encode() + b'"}'
+
+    def unsign(self, name: str, data: bytes) -> bytes:
+        """The JSON object without its signature member; with a secret, a SignatureError unless
+        the signature is this cluster's. A reader without the secret only strips it."""
+        m = _SIG.search(data)
+        if m is None:
+            if self.secret:
+                raise SignatureError(f"{self.url(name)}: not signed, refused (this cluster has a secret: "
+                                     "only files written by its own nodes are accepted)")
+            return data
+        body = data[: m.start()] + b"}"
+        if self.secret and not hmac.compare_digest(m.group(1).decode(), self._mac(name, body)):
+            raise SignatureError(f"{self.url(name)}: bad signature, refused (not written with this "
+                                 "cluster's secret: forged, or left by another launch)")
+        return body
+
     # -- writes ----------------------------------------------------------------------------------
     def write(self, name: str, model: BaseModel, *, exclusive: bool = False) -> bool:
-        """Atomically write ``model`` as ``name``. With ``exclusive`` only if absent: returns
-        False when another writer was first (the existing file is left untouched)."""
-        data = model.model_dump_json().encode()
+        """Atomically write ``model`` as ``name`` (signed when the cluster has a secret). With
+        ``exclusive`` only if absent: returns False when another writer was first (the existing
+        file is left untouched)."""
+        data = self.sign(name, model.model_dump_json().encode())
         return self.write_bytes(name, data, exclusive=exclusive)
 
     def write_bytes(self, name: str, data: bytes, *, exclusive: bool = False) -> bool:
@@ -247,13 +289,17 @@ class WorkDir:
                 pass
 
     # -- reads -----------------------------------------------------------------------------------
-    def read_bytes(self, name: str) -> bytes | None:
-        """The file's bytes, or None when it does not exist."""
+    def read_bytes(self, name: str, max_bytes: int = MAX_READ) -> bytes | None:
+        """The file's bytes, or None when it does not exist. One ranged read of at most
+        ``max_bytes`` + 1 bytes: a larger file is a ProtocolError, never read whole."""
         path = self.path(name)
         try:
-            return self._call("cat", lambda: self.fs.cat_file(path), name)
+            data = self._call("cat", lambda: self.fs.cat_file(path, start=0, end=max_bytes + 1), name)
         except FileNotFoundError:
             return None
+        if len(data) > max_bytes:
+            raise ProtocolError(f"{self.url(name)}: larger than {max_bytes} bytes, refused")
+        return data
 
     def exists(self, name: str) -> bool:
         path = self.path(name)
@@ -265,7 +311,11 @@ class WorkDir:
 
     def parse(self, name: str, data: bytes, cls: type[M]) -> M:
         if cls is StopMarker and not data.strip().startswith(b"{"):
+            if self.secret:
+                raise SignatureError(f"{self.url(name)}: a bare stop file is not signed, refused "
+                                     "(this cluster has a secret: use `fsm-cluster stop`)")
             return LEGACY_STOP  # type: ignore[return-value]
+        data = self.unsign(name, data)
         try:
             return cls.model_validate_json(data)
         except ValidationError as e:
@@ -285,7 +335,7 @@ class WorkDir:
 
     def read(self, name: str, cls: type[M]) -> M | None:
         """Read and validate ``name``; None if absent; ProtocolError naming the file and field."""
-        data = self.read_bytes(name)
+        data = self.read_bytes(name, getattr(cls, "MAX_BYTES", MAX_READ))
         return None if data is None else self.parse(name, data, cls)
 
     def listing(self) -> dict[str, tuple]:
@@ -304,6 +354,16 @@ class WorkDir:
             out[name] = (e.get("size"), e.get("mtime"), e.get("LastModified"), e.get("ETag"),
                          e.get("created"), e.get("ino"))
         return out
+
+    def move(self, name: str, dest: str) -> None:
+        """Move ``name`` to ``dest`` (both relative to the cluster dir); a missing file is no error."""
+        src, dst = self.path(name), self.path(dest)
+        if self.local:
+            os.makedirs(posixpath.dirname(dst), mode=0o700, exist_ok=True)
+        try:
+            self._call("mv", lambda: self.fs.mv(src, dst), name)
+        except FileNotFoundError:
+            pass
 
     def remove(self, name: str) -> None:
         path = self.path(name)

@@ -63,6 +63,7 @@ def dask_cli() -> list[str]:
 
 class DaskProvider(ClusterProvider):
     """Dask scheduler on MAIN, one ``dask worker`` per WORKER node."""
+    EXPORTS = (DASK_SCHEDULER_ADDRESS, SCHEDULER_IP, OCI__DASK_SCHEDULER_PORT)
 
     scheduler = None
     worker = None

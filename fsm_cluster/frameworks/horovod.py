@@ -62,6 +62,7 @@ def discovery_wrapper(path: str, python: str = sys.executable) -> str:
 
 class HorovodProvider(ClusterProvider):
     """horovodrun (elastic, gloo) on MAIN; the other nodes host its workers."""
+    EXPORTS = (OCI__HOROVOD_SLOTS,)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -63,6 +63,7 @@ def torchrun_command(*, nnodes: int, node_rank: int, nproc: int, master_addr: st
 
 class PyTorchProvider(ClusterProvider):
     """torchrun on every node, rendezvous on MAIN."""
+    EXPORTS = (MASTER_ADDR, MASTER_PORT)
 
     def code_runs_on(self) -> str:
         return "all"  # every node is a torchrun agent: the code runs (and must complete) everywhere

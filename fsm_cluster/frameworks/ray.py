@@ -35,6 +35,7 @@ DEFAULT_RAY_PORT = 6379
 
 class RayProvider(ClusterProvider):
     """``ray start --head`` on MAIN, ``ray start --address`` on every WORKER."""
+    EXPORTS = (RAY_ADDRESS, OCI__RAY_PORT)
 
     # -- configuration ---------------------------------------------------------------------------
     def configuration(self, conf: dict | None = None) -> dict:

@@ -66,6 +66,7 @@ def tf_config(cluster: dict, task: dict) -> str:
 
 class TensorFlowProvider(ClusterProvider):
     """TF_CONFIG everywhere; TF servers on WORKER/PS nodes of a parameter-server cluster."""
+    EXPORTS = (OCI__TF_CLUSTER,)
 
     def code_runs_on(self) -> str:
         # MWMS: every worker trains; PS strategy: only the chief (coordinator) runs the script

@@ -13,6 +13,7 @@ from fsm_cluster.clock import FakeClock
 from fsm_cluster.env import Settings
 from fsm_cluster.errors import NodeFailure
 from fsm_cluster.frameworks.command import CommandProvider
+from fsm_cluster.models import NodeConfig
 from fsm_cluster.testing import node_env
 
 
@@ -20,8 +21,13 @@ def main_node():
     env = node_env("MAIN", 0, workers=1, work_dir="memory://blind", cluster=f"b-{uuid.uuid4().hex[:8]}",
                    OCI__HEARTBEAT_INTERVAL="0.5", OCI__HEARTBEAT_TIMEOUT="3")
     clock = FakeClock()
-    return CommandProvider(settings=Settings.from_env(env), clock=clock, fs=fsspec.filesystem("memory"),
-                           environ=dict(env)), clock
+    p = CommandProvider(settings=Settings.from_env(env), clock=clock, fs=fsspec.filesystem("memory"),
+                        environ=dict(env))
+    # MAIN watches the nodes it accepted: WORKER_w1 registers first.
+    p.workdir.write("WORKER_w1_config.json", NodeConfig(node="WORKER_w1", mode="WORKER", run_id="w1",
+                                                        ip="127.0.0.1"))
+    assert p.roster_complete()
+    return p, clock
 
 
 def test_blind_time_is_credited_but_a_silent_peer_still_dies():

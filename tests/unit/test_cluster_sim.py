@@ -70,7 +70,8 @@ def test_ttl_cluster_lives_until_its_life_span():
 
 @pytest.mark.parametrize("span,seconds", [("2h", 7200), ("1d", 86400)])
 def test_ttl_spans(span, seconds):
-    c = SimCluster(workers=0, OCI__EPHEMERAL="false", OCI__LIFE_SPAN=span, OCI__HEARTBEAT_INTERVAL=600)
+    c = SimCluster(workers=0, OCI__EPHEMERAL="false", OCI__LIFE_SPAN=span, OCI__HEARTBEAT_INTERVAL=600,
+                   OCI__HEARTBEAT_TIMEOUT=3600)
     assert c.run(code_seconds=1) == [0]
     assert seconds <= c.clock.now() - 1000 < seconds + 601
 

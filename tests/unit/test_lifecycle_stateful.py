@@ -21,7 +21,8 @@ from fsm_cluster.models import StopMarker
 from fsm_cluster.testing import SimulatedCodeProvider, node_env
 
 TRIGGERS = sorted({t["trigger"] for t in TRANSITIONS})
-HOOKS = ["fetch_code", "setup_configuration", "export_main_configuration", "start", "run_code", "sync",
+HOOKS = ["begin_life", "fetch_code", "check_entry_script", "setup_configuration", "export_main_configuration",
+         "start", "run_code", "sync",
          "publish_completion", "execution_failed", "stop", "final_sync", "flush_state"]
 ERRORS = {
     "node": lambda h: NodeFailure(f"{h} broke"),

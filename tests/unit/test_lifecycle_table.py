@@ -10,7 +10,7 @@ from fsm_cluster.env import Settings
 from fsm_cluster.lifecycle import FINAL_STATES, LIVE_STATES, STATES, TRANSITIONS, mode_states, mode_transitions
 from fsm_cluster.provider import ClusterProvider
 
-HOOKS = ["fetch_code", "setup_configuration", "export_main_configuration", "start", "run_code", "sync",
+HOOKS = ["begin_life", "fetch_code", "check_entry_script", "setup_configuration", "export_main_configuration", "start", "run_code", "sync",
          "publish_completion", "execution_failed", "stop", "final_sync"]
 
 
