@@ -134,9 +134,11 @@ class NodeConfig(_Shared):
     """``<node>_config.json``. ``env`` is what other nodes export (MAIN's); ``roster`` is MAIN's
     list of every node in rank order, written once all expected nodes registered."""
 
-    node: str
+    MAX_BYTES: ClassVar[int] = 4 * 1024 * 1024  # MAIN's roster of a 10,000-node cluster fits
+
+    node: NodeName
     mode: Mode
-    run_id: str
+    run_id: Identifier
     rank: int | None = Field(default=None, ge=0)
     ip: str
     host: str = ""

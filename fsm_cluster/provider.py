@@ -85,6 +85,7 @@ class ClusterProvider:
         self._stale_stop: tuple | None = None  # fingerprint of a stop marker to ignore
         self._refused: dict[str, tuple[tuple | None, str]] = {}  # file → (fingerprint, why)
         self._done_ok: set[str] = set()
+        self._registration: NodeConfig | None = None  # this node's config, as written
         # seed attribute names
         self.my_work_dir = self.workdir.url()
         self.config_file = self.workdir.url(config_name(self.node_id))
@@ -215,6 +216,7 @@ class ClusterProvider:
                          roster=roster, life=self.life)
         log.info("%s: writing %s", self.node_id, config_name(self.node_id))
         self.workdir.write(config_name(self.node_id), cfg)
+        self._registration = cfg
         if self.mode == "MAIN":
             self.main_config = cfg
             now = self.clock.now()
@@ -749,6 +751,12 @@ class ClusterProvider:
             self._take_stop(listing[STOP])
         if self.state in ("ready", "running", "complete") and config_name(MAIN_NODE) not in listing:
             raise self._work_dir_gone(config_name(MAIN_NODE))
+        own = config_name(self.node_id)
+        if self.state == "waiting_for_main" and self._registration is not None and own not in listing:
+            # A new life's MAIN moved the previous life's files aside, and with them this node's
+            # registration when the run ids are the same: register again.
+            log.info("%s: %s is gone; registering again", self.node_id, own)
+            self.workdir.write(own, self._registration)
         self._credit_blind_time(now)
         if self.mode == "MAIN":  # the nodes it accepted, not any state file someone put there
             watched = [(state_name(n), listing[state_name(n)]) for n in self._worker_configs

@@ -19,19 +19,29 @@ def register(sub) -> None:
 def handle(args) -> int:
     import time
 
+    from .. import secretstore
+    from ..errors import SignatureError
     from ..models import StopMarker
     from ..status import open_cluster
 
     wd = open_cluster(args.work_dir, args.cluster_id)
+    wd.secret = (secretstore.load(wd.display) or "").encode() or None  # signs the marker
     marker = StopMarker(outcome="stopped", node="operator", reason=args.reason,
                         exit_code=args.exit_code, wall=time.time())
-    if wd.write_stop(marker):
-        print(f"stop marker written to {wd.url('stop')}: the cluster tears down on its next heartbeat")
+    for attempt in range(2):
+        if wd.write_stop(marker):
+            print(f"stop marker written to {wd.url('stop')}: the cluster tears down on its next heartbeat")
+            return 0
+        try:
+            existing = wd.read_stop()
+        except SignatureError as e:  # a forged marker blocks nobody: replace it (once)
+            print(f"replacing {e}")
+            wd.remove("stop")
+            continue
+        if existing is None:  # pragma: no cover - a marker that vanished between the two calls
+            break
+        print(f"a stop marker was already there (first writer wins; left unchanged): outcome "
+              f"{existing.outcome} by {existing.node}: {existing.reason or '-'}")
         return 0
-    existing = wd.read_stop()
-    if existing is None:  # pragma: no cover - a marker that vanished between the two calls
-        print(f"could not write {wd.url('stop')}")
-        return 1
-    print(f"a stop marker was already there (first writer wins; left unchanged): outcome "
-          f"{existing.outcome} by {existing.node}: {existing.reason or '-'}")
-    return 0
+    print(f"could not write {wd.url('stop')}")
+    return 1

@@ -18,6 +18,7 @@ out of discovery; default half OCI__HEARTBEAT_TIMEOUT).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shlex
@@ -93,6 +94,10 @@ class HorovodProvider(ClusterProvider):
         min_np = int_setting(self.environ, OCI__HOROVOD_MIN_NP, np_)
         max_np = int_setting(self.environ, OCI__HOROVOD_MAX_NP, max(np_, total))
         self._scratch = tempfile.mkdtemp(prefix="fsm-horovod-")
+        # The discovery script starts from the roster this node verified (signature, life): it
+        # never takes the hosts from a MAIN_config.json someone else could have written since.
+        with open(os.path.join(self._scratch, "discovery_cache.json"), "w", encoding="utf-8") as f:
+            json.dump({"roster": [{"node": r.node, "ip": r.ip} for r in self.roster], "seen": {}}, f)
         discovery = discovery_wrapper(os.path.join(self._scratch, "discover_hosts.sh"))
         cmd = horovodrun_command(np=np_, min_np=min_np, max_np=max_np, slots=slots, discovery=discovery,
                                  nic=interface_of(self.ip), script=script, extra=start_args(self.environ),

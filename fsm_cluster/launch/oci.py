@@ -4,6 +4,11 @@ The job carries the cluster-wide environment (``job_def_info``); each run carrie
 (``OCI__MODE``, ``RANK``, its group's env and start options) — the service merges the two. MAIN's run
 is created first, then the workers', then the parameter servers'. If one cannot be created, the runs
 already created are cancelled and :class:`SubmitError` names them.
+
+The job's environment carries a fresh cluster secret (``OCI__CLUSTER_SECRET``) with which the nodes
+sign and check every file of the work dir: it reaches them through the Data Science API, never
+the work dir; the dry run masks it, and ``submit`` keeps it on this machine for ``fsm-cluster stop``
+and ``status`` (:mod:`fsm_cluster.secretstore`).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from .. import secretstore
 from ..errors import FsmClusterError
 from ..jobspec import ClusterConfigToJobSpecConverter, ClusterSpec
 
@@ -77,6 +83,7 @@ def plan(spec: ClusterSpec) -> Plan:
     if "://" not in spec.cluster.work_dir:
         log.warning("workDir %r is a local path: the job runs need a shared work dir (oci://...)",
                     spec.cluster.work_dir)
+    job["envVars"].setdefault(secretstore.OCI__CLUSTER_SECRET, secretstore.new_secret())
     return Plan(spec, job, conv.run_infos())
 
 
@@ -139,8 +146,11 @@ def run_details(p: Plan, job_id: str, run: dict):
 
 def dry_run_document(p: Plan) -> dict:
     """What would be created, as plain data (printed as YAML by ``submit --dry-run``)."""
+    env = dict(p.job["envVars"])
+    if env.get(secretstore.OCI__CLUSTER_SECRET):
+        env[secretstore.OCI__CLUSTER_SECRET] = "*** (a new secret per submit)"
     job = {"name": p.job["name"], "image": p.job["image"], "infrastructure": p.job["infrastructure"],
-           "envVars": p.job["envVars"]}
+           "envVars": env}
     runs = []
     for r in p.runs:
         run = {"name": r["name"], "mode": r["mode"], "rank": r["rank"]}
@@ -163,6 +173,7 @@ def submit(p: Plan, client, out: Callable[[str], None] = print) -> Submitted:
     except Exception as e:
         raise SubmitError(f"cannot create the job: {describe_error(e)}") from None
     result = Submitted(job_id=job.id, work_dir=p.work_dir)
+    secretstore.save(result.cluster_dir, p.job["envVars"][secretstore.OCI__CLUSTER_SECRET])
     out(f"job {job.display_name}: {job.id}")
     if job.lifecycle_state != "ACTIVE":
         _upload_placeholder_artifact(client, job.id)

@@ -51,6 +51,9 @@ def test_submit_creates_job_then_main_then_workers(fake_oci, oci_identity, oci_c
     spec = load_spec(SPECS / "fsm_full.yaml", environ=ENV)
     conv = ClusterConfigToJobSpecConverter(spec)
     job_body = fake_oci.requests[0]["body"]
+    # a fresh cluster secret travels in the job's environment (the nodes sign the work dir with it)
+    secret = job_body["jobConfigurationDetails"]["environmentVariables"].pop("OCI__CLUSTER_SECRET")
+    assert re.fullmatch(r"[0-9a-f]{64}", secret)
     assert job_body == {
         "projectId": ENV["PROJECT_OCID"],
         "compartmentId": ENV["COMPARTMENT_OCID"],
@@ -149,6 +152,7 @@ def test_dry_run_prints_job_and_every_run_without_network(tmp_path, spec_env, ca
     doc = yaml.safe_load(out)
     assert doc["job"]["name"] == "PyTorch-Distributed"
     assert doc["job"]["envVars"]["OCI__WORKER_COUNT"] == "3"
+    assert doc["job"]["envVars"]["OCI__CLUSTER_SECRET"].startswith("***")  # never printed
     assert [(r["name"], r["mode"], r["rank"], r["envVars"]["RANK"]) for r in doc["runs"]] == [
         ("PyTorch-Distributed-main", "MAIN", 0, "0"), ("PyTorch-Distributed-worker_0", "WORKER", 1, "1"),
         ("PyTorch-Distributed-worker_1", "WORKER", 2, "2"), ("PyTorch-Distributed-worker_2", "WORKER", 3, "3")]
