@@ -11,6 +11,7 @@ follows the archive's own links on a virtual tree, so chains such as ``a -> .`` 
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import shutil
@@ -187,10 +188,7 @@ def safe_extract(archive: str, dest: str, kind: str | None = None) -> list[str]:
                 check_entries(entries)
                 os.makedirs(dest, exist_ok=True)
                 root = os.path.realpath(dest)
-                try:
-                    tf.extractall(root, filter="data")
-                except tarfile.FilterError as e:
-                    raise UnsafeArchive(str(e)) from None
+                _extract_tar(tf, root)
         else:
             raise ValueError(f"{archive!r} is not a .zip, .tar or .tar.gz archive")
     except (zipfile.BadZipFile, tarfile.ReadError, EOFError) as e:
@@ -200,6 +198,26 @@ def safe_extract(archive: str, dest: str, kind: str | None = None) -> list[str]:
             _remove_created(root, entries)
             raise UnsafeArchive(f"entry {e.name!r} is a link pointing outside ({e.link!r})")
     return [e.name for e in entries]
+
+
+def _extract_tar(tf: tarfile.TarFile, root: str) -> None:
+    """``extractall`` with the ``data`` filter where this Python has it (3.11.4+, 3.10.12+);
+    before that, the same rules by hand on the already-checked entries: no owner from the archive,
+    no set-uid/set-gid/sticky bits, no group/other write bits."""
+    if hasattr(tarfile, "data_filter"):
+        try:
+            tf.extractall(root, filter="data")
+        except tarfile.FilterError as e:
+            raise UnsafeArchive(str(e)) from None
+        return
+    members = []
+    for m in tf.getmembers():
+        m = copy.copy(m)
+        m.uid, m.gid, m.uname, m.gname = os.getuid(), os.getgid(), "", ""
+        if m.isfile() or m.isdir():
+            m.mode = (m.mode or 0o644) & 0o755 | (0o700 if m.isdir() else 0o600)
+        members.append(m)
+    tf.extractall(root, members=members, numeric_owner=True)
 
 
 def _extract_zip(zf: zipfile.ZipFile, root: str) -> None:
