@@ -1,4 +1,5 @@
-"""Small helpers the engine providers share: ports, interfaces, reachability, start options.
+"""Small helpers the engine providers share: ports, interfaces, reachability, start options,
+engine launchers.
 
 Nothing here imports an engine. Ports: a cluster on the loopback address (``fsm-cluster local``,
 tests) may share the host with other clusters, so an unset port there means "a free one, picked
@@ -9,8 +10,11 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import shlex
 import socket
+import sys
+import sysconfig
 from typing import Mapping
 
 from ..errors import NodeFailure, SettingsError
@@ -93,14 +97,49 @@ def interface_of(ip: str) -> str | None:
     return "lo" if is_loopback(ip) else None
 
 
-def which_or_fail(program: str, extra: str) -> str:
-    """The engine's launcher on PATH, or a NodeFailure naming the extra to install."""
+def scripts_dirs() -> list[str]:
+    """Where this Python's environment keeps its console scripts: the interpreter's scripts
+    directory and the directory of ``sys.executable`` (the same for a venv; ``/usr/local/bin`` and
+    ``/usr/bin`` for Debian's system Python). A venv need not be activated (on PATH) to be used."""
+    dirs = []
+    for d in (sysconfig.get_path("scripts"), os.path.dirname(sys.executable)):
+        if d and d not in dirs:
+            dirs.append(d)
+    return dirs
+
+
+def module_available(module: str) -> bool:
+    """Whether ``python -m module`` would find the module, found without importing anything (a
+    dotted name's parent packages, torch say, are not imported: only their paths are searched)."""
+    from importlib.machinery import PathFinder
+
+    path = None
+    for part in module.split("."):
+        spec = PathFinder.find_spec(part, path)
+        if spec is None:
+            return False
+        path = spec.submodule_search_locations
+    return True
+
+
+def engine_command(program: str, extra: str, module: str) -> list[str]:
+    """The command that starts the engine launcher ``program`` from this node's own Python
+    environment, activated or not: the console script in :func:`scripts_dirs`, else
+    ``sys.executable -m module`` (the launcher's module), else ``program`` on PATH. An engine that is
+    not installed is a NodeFailure naming the extra to install."""
     import shutil
 
+    for d in scripts_dirs():
+        path = os.path.join(d, program)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return [path]
+    if module_available(module):
+        return [sys.executable, "-m", module]
     path = shutil.which(program)
-    if path is None:
-        raise NodeFailure(f"{program} not found on PATH: pip install 'fsm_cluster[{extra}]'")
-    return path
+    if path is not None:
+        return [path]
+    raise NodeFailure(f"{program} not found (not in {os.pathsep.join(scripts_dirs())}, no module {module} "
+                      f"for {sys.executable}, not on PATH): pip install 'fsm_cluster[{extra}]'")
 
 
 def env_vars(pairs: Mapping[str, object]) -> list[dict[str, str]]:

@@ -26,7 +26,7 @@ from ..env import (OCI__CA_DOWNLOAD_LOCATION, OCI__CERTIFICATE_AUTHORITY_OCID,
                    OCI__CERTIFICATE_OCID)
 from ..errors import NodeFailure
 from ..provider import ClusterProvider
-from ._common import is_loopback, port_setting, start_args, which_or_fail
+from ._common import engine_command, is_loopback, port_setting, start_args
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,7 @@ def tls_files(environ) -> dict[str, str] | None:
 
 
 def dask_cli() -> list[str]:
-    which_or_fail("dask", "dask")
-    return ["dask"]
+    return engine_command("dask", "dask", "dask")
 
 
 class DaskProvider(ClusterProvider):

@@ -27,7 +27,7 @@ import tempfile
 
 from ..errors import NodeFailure, SettingsError
 from ..provider import ClusterProvider
-from ._common import int_setting, interface_of, start_args, which_or_fail
+from ._common import engine_command, int_setting, interface_of, start_args
 from ._horovod_discovery import OCI__HOROVOD_DISCOVERY_CACHE, OCI__HOROVOD_SLOTS
 from .pytorch import gpu_count
 
@@ -40,13 +40,14 @@ OCI__HOROVOD_MAX_NP = "OCI__HOROVOD_MAX_NP"
 
 def horovodrun_command(*, np: int, min_np: int, max_np: int, slots: int, discovery: str,
                        nic: str | None, script: list[str], extra: list[str] = (),
-                       horovodrun: str = "horovodrun") -> list[str]:
-    """The horovodrun command line. ``script`` is ``[python, file.py, args…]`` or ``[exe, args…]``."""
+                       horovodrun: str | list[str] = "horovodrun") -> list[str]:
+    """The horovodrun command line. ``script`` is ``[python, file.py, args…]`` or ``[exe, args…]``;
+    ``horovodrun`` the launcher (a path, or a command such as ``[python, -m, horovod.runner.launch]``)."""
     if not 1 <= min_np <= np <= max_np:
         raise SettingsError(f"Horovod needs 1 <= min-np <= np <= max-np (got {min_np}, {np}, {max_np})")
-    cmd = [horovodrun, "-np", str(np), "--min-np", str(min_np),
-           "--max-np", str(max_np), "--slots-per-host", str(slots), "--host-discovery-script", discovery,
-           "--gloo"]
+    launcher = [horovodrun] if isinstance(horovodrun, str) else list(horovodrun)
+    cmd = [*launcher, "-np", str(np), "--min-np", str(min_np), "--max-np", str(max_np),
+           "--slots-per-host", str(slots), "--host-discovery-script", discovery, "--gloo"]
     if nic:
         cmd += ["--network-interfaces", nic]
     return cmd + list(extra) + list(script)
@@ -101,7 +102,7 @@ class HorovodProvider(ClusterProvider):
         discovery = discovery_wrapper(os.path.join(self._scratch, "discover_hosts.sh"))
         cmd = horovodrun_command(np=np_, min_np=min_np, max_np=max_np, slots=slots, discovery=discovery,
                                  nic=interface_of(self.ip), script=script, extra=start_args(self.environ),
-                                 horovodrun=which_or_fail("horovodrun", "horovod"))
+                                 horovodrun=engine_command("horovodrun", "horovod", "horovod.runner.launch"))
         log.info("%s: %s", self.node_id, shlex.join(cmd))
         return profile + cmd
 

@@ -24,7 +24,7 @@ import sys
 
 from ..errors import NodeFailure
 from ..provider import ClusterProvider
-from ._common import int_setting, interface_of, port_setting, start_args, which_or_fail
+from ._common import engine_command, int_setting, interface_of, port_setting, start_args
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +53,9 @@ def torchrun_command(*, nnodes: int, node_rank: int, nproc: int, master_addr: st
                      script: list[str], extra: list[str] = ()) -> list[str]:
     """The torchrun command line for one node. ``script`` is ``[python, file.py, args…]`` or
     ``[executable, args…]`` (then ``--no-python``)."""
-    cmd = [which_or_fail("torchrun", "pytorch"), f"--nnodes={nnodes}", f"--node-rank={node_rank}",
-           f"--nproc-per-node={nproc}", f"--master-addr={master_addr}", f"--master-port={master_port}",
-           "--max-restarts=0", *extra]
+    cmd = [*engine_command("torchrun", "pytorch", "torch.distributed.run"),
+           f"--nnodes={nnodes}", f"--node-rank={node_rank}", f"--nproc-per-node={nproc}",
+           f"--master-addr={master_addr}", f"--master-port={master_port}", "--max-restarts=0", *extra]
     if script[0] == sys.executable and len(script) > 1 and script[1].endswith(".py"):
         return cmd + script[1:]
     return cmd + ["--no-python"] + script

@@ -24,7 +24,7 @@ import tempfile
 
 from ..errors import NodeFailure
 from ..provider import ClusterProvider
-from ._common import free_port, is_loopback, port_setting, start_args, tcp_open, which_or_fail
+from ._common import engine_command, free_port, is_loopback, port_setting, start_args, tcp_open
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,8 @@ class RayProvider(ClusterProvider):
         return args
 
     def _ray(self, *args: str) -> list[str]:
-        return [which_or_fail("ray", "ray"), "start", *args, "--node-ip-address", self.ip,
-                "--block", "--disable-usage-stats"]
+        return [*engine_command("ray", "ray", "ray.scripts.scripts"), "start", *args,
+                "--node-ip-address", self.ip, "--block", "--disable-usage-stats"]
 
     # -- engine ----------------------------------------------------------------------------------
     def start_main(self) -> None:
