@@ -61,8 +61,9 @@ def simulate(n: int, *, code_seconds: float = 30.0, interval: float = 10.0, tune
         return counters[-1]
 
     t_build = time.perf_counter()
+    # Signed files, as a launched cluster has them (the HMAC of every write and read counts).
     c = SimulatedCluster(workers=n - 1, provider_cls=TimedNode, fs_for=fs_for,
-                         OCI__HEARTBEAT_INTERVAL=interval)
+                         OCI__HEARTBEAT_INTERVAL=interval, OCI__CLUSTER_SECRET="b" * 64)
     nodes = [c.build(e, code_seconds=code_seconds) for e in c.envs]
     for p, k in zip(nodes, counters):
         attach(p, k)
