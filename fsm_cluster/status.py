@@ -20,6 +20,7 @@ from .models import NodeConfig, NodeState, StopMarker
 from .workdir import MAIN_NODE, STOP, WorkDir, node_of, split_uri
 
 ENDED_STATES = ("stopped",)
+UNREADABLE = "unreadable"  # a node whose config or state file is corrupt (the reason is shown)
 
 
 class ClusterNotFound(FsmClusterError):
@@ -30,9 +31,21 @@ def _looks_like_cluster(names) -> bool:
     return any(n == STOP or node_of(n) is not None for n in names)
 
 
+def cluster_id_option(value: str, option: str = "--cluster-id") -> str:
+    """A cluster id from the command line: one folder name of the work dir (never ``..`` or a
+    path), else an error naming ``option``."""
+    from .models import check_identifier
+
+    try:
+        return check_identifier(value, option)
+    except ValueError as e:
+        raise FsmClusterError(str(e)) from None
+
+
 def open_cluster(uri: str, cluster_id: str | None = None, *, storage_options: dict | None = None) -> WorkDir:
     """The WorkDir of the cluster at ``uri`` (see module doc). Errors name what was looked at."""
-    if cluster_id:
+    if cluster_id is not None:
+        cluster_id_option(cluster_id)
         wd = WorkDir(uri, cluster_id, storage_options=storage_options)
         if not _looks_like_cluster(wd.listing()):
             raise ClusterNotFound(f"no cluster {cluster_id!r} in {uri} (no config, state or stop file "
@@ -91,6 +104,8 @@ class NodeView:
     entered_before_first_sample: bool = False
     beats_seen: int = 0                   # state-file changes seen by this reader
     first_read_sample: int = 0            # the sample that first read the state file
+    config_fingerprint: tuple | None = None
+    errors: dict[str, str] = field(default_factory=dict)  # file name → why it could not be read
 
     @property
     def mode(self) -> str:
@@ -104,7 +119,13 @@ class NodeView:
 
     @property
     def state_name(self) -> str:
+        if self.errors:
+            return UNREADABLE
         return self.state.state if self.state else ("registered" if self.config else "unknown")
+
+    @property
+    def error(self) -> str | None:
+        return "; ".join(self.errors.values()) or None
 
 
 @dataclass
@@ -115,6 +136,18 @@ class ClusterView:
     stop: StopMarker | None = None
     samples: int = 0
     first_sample_at: float | None = None
+    stop_error: str | None = None  # the stop file is there but could not be read
+
+    def _read(self, name: str, cls, errors: dict[str, str]):
+        """``name`` as ``cls`` (None when absent); a corrupt or unreadable file is recorded in
+        ``errors`` (and None returned): one bad file must not hide the rest of the cluster."""
+        try:
+            model = self.workdir.read(name, cls)
+        except FsmClusterError as e:
+            errors[name] = str(e)
+            return None
+        errors.pop(name, None)
+        return model
 
     def refresh(self) -> set[str]:
         """One listing + reads of what changed; returns the nodes whose state changed."""
@@ -126,7 +159,9 @@ class ClusterView:
         self.samples += 1
         changed: set[str] = set()
         if self.stop is None and STOP in listing:
-            self.stop = self.workdir.read_stop()
+            stop_errors: dict[str, str] = {}
+            self.stop = self._read(STOP, StopMarker, stop_errors)
+            self.stop_error = stop_errors.get(STOP)
         for name, fp in sorted(listing.items()):
             parsed = node_of(name)
             if parsed is None:
@@ -134,13 +169,19 @@ class ClusterView:
             node, kind = parsed
             view = self.nodes.setdefault(node, NodeView(node))
             if kind == "config":
-                if view.config is None:
-                    view.config = self.workdir.read(name, NodeConfig)
+                if view.config is None and view.config_fingerprint != fp:
+                    view.config_fingerprint = fp
+                    view.config = self._read(name, NodeConfig, view.errors)
                 continue
             if view.fingerprint == fp:
                 continue
-            state = self.workdir.read(name, NodeState)
+            had_error = name in view.errors
+            state = self._read(name, NodeState, view.errors)
             if state is None:
+                if name in view.errors:  # corrupt: read again once it changes
+                    view.fingerprint = fp
+                    if not had_error:
+                        changed.add(node)
                 continue
             if view.fingerprint is not None:
                 view.beats_seen += 1
@@ -176,13 +217,19 @@ class ClusterView:
                     return r.rank
         return view.config.rank if view.config else None
 
+    def unreadable(self) -> list[str]:
+        """Why each file that is there could not be read (empty when every file was)."""
+        out = [self.stop_error] if self.stop_error else []
+        return out + [e for v in self.ordered() for e in v.errors.values()]
+
     def counts(self) -> Counter:
         return Counter(v.state_name for v in self.nodes.values())
 
     def ended(self) -> bool:
-        """The stop marker is there and every known node reached ``stopped``."""
+        """The stop marker is there and every known node reached ``stopped`` (or has a corrupt
+        file, which no waiting will mend)."""
         return self.stop is not None and bool(self.nodes) and all(
-            v.state_name in ENDED_STATES for v in self.nodes.values())
+            v.state_name in ENDED_STATES + (UNREADABLE,) for v in self.nodes.values())
 
     def find(self, name: str) -> NodeView:
         """A node by id (``MAIN``, ``WORKER_<run>``), run id, or rank."""
@@ -209,6 +256,7 @@ class ClusterView:
             "transitions": s.transitions if s else None,
             "exit_code": s.exit_code if s else None,
             "state_wall": s.state_wall if s else None,
+            "error": v.error,
         }
         # Time in state: seen by this reader when it watched the change happen; a node that ended
         # wrote its final state on entering it, so its write time is a (wall-clock) estimate.
@@ -254,6 +302,7 @@ class ClusterView:
             "sampled_wall": wall,
             "watching": watching,
             "outcome": outcome,
+            "outcome_error": self.stop_error,
             "ended": self.ended(),
             "counts": dict(sorted(self.counts().items())),
             "nodes": [self.node_record(v, watching=watching, stale_after=stale_after, wall=wall)

@@ -44,8 +44,12 @@ def handle(args) -> int:
         return _diagram(view, args)
     if not args.watch:
         _emit(view, args, watching=False)
-        return 0
-    return _watch(view, args)
+    else:
+        _watch(view, args)
+    problems = view.unreadable()
+    if problems:  # shown in the table / JSON above; the exit code says so too
+        raise FsmClusterError(f"{len(problems)} file(s) could not be read: {'; '.join(problems)}")
+    return 0
 
 
 def _diagram(view, args) -> int:
@@ -108,7 +112,8 @@ def _age(seconds, *, estimate=False, at_least=False) -> str:
 
 
 STATE_STYLES = {"running": "green", "complete": "bold green", "ready": "cyan", "failed": "bold red",
-                "tearable": "yellow", "stopped": "dim", "waiting_for_main": "blue", "configuring": "blue"}
+                "tearable": "yellow", "stopped": "dim", "waiting_for_main": "blue", "configuring": "blue",
+                "unreadable": "bold red reverse"}
 
 
 def _table(view, args, *, watching: bool):
@@ -136,9 +141,13 @@ def _table(view, args, *, watching: bool):
                       n["address"], Text(n["state"], style=STATE_STYLES.get(n["state"], "")),
                       _age(n["time_in_state"], estimate=n["time_in_state_estimated"],
                            at_least=n["time_in_state_at_least"]),
-                      Text(beat, style=style or ""), n["reason"] or "")
+                      Text(beat, style=style or ""),
+                      Text(n["error"], style="red") if n["error"] else (n["reason"] or ""))
     o = rec["outcome"]
-    if o is None:
+    if rec["outcome_error"]:
+        footer = Text.assemble(("outcome: ", "bold"), ("unreadable stop file", "bold red"),
+                               f": {rec['outcome_error']}")
+    elif o is None:
         footer = Text(f"live: {', '.join(f'{c} {s}' for s, c in rec['counts'].items()) or 'no nodes yet'}")
     else:
         colour = {"complete": "green", "failed": "red", "stopped": "yellow"}[o["outcome"]]
