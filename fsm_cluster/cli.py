@@ -11,6 +11,7 @@ import argparse
 import importlib
 import logging
 import sys
+from contextlib import contextmanager
 
 from .errors import FsmClusterError
 
@@ -24,6 +25,19 @@ COMMANDS = {
     "schema": "Print the JSON schema of cluster specs.",
     "init": "Write a starter cluster spec, entry script and Dockerfile.",
 }
+
+
+@contextmanager
+def os_errors_name(what: str):
+    """An OSError inside (read-only, a file where a folder should be, no such parent) becomes one
+    FsmClusterError naming ``what`` (the option and its value) and the path, not a traceback."""
+    try:
+        yield
+    except OSError as e:
+        path = f" {e.filename}" if e.filename else ""
+        hint = (" (a file is in the way: a folder is needed)"
+                if isinstance(e, (FileExistsError, NotADirectoryError)) else "")
+        raise FsmClusterError(f"{what}: cannot write{path}: {e.strerror or e}{hint}") from None
 
 
 def _load(name: str):

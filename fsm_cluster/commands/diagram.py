@@ -30,6 +30,7 @@ def handle(args) -> int:
     import os
 
     from .. import diagrams
+    from ..cli import os_errors_name
     from ..errors import FsmClusterError
 
     if args.check:
@@ -48,7 +49,8 @@ def handle(args) -> int:
         return 0
 
     if args.out:
-        written, missing = diagrams.write_set(args.out)
+        with os_errors_name(f"--out {args.out}"):
+            written, missing = diagrams.write_set(args.out)
         for path in written:
             print(f"wrote {path}")
         if missing:
@@ -67,10 +69,11 @@ def handle(args) -> int:
 
 
 def write_output(data: bytes, output: str | None, *, binary: bool) -> None:
+    from ..cli import os_errors_name
     from ..errors import FsmClusterError
 
     if output:
-        with open(output, "wb") as f:
+        with os_errors_name(f"-o {output}"), open(output, "wb") as f:
             f.write(data)
         print(f"wrote {output}", file=sys.stderr)
     elif binary and sys.stdout.isatty():

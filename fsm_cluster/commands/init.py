@@ -31,11 +31,11 @@ import os
 
 from dask.distributed import Client
 
-scheduler = os.environ.get("SCHEDULER_IP") or os.environ["OCI__MAIN_IP"]
-client = Client(f"{scheduler}:{os.environ.get('SCHEDULER_PORT', '8786')}")
+client = Client()  # DASK_SCHEDULER_ADDRESS, set by fsm_cluster (TLS included)
 client.wait_for_workers(int(os.environ.get("OCI__WORKER_COUNT", "1")))
 futures = client.map(lambda x: x * x, range(100))
 print("sum of squares:", client.submit(sum, futures).result())
+client.close()
 '''
 
 PYTORCH_SCRIPT = '''"""Runs on every node under torchrun: one all-reduce across the cluster."""
@@ -206,6 +206,7 @@ def files_for(framework: str, name: str | None = None) -> dict[str, str]:
 
 def handle(args) -> int:
     import re
+    import shlex
 
     from ..errors import FsmClusterError
 
@@ -224,5 +225,6 @@ def handle(args) -> int:
         raise FsmClusterError(f"{args.dir}: cannot write the files ({e.strerror or e})") from None
     for fname in files:
         print(f"wrote {os.path.join(args.dir, fname)}")
-    print("next: fsm-cluster local -f train.yaml  (or: docker build, then fsm-cluster submit -f train.yaml)")
+    spec = shlex.quote(os.path.relpath(os.path.join(args.dir, "train.yaml")))
+    print(f"next: fsm-cluster local -f {spec}  (or: docker build, then fsm-cluster submit -f {spec})")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from contextlib import contextmanager
 
 EPILOG = """examples:
   fsm-cluster local                                   the embedded example: 1 MAIN + 2 WORKERs
@@ -13,7 +14,13 @@ EPILOG = """examples:
 The command after -- becomes the entry script: `python script.py args` and `./script args` run the
 script as the entry script (a .py file with the node's Python); anything else runs through a
 generated entry.sh that execs it. Exit code: 0 when the cluster completed, 1 when it failed,
-3 when it was stopped (fsm-cluster stop), 130 after Ctrl-C."""
+3 when it was stopped (fsm-cluster stop), 130 after Ctrl-C, 143 after SIGTERM (a signal while the
+nodes are starting stops the start and tears down those started).
+
+Node limit: a local cluster may have at most as many nodes as this machine can run (the tightest
+of available memory at ~40 MiB per node, 32 nodes per CPU, and RLIMIT_NPROC); --max-nodes N or
+FSM_CLUSTER_MAX_NODES=N sets another limit. Logs and generated scripts are owner-only (0600 files,
+0700 folders): entry scripts may print secrets."""
 
 
 def register(sub) -> None:
@@ -31,7 +38,12 @@ def register(sub) -> None:
                                                               "all for the embedded example)")
     p.add_argument("--work-dir", metavar="URI",
                    help="shared work dir, any fsspec URI (default: a new temporary directory)")
-    p.add_argument("--cluster-id", help="cluster id (JOB_OCID; default local-<time>-<random>)")
+    p.add_argument("--cluster-id", help="cluster id (JOB_OCID; default local-<time>-<random>); one "
+                                        "folder name: letters, digits and _ . : @ + = -")
+    p.add_argument("--max-nodes", type=int, metavar="N",
+                   help="the most nodes (MAIN + WORKERs + PS) this run may start (default: "
+                        "$FSM_CLUSTER_MAX_NODES, else derived from this machine's memory, CPUs and "
+                        "process limit)")
     p.add_argument("-e", "--env", action="append", default=[], metavar="NAME=VALUE",
                    help="extra variable for every node (repeatable), e.g. -e OCI__HEARTBEAT_INTERVAL=1")
     p.add_argument("--no-progress", action="store_true", help="no live progress line")
@@ -53,14 +65,32 @@ def _parse_env(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def handle(args) -> int:
+@contextmanager
+def _cleanup_unless_started(created: bool, work_dir: str, local_dir: str, remote: bool):
+    """Nothing of a cluster that never started is left behind; what was there before is kept."""
     import os
     import shutil
 
+    existed = os.path.exists(local_dir) and not remote  # remote: a fresh local folder for logs
+    try:
+        yield
+    except BaseException:
+        if not existed:
+            shutil.rmtree(local_dir, ignore_errors=True)
+        if created:
+            shutil.rmtree(work_dir, ignore_errors=True)
+        raise
+
+
+def handle(args) -> int:
+    import os
+
     from rich.console import Console
 
+    from ..cli import os_errors_name
     from ..errors import FsmClusterError
     from ..launch import local as L
+    from ..status import cluster_id_option
 
     command = list(args.entry or [])
     if command and command[0] == "--":
@@ -69,7 +99,10 @@ def handle(args) -> int:
         raise FsmClusterError(f"unknown option {command[0]!r} (put the entry command after --)")
     extra_env = _parse_env(args.env)
     cwd = os.getcwd()
-    cluster_id = args.cluster_id or L.new_cluster_id()
+    cluster_id = cluster_id_option(args.cluster_id) if args.cluster_id is not None else L.new_cluster_id()
+    if args.work_dir is not None:
+        L.check_work_dir(args.work_dir)
+    limit = L.node_limit(args.max_nodes, os.environ)
     spec_work_dir = None
     if args.file:
         clashing = [f"--{n.replace('_', '-')}" for n in ("framework", "workers", "ps", "run_on")
@@ -79,32 +112,26 @@ def handle(args) -> int:
         if clashing:
             raise FsmClusterError(f"-f {args.file}: {', '.join(clashing)} come(s) from the spec; "
                                   "edit the spec instead")
-        planned, spec_work_dir = L.plan_from_spec(args.file, os.environ)
-    created = args.work_dir is None
-    work_dir, wd, local_dir, remote = L.local_dirs(args.work_dir, cluster_id)
-    local_dir_existed = os.path.exists(local_dir) and not remote
-    try:
-        if wd.listing():
-            raise FsmClusterError(f"{wd.display} already holds a cluster; choose another --cluster-id "
-                                  "or work dir")
-        if not args.file:
-            embedded = not command
-            planned = L.plan_from_flags(
-                framework=args.framework or "command",
-                workers=2 if args.workers is None else args.workers,
-                ps=args.ps or 0,
-                run_on=args.run_on or ("all" if embedded else "main"),
-                command=command or L.DEFAULT_EXAMPLE,
-                scratch=os.path.join(local_dir, "launch"),
-                code_dir=cwd)
-        plans = L.finalize(planned, work_dir=work_dir, cluster_id=cluster_id, base_env=os.environ,
-                           extra_env=extra_env)
-    except Exception:  # nothing of a cluster that never started is left behind
-        if not local_dir_existed:
-            shutil.rmtree(local_dir, ignore_errors=True)
-        if created:
-            shutil.rmtree(work_dir, ignore_errors=True)
-        raise
+        planned, spec_work_dir = L.plan_from_spec(args.file, os.environ, limit)
+    with os_errors_name("the temporary work dir" if args.work_dir is None else f"--work-dir {args.work_dir}"):
+        work_dir, wd, local_dir, remote = L.local_dirs(args.work_dir, cluster_id)
+        with _cleanup_unless_started(args.work_dir is None, work_dir, local_dir, remote):
+            if wd.listing():
+                raise FsmClusterError(f"{wd.display} already holds a cluster; choose another "
+                                      "--cluster-id or work dir")
+            if not args.file:
+                embedded = not command
+                planned = L.plan_from_flags(
+                    framework=args.framework or "command",
+                    workers=2 if args.workers is None else args.workers,
+                    ps=args.ps or 0,
+                    run_on=args.run_on or ("all" if embedded else "main"),
+                    command=command or L.DEFAULT_EXAMPLE,
+                    scratch=os.path.join(local_dir, "launch"),
+                    code_dir=cwd, limit=limit)
+            L.make_private_dirs(os.path.join(local_dir, "logs"))
+            plans = L.finalize(planned, work_dir=work_dir, cluster_id=cluster_id, base_env=os.environ,
+                               extra_env=extra_env)
 
     console = Console(highlight=False)
     modes = [p.mode for p in plans]
