@@ -6,6 +6,10 @@
 # happens once per machine. Failure is not fatal: the real horovod tests then skip with a reason.
 set -uo pipefail
 PYBIN=${1:?usage: install_horovod.sh PYTHON}
+# the build runs tools by name (cmake, installed into the environment by scripts/test.sh): that
+# environment's scripts come first on PATH, as in an activated venv
+PATH="$("$PYBIN" -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
+export PATH
 VERSION=0.28.1
 CACHE=${FSM_WHEEL_CACHE:-$HOME/.cache/fsm_cluster/wheels}
 mkdir -p "$CACHE"

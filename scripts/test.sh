@@ -9,19 +9,36 @@ cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
 VENV=${VENV:-.venv}
+case "$VENV" in /*) ;; *) VENV="$PWD/$VENV" ;; esac
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
-
-if [ ! -x "$VENV/bin/python" ]; then
-  "$PY" -m venv "$VENV"
-fi
-VPY="$PWD/$VENV/bin/python"
 
 step() { printf '\n== %s\n' "$*"; }
 
+# A venv is reused only when it works: its python runs, has pip, and its scripts (bin/pip) start
+# this venv's python. A half-made one, one whose interpreter was removed (a dangling bin/python
+# link) or one copied from elsewhere (its scripts start the old place's python) is made again.
+venv_works() {
+  local pip_dir
+  pip_dir=$("$VENV/bin/python" -c 'import os, pip; print(os.path.dirname(pip.__file__))' 2>/dev/null) || return 1
+  case "$("$VENV/bin/pip" --version 2>/dev/null)" in *" from $pip_dir "*) return 0 ;; *) return 1 ;; esac
+}
+if ! venv_works; then
+  if [ -e "$VENV" ] && [ ! -f "$VENV/pyvenv.cfg" ] && [ -n "$(ls -A "$VENV")" ]; then
+    echo "error: $VENV is not a virtual environment (no pyvenv.cfg); move it away or set VENV" >&2
+    exit 1
+  fi
+  [ -e "$VENV" ] && step "$VENV is not a working venv: recreating it"
+  "$PY" -m venv --clear "$VENV"
+fi
+VPY="$VENV/bin/python"
+
 step "installing fsm_cluster and test dependencies"
 "$VPY" -m pip install -q --upgrade pip
-# torch: pinned CPU build (an unpinned torch would pull a multi-GB CUDA build).
-"$VPY" -m pip install -q "torch==2.13.0"
+# torch: pinned CPU build (an unpinned torch would pull a multi-GB CUDA build); a machine that
+# keeps wheels in /opt/wheels (the CI machines: the torch CPU wheel) has them used.
+find_links=()
+if [ -d /opt/wheels ]; then find_links=(--find-links /opt/wheels); fi
+"$VPY" -m pip install -q ${find_links[@]+"${find_links[@]}"} "torch==2.13.0"
 "$VPY" -m pip install -q -e ".[test,s3,dask,pytorch,ray,tensorflow,bench]"
 # build tools for horovod (cmake); then horovod itself, built once per machine and cached
 "$VPY" -m pip install -q cmake packaging wheel setuptools
