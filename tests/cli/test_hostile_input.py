@@ -174,6 +174,30 @@ def test_an_unusable_work_dir_is_one_error_and_loses_nothing(tmp_path, target, f
     assert (tmp_path / "afile").read_text() == "precious\n"
 
 
+@pytest.fixture
+def read_only_mount(tmp_path):
+    """A read-only tmpfs (root ignores permission bits, not a read-only mount); skipped where
+    mounting is not allowed (not root, no CAP_SYS_ADMIN)."""
+    target = tmp_path / "ro"
+    target.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "fsm-cluster-test", str(target)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here: {r.stderr.strip()}")
+    try:
+        yield target
+    finally:
+        subprocess.run(["umount", str(target)], check=True)
+
+
+@pytest.mark.parametrize("entry", [["--", "sh", "-c", "true"], ["--", "python", "train.py"]])
+def test_a_read_only_work_dir_is_one_error(tmp_path, read_only_mount, entry):
+    write_train(tmp_path)
+    r = cli("local", "--workers", "0", "--work-dir", read_only_mount, *entry, cwd=tmp_path)
+    one_error_line(r, "local", f"--work-dir {read_only_mount}: cannot write {read_only_mount}/",
+                   "Read-only file system")
+
+
 @pytest.mark.parametrize("uri", ["memory://wd", "simplecache::memory://wd"])
 def test_a_process_local_work_dir_is_refused(tmp_path, uri):
     # (before: every node had its own memory store, and MAIN waited for the workers until OCI__TIMEOUT)
