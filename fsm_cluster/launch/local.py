@@ -26,8 +26,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
-from ..env import (JOB_OCID, JOB_RUN_OCID, OCI__CLUSTER_TYPE, OCI__CODE_DIR, OCI__ENTRY_SCRIPT,
-                   OCI__ENTRY_SCRIPT_ARGS, OCI__ENTRY_SCRIPT_KWARGS, OCI__HEARTBEAT_INTERVAL,
+from .. import secretstore
+from ..env import (JOB_OCID, JOB_RUN_OCID, OCI__CLUSTER_SECRET, OCI__CLUSTER_TYPE, OCI__CODE_DIR,
+                   OCI__ENTRY_SCRIPT, OCI__ENTRY_SCRIPT_ARGS, OCI__ENTRY_SCRIPT_KWARGS, OCI__HEARTBEAT_INTERVAL,
                    OCI__HEARTBEAT_TIMEOUT, OCI__MODE, OCI__PS_COUNT, OCI__RUN_ON, OCI__TIMEOUT,
                    OCI__WORK_DIR, OCI__WORKER_COUNT, RANK)
 from ..env import Settings
@@ -45,8 +46,8 @@ LOCAL_DEFAULTS = {
     "PYTHONUNBUFFERED": "1",
 }
 # Set by the launcher for every node; a value inherited from the shell would be wrong.
-OWNED = (OCI__MODE, RANK, JOB_OCID, JOB_RUN_OCID, OCI__WORK_DIR, OCI__SELF_IP, "WORLD_SIZE",
-         "OCI__NODE_RANK", "OCI__MAIN_IP", "OCI__WORLD_SIZE", "OCI__NODE_LIST", "OCI__NODE_IP")
+OWNED = (OCI__MODE, RANK, JOB_OCID, JOB_RUN_OCID, OCI__WORK_DIR, OCI__SELF_IP, OCI__CLUSTER_SECRET,
+         "WORLD_SIZE", "OCI__NODE_RANK", "OCI__MAIN_IP", "OCI__WORLD_SIZE", "OCI__NODE_LIST", "OCI__NODE_IP")
 CONTRACT = (OCI__WORKER_COUNT, OCI__PS_COUNT, OCI__CLUSTER_TYPE, OCI__ENTRY_SCRIPT,
             OCI__ENTRY_SCRIPT_ARGS, OCI__ENTRY_SCRIPT_KWARGS, OCI__RUN_ON)
 
@@ -302,13 +303,16 @@ def finalize(planned: list[tuple[str, dict]], *, work_dir: str, cluster_id: str,
         raise SpecError(f"a cluster needs exactly one MAIN node (got {modes.count('MAIN')})")
     names = display_names(modes)
     base = {k: v for k, v in base_env.items() if k not in OWNED and k not in CONTRACT}
+    # One secret per cluster, handed to every node here (out of band: never in the work dir); the
+    # launcher signs its own markers with it and keeps it for `fsm-cluster stop` / `status`.
+    secret = extra_env.get(OCI__CLUSTER_SECRET) or secretstore.new_secret()
     plans = []
     order = sorted(range(len(planned)), key=lambda i: ({"MAIN": 0, "WORKER": 1, "PS": 2}[modes[i]], i))
     for rank, i in enumerate(order):
         mode, env = planned[i]
         full = {**LOCAL_DEFAULTS, **base, **{k: str(v) for k, v in env.items()}, **extra_env}
         full.update({OCI__MODE: mode, RANK: str(rank), JOB_OCID: cluster_id, JOB_RUN_OCID: names[i],
-                     OCI__WORK_DIR: work_dir, OCI__SELF_IP: "127.0.0.1"})
+                     OCI__WORK_DIR: work_dir, OCI__SELF_IP: "127.0.0.1", OCI__CLUSTER_SECRET: secret})
         Settings.from_env(full)  # a bad value (-e, spec, shell) → one error naming the variable
         plans.append(NodePlan(names[i], mode, rank, full))
     return plans
@@ -348,6 +352,9 @@ class LocalCluster:
 
         self.plans = plans
         self.workdir = workdir
+        if not workdir.secret and plans[0].env.get(OCI__CLUSTER_SECRET):  # sign the launcher's markers
+            workdir.secret = plans[0].env[OCI__CLUSTER_SECRET].encode()
+            secretstore.save(workdir.display, plans[0].env[OCI__CLUSTER_SECRET])
         self.log_dir = log_dir
         self.console = console or Console(highlight=False)
         self.progress = progress
