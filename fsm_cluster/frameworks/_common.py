@@ -126,7 +126,10 @@ def engine_command(program: str, extra: str, module: str) -> list[str]:
     """The command that starts the engine launcher ``program`` from this node's own Python
     environment, activated or not: the console script in :func:`scripts_dirs`, else
     ``sys.executable -m module`` (the launcher's module), else ``program`` on PATH. An engine that is
-    not installed is a NodeFailure naming the extra to install."""
+    not installed is a NodeFailure naming the extra to install.
+
+    PATH itself is left alone: dask, torchrun, ray and horovodrun start their own processes with
+    ``sys.executable``, and the entry script is run with it too (a ``.py``)."""
     import shutil
 
     for d in scripts_dirs():
