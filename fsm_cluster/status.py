@@ -43,7 +43,18 @@ def cluster_id_option(value: str, option: str = "--cluster-id") -> str:
 
 
 def open_cluster(uri: str, cluster_id: str | None = None, *, storage_options: dict | None = None) -> WorkDir:
-    """The WorkDir of the cluster at ``uri`` (see module doc). Errors name what was looked at."""
+    """The WorkDir of the cluster at ``uri`` (see module doc). Errors name what was looked at.
+    With the cluster's secret (``OCI__CLUSTER_SECRET``, or kept by the launcher on this machine)
+    its files are checked and written signed: a forged file shows as unreadable."""
+    from . import secretstore
+
+    wd = _find_cluster(uri, cluster_id, storage_options)
+    secret = secretstore.load(wd.display)
+    wd.secret = secret.encode() if secret else None
+    return wd
+
+
+def _find_cluster(uri: str, cluster_id: str | None, storage_options: dict | None) -> WorkDir:
     if cluster_id is not None:
         cluster_id_option(cluster_id)
         wd = WorkDir(uri, cluster_id, storage_options=storage_options)

@@ -19,13 +19,11 @@ def register(sub) -> None:
 def handle(args) -> int:
     import time
 
-    from .. import secretstore
     from ..errors import SignatureError
     from ..models import StopMarker
     from ..status import open_cluster
 
-    wd = open_cluster(args.work_dir, args.cluster_id)
-    wd.secret = (secretstore.load(wd.display) or "").encode() or None  # signs the marker
+    wd = open_cluster(args.work_dir, args.cluster_id)  # with the cluster's secret: signs the marker
     marker = StopMarker(outcome="stopped", node="operator", reason=args.reason,
                         exit_code=args.exit_code, wall=time.time())
     for attempt in range(2):

@@ -244,7 +244,11 @@ def test_status_shows_every_node_and_flags_the_corrupt_one(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     bad = tmp_path / "c" / "WORKER_worker-1_state.json"
     bad.write_text('{"schema_version": 1, "node": "WORKER_worker-1"}')
-    r = cli("status", tmp_path / "c", "--json")
+    # With the cluster's secret (kept by the launcher) a hand-written file is refused as unsigned...
+    signed = cli("status", tmp_path / "c", "--json")
+    one_error_line(signed, "status", "1 file(s) could not be read", f"{bad}: not signed, refused")
+    # ...and a reader without it sees what is wrong with the file's content.
+    r = cli("status", tmp_path / "c", "--json", env=clean_env(XDG_CACHE_HOME=tmp_path / "elsewhere"))
     line = one_error_line(r, "status", "1 file(s) could not be read", f"{bad}: field 'mode' is missing")
     doc = json.loads(r.stdout)
     states = {n["node"]: (n["state"], n["error"]) for n in doc["nodes"]}
@@ -252,7 +256,7 @@ def test_status_shows_every_node_and_flags_the_corrupt_one(tmp_path):
     assert states["WORKER_worker-1"][0] == "unreadable"
     assert f"{bad}: field 'mode' is missing" in states["WORKER_worker-1"][1] in line
     assert doc["outcome"]["outcome"] == "complete" and doc["counts"] == {"stopped": 2, "unreadable": 1}
-    table = cli("status", tmp_path / "c")
+    table = cli("status", tmp_path / "c", env=clean_env(XDG_CACHE_HOME=tmp_path / "elsewhere"))
     one_error_line(table, "status", f"{bad}")
     rows = {row.split("│")[1].strip(): row for row in table.stdout.splitlines() if row.startswith("│ ")}
     assert "unreadable" in rows["WORKER_worker-1"] and "WORKER_worker-1_state.json" in rows["WORKER_worker-1"]
