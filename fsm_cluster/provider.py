@@ -403,14 +403,21 @@ class ClusterProvider:
         return script
 
     def entry_command(self) -> list[str] | None:
-        """The entry script as a command (``.py`` with this Python, else executed directly)."""
+        """The entry script as a command: the profiler prefix (PROFILE), then the engine's launcher
+        around the script (:meth:`wrap_entry`), then the script (``.py`` with this Python, else
+        executed directly) and its arguments."""
         script = self.entry_script_path()
         if script is None:
             return None
         s = self.settings
         args = shlex.split(s.entry_script_args) + shlex.split(s.entry_script_kwargs)
         cmd = [sys.executable, script] if script.endswith(".py") else [script]
-        return self.profile_cmd() + cmd + args
+        return self.profile_cmd() + self.wrap_entry(cmd + args)
+
+    def wrap_entry(self, cmd: list[str]) -> list[str]:
+        """The engine's launcher around the entry command (e.g. ``torchrun … script.py args``);
+        the base runs it as is. Engines override this, never strip the profiler prefix."""
+        return cmd
 
     def entry_env(self) -> dict[str, str]:
         """Environment of the entry script: the node's, plus OCI__RUNTIME_PYTHON_PATH entries."""
