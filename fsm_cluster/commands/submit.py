@@ -63,8 +63,7 @@ def data_science_client(args):
     import oci
 
     from ..env import OCI_CONFIG_LOCATION, OCI_CONFIG_PROFILE, OCI_IAM_TYPE
-    from ..oci_support import get_oci_auth
-    from ..runtime.oci_auth import make_client
+    from ..runtime.oci_auth import get_oci_auth, make_client
 
     auth = get_oci_auth(args.auth or os.environ.get(OCI_IAM_TYPE) or "api_key",
                         args.profile or os.environ.get(OCI_CONFIG_PROFILE, ""),

@@ -53,8 +53,10 @@ def fetch_code(settings, auth: dict | None = None, *, storage_options: dict | No
                   commit=settings.runtime_git_commit, secret_id=settings.runtime_git_secret_id,
                   auth=auth)
     elif kind == "remote":
+        from .oci_auth import storage_options as options_for
+
         fetch_remote(settings.runtime_uri, code_dir,
-                     storage_options=_storage_options(settings.runtime_uri, auth, storage_options))
+                     storage_options=options_for(settings.runtime_uri, auth, storage_options))
     else:  # pragma: no cover - Settings restricts the values
         raise NodeFailure(f"OCI__RUNTIME_TYPE={kind!r} is not supported (git or remote)")
     return code_dir
@@ -185,12 +187,6 @@ def _empty_dir(path: str) -> None:
 
 
 # -- remote ----------------------------------------------------------------------------------------
-def _storage_options(uri: str, auth: dict | None, given: dict | None) -> dict:
-    from .oci_auth import storage_options
-
-    return dict(given) if given is not None else storage_options(uri, auth)
-
-
 def fetch_remote(uri: str, code_dir: str, storage_options: dict | None = None) -> list[str]:
     """Copy a folder / file / archive at ``uri`` into ``code_dir``; return the names written."""
     import fsspec

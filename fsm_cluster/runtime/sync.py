@@ -156,11 +156,9 @@ class ArtifactSync:
             base = workspace_base(s, self._auth)
             url = posixpath.join(base, *(p for p in s.workspace_prefix.strip("/").split("/") if p),
                                  "sync", s.cluster_id, run)
-            opts = self._storage_options
-            if opts is None:
-                from .oci_auth import storage_options
+            from .oci_auth import storage_options
 
-                opts = storage_options(url, self._auth)
+            opts = storage_options(url, self._auth, self._storage_options)
             self._fs, self._root = fsspec.core.url_to_fs(url, **opts)
             self.destination = url
         else:

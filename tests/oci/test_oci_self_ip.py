@@ -1,5 +1,5 @@
 """``find_self_ip_in_job`` with the job and subnet answered by the loopback API and this machine's
-real interfaces; ``get_oci_auth`` for each identity kind."""
+real interfaces; ``get_oci_auth`` for each identity kind; the one storage-options builder."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import psutil
 import pytest
 
 from fsm_cluster.errors import SettingsError
-from fsm_cluster.oci_support import (OciError, find_self_ip_in_job, get_oci_auth, interfaces,
-                                     storage_options)
+from fsm_cluster.oci_support import OciError, find_self_ip_in_job, interfaces
+from fsm_cluster.runtime.oci_auth import get_oci_auth, storage_options
 
 SUBNET = "ocid1.subnet.oc1.iad.fakesubnet"
 
@@ -118,9 +118,38 @@ def test_api_key_auth_is_config_and_signer(oci_identity, oci_config_file):
     assert auth["config"]["user"] == oci_identity.config["user"]
     assert isinstance(auth["signer"], oci.signer.Signer)
     assert auth["signer"].api_key == oci_identity.key_id
-    assert storage_options(auth) == {"config": auth["config"], "signer": auth["signer"]}
+    assert storage_options("oci://bkt@ns/wd", auth) == {"config": auth["config"], "signer": auth["signer"]}
     client = oci.data_science.DataScienceClient(**auth)  # usable as oci.<Client>(**auth)
     assert client.base_client.signer is auth["signer"]
+
+
+def test_storage_options_are_the_auth_for_oci_only_and_given_ones_win():
+    auth = {"config": {"user": "u"}, "signer": object(), "service_endpoint": "http://x"}
+    assert storage_options("oci://bkt@ns/p", auth) == {"config": {"user": "u"}, "signer": auth["signer"]}
+    assert storage_options("oci://bkt@ns/p", {"signer": auth["signer"]})["config"] == {}
+    assert storage_options("s3://bkt/p", auth) == {} and storage_options("/tmp/wd", auth) == {}
+    assert storage_options("oci://bkt@ns/p", None) == {} and storage_options("oci://bkt@ns/p", {}) == {}
+    given = {"anon": True}
+    out = storage_options("oci://bkt@ns/p", auth, given)
+    assert out == given and out is not given  # the caller's own options, copied
+
+
+def test_oci_auth_does_not_import_oci_support():
+    """One owner of OCI auth and clients (runtime.oci_auth); oci_support imports from it, never
+    the other way round (the former import cycle)."""
+    import ast
+    import inspect
+
+    from fsm_cluster.runtime import oci_auth as module
+
+    tree = ast.parse(inspect.getsource(module))  # lazy imports inside functions count too
+    imported = {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not [m for m in imported if "oci_support" in m]
+    from fsm_cluster import oci_support
+    from fsm_cluster.runtime import oci_auth
+
+    assert oci_support.get_oci_auth is oci_auth.get_oci_auth
 
 
 def test_default_kind_is_api_key_outside_a_job(oci_config_file, monkeypatch):
