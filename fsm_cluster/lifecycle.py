@@ -1,33 +1,118 @@
-"""The node life as data: STATES and TRANSITIONS, driven by a ``transitions`` Machine.
+"""The node life as data: NodeStatus and TRANSITIONS, driven by a ``transitions`` Machine.
 
 The machine's model is the ClusterProvider, so every callback named below *is* a provider hook
-(the seed's method names): ``fetch_code``, ``setup_configuration``, ``export_configuration``,
-``start``, ``run_code``, ``execution_failed``, ``stop``, ``sync``, and ``tearable`` as the guard
-of ``teardown``. The runner only fires triggers; what happens on each edge lives in this table.
+(the seed's method names): ``begin_life``, ``fetch_code``, ``check_entry_script``,
+``setup_configuration``, ``export_main_configuration``, ``start``, ``run_code``, ``sync``,
+``publish_completion``, ``execution_failed``, ``stop``, ``final_sync``, and ``tearable`` as the
+guard of ``teardown``. The runner only fires triggers; what happens on each edge lives in this table.
 
     init → configuring → waiting_for_main → ready → running → complete ─┐
                      └──────(MAIN)────────┘                 └→ failed ──┴→ tearable → stopped
 
 Any live state may ``fail`` or get a stop request (``request_stop`` → tearable); stopped is final.
+
+Every way a life ends is one :class:`Ending` (outcome, reason, exit code, deciding node), carried
+by the trigger that ends it (``p.fail(ending=…)``, ``request_stop``, ``teardown``). A hook that
+raises on a live edge goes through the machine's own exception path (``on_exception``: the node
+ends with that failure); hooks on the ending edges (``best_effort``) are logged and passed over,
+so every life reaches ``stopped`` through the table, never around it.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from enum import Enum
 
-STATES = [
-    "init",
-    "configuring",
-    "waiting_for_main",
-    "ready",
-    "running",
-    "complete",
-    "failed",
-    "tearable",
-    "stopped",
-]
-LIVE_STATES = ["init", "configuring", "waiting_for_main", "ready", "running"]
-FINAL_STATES = ["stopped"]
+
+class NodeStatus(str, Enum):
+    """A node's state (the machine's states; equal to their names as strings).
+
+    1. ``init`` — started, nothing written yet
+    2. ``configuring`` — code fetched; MAIN waits for every node to register
+    3. ``waiting_for_main`` — a WORKER / PS registered and waits for MAIN's configuration
+    4. ``ready`` — the roster is known and exported
+    5. ``running`` — the engine and the entry script run
+    6. ``complete`` — this node's code completed; MAIN decides when the cluster ends
+    7. ``failed`` — this node failed (or learnt that the cluster did)
+    8. ``tearable`` — the ending is known; children are torn down next
+    9. ``stopped`` — final
+    """
+
+    init = "init"
+    configuring = "configuring"
+    waiting_for_main = "waiting_for_main"
+    ready = "ready"
+    running = "running"
+    complete = "complete"
+    failed = "failed"
+    tearable = "tearable"
+    stopped = "stopped"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def is_live(self) -> bool:
+        """Before the code completed or anything failed: the node may still fail or be stopped."""
+        return self in _LIVE
+
+    def is_ending(self) -> bool:
+        """The ending is known (``tearable``) or done (``stopped``)."""
+        return self in (NodeStatus.tearable, NodeStatus.stopped)
+
+    def is_final(self) -> bool:
+        return self is NodeStatus.stopped
+
+
+_LIVE = frozenset({NodeStatus.init, NodeStatus.configuring, NodeStatus.waiting_for_main, NodeStatus.ready,
+                   NodeStatus.running})
+STATES = [s.value for s in NodeStatus]
+LIVE_STATES = [s.value for s in NodeStatus if s.is_live()]
+FINAL_STATES = [s.value for s in NodeStatus if s.is_final()]
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a node's life ends: ``outcome`` complete / failed / stopped, the ``reason`` (as the stop
+    marker records it), the ``exit_code``, the ``node`` that decided it, and whether this node
+    decided it (``own``: it writes the stop marker) or learnt it from a marker another node wrote.
+    ``summary`` is what the node's last log line and state file say (default: the reason)."""
+
+    outcome: str
+    reason: str
+    exit_code: int
+    node: str
+    own: bool = True
+    storage_failed: bool = False  # the work dir failed past its retries: spare it in teardown
+    summary: str = ""
+
+    @property
+    def said(self) -> str:
+        return self.summary or self.reason
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, node: str, *, learnt: bool = False) -> "Ending":
+        """The ending an exception escaping the life stands for (``learnt``: a stop marker this
+        node read, rather than a signal or its own life span)."""
+        from .errors import FsmClusterError, NodeFailure, StopRequested, StorageError
+
+        if isinstance(exc, StopRequested):
+            if learnt and exc.outcome == "failed":
+                return cls("failed", exc.reason, exc.exit_code or 1, exc.node, own=False,
+                           summary=f"cluster failed on {exc.node}: {exc.reason}")
+            by = f" by {exc.node}" if learnt else ""
+            return cls(exc.outcome, exc.reason, exc.exit_code if exc.outcome != "failed" else exc.exit_code or 1,
+                       exc.node or node, own=not learnt, summary=f"{exc.outcome}{by}: {exc.reason}")
+        if isinstance(exc, NodeFailure):
+            return cls("failed", exc.reason, exc.exit_code or 1, node)
+        if isinstance(exc, FsmClusterError):
+            return cls("failed", str(exc), 1, node, storage_failed=isinstance(exc, StorageError))
+        return cls("failed", f"{type(exc).__name__}: {exc}", 1, node)
+
+
+class LifeEnded(Exception):
+    """Raised out of a trigger whose hook failed: the node already took its ending (``on_exception``)."""
+
 
 TRANSITIONS = [
     # init → configuring: a first look at the work dir (MAIN moves a previous life's files aside;
@@ -46,11 +131,15 @@ TRANSITIONS = [
     # ready → running: start the engine's processes, then the user's code; background sync.
     {"trigger": "launch", "source": "ready", "dest": "running", "after": ["start", "run_code", "sync"]},
     {"trigger": "succeed", "source": "running", "dest": "complete", "after": "publish_completion"},
-    {"trigger": "fail", "source": LIVE_STATES, "dest": "failed", "before": "execution_failed"},
-    {"trigger": "request_stop", "source": LIVE_STATES + ["complete"], "dest": "tearable"},
-    {"trigger": "teardown", "source": ["complete", "failed"], "dest": "tearable", "conditions": "tearable"},
+    # The ending edges: their hooks are best effort (a failure is logged; the life goes on to stopped).
+    {"trigger": "fail", "source": LIVE_STATES, "dest": "failed", "before": "execution_failed",
+     "best_effort": True},
+    {"trigger": "request_stop", "source": LIVE_STATES + ["complete"], "dest": "tearable", "best_effort": True},
+    {"trigger": "teardown", "source": ["complete", "failed"], "dest": "tearable", "conditions": "tearable",
+     "best_effort": True},
     # tearable → stopped: the stop marker (first writer wins), children terminated, final sync.
-    {"trigger": "finish", "source": "tearable", "dest": "stopped", "before": ["stop", "final_sync"]},
+    {"trigger": "finish", "source": "tearable", "dest": "stopped", "before": ["stop", "final_sync"],
+     "best_effort": True},
 ]
 
 log = logging.getLogger(__name__)
@@ -74,25 +163,66 @@ def mode_states(mode: str) -> list[str]:
     return [s for s in STATES if not (mode == "MAIN" and s == "waiting_for_main")]
 
 
-class NodeLifecycle:
-    """Builds the Machine over ``model`` (a ClusterProvider). ``model.state`` is the state."""
+class _Hook:
+    """A table callback: the model's hook called the seed's way (no arguments). On a best-effort
+    edge a failure is logged and passed over (a failing guard lets the node tear down)."""
 
-    def __init__(self, model, *, before_state_change=None, after_state_change=None):
+    def __init__(self, name: str, best_effort: bool):
+        self.name, self.best_effort = name, best_effort
+
+    def __call__(self, event):
+        model = event.model
+        if not self.best_effort:
+            return getattr(model, self.name)()
+        try:
+            return getattr(model, self.name)()
+        except Exception as e:  # noqa: BLE001 - logged; the ending goes on
+            log.error("%s: %s hook failed during %s: %s", getattr(model, "node_id", "?"), self.name,
+                      event.event.name, e)
+            log.debug("hook failure", exc_info=True)
+            return True
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def _machine_transitions() -> list[dict]:
+    """TRANSITIONS with every named callback wrapped in a :class:`_Hook`."""
+    out = []
+    for t in TRANSITIONS:
+        t = dict(t)
+        best = t.pop("best_effort", False)
+        for key in ("before", "after", "conditions", "unless"):
+            if key in t:
+                names = t[key] if isinstance(t[key], list) else [t[key]]
+                t[key] = [_Hook(n, best) for n in names]
+        out.append(t)
+    return out
+
+
+class NodeLifecycle:
+    """Builds the Machine over ``model`` (a ClusterProvider). ``model.state`` is a NodeStatus.
+
+    Machine-level callbacks are model method names and get the event: ``prepare_event``
+    (receives the trigger's ``ending``), ``before_state_change`` / ``after_state_change``,
+    ``on_exception`` (a hook on a live edge raised)."""
+
+    def __init__(self, model, *, prepare_event=None, before_state_change=None, after_state_change=None,
+                 on_exception=None):
         from transitions import Machine
 
         logging.getLogger("transitions").setLevel(logging.WARNING)
         self.machine = Machine(
             model=model,
-            states=STATES,
-            transitions=TRANSITIONS,
-            initial="init",
-            send_event=False,
+            states=NodeStatus,
+            transitions=_machine_transitions(),
+            initial=NodeStatus.init,
+            send_event=True,
             auto_transitions=False,
             ignore_invalid_triggers=False,
+            prepare_event=prepare_event,
             before_state_change=before_state_change,
             after_state_change=after_state_change,
+            on_exception=on_exception,
             model_attribute="state",
         )
-
-    def triggers_from(self, state: str) -> list[str]:
-        return self.machine.get_triggers(state)

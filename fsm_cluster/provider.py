@@ -24,8 +24,8 @@ from typing import Any, Callable, MutableMapping
 from .clock import Backoff, Clock, SystemClock, wait_until
 from .env import (OCI__CLUSTER_ID, OCI__MAIN_IP, OCI__NODE_IP, OCI__NODE_LIST, OCI__NODE_RANK,
                   OCI__WORKER_IP, OCI__WORLD_SIZE, WORLD_SIZE, Settings)
-from .errors import NodeFailure, ProtocolError, SignatureError, StopRequested, WaitTimeout
-from .lifecycle import LIVE_STATES, NodeLifecycle
+from .errors import FsmClusterError, NodeFailure, ProtocolError, SignatureError, StopRequested, WaitTimeout
+from .lifecycle import Ending, LifeEnded, NodeLifecycle, NodeStatus
 from .models import DoneMarker, NodeConfig, NodeState, RosterEntry, StopMarker, is_hijack_name
 from .process import Child, ProcessGroup
 from .workdir import MAIN_NODE, PREVIOUS, STOP, WorkDir, config_name, node_of, state_name
@@ -92,11 +92,10 @@ class ClusterProvider:
         self.main_config_file = self.workdir.url(config_name(MAIN_NODE))
         self.stop_file = self.workdir.url(STOP)
         self.code_execution_complete = False
-        self.execution_failure = False
-        # node life
+        # node life: the ending (set by the trigger that carries it), what the node says, its code
+        self.ending: Ending | None = None
         self.reason = ""
-        self.exit_code: int | None = None
-        self.storage_failed = False  # set by the runner when the work dir failed past its retries
+        self._exit_code: int | None = None
         self.heartbeat = 0
         self.transitions = 0
         self.children = ProcessGroup(grace=settings.teardown_grace)
@@ -104,7 +103,6 @@ class ClusterProvider:
         self.main_config: NodeConfig | None = None
         self.roster: list[RosterEntry] = []
         self.stop_marker: StopMarker | None = None
-        self.pending_marker: StopMarker | None = None
         self._worker_configs: dict[str, NodeConfig] = {}
         self._listing: dict[str, tuple] = {}
         self._peers: dict[str, tuple[tuple, float]] = {}  # state file → (fingerprint, seen at)
@@ -114,15 +112,16 @@ class ClusterProvider:
         self._next_beat = self.start_time
         self._next_watch = self.start_time
         self._sync = None
-        self._source_state = "init"
+        self._source_state = NodeStatus.init
         self._started_wall = self.clock.wall()
         self._entered_wall = self._started_wall
         if not settings.cluster_secret:
             log.warning("%s: no OCI__CLUSTER_SECRET: the files in %s are not authenticated (anyone "
                         "who can write there can steer this cluster)", self.node_id, self.workdir.display)
-        self.lifecycle = NodeLifecycle(self, before_state_change="_before_state_change",
-                                       after_state_change="_after_state_change")
-        self.state: str  # set by the machine
+        self.lifecycle = NodeLifecycle(self, prepare_event="_prepare_event",
+                                       before_state_change="_before_state_change",
+                                       after_state_change="_after_state_change", on_exception="_hook_failed")
+        self.state: NodeStatus  # set by the machine
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.node_id} {getattr(self, 'state', '?')} @ {self.workdir.display})"
@@ -496,7 +495,25 @@ class ClusterProvider:
     # end of life (seed hooks)
     # ------------------------------------------------------------------------------------------
     def execution_failed(self) -> None:
-        self.execution_failure = True
+        """Seed hook on the ``fail`` edge (nothing to do by default)."""
+
+    @property
+    def execution_failure(self) -> bool:
+        """Seed name: this node failed (its state says so)."""
+        return self.state is NodeStatus.failed
+
+    @property
+    def storage_failed(self) -> bool:
+        """The work dir failed past its retry budget: teardown spends it once more on the stop
+        marker only."""
+        return self.ending is not None and self.ending.storage_failed
+
+    @property
+    def exit_code(self) -> int | None:
+        """The node's exit code: its ending's until the life is over, then the final one."""
+        if self._exit_code is not None:
+            return self._exit_code
+        return self.ending.exit_code if self.ending is not None else None
 
     def reached_endoflife(self) -> bool:
         return self.end_time is not None and self.clock.now() >= self.end_time
@@ -530,7 +547,7 @@ class ClusterProvider:
     def tearable(self) -> bool:
         """The guard of ``teardown``: a stop marker, a failure, an ephemeral cluster whose code
         completed (MAIN), or the end of a TTL cluster's life span."""
-        if self.stop_marker is not None or self.execution_failure or self.state == "failed":
+        if self.stop_marker is not None or self.ending is not None or self.state is NodeStatus.failed:
             return True
         if self.mode != "MAIN":
             return False
@@ -565,7 +582,8 @@ class ClusterProvider:
 
     def stop(self) -> None:
         """Write the stop marker (first writer wins; never overwrites) and end the children."""
-        marker = self.pending_marker
+        e = self.ending
+        marker = self.marker(e.outcome, e.reason, e.exit_code) if e is not None and e.own else None
         if marker is not None and self.stop_marker is None:
             if self._write_stop(marker):
                 log.info("%s: wrote stop marker: %s (%s)", self.node_id, marker.outcome, marker.reason)
@@ -624,19 +642,101 @@ class ClusterProvider:
             self.workdir.write(f"{self.node_id}{DONE_SUFFIX}", DoneMarker(node=self.node_id, life=self.life))
 
     # ------------------------------------------------------------------------------------------
+    # the ending: one way for every life to end
+    # ------------------------------------------------------------------------------------------
+    def _prepare_event(self, event) -> None:
+        """The trigger carries the ending (``p.fail(ending=…)``): the first one is the node's."""
+        ending = event.kwargs.get("ending")
+        if ending is not None and self.ending is None:
+            self.ending = ending
+
+    def _hook_failed(self, event) -> None:
+        """The machine's exception path: a hook on a live edge raised. The node ends with it (a
+        failure, or a stop when the hook met a stop marker or a signal); the trigger then raises
+        LifeEnded so the runner goes straight to the end of the life."""
+        from transitions import MachineError
+
+        err = event.error
+        if isinstance(err, (LifeEnded, MachineError)):  # an event this state does not take is no hook failure
+            raise err
+        if self.ending is not None or self.state.is_ending():  # while ending: logged, life goes on
+            log.error("%s: %s during %s: %s", self.node_id, type(err).__name__, event.event.name, err)
+            return
+        self.conclude(err)
+        raise LifeEnded(str(err)) from err
+
+    def conclude(self, exc: BaseException) -> None:
+        """End the life with what ``exc`` stands for (see :meth:`Ending.from_exception`)."""
+        if not isinstance(exc, (FsmClusterError, NodeFailure, StopRequested)):
+            log.debug("unexpected error", exc_info=exc)
+        learnt = isinstance(exc, StopRequested) and self.stop_marker is not None
+        self.end(Ending.from_exception(exc, self.node_id, learnt=learnt))
+
+    def end(self, ending: Ending) -> None:
+        """Take the node to ``tearable`` with ``ending`` through the table: ``fail`` then
+        ``teardown``, or ``request_stop`` / ``teardown`` from ``complete``. The first ending wins;
+        once tearable, later ones change nothing."""
+        if self.state.is_ending() or (self.ending is not None and self.ending != ending):
+            return
+        self.reason = ending.said
+        if ending.outcome == "failed" and ending.own:
+            log.error("%s failed in %s: %s", self.node_id, self.state, ending.said)
+        if self.state.is_live():
+            if ending.outcome != "failed":
+                self.request_stop(ending=ending)
+                return
+            self.fail(ending=ending)
+        if self.state is NodeStatus.failed or (self.state is NodeStatus.complete and ending.outcome == "complete"):
+            self.teardown(ending=ending)
+        if not self.state.is_ending():
+            self.request_stop(ending=ending)
+
+    def finish_life(self) -> int:
+        """tearable → stopped (stop marker, children ended, final sync), the final state file and
+        the last log line; return the exit code."""
+        if self.ending is None and not self.state.is_ending():  # pragma: no cover - drive ends first
+            self.end(Ending("complete", "code completed", 0, self.node_id))
+        if self.ending is None:  # a bare request_stop (no ending carried): a plain stop
+            self.ending = Ending("stopped", self.reason or "stop requested", 0, self.node_id)
+        if not self.state.is_final():
+            self.finish()
+        code = self.ending.exit_code
+        m = self.stop_marker
+        if code == 0 and m is not None and m.outcome == "failed":
+            code = m.exit_code or 1
+            self.reason = f"cluster failed on {m.node}: {m.reason}"
+        self._exit_code = code
+        try:
+            if not (self.storage_failed and m is None):  # skip if the store is still down
+                self.flush_state()
+        except Exception as e:  # noqa: BLE001 - the exit code still tells
+            log.error("%s: could not write final state: %s", self.node_id, e)
+        outcome = m.outcome if m is not None else ("complete" if code == 0 else "failed")
+        log.log(logging.INFO if code == 0 else logging.ERROR, "%s stopped: cluster %s; exit %d; reason: %s",
+                self.node_id, outcome, code, self.reason or "-")
+        return code
+
+    # ------------------------------------------------------------------------------------------
     # state file, heartbeats, watch
     # ------------------------------------------------------------------------------------------
-    def _before_state_change(self) -> None:
+    def _before_state_change(self, event=None) -> None:
         self._source_state = self.state
 
-    def _after_state_change(self) -> None:
+    def _after_state_change(self, event=None) -> None:
         self.transitions += 1
         self._entered_wall = self.clock.wall()
         log.info("transition node=%s %s -> %s reason=%s", self.node_id, self._source_state, self.state,
                  self.reason or "-")
         self._state_dirty = True
-        if self.state not in ("configuring", "waiting_for_main", "ready") and not self.storage_failed:
+        if self.state in (NodeStatus.configuring, NodeStatus.waiting_for_main, NodeStatus.ready) or \
+                self.storage_failed:
+            return
+        try:
             self.flush_state()
+        except Exception as e:  # noqa: BLE001 - while ending, logged: the life goes on to stopped
+            if self.ending is None:
+                raise
+            log.error("%s: could not write its state while ending: %s", self.node_id, e)
 
     def node_state(self) -> NodeState:
         return NodeState(node=self.node_id, mode=self.mode, run_id=self.run_id, state=self.state,
@@ -872,7 +972,7 @@ class ClusterProvider:
         return max(0.0, min(self._next_beat, self._next_watch) - self.clock.now())
 
     def is_live(self) -> bool:
-        return self.state in LIVE_STATES
+        return self.state.is_live()
 
 
 def local_ip() -> str:

@@ -137,9 +137,9 @@ class SimulatedCodeProvider(CommandProvider):
         self.entered: dict[str, float] = {"init": self.clock.now()}  # state → virtual time entered
         self.children = SimulatedProcessGroup()
 
-    def _after_state_change(self) -> None:
-        self.entered[self.state] = self.clock.now()
-        super()._after_state_change()
+    def _after_state_change(self, event=None) -> None:
+        self.entered[self.state.value] = self.clock.now()
+        super()._after_state_change(event)
 
     def _per_node(self, value):
         return value.get(self.rank, value.get("default", 0)) if isinstance(value, dict) else value

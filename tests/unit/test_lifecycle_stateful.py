@@ -12,11 +12,10 @@ from hypothesis import HealthCheck, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from transitions import MachineError
 
-from fsm_cluster import runner
 from fsm_cluster.clock import FakeClock
 from fsm_cluster.env import Settings
 from fsm_cluster.errors import NodeFailure, StopRequested, StorageError
-from fsm_cluster.lifecycle import STATES, TRANSITIONS, mode_states
+from fsm_cluster.lifecycle import STATES, TRANSITIONS, LifeEnded, mode_states
 from fsm_cluster.models import StopMarker
 from fsm_cluster.testing import SimulatedCodeProvider, node_env
 
@@ -53,12 +52,7 @@ class NodeLife(RuleBasedStateMachine):
     # -- events ----------------------------------------------------------------------------------
     def _end(self, exc: BaseException) -> None:
         """What ``drive`` does with an exception escaping the life."""
-        if isinstance(exc, StopRequested):
-            runner._on_stop(self.p, exc)
-        elif isinstance(exc, NodeFailure):
-            runner._on_failure(self.p, exc.reason, exc.exit_code)
-        else:
-            runner._on_failure(self.p, f"{type(exc).__name__}: {exc}", 1)
+        self.p.conclude(exc)
         self.ended = True
         self.ending = type(exc).__name__
 
@@ -70,8 +64,9 @@ class NodeLife(RuleBasedStateMachine):
             getattr(self.p, trigger)()
         except MachineError:
             assert self.p.state == before  # an event the state does not take changes nothing
-        except Exception as e:  # noqa: BLE001 - a hook raised: the runner ends the life
-            self._end(e)
+        except LifeEnded as e:  # a hook raised: the machine's exception path ended the life
+            self.ended = True
+            self.ending = type(e.__cause__).__name__
 
     @precondition(lambda self: not self.ended)
     @rule(hook=st.sampled_from(HOOKS), kind=st.sampled_from(sorted(ERRORS)))
@@ -132,7 +127,7 @@ class NodeLife(RuleBasedStateMachine):
             return
         if not self.ended:  # the life ends by a stop request if nothing else ended it
             self._end(StopRequested("end of the test", 0, "stopped", self.p.node_id))
-        code = runner._finish(self.p)
+        code = self.p.finish_life()
         assert self.p.state == "stopped", self.p.state
         assert isinstance(code, int) and code >= 0
         if self.ending in ("NodeFailure", "StorageError", "RuntimeError"):
