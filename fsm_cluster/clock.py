@@ -22,8 +22,31 @@ class Clock(Protocol):
 
 
 class SystemClock:
+    simulated = False
+
     def now(self) -> float:
         return time.monotonic()
+
+    def current(self):
+        """A handle on the calling thread (for :meth:`interrupt`)."""
+        import threading
+
+        return threading.current_thread()
+
+    def spawn(self, fn: Callable[[], None], name: str):
+        """Run ``fn`` on a background (daemon) thread."""
+        import threading
+
+        t = threading.Thread(target=fn, name=name, daemon=True)
+        t.start()
+        return t
+
+    def interrupt(self, handle, exc: BaseException) -> bool:
+        """Raise ``exc`` in thread ``handle`` at once (main thread only: a SIGINT its handler
+        turns into ``exc``); False when that cannot be done."""
+        from .liveness import interrupt_thread
+
+        return interrupt_thread(handle)
 
     def sleep(self, seconds: float) -> None:
         if seconds > 0:

@@ -19,6 +19,7 @@ import secrets
 import shlex
 import socket
 import sys
+import threading
 from typing import Any, Callable, MutableMapping
 
 from .clock import Backoff, Clock, SystemClock, wait_until
@@ -86,6 +87,8 @@ class ClusterProvider:
         self._refused: dict[str, tuple[tuple | None, str]] = {}  # file → (fingerprint, why)
         self._done_ok: set[str] = set()
         self._registration: NodeConfig | None = None  # this node's config, as written
+        self._tick_lock = threading.Lock()  # the node's thread and its keeper tick, never both at once
+        self._handed: BaseException | None = None
         # seed attribute names
         self.my_work_dir = self.workdir.url()
         self.config_file = self.workdir.url(config_name(self.node_id))
@@ -749,11 +752,45 @@ class ClusterProvider:
         self.workdir.write(state_name(self.node_id), self.node_state())
         self._state_dirty = False
 
-    def tick(self) -> None:
-        """Called before every pause: beat, write the state if it changed, watch the cluster.
-        Costs at most one write and one listing per heartbeat interval. Raises StopRequested
-        when a stop marker appears, NodeFailure when a watched peer stopped beating or the
-        engine broke."""
+    def kept_alive(self):
+        """Context for the live part of the life: a :class:`~fsm_cluster.liveness.Keeper` beats and
+        watches in the background, so a hook that blocks (for hours) never makes this node look
+        dead, and a stop or failure meanwhile still interrupts it (none on a FakeClock)."""
+        import contextlib
+
+        from .liveness import Keeper
+
+        return Keeper(self) if Keeper.available(self.clock) else contextlib.nullcontext()
+
+    def hand_over(self, exc: BaseException, owner) -> None:
+        """The keeper found the cluster ending: raise ``exc`` in the node's own thread (``owner``)
+        now; where it cannot be interrupted, end the children its hook may wait on, and the node
+        raises ``exc`` at its next tick."""
+        self._handed = exc
+        if not self.clock.interrupt(owner, exc):
+            self.children.terminate_all(self.settings.teardown_grace)
+
+    def take_handed(self) -> BaseException | None:
+        """The exception the keeper handed over, once (the runner's SIGINT handler raises it)."""
+        exc, self._handed = getattr(self, "_handed", None), None
+        return exc
+
+    def tick(self, engine: bool = True) -> None:
+        """Called before every pause (and by the keeper while a hook runs): beat, write the state
+        if it changed, watch the cluster, and (``engine``) check the engine. Costs at most one
+        write and one listing per heartbeat interval, whoever calls. Raises StopRequested when a
+        stop marker appears, NodeFailure when a watched peer stopped beating or the engine broke."""
+        handed = self.take_handed()
+        if handed is not None:
+            raise handed
+        if not self._tick_lock.acquire(blocking=False):
+            return  # the other thread is ticking: this interval is covered
+        try:
+            self._tick(engine)
+        finally:
+            self._tick_lock.release()
+
+    def _tick(self, engine: bool) -> None:
         now = self.clock.now()
         interval = self.settings.heartbeat_interval
         if now >= self._next_beat:
@@ -775,7 +812,7 @@ class ClusterProvider:
                     self.observe_main(main)
             else:
                 self.observe(self.workdir.listing())
-        if self.state == "running":
+        if engine and self.state is NodeStatus.running:
             self.check_cluster_status()
 
     def begin_life(self) -> None:

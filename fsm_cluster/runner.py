@@ -28,7 +28,8 @@ def drive(p) -> int:
     restore = _install_signal_handlers(p)
     try:
         try:
-            _live(p)
+            with p.kept_alive():  # heartbeats and the watch go on while a hook blocks
+                _live(p)
         except LifeEnded:
             pass  # a hook failed inside a trigger: the node already took its ending
         except Exception as e:  # noqa: BLE001 - a failure, a stop, a bug: one clean teardown
@@ -79,6 +80,9 @@ def _install_signal_handlers(p):
     previous = {}
 
     def handler(signum, frame):
+        handed = p.take_handed()  # the keeper interrupts a blocked hook with the cluster's ending
+        if handed is not None and p.ending is None:
+            raise handed
         name = signal.Signals(signum).name
         if p.ending is None and (p.is_live() or p.state is NodeStatus.complete):
             raise StopRequested(f"{p.node_id} received {name}", 128 + signum, "stopped", p.node_id)

@@ -31,8 +31,11 @@ class VirtualClock:
     condition and ``notify_all`` a 1,000-node simulation spent O(N²) wake-ups).
     """
 
+    simulated = True
+
     def __init__(self, start: float = 1_000.0):
         self.t = float(start)
+        self._interrupts: dict[int, BaseException] = {}
         self._lock = threading.Lock()
         self._heap: list[tuple[float, int, int]] = []
         self._seq = itertools.count()
@@ -62,6 +65,46 @@ class VirtualClock:
             self._running = None
             self._dispatch()
         event.wait()
+        exc = self._interrupts.pop(me, None)
+        if exc is not None:
+            raise exc
+
+    def current(self):
+        """The calling simulated thread's token."""
+        return getattr(self._local, "token", None)
+
+    def spawn(self, fn: Callable[[], None], name: str = "") -> int:
+        """Run ``fn`` as one more simulated thread, from now on (called from a simulated thread);
+        return its token."""
+        with self._lock:
+            token = len(self._wake)
+            self._wake[token] = threading.Event()
+            heapq.heappush(self._heap, (self.t, next(self._seq), token))
+
+        def body() -> None:
+            self._local.token = token
+            self._wake[token].wait()
+            try:
+                fn()
+            finally:
+                with self._lock:
+                    self._running = None
+                    self._dispatch()
+
+        threading.Thread(target=body, name=name, daemon=True).start()
+        return token
+
+    def interrupt(self, token, exc: BaseException) -> bool:
+        """Wake simulated thread ``token`` now (it must be sleeping); its sleep raises ``exc``."""
+        with self._lock:
+            entries = [e for e in self._heap if e[2] != token]
+            if len(entries) == len(self._heap):
+                return False
+            self._heap = entries
+            heapq.heapify(self._heap)
+            self._interrupts[token] = exc
+            heapq.heappush(self._heap, (self.t, next(self._seq), token))
+        return True
 
     # scheduler -------------------------------------------------------------------------------
     def _dispatch(self) -> None:
