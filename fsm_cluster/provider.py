@@ -28,6 +28,7 @@ from .env import (OCI__CLUSTER_ID, OCI__MAIN_IP, OCI__NODE_IP, OCI__NODE_LIST, O
 from .errors import FsmClusterError, NodeFailure, ProtocolError, SignatureError, StopRequested, WaitTimeout
 from .lifecycle import Ending, LifeEnded, NodeLifecycle, NodeStatus
 from .models import DoneMarker, NodeConfig, NodeState, RosterEntry, StopMarker, is_hijack_name
+from .peerwatch import EXPECTED, PeerWatch
 from .process import Child, ProcessGroup
 from .workdir import MAIN_NODE, PREVIOUS, STOP, WorkDir, config_name, node_of, state_name
 
@@ -108,8 +109,7 @@ class ClusterProvider:
         self.stop_marker: StopMarker | None = None
         self._worker_configs: dict[str, NodeConfig] = {}
         self._listing: dict[str, tuple] = {}
-        self._peers: dict[str, tuple[tuple, float]] = {}  # state file → (fingerprint, seen at)
-        self._observed_at: float | None = None  # when this node last looked at the cluster
+        self.peers = PeerWatch()  # state files this node watches (heartbeat fingerprints)
         self._main_state_seen = False  # workers: from then on, watch MAIN by reading its state
         self._state_dirty = True
         self._next_beat = self.start_time
@@ -223,7 +223,7 @@ class ClusterProvider:
             self.main_config = cfg
             now = self.clock.now()
             for r in roster[1:]:  # a node of the roster that never writes a state file is dead too
-                self._peers.setdefault(state_name(r.node), (None, now))
+                self.peers.expect(state_name(r.node), now)
 
     def _build_roster(self) -> list[RosterEntry]:
         workers = self.fetch_all_worker_info()
@@ -330,7 +330,7 @@ class ClusterProvider:
                     return False
             if cfg is not None and self.mode != "MAIN":
                 self.life = cfg.life
-                self._peers.setdefault(state_name(MAIN_NODE), (None, self.clock.now()))
+                self.peers.expect(state_name(MAIN_NODE), self.clock.now())
             self.main_config = cfg
         return self.main_config is not None
 
@@ -939,30 +939,23 @@ class ClusterProvider:
     def _credit_blind_time(self, now: float) -> None:
         """Time this node could not look (storage outage, retries, the process paused) is not the
         peers' silence: credit it, so a storage blip seen by everyone is not a dead node."""
-        interval = self.settings.heartbeat_interval
-        if self._observed_at is not None and now - self._observed_at > 2 * interval:
-            blind = now - self._observed_at - interval
+        blind = self.peers.credit_blind_time(now, self.settings.heartbeat_interval)
+        if blind:
             log.warning("%s: could not look for %.1f s; not counting that against peers' heartbeats",
-                        self.node_id, now - self._observed_at)
-            self._peers = {n: (fp, t + blind) for n, (fp, t) in self._peers.items()}
-        self._observed_at = now
+                        self.node_id, blind + self.settings.heartbeat_interval)
 
     def _judge_peers(self, watched, now: float, present) -> None:
         """Record changed fingerprints; a peer silent (on this node's clock) past the timeout is dead."""
-        for name, fp in watched:
-            seen = self._peers.get(name)
-            if seen is None or seen[0] != fp:
-                self._peers[name] = (fp, now)
+        self.peers.note_all(watched, now)
         timeout = self.settings.heartbeat_timeout
-        for name, (fp, seen_at) in self._peers.items():
-            if now - seen_at > timeout:
-                peer = name[: -len("_state.json")]
-                if fp is None and not present(name):
-                    raise NodeFailure(f"{peer} wrote no state file for {now - seen_at:.0f} s after it "
-                                      f"joined the cluster (timeout {timeout:g} s)")
-                gone = "" if present(name) else " (its state file is gone)"
-                raise NodeFailure(f"{peer} stopped heart-beating: no change for {now - seen_at:.0f} s "
-                                  f"(timeout {timeout:g} s){gone}")
+        for name, fp, quiet in self.peers.silent(now, timeout):
+            peer = name[: -len("_state.json")]
+            if fp is EXPECTED and not present(name):
+                raise NodeFailure(f"{peer} wrote no state file for {quiet:.0f} s after it "
+                                  f"joined the cluster (timeout {timeout:g} s)")
+            gone = "" if present(name) else " (its state file is gone)"
+            raise NodeFailure(f"{peer} stopped heart-beating: no change for {quiet:.0f} s "
+                              f"(timeout {timeout:g} s){gone}")
 
     def wait_until(self, predicate: Callable[[], Any], timeout: float | None, what: str,
                    backoff: Backoff | None = None) -> Any:
