@@ -112,11 +112,13 @@ def _valid_main_config(c, **env) -> NodeConfig:
 
 def _bad_main_config_cluster(clusters, backend, data: bytes):
     """MAIN waits for a third worker that never comes, so it never writes MAIN_config.json: the
-    test writes a bad one in its place once both workers registered."""
+    test writes a bad one in its place once both workers registered and MAIN waits for the third."""
     c = clusters(backend)
     c.start(per_node=lambda rank: {"OCI__WORKER_COUNT": "3"} if rank == 0 else {})
-    c.until(lambda: all(c.workdir.exists(f"{n.node_id}_config.json") for n in workers_of(c)),
-            "workers registered")
+    # MAIN must be past its first look (it moves a MAIN_config.json it finds at start aside, as a
+    # previous life's): its state file shows it waiting in configuring.
+    c.until(lambda: all(c.workdir.exists(f"{n.node_id}_config.json") for n in workers_of(c))
+            and c.workdir.exists("MAIN_state.json"), "workers registered, MAIN waiting")
     c.workdir.write_bytes("MAIN_config.json", data)
     c.fault("bad MAIN_config.json written")
     return c
