@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import difflib
 import io
-import logging
 import os
 import re
 import shlex
@@ -49,10 +48,9 @@ from .env import (OCI__CA_DOWNLOAD_LOCATION, OCI__CERTIFICATE_AUTHORITY_OCID,
                   OCI__RUNTIME_TYPE, OCI__RUNTIME_URI, OCI__START_ARGS, OCI__WORK_DIR,
                   OCI__WORKER_COUNT, RANK)
 from .errors import SpecError
+from .registry import (BUILTIN_SPEC_BUILDERS, SPEC_BUILDERS_GROUP, ClusterProviderFactory, import_object,
+                       known_kinds, lookup)
 
-log = logging.getLogger(__name__)
-
-SPEC_BUILDERS_GROUP = "fsm_cluster.spec_builders"
 MODES = {"main": "MAIN", "worker": "WORKER", "ps": "PS"}
 
 Path = tuple[str | int, ...]
@@ -644,6 +642,8 @@ def load_spec_text(text: str, name: str = "<spec>", environ: Mapping[str, str] |
     builder = FrameworkSpecBuilderFactory.get(spec.cluster_type)(data)
     try:
         built = builder.update()
+    except SpecFieldError as e:
+        raise SpecError(source.error(e.path, e.message)) from None
     except SpecError:
         raise
     except Exception as e:  # a builder's bug must still end in one clear message
@@ -679,9 +679,10 @@ def semantic_problems(spec: ClusterSpec):
     body = spec.cluster
     if body.main.replicas not in (None, 1):
         yield c + ("main", "replicas"), f"must be 1: a cluster has exactly one MAIN (got {body.main.replicas})"
-    if body.ps is not None and body.ps.count() > 0 and spec.cluster_type not in ("TENSORFLOW",) \
-            and ":" not in spec.cluster_type and not FrameworkSpecBuilderFactory.accepts_ps(spec.cluster_type):
-        yield c + ("ps",), f"parameter servers are a TENSORFLOW feature, not {spec.cluster_type}"
+    if body.ps is not None and body.ps.count() > 0 and ":" not in spec.cluster_type \
+            and not FrameworkSpecBuilderFactory.accepts_ps(spec.cluster_type):
+        with_ps = " / ".join(FrameworkSpecBuilderFactory.kinds_with_ps()) or "no installed cluster kind's"
+        yield c + ("ps",), f"parameter servers are a {with_ps} feature, not {spec.cluster_type}"
     rt = spec.runtime
     r = ("spec", "runtime")
     if rt.type and rt.spec.type and rt.type != rt.spec.type:
@@ -727,12 +728,22 @@ def update_env_vars(config: dict, env_vars: list[dict]) -> dict:
     return config
 
 
+class SpecFieldError(SpecError):
+    """A spec builder's finding at one YAML path; the loader adds the file name and the line."""
+
+    def __init__(self, path: Path, message: str):
+        super().__init__(f"{format_path(path)}: {message}")
+        self.path = tuple(path)
+        self.message = message
+
+
 class AbstractFrameworkSpecBuilder(metaclass=ABCMeta):
     """Adds a framework's environment variables to a spec (on the laptop, never on a node).
 
     ``config`` is the spec as a dict. Subclasses override ``_add_framework_envs(new_env_vars)``
     (the seed's hook) and return the list with their ``{"name", "value"}`` items added. Variables
-    the user already set (runtime env or cluster ``config.env``) win over the builder's.
+    the user already set (runtime env or cluster ``config.env``) win over the builder's. A problem
+    with one YAML path is a :class:`SpecFieldError` (``load_spec`` names the file and line).
     Set ``accepts_ps = True`` for a framework that uses parameter servers.
     """
 
@@ -766,8 +777,9 @@ class AbstractFrameworkSpecBuilder(metaclass=ABCMeta):
 
 
 class FrameworkSpecBuilderFactory:
-    """Cluster kind → spec builder class: ``register``, the entry-point group
-    ``fsm_cluster.spec_builders`` (``DASK = "pkg.module:Builder"``), else the no-op base builder."""
+    """Cluster kind → spec builder class: ``register``, the built-in engines' builders, the
+    entry-point group ``fsm_cluster.spec_builders`` (``DASK = "pkg.module:Builder"``), else the
+    no-op base builder (:func:`fsm_cluster.registry.lookup`)."""
 
     registry: dict[str, type] = {}
 
@@ -780,38 +792,38 @@ class FrameworkSpecBuilderFactory:
         k = (kind or "").strip().upper()
         if k in cls.registry:
             return cls.registry[k]
-        for ep in _entry_points():
-            if ep.name.upper() == k:
-                try:
-                    builder = ep.load()
-                except Exception as e:
-                    raise SpecError(f"spec builder for {k} ({ep.value}) cannot be loaded: {e}") from None
-                cls.registry[k] = builder
-                return builder
-        return AbstractFrameworkSpecBuilder
+        spec = lookup(k, BUILTIN_SPEC_BUILDERS, SPEC_BUILDERS_GROUP)
+        if spec is None:
+            return AbstractFrameworkSpecBuilder
+        try:
+            builder = import_object(spec)
+        except Exception as e:
+            raise SpecError(f"spec builder for {k} ({spec}) cannot be loaded: {e}") from None
+        cls.registry[k] = builder
+        return builder
 
     @classmethod
     def known(cls) -> list[str]:
-        return sorted(set(cls.registry) | {ep.name.upper() for ep in _entry_points()})
+        return sorted(set(cls.registry) | known_kinds(BUILTIN_SPEC_BUILDERS, SPEC_BUILDERS_GROUP))
 
     @classmethod
     def accepts_ps(cls, kind: str) -> bool:
         return bool(getattr(cls.get(kind), "accepts_ps", False))
 
-
-def _entry_points():
-    from importlib.metadata import entry_points
-
-    try:
-        return list(entry_points(group=SPEC_BUILDERS_GROUP))
-    except Exception:  # pragma: no cover - broken metadata must not stop loading
-        log.exception("reading entry points %s", SPEC_BUILDERS_GROUP)
-        return []
+    @classmethod
+    def kinds_with_ps(cls) -> list[str]:
+        """The known kinds whose builder accepts parameter servers (one that cannot be loaded: not)."""
+        out = []
+        for kind in cls.known():
+            try:
+                if cls.accepts_ps(kind):
+                    out.append(kind)
+            except SpecError:
+                continue
+        return out
 
 
 def known_cluster_kinds() -> list[str]:
-    from .registry import ClusterProviderFactory
-
     return sorted(set(ClusterProviderFactory.known()) | set(FrameworkSpecBuilderFactory.known()))
 
 

@@ -1,20 +1,25 @@
-"""ClusterProviderFactory: cluster type → provider class.
+"""Cluster kind → class: the node's provider (:class:`ClusterProviderFactory`) and, for
+:mod:`fsm_cluster.jobspec`, the spec builder — both found the same way (:func:`lookup`).
 
-Built-in providers are named in ``BUILTIN`` (imported only when asked for); third-party ones come
-from the entry-point group ``fsm_cluster.providers`` (``DASK = "pkg.module:Class"``) or from
-``register``. A key of the form ``package.module:Class`` is imported directly.
+Built-in engines are named in ``BUILTIN`` / ``BUILTIN_SPEC_BUILDERS`` (each engine's module holds
+both; imported only when asked for); third-party ones come from the entry-point groups
+``fsm_cluster.providers`` / ``fsm_cluster.spec_builders`` (``DASK = "pkg.module:Class"``, read
+by :func:`load_group`) or from ``register``. A provider key ``package.module:Class`` is imported
+directly.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
+from importlib.metadata import EntryPoint, entry_points
+from typing import Mapping
 
 from .errors import SettingsError
 
 log = logging.getLogger(__name__)
 
-ENTRY_POINT_GROUP = "fsm_cluster.providers"
+PROVIDERS_GROUP = "fsm_cluster.providers"
+SPEC_BUILDERS_GROUP = "fsm_cluster.spec_builders"
 
 BUILTIN = {
     "COMMAND": "fsm_cluster.frameworks.command:CommandProvider",
@@ -24,14 +29,41 @@ BUILTIN = {
     "HOROVOD": "fsm_cluster.frameworks.horovod:HorovodProvider",
     "RAY": "fsm_cluster.frameworks.ray:RayProvider",
 }
+BUILTIN_SPEC_BUILDERS = {
+    "DASK": "fsm_cluster.frameworks.dask:DaskSpecBuilder",
+    "PYTORCH": "fsm_cluster.frameworks.pytorch:PyTorchSpecBuilder",
+    "TENSORFLOW": "fsm_cluster.frameworks.tensorflow:TensorFlowSpecBuilder",
+    "HOROVOD": "fsm_cluster.frameworks.horovod:HorovodSpecBuilder",
+    "RAY": "fsm_cluster.frameworks.ray:RaySpecBuilder",
+}
 
 
-def _load(spec: str):
-    module, _, attr = spec.partition(":")
-    obj = importlib.import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
+def load_group(group: str) -> dict[str, EntryPoint]:
+    """The installed entry points of ``group`` by upper-case name (unreadable metadata: none,
+    logged — it must not stop a node or a spec)."""
+    try:
+        return {ep.name.upper(): ep for ep in entry_points(group=group)}
+    except Exception:  # pragma: no cover - broken metadata
+        log.exception("reading entry points %s", group)
+        return {}
+
+
+def lookup(kind: str, builtin: Mapping[str, str], group: str) -> str | None:
+    """``"module:Class"`` of cluster kind ``kind`` (upper case): built in, else the group's entry
+    point; None when neither names it."""
+    if kind in builtin:
+        return builtin[kind]
+    ep = load_group(group).get(kind)
+    return None if ep is None else ep.value
+
+
+def known_kinds(builtin: Mapping[str, str], group: str) -> set[str]:
+    return set(builtin) | set(load_group(group))
+
+
+def import_object(spec: str):
+    """``"package.module:Class"`` → the object (parsed and imported as an entry point is)."""
+    return EntryPoint(name=spec, value=spec, group="").load()
 
 
 class ClusterProviderFactory:
@@ -43,32 +75,25 @@ class ClusterProviderFactory:
 
     @classmethod
     def known(cls) -> list[str]:
-        names = set(cls.provider_registry) | set(BUILTIN)
-        names |= {ep.name.upper() for ep in _entry_points()}
-        return sorted(names)
+        return sorted(set(cls.provider_registry) | known_kinds(BUILTIN, PROVIDERS_GROUP))
 
     @classmethod
     def get_provider_class(cls, key: str) -> type:
         k = (key or "COMMAND").strip()
         if ":" in k:
             try:
-                return _load(k)
-            except (ImportError, AttributeError) as e:
+                return import_object(k)
+            except (ImportError, AttributeError, ValueError) as e:
                 raise SettingsError(f"OCI__CLUSTER_TYPE: cannot import provider {k!r} ({e})") from None
         k = k.upper()
         if k in cls.provider_registry:
             return cls.provider_registry[k]
-        spec = BUILTIN.get(k)
-        if spec is None:
-            for ep in _entry_points():
-                if ep.name.upper() == k:
-                    spec = ep.value
-                    break
+        spec = lookup(k, BUILTIN, PROVIDERS_GROUP)
         if spec is None:
             raise SettingsError(f"OCI__CLUSTER_TYPE: unknown cluster type {key!r} "
                                 f"(known: {', '.join(cls.known())})")
         try:
-            provider = _load(spec)
+            provider = import_object(spec)
         except ImportError as e:
             extra = k.lower()
             raise SettingsError(f"OCI__CLUSTER_TYPE={k}: its engine is not installed ({e}); "
@@ -79,13 +104,3 @@ class ClusterProviderFactory:
     @classmethod
     def get_provider(cls, key: str, *args, **kwargs):
         return cls.get_provider_class(key)(*args, **kwargs)
-
-
-def _entry_points():
-    from importlib.metadata import entry_points
-
-    try:
-        return list(entry_points(group=ENTRY_POINT_GROUP))
-    except Exception:  # pragma: no cover - broken metadata must not stop a node
-        log.exception("reading entry points %s", ENTRY_POINT_GROUP)
-        return []

@@ -1,5 +1,8 @@
-"""Small helpers the engine providers share: ports, interfaces, reachability, start options,
-engine launchers.
+"""What the engine modules share: the rules both sides check, and small node-side helpers.
+
+* Rules: :class:`RuleError` and the validators an engine's node side (reading its environment)
+  and its spec builder (reading the YAML, on the laptop) both call — ports, process counts.
+* Helpers: ports, interfaces, reachability, start options, engine launchers.
 
 Nothing here imports an engine. Ports: a cluster on the loopback address (``fsm-cluster local``,
 tests) may share the host with other clusters, so an unset port there means "a free one, picked
@@ -37,34 +40,58 @@ def free_port(ip: str) -> int:
         return s.getsockname()[1]
 
 
-def port_setting(environ: Mapping[str, str], name: str, default: int, ip: str) -> int:
-    """The port in variable ``name``; unset → ``default``, or a free port on a loopback node;
-    ``0`` / ``auto`` → a free port. A bad value is a SettingsError naming the variable."""
-    raw = (environ.get(name) or "").strip().lower()
-    if raw in ("0", "auto") or (not raw and is_loopback(ip)):
-        return free_port(ip)
+class RuleError(SettingsError):
+    """An engine rule broken. The message names the variable(s) and reads the same on a node
+    (a SettingsError) and in a spec, where the loader puts it at the YAML path of the first of
+    ``names`` the spec sets."""
+
+    def __init__(self, message: str, *names: str):
+        super().__init__(message)
+        self.names = names
+
+
+def validate_count(name: str, value: str | None, minimum: int = 1) -> int | None:
+    """A whole number >= ``minimum`` in variable ``name``; None when unset (empty)."""
+    raw = (value or "").strip()
     if not raw:
-        return default
+        return None
     try:
-        port = int(raw)
+        count = int(raw)
     except ValueError:
-        raise SettingsError(f"{name}: not a port number: {environ.get(name)!r}") from None
-    if not 0 < port < 65536:
-        raise SettingsError(f"{name}: port out of range 1-65535: {port}")
+        count = None
+    if count is None or count < minimum:
+        raise RuleError(f"{name}: must be a whole number >= {minimum} (got {raw!r})", name)
+    return count
+
+
+def validate_port(name: str, value: str | None) -> int | None:
+    """The port in variable ``name``: None when unset (empty), 0 for "pick a free one" (``0`` /
+    ``auto``), else 1-65535."""
+    raw = (value or "").strip().lower()
+    if not raw:
+        return None
+    try:
+        port = 0 if raw == "auto" else int(raw)
+    except ValueError:
+        port = -1
+    if not 0 <= port < 65536:
+        raise RuleError(f"{name}: not a port number (1-65535, or 0/auto for a free one): {value!r}", name)
     return port
 
 
+def port_setting(environ: Mapping[str, str], name: str, default: int, ip: str) -> int:
+    """The port in variable ``name`` (:func:`validate_port`); unset → ``default``, or a free port
+    on a loopback node; ``0`` / ``auto`` → a free port."""
+    port = validate_port(name, environ.get(name))
+    if port == 0 or (port is None and is_loopback(ip)):
+        return free_port(ip)
+    return default if port is None else port
+
+
 def int_setting(environ: Mapping[str, str], name: str, default: int | None, minimum: int = 1) -> int | None:
-    raw = (environ.get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name}: not a whole number: {raw!r}") from None
-    if value < minimum:
-        raise SettingsError(f"{name}: must be >= {minimum} (got {value})")
-    return value
+    """The count in variable ``name`` (:func:`validate_count`); unset → ``default``."""
+    value = validate_count(name, environ.get(name), minimum)
+    return default if value is None else value
 
 
 def start_args(environ: Mapping[str, str], name: str = "OCI__START_ARGS") -> list[str]:
@@ -144,7 +171,3 @@ def engine_command(program: str, extra: str, module: str) -> list[str]:
     raise NodeFailure(f"{program} not found (not in {os.pathsep.join(scripts_dirs())}, no module {module} "
                       f"for {sys.executable}, not on PATH): pip install 'fsm_cluster[{extra}]'")
 
-
-def env_vars(pairs: Mapping[str, object]) -> list[dict[str, str]]:
-    """``{"A": 1}`` → ``[{"name": "A", "value": "1"}]`` (the job definition's format)."""
-    return [{"name": k, "value": str(v)} for k, v in pairs.items()]

@@ -11,6 +11,7 @@
   or all three ``OCI__*_DOWNLOAD_LOCATION`` files): a ``tls://`` address, ``--tls-*`` options and a
   ``distributed.Security`` for the Client; the entry script gets Dask's TLS config variables.
 * Workers leave when the cluster tears down (their process groups are terminated with the node).
+* Spec side (:class:`DaskSpecBuilder`): the ports are checked as the node reads them.
 
 Variables: ``OCI__DASK_SCHEDULER_PORT`` (default 8786; a free port on a loopback cluster),
 ``OCI__DASK_DASHBOARD_PORT`` (default 8787; a free port on a loopback cluster).
@@ -25,8 +26,8 @@ from ..env import (OCI__CA_DOWNLOAD_LOCATION, OCI__CERTIFICATE_AUTHORITY_OCID,
                    OCI__CERTIFICATE_DOWNLOAD_LOCATION, OCI__CERTIFICATE_KEY_DOWNLOAD_LOCATION,
                    OCI__CERTIFICATE_OCID)
 from ..errors import NodeFailure
-from ..provider import ClusterProvider
 from ._common import engine_command, is_loopback, port_setting, start_args
+from ._engine import EngineProvider, EngineSpecBuilder
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,9 @@ def dask_cli() -> list[str]:
     return engine_command("dask", "dask", "dask")
 
 
-class DaskProvider(ClusterProvider):
+class DaskProvider(EngineProvider):
     """Dask scheduler on MAIN, one ``dask worker`` per WORKER node."""
+    KIND = "DASK"
     EXPORTS = (DASK_SCHEDULER_ADDRESS, SCHEDULER_IP, OCI__DASK_SCHEDULER_PORT)
 
     scheduler = None
@@ -126,9 +128,6 @@ class DaskProvider(ClusterProvider):
         cmd += self._tls_args() + start_args(self.environ)
         self.worker = self.spawn("dask worker", cmd)
 
-    def start_ps(self) -> None:
-        raise NodeFailure("DASK clusters have no PS nodes (set OCI__PS_COUNT=0)")
-
     def expected_workers(self) -> list[str]:
         return [r.node for r in self.roster if r.mode == "WORKER"]
 
@@ -139,7 +138,7 @@ class DaskProvider(ClusterProvider):
         names = {str(w.get("name")) for w in client.scheduler_info(n_workers=-1)["workers"].values()}
         return {n for n in want if n in names or any(x.startswith(n + "-") for x in names)}
 
-    def wait_for_workers(self) -> None:
+    def engine_ready(self) -> None:
         """Block (ticking heartbeats) until every WORKER node joined the scheduler."""
         from distributed import Client
 
@@ -170,11 +169,6 @@ class DaskProvider(ClusterProvider):
         finally:
             client.close()
 
-    def run_code(self) -> None:
-        if self.mode == "MAIN":
-            self.wait_for_workers()
-        super().run_code()
-
     def entry_env(self) -> dict[str, str]:
         env = super().entry_env()
         env[DASK_SCHEDULER_ADDRESS] = self.scheduler_address
@@ -184,3 +178,8 @@ class DaskProvider(ClusterProvider):
                 env[dask_name] = files[oci_name]
             env["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"] = "True"
         return env
+
+
+class DaskSpecBuilder(EngineSpecBuilder):
+    PROVIDER = DaskProvider
+    PORTS = (OCI__DASK_SCHEDULER_PORT, OCI__DASK_DASHBOARD_PORT)

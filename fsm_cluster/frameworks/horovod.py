@@ -13,7 +13,9 @@
 Variables: ``OCI__HOROVOD_SLOTS`` (processes per node; default the node's GPU count or 1),
 ``OCI__HOROVOD_NP`` / ``OCI__HOROVOD_MIN_NP`` / ``OCI__HOROVOD_MAX_NP`` (default nodes × slots,
 all three), ``OCI__HOROVOD_DISCOVERY_STALE`` (seconds without a heartbeat before a node drops
-out of discovery; default half OCI__HEARTBEAT_TIMEOUT).
+out of discovery; default half OCI__HEARTBEAT_TIMEOUT). The process counts are one rule
+(:func:`horovod_process_counts`) that the node and the spec builder (:class:`HorovodSpecBuilder`)
+both check.
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ import os
 import shlex
 import sys
 import tempfile
+from typing import Mapping
 
-from ..errors import NodeFailure, SettingsError
-from ..provider import ClusterProvider
-from ._common import engine_command, int_setting, interface_of, start_args
+from ._common import RuleError, engine_command, int_setting, interface_of, start_args
+from ._engine import EngineProvider, EngineSpecBuilder
 from ._horovod_discovery import OCI__HOROVOD_DISCOVERY_CACHE, OCI__HOROVOD_SLOTS
 from .pytorch import gpu_count
 
@@ -38,13 +40,32 @@ OCI__HOROVOD_MIN_NP = "OCI__HOROVOD_MIN_NP"
 OCI__HOROVOD_MAX_NP = "OCI__HOROVOD_MAX_NP"
 
 
+def validate_horovod_np(np: int, min_np: int, max_np: int) -> None:
+    """Horovod starts with ``np`` processes and keeps between ``min_np`` and ``max_np``."""
+    if not 1 <= min_np <= np <= max_np:
+        names = (OCI__HOROVOD_MIN_NP, OCI__HOROVOD_NP, OCI__HOROVOD_MAX_NP)
+        raise RuleError(f"Horovod needs 1 <= {' <= '.join(names)} (got {min_np}, {np}, {max_np})", *names)
+
+
+def horovod_process_counts(environ: Mapping[str, str], nodes: int) -> tuple[int, int, int, int]:
+    """``(slots, np, min_np, max_np)`` of a cluster of ``nodes`` nodes from the OCI__HOROVOD_*
+    variables: slots default 1; np nodes × slots; min-np np; max-np the larger of np and nodes ×
+    slots. A RuleError names the variable(s) of a bad value."""
+    slots = int_setting(environ, OCI__HOROVOD_SLOTS, 1)
+    total = nodes * slots
+    np_ = int_setting(environ, OCI__HOROVOD_NP, total)
+    min_np = int_setting(environ, OCI__HOROVOD_MIN_NP, np_)
+    max_np = int_setting(environ, OCI__HOROVOD_MAX_NP, max(np_, total))
+    validate_horovod_np(np_, min_np, max_np)
+    return slots, np_, min_np, max_np
+
+
 def horovodrun_command(*, np: int, min_np: int, max_np: int, slots: int, discovery: str,
                        nic: str | None, script: list[str], extra: list[str] = (),
                        horovodrun: str | list[str] = "horovodrun") -> list[str]:
     """The horovodrun command line. ``script`` is ``[python, file.py, args…]`` or ``[exe, args…]``;
     ``horovodrun`` the launcher (a path, or a command such as ``[python, -m, horovod.runner.launch]``)."""
-    if not 1 <= min_np <= np <= max_np:
-        raise SettingsError(f"Horovod needs 1 <= min-np <= np <= max-np (got {min_np}, {np}, {max_np})")
+    validate_horovod_np(np, min_np, max_np)
     launcher = [horovodrun] if isinstance(horovodrun, str) else list(horovodrun)
     cmd = [*launcher, "-np", str(np), "--min-np", str(min_np), "--max-np", str(max_np),
            "--slots-per-host", str(slots), "--host-discovery-script", discovery, "--gloo"]
@@ -62,16 +83,16 @@ def discovery_wrapper(path: str, python: str = sys.executable) -> str:
     return path
 
 
-class HorovodProvider(ClusterProvider):
+class HorovodProvider(EngineProvider):
     """horovodrun (elastic, gloo) on MAIN; the other nodes host its workers."""
+    KIND = "HOROVOD"
     EXPORTS = (OCI__HOROVOD_SLOTS,)
+    CODE_RUNS_ON = "main"  # horovodrun on MAIN starts every rank
+    LAUNCHER = "horovodrun"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._scratch: str | None = None
-
-    def code_runs_on(self) -> str:
-        return "main"  # horovodrun on MAIN starts every rank
 
     def configuration(self, conf: dict | None = None) -> dict:
         conf = dict(conf or {})
@@ -80,36 +101,30 @@ class HorovodProvider(ClusterProvider):
             conf[OCI__HOROVOD_SLOTS] = str(slots if slots is not None else max(1, gpu_count(self.environ)))
         return conf
 
-    def start_ps(self) -> None:
-        raise NodeFailure("HOROVOD clusters have no PS nodes (set OCI__PS_COUNT=0)")
+    def discovery_files(self) -> tuple[str, str]:
+        """``(discovery script, its cache file)`` in this node's scratch dir, written on the first
+        call. The cache starts from the roster this node verified (signature, life): discovery never
+        takes the hosts from a MAIN_config.json someone else could have written since."""
+        if self._scratch is None:
+            self._scratch = tempfile.mkdtemp(prefix="fsm-horovod-")
+            with open(os.path.join(self._scratch, "discovery_cache.json"), "w", encoding="utf-8") as f:
+                json.dump({"roster": [{"node": r.node, "ip": r.ip} for r in self.roster], "seen": {}}, f)
+            discovery_wrapper(os.path.join(self._scratch, "discover_hosts.sh"))
+        return (os.path.join(self._scratch, "discover_hosts.sh"),
+                os.path.join(self._scratch, "discovery_cache.json"))
 
-    def entry_command(self) -> list[str] | None:
-        script = super().entry_command()
-        if script is None:
-            raise NodeFailure("HOROVOD clusters need an entry script (OCI__ENTRY_SCRIPT) for horovodrun")
-        profile = self.profile_cmd()
-        script = script[len(profile):]
-        slots = int(self.environ.get(OCI__HOROVOD_SLOTS) or 1)
-        total = self.world_size * slots
-        np_ = int_setting(self.environ, OCI__HOROVOD_NP, total)
-        min_np = int_setting(self.environ, OCI__HOROVOD_MIN_NP, np_)
-        max_np = int_setting(self.environ, OCI__HOROVOD_MAX_NP, max(np_, total))
-        self._scratch = tempfile.mkdtemp(prefix="fsm-horovod-")
-        # The discovery script starts from the roster this node verified (signature, life): it
-        # never takes the hosts from a MAIN_config.json someone else could have written since.
-        with open(os.path.join(self._scratch, "discovery_cache.json"), "w", encoding="utf-8") as f:
-            json.dump({"roster": [{"node": r.node, "ip": r.ip} for r in self.roster], "seen": {}}, f)
-        discovery = discovery_wrapper(os.path.join(self._scratch, "discover_hosts.sh"))
-        cmd = horovodrun_command(np=np_, min_np=min_np, max_np=max_np, slots=slots, discovery=discovery,
-                                 nic=interface_of(self.ip), script=script, extra=start_args(self.environ),
+    def wrap_entry(self, cmd: list[str]) -> list[str]:
+        slots, np_, min_np, max_np = horovod_process_counts(self.environ, self.world_size)
+        cmd = horovodrun_command(np=np_, min_np=min_np, max_np=max_np, slots=slots,
+                                 discovery=self.discovery_files()[0], nic=interface_of(self.ip), script=cmd,
+                                 extra=start_args(self.environ),
                                  horovodrun=engine_command("horovodrun", "horovod", "horovod.runner.launch"))
         log.info("%s: %s", self.node_id, shlex.join(cmd))
-        return profile + cmd
+        return cmd
 
     def entry_env(self) -> dict[str, str]:
         env = super().entry_env()
-        if self._scratch:
-            env[OCI__HOROVOD_DISCOVERY_CACHE] = os.path.join(self._scratch, "discovery_cache.json")
+        env[OCI__HOROVOD_DISCOVERY_CACHE] = self.discovery_files()[1]
         iface = interface_of(self.ip)
         if iface:
             env.setdefault("HOROVOD_GLOO_IFACE", iface)
@@ -122,3 +137,11 @@ class HorovodProvider(ClusterProvider):
             import shutil
 
             shutil.rmtree(self._scratch, ignore_errors=True)
+
+
+class HorovodSpecBuilder(EngineSpecBuilder):
+    PROVIDER = HorovodProvider
+
+    def check(self, env: dict[str, str]) -> None:
+        super().check(env)
+        horovod_process_counts(env, 1 + self._replicas("worker"))

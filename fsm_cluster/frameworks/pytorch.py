@@ -12,6 +12,8 @@
   every node's torchrun succeeded, and fails everywhere when one fails.
 * ``GLOO_SOCKET_IFNAME`` / ``NCCL_SOCKET_IFNAME`` default to the interface holding the node's
   address (``lo`` on a loopback cluster), so collectives use the network the cluster formed on.
+* Spec side (:class:`PyTorchSpecBuilder`): ``OCI__RUN_ON=all``; ``MASTER_PORT`` and
+  ``OCI__PYTORCH_NPROC_PER_NODE`` are checked as the node reads them.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ import subprocess
 import sys
 
 from ..errors import NodeFailure
-from ..provider import ClusterProvider
 from ._common import engine_command, int_setting, interface_of, port_setting, start_args
+from ._engine import EngineProvider, EngineSpecBuilder
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +63,12 @@ def torchrun_command(*, nnodes: int, node_rank: int, nproc: int, master_addr: st
     return cmd + ["--no-python"] + script
 
 
-class PyTorchProvider(ClusterProvider):
+class PyTorchProvider(EngineProvider):
     """torchrun on every node, rendezvous on MAIN."""
+    KIND = "PYTORCH"
     EXPORTS = (MASTER_ADDR, MASTER_PORT)
-
-    def code_runs_on(self) -> str:
-        return "all"  # every node is a torchrun agent: the code runs (and must complete) everywhere
+    CODE_RUNS_ON = "all"  # every node is a torchrun agent: the code runs (and must complete) everywhere
+    LAUNCHER = "torchrun"
 
     def configuration(self, conf: dict | None = None) -> dict:
         conf = dict(conf or {})
@@ -75,29 +77,21 @@ class PyTorchProvider(ClusterProvider):
             conf[MASTER_PORT] = str(port_setting(self.environ, MASTER_PORT, DEFAULT_MASTER_PORT, self.ip))
         return conf
 
-    def start_ps(self) -> None:
-        raise NodeFailure("PYTORCH clusters have no PS nodes (set OCI__PS_COUNT=0)")
-
     def nproc_per_node(self) -> int:
         n = int_setting(self.environ, OCI__PYTORCH_NPROC_PER_NODE, None)
         return n if n is not None else max(1, gpu_count(self.environ))
 
-    def entry_command(self) -> list[str] | None:
-        script = super().entry_command()
-        if script is None:
-            return None
-        profile = self.profile_cmd()
-        script = script[len(profile):]
+    def wrap_entry(self, cmd: list[str]) -> list[str]:
         try:
             port = int(self.environ[MASTER_PORT])
             addr = self.environ[MASTER_ADDR]
         except (KeyError, ValueError):
             raise NodeFailure("MASTER_ADDR / MASTER_PORT missing from MAIN's configuration") from None
         cmd = torchrun_command(nnodes=self.world_size, node_rank=self.rank, nproc=self.nproc_per_node(),
-                               master_addr=addr, master_port=port, script=script,
+                               master_addr=addr, master_port=port, script=cmd,
                                extra=start_args(self.environ))
         log.info("%s: %s", self.node_id, shlex.join(cmd))
-        return profile + cmd
+        return cmd
 
     def entry_env(self) -> dict[str, str]:
         env = super().entry_env()
@@ -109,7 +103,8 @@ class PyTorchProvider(ClusterProvider):
         env.setdefault("OMP_NUM_THREADS", "1")
         return env
 
-    def run_code(self) -> None:
-        if self.settings.entry_script == "":
-            raise NodeFailure("PYTORCH clusters need an entry script (OCI__ENTRY_SCRIPT) for torchrun")
-        super().run_code()
+
+class PyTorchSpecBuilder(EngineSpecBuilder):
+    PROVIDER = PyTorchProvider
+    PORTS = (MASTER_PORT,)
+    COUNTS = (OCI__PYTORCH_NPROC_PER_NODE,)

@@ -12,6 +12,7 @@
 * On a loopback cluster (several clusters may share the host) every node also gets its own
   ``--temp-dir`` and free ports for the ports Ray otherwise fixes (client server, dashboard,
   dashboard agent); on a network Ray's defaults stand.
+* Spec side (:class:`RaySpecBuilder`): ``OCI__RAY_PORT`` is checked as the node reads it.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ import sys
 import tempfile
 
 from ..errors import NodeFailure
-from ..provider import ClusterProvider
 from ._common import engine_command, free_port, is_loopback, port_setting, start_args, tcp_open
+from ._engine import EngineProvider, EngineSpecBuilder
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,9 @@ OCI__RAY_PORT = "OCI__RAY_PORT"
 DEFAULT_RAY_PORT = 6379
 
 
-class RayProvider(ClusterProvider):
+class RayProvider(EngineProvider):
     """``ray start --head`` on MAIN, ``ray start --address`` on every WORKER."""
+    KIND = "RAY"
     EXPORTS = (RAY_ADDRESS, OCI__RAY_PORT)
 
     # -- configuration ---------------------------------------------------------------------------
@@ -86,10 +88,7 @@ class RayProvider(ClusterProvider):
             start_args(self.environ)
         self.spawn("ray worker", cmd)
 
-    def start_ps(self) -> None:
-        raise NodeFailure("RAY clusters have no PS nodes (set OCI__PS_COUNT=0)")
-
-    def wait_for_nodes(self) -> None:
+    def engine_ready(self) -> None:
         """Block (ticking heartbeats) until every node of the roster is alive in ``ray.nodes()``,
         asked by a child process (:mod:`._ray_nodes`): the node never becomes a Ray driver."""
         want = len(self.roster)
@@ -111,12 +110,12 @@ class RayProvider(ClusterProvider):
                 probe.popen.kill()
         log.info("%s: all %d Ray nodes alive at %s", self.node_id, want, self.head_address)
 
-    def run_code(self) -> None:
-        if self.mode == "MAIN":
-            self.wait_for_nodes()
-        super().run_code()
-
     def entry_env(self) -> dict[str, str]:
         env = super().entry_env()
         env[RAY_ADDRESS] = self.head_address
         return env
+
+
+class RaySpecBuilder(EngineSpecBuilder):
+    PROVIDER = RayProvider
+    PORTS = (OCI__RAY_PORT,)

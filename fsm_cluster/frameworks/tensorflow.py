@@ -13,6 +13,9 @@
     chief's training ends, when the cluster tears down and those servers with it.
 * ``TF_CONFIG`` (cluster + this node's task) is set for the entry script and the servers, so
   ``TFConfigClusterResolver()`` / the strategies need no arguments.
+* The one engine with PS nodes (``supports_ps``). Where the code runs (:func:`code_runs_on`) and
+  "PS needs a worker" (:func:`validate_ps_workers`) are rules the node and the spec builder
+  (:class:`TensorFlowSpecBuilder`) share.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ import json
 import logging
 import sys
 
+from ..env import OCI__PS_COUNT, OCI__WORKER_COUNT
 from ..errors import NodeFailure
 from ..models import RosterEntry
-from ..provider import ClusterProvider
-from ._common import port_setting
+from ._common import RuleError, port_setting
+from ._engine import EngineProvider, EngineSpecBuilder
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +39,28 @@ LAYOUT_FILE = "tf_cluster.json"
 DEFAULT_TF_PORT = 12345
 
 
+def code_runs_on(ps: int) -> str:
+    """MultiWorkerMirroredStrategy (no PS): every worker runs the script; ParameterServerStrategy:
+    only the chief (MAIN, the coordinator)."""
+    return "main" if ps > 0 else "all"
+
+
+def validate_ps_workers(workers: int, ps: int) -> None:
+    """ParameterServerStrategy (PS nodes) needs at least one worker besides them."""
+    if ps > 0 and workers < 1:
+        raise RuleError(f"ParameterServerStrategy ({OCI__PS_COUNT}={ps}) needs at least one worker "
+                        f"({OCI__WORKER_COUNT}={workers})", OCI__WORKER_COUNT, OCI__PS_COUNT)
+
+
 def tf_layout(nodes: list[tuple[RosterEntry, int]]) -> dict[str, list[str]]:
     """The TF cluster spec from the roster (rank order) and each node's port."""
     addr = {e.node: f"{e.ip}:{port}" for e, port in nodes}
     main = [e.node for e, _ in nodes if e.mode == "MAIN"]
     workers = [e.node for e, _ in nodes if e.mode == "WORKER"]
     ps = [e.node for e, _ in nodes if e.mode == "PS"]
+    validate_ps_workers(len(workers), len(ps))
     if not ps:
         return {"worker": [addr[n] for n in main + workers]}
-    if not workers:
-        raise NodeFailure("ParameterServerStrategy needs at least one WORKER node besides the PS nodes")
     return {"chief": [addr[n] for n in main], "worker": [addr[n] for n in workers],
             "ps": [addr[n] for n in ps]}
 
@@ -64,13 +80,14 @@ def tf_config(cluster: dict, task: dict) -> str:
     return json.dumps({"cluster": cluster, "task": task}, sort_keys=True)
 
 
-class TensorFlowProvider(ClusterProvider):
+class TensorFlowProvider(EngineProvider):
     """TF_CONFIG everywhere; TF servers on WORKER/PS nodes of a parameter-server cluster."""
+    KIND = "TENSORFLOW"
+    supports_ps = True
     EXPORTS = (OCI__TF_CLUSTER,)
 
     def code_runs_on(self) -> str:
-        # MWMS: every worker trains; PS strategy: only the chief (coordinator) runs the script
-        return "main" if self.expected_ps_count() > 0 else "all"
+        return code_runs_on(self.expected_ps_count())
 
     @property
     def ps_cluster(self) -> bool:
@@ -80,7 +97,6 @@ class TensorFlowProvider(ClusterProvider):
     def configuration(self, conf: dict | None = None) -> dict:
         conf = dict(conf or {})
         conf[OCI__TF_PORT] = str(port_setting(self.environ, OCI__TF_PORT, DEFAULT_TF_PORT, self.ip))
-        self._tf_port = int(conf[OCI__TF_PORT])
         return conf
 
     def setup_extra_configs(self, conf: dict) -> dict:
@@ -127,3 +143,15 @@ class TensorFlowProvider(ClusterProvider):
         env = super().entry_env()
         env[TF_CONFIG] = self.node_tf_config()
         return env
+
+
+class TensorFlowSpecBuilder(EngineSpecBuilder):
+    PROVIDER = TensorFlowProvider
+    PORTS = (OCI__TF_PORT,)
+
+    def run_on(self) -> str:
+        return code_runs_on(self._replicas("ps"))
+
+    def check(self, env: dict[str, str]) -> None:
+        super().check(env)
+        validate_ps_workers(self._replicas("worker"), self._replicas("ps"))

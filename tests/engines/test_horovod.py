@@ -86,7 +86,7 @@ def test_horovodrun_command_line():
 def test_horovodrun_rejects_inconsistent_process_counts():
     from fsm_cluster.errors import SettingsError
 
-    with pytest.raises(SettingsError, match="min-np <= np <= max-np"):
+    with pytest.raises(SettingsError, match=r"OCI__HOROVOD_MIN_NP <= OCI__HOROVOD_NP <= OCI__HOROVOD_MAX_NP \(got 3, 2, 4\)"):
         horovodrun_command(np=2, min_np=3, max_np=4, slots=1, discovery="d", nic=None, script=["x"])
 
 

@@ -5,44 +5,10 @@ from __future__ import annotations
 import pytest
 
 from fsm_cluster.errors import SpecError
-from fsm_cluster.frameworks.specs import BUILDERS
-from fsm_cluster.jobspec import FrameworkSpecBuilderFactory, load_spec_text, node_environments
+from fsm_cluster.jobspec import load_spec_text, node_environments
 
 from .cluster import EXAMPLES
-
-
-@pytest.fixture(autouse=True)
-def builders(monkeypatch):
-    """Register the builders as the entry points ``fsm_cluster.spec_builders`` will."""
-    monkeypatch.setattr(FrameworkSpecBuilderFactory, "registry", {**FrameworkSpecBuilderFactory.registry, **BUILDERS})
-
-
-def spec(kind: str, workers: int = 2, ps: int = 0, env: dict | None = None, run_on: str | None = None) -> str:
-    env_yaml = "".join(f"\n          - name: {k}\n            value: \"{v}\"" for k, v in (env or {}).items())
-    return f"""
-kind: distributed
-apiVersion: v1.0
-spec:
-  cluster:
-    kind: {kind}
-    apiVersion: v1.0
-    spec:
-      workDir: /tmp/wd{f'''
-      runOn: {run_on}''' if run_on else ''}
-      config:
-        env:{env_yaml or ' []'}
-      main:
-        replicas: 1
-      worker:
-        replicas: {workers}{f'''
-      ps:
-        replicas: {ps}''' if ps else ''}
-  runtime:
-    kind: python
-    apiVersion: v1.0
-    spec:
-      entryPoint: train.py
-"""
+from .specs import spec
 
 
 def run_on(kind: str, **kw) -> list[str]:

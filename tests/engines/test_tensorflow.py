@@ -57,9 +57,9 @@ def test_tf_config_matches_tensorflows_resolver(workers, ps, monkeypatch):
 
 
 def test_parameter_servers_need_a_worker():
-    from fsm_cluster.errors import NodeFailure
+    from fsm_cluster.errors import SettingsError
 
-    with pytest.raises(NodeFailure, match="at least one WORKER"):
+    with pytest.raises(SettingsError, match=r"needs at least one worker \(OCI__WORKER_COUNT=0\)"):
         tf_layout(roster(0, 1))
 
 

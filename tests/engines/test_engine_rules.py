@@ -1,0 +1,243 @@
+"""Each engine rule is one validator that both sides call: the spec loader (laptop) refuses a bad
+value at the YAML path and line that set it; the node refuses the same value naming the variable,
+with the same words. Also: one declared fact for PS support, the launcher wrapped inside the
+profiler prefix, Horovod's discovery files independent of call order, one entry-point table."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from fsm_cluster.errors import NodeFailure, SettingsError, SpecError
+from fsm_cluster.frameworks import _common, _engine, horovod, pytorch, tensorflow
+from fsm_cluster.frameworks.dask import DaskProvider
+from fsm_cluster.frameworks.horovod import HorovodProvider
+from fsm_cluster.frameworks.pytorch import PyTorchProvider
+from fsm_cluster.frameworks.ray import RayProvider
+from fsm_cluster.frameworks.tensorflow import TensorFlowProvider
+from fsm_cluster.jobspec import FrameworkSpecBuilderFactory, load_spec_text, node_environments
+from fsm_cluster.models import RosterEntry
+from fsm_cluster.registry import (BUILTIN, BUILTIN_SPEC_BUILDERS, PROVIDERS_GROUP, SPEC_BUILDERS_GROUP,
+                                  ClusterProviderFactory)
+
+from .specs import line_of, spec
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def spec_error(text: str) -> str:
+    with pytest.raises(SpecError) as e:
+        load_spec_text(text, environ={})
+    return str(e.value)
+
+
+def node(cls, tmp_path, mode: str = "MAIN", **env):
+    (tmp_path / "train.py").write_text("print('hi')\n")
+    environ = {"OCI__SELF_IP": "127.0.0.1", "OCI__WORKER_COUNT": "2", "OCI__ENTRY_SCRIPT": str(tmp_path / "train.py"),
+               **env}
+    return cls(mode, work_dir=str(tmp_path / "wd"), environ=environ)
+
+
+@pytest.fixture(autouse=True)
+def launchers(monkeypatch):
+    """torchrun / horovodrun by name: the commands are built, never run (engines need not be installed)."""
+    for module in (pytorch, horovod):
+        monkeypatch.setattr(module, "engine_command", lambda program, extra, mod: [program])
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Every call of the shared validators, by name (they still run), wherever they are imported."""
+    seen: list[str] = []
+
+    def spy(name, owner, *users):
+        real = getattr(owner, name)
+
+        def wrapper(*args, **kwargs):
+            seen.append(name)
+            return real(*args, **kwargs)
+
+        for module in (owner, *users):
+            monkeypatch.setattr(module, name, wrapper)
+
+    spy("validate_port", _common, _engine)
+    spy("validate_count", _common, _engine)
+    spy("validate_horovod_np", horovod)
+    spy("validate_ps_workers", tensorflow)
+    return seen
+
+
+# -- ports ---------------------------------------------------------------------------------------
+PORTS = [(DaskProvider, "DASK", "OCI__DASK_SCHEDULER_PORT", lambda p: p.configuration()),
+         (DaskProvider, "DASK", "OCI__DASK_DASHBOARD_PORT", lambda p: p.start_main()),
+         (PyTorchProvider, "PYTORCH", "MASTER_PORT", lambda p: p.configuration()),
+         (TensorFlowProvider, "TENSORFLOW", "OCI__TF_PORT", lambda p: p.configuration()),
+         (RayProvider, "RAY", "OCI__RAY_PORT", lambda p: p.configuration())]
+
+
+@pytest.mark.parametrize("cls,kind,name,use", PORTS, ids=[p[2] for p in PORTS])
+@pytest.mark.parametrize("bad", ["http", "70000", "-1"])
+def test_a_bad_port_is_the_same_error_on_both_sides(tmp_path, calls, cls, kind, name, use, bad):
+    message = f"{name}: not a port number (1-65535, or 0/auto for a free one): {bad!r}"
+    text = spec(kind, env={"A": "1", name: bad})
+    line = line_of(text, f'value: "{bad}"')
+    assert spec_error(text) == f"<spec>: spec.cluster.spec.config.env[1].value: {message}, line {line}"
+    assert calls == ["validate_port"] * (FrameworkSpecBuilderFactory.get(kind).PORTS.index(name) + 1)
+
+    calls.clear()
+    p = node(cls, tmp_path, **{name: bad, "DASK_SCHEDULER_ADDRESS": "tcp://127.0.0.1:8786"})
+    with pytest.raises(SettingsError) as e:
+        use(p)
+    assert str(e.value) == message
+    assert "validate_port" in calls
+
+
+def test_good_ports_pass_both_sides(tmp_path):
+    load_spec_text(spec("RAY", env={"OCI__RAY_PORT": "auto"}), environ={})
+    assert node(RayProvider, tmp_path, OCI__RAY_PORT="auto").configuration()["OCI__RAY_PORT"].isdigit()
+    load_spec_text(spec("RAY", env={"OCI__RAY_PORT": "6380"}), environ={})
+    p = node(RayProvider, tmp_path, OCI__RAY_PORT="6380", OCI__SELF_IP="10.0.0.1")
+    assert p.configuration()["OCI__RAY_PORT"] == "6380"
+
+
+# -- process counts ------------------------------------------------------------------------------
+def test_a_bad_process_count_is_the_same_error_on_both_sides(tmp_path, calls):
+    message = "OCI__PYTORCH_NPROC_PER_NODE: must be a whole number >= 1 (got '0')"
+    text = spec("PYTORCH", workers=1, env={"OCI__PYTORCH_NPROC_PER_NODE": "0"})
+    line = line_of(text, 'value: "0"')
+    assert spec_error(text) == f"<spec>: spec.cluster.spec.config.env[0].value: {message}, line {line}"
+    assert calls == ["validate_port", "validate_count"]  # MASTER_PORT (unset), then the count
+
+    calls.clear()
+    with pytest.raises(SettingsError) as e:
+        node(PyTorchProvider, tmp_path, OCI__PYTORCH_NPROC_PER_NODE="0").nproc_per_node()
+    assert str(e.value) == message and calls == ["validate_count"]
+
+
+def test_the_same_bad_horovod_np_is_refused_by_the_spec_and_by_the_node(tmp_path, calls):
+    message = ("Horovod needs 1 <= OCI__HOROVOD_MIN_NP <= OCI__HOROVOD_NP <= OCI__HOROVOD_MAX_NP "
+               "(got 4, 3, 3)")
+    env = {"OCI__HOROVOD_NP": "3", "OCI__HOROVOD_MIN_NP": "4"}
+    text = spec("HOROVOD", env=env)
+    # the first of the rule's variables the spec sets: MIN_NP, the second env entry
+    line = line_of(text, 'value: "4"')
+    assert spec_error(text) == f"<spec>: spec.cluster.spec.config.env[1].value: {message}, line {line}"
+    assert calls.count("validate_horovod_np") == 1
+
+    calls.clear()
+    p = node(HorovodProvider, tmp_path, **env)
+    with pytest.raises(SettingsError) as e:
+        p.entry_command()
+    assert str(e.value) == message and calls.count("validate_horovod_np") == 1
+    assert p._scratch is None  # refused before any file was written
+
+
+def test_horovod_defaults_agree_on_both_sides(tmp_path):
+    """np = nodes × slots, min-np = np, max-np = max(np, nodes × slots): a spec the builder accepts
+    gives the node the same counts."""
+    env = {"OCI__HOROVOD_SLOTS": "2", "OCI__HOROVOD_MAX_NP": "8"}
+    nodes = node_environments(load_spec_text(spec("HOROVOD", env=env), environ={}))
+    assert horovod.horovod_process_counts(nodes[0].env, len(nodes)) == (2, 6, 6, 8)
+    p = node(HorovodProvider, tmp_path, **env)
+    cmd = p.wrap_entry([sys.executable, "train.py"])
+    assert cmd[cmd.index("-np"):cmd.index("-np") + 8] == ["-np", "6", "--min-np", "6", "--max-np", "8",
+                                                          "--slots-per-host", "2"]
+    p.stop()
+
+
+# -- parameter servers ---------------------------------------------------------------------------
+def roster(workers: int, ps: int) -> list[tuple[RosterEntry, int]]:
+    modes = ["MAIN"] + ["WORKER"] * workers + ["PS"] * ps
+    return [(RosterEntry(node="MAIN" if m == "MAIN" else f"{m}_r{r}", mode=m, run_id=f"r{r}", rank=r,
+                         ip="10.0.0.1"), 2000 + r)
+            for r, m in enumerate(modes)]
+
+
+def test_ps_without_a_worker_is_the_same_error_on_both_sides(calls):
+    message = "ParameterServerStrategy (OCI__PS_COUNT=1) needs at least one worker (OCI__WORKER_COUNT=0)"
+    text = spec("TENSORFLOW", workers=0, ps=1)
+    line = line_of(text, "replicas: 0")
+    assert spec_error(text) == f"<spec>: spec.cluster.spec.worker.replicas: {message}, line {line}"
+    assert calls.count("validate_ps_workers") == 1
+
+    calls.clear()
+    with pytest.raises(SettingsError) as e:
+        tensorflow.tf_layout(roster(0, 1))
+    assert str(e.value) == message and calls == ["validate_ps_workers"]
+
+
+def test_where_tensorflow_code_runs_is_one_rule(tmp_path):
+    for workers, ps, where in [(2, 0, "all"), (1, 1, "main")]:
+        nodes = node_environments(load_spec_text(spec("TENSORFLOW", workers, ps), environ={}))
+        assert {n.env["OCI__RUN_ON"] for n in nodes} == {where}
+        p = node(TensorFlowProvider, tmp_path, OCI__WORKER_COUNT=str(workers), OCI__PS_COUNT=str(ps))
+        assert p.code_runs_on() == where
+
+
+def test_a_group_without_replicas_counts_as_one_node_on_the_spec_side():
+    """``ps:`` with no replicas is one PS node (the converter's count), so the chief runs the code."""
+    text = spec("TENSORFLOW", workers=1).replace("  runtime:", "      ps:\n        name: ps\n  runtime:")
+    nodes = node_environments(load_spec_text(text, environ={}))
+    assert [n.mode for n in nodes] == ["MAIN", "WORKER", "PS"]
+    assert {n.env["OCI__RUN_ON"] for n in nodes} == {"main"}
+
+
+@pytest.mark.parametrize("kind", sorted(BUILTIN_SPEC_BUILDERS))
+def test_ps_support_is_one_fact_per_engine(kind, tmp_path):
+    provider = ClusterProviderFactory.get_provider_class(kind)
+    assert FrameworkSpecBuilderFactory.accepts_ps(kind) is provider.supports_ps is (kind == "TENSORFLOW")
+    text = spec(kind, workers=1, ps=1)
+    if provider.supports_ps:
+        assert [n.mode for n in node_environments(load_spec_text(text, environ={}))][-1] == "PS"
+        return
+    assert spec_error(text) == (f"<spec>: spec.cluster.spec.ps: parameter servers are a TENSORFLOW feature, "
+                                f"not {kind}, line {line_of(text, 'ps:')}")
+    with pytest.raises(NodeFailure, match=f"^{kind} clusters have no PS nodes \\(set OCI__PS_COUNT=0\\)$"):
+        node(provider, tmp_path, mode="PS").start_ps()
+
+
+# -- the entry command ---------------------------------------------------------------------------
+@pytest.mark.parametrize("cls,launcher", [(PyTorchProvider, "--master-port=29400"),
+                                          (HorovodProvider, "--host-discovery-script")])
+def test_the_launcher_comes_inside_the_profiler_prefix(tmp_path, cls, launcher):
+    p = node(cls, tmp_path, PROFILE="1", PROFILE_CMD="py-spy record -o /tmp/p.svg --",
+             MASTER_ADDR="127.0.0.1", MASTER_PORT="29400", OCI__PYTORCH_NPROC_PER_NODE="1")
+    cmd = p.entry_command()
+    assert cmd[:6] == ["py-spy", "record", "-o", "/tmp/p.svg", "--", cls.LAUNCHER]
+    assert cmd.count("py-spy") == 1 and launcher in cmd
+    assert cmd[-1] == str(tmp_path / "train.py")
+    p.stop()
+
+
+@pytest.mark.parametrize("cls", [PyTorchProvider, HorovodProvider])
+def test_a_launcher_needs_an_entry_script(tmp_path, cls):
+    p = node(cls, tmp_path, OCI__ENTRY_SCRIPT="")
+    with pytest.raises(NodeFailure, match=f"{cls.KIND} clusters need an entry script .*for {cls.LAUNCHER}"):
+        p.run_code()
+
+
+def test_horovod_discovery_files_do_not_depend_on_call_order(tmp_path):
+    p = node(HorovodProvider, tmp_path)
+    env = p.entry_env()  # before the command is built
+    cache = env["OCI__HOROVOD_DISCOVERY_CACHE"]
+    assert Path(cache).is_file() and '"roster"' in Path(cache).read_text()
+    cmd = p.entry_command()
+    script = cmd[cmd.index("--host-discovery-script") + 1]
+    assert Path(script).parent == Path(cache).parent and Path(script).is_file()
+    assert p.entry_env()["OCI__HOROVOD_DISCOVERY_CACHE"] == cache  # one scratch dir, written once
+    p.stop()
+    assert not Path(cache).parent.exists()
+
+
+# -- one table of built-in kinds -----------------------------------------------------------------
+def test_pyproject_entry_points_name_the_builtin_classes():
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is Python 3.11+")
+    points = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]
+    assert points[PROVIDERS_GROUP] == BUILTIN
+    assert points[SPEC_BUILDERS_GROUP] == BUILTIN_SPEC_BUILDERS
+    for kind in BUILTIN_SPEC_BUILDERS:  # a kind's provider and spec builder live in one module
+        assert BUILTIN[kind].split(":")[0] == BUILTIN_SPEC_BUILDERS[kind].split(":")[0]
+        builder = FrameworkSpecBuilderFactory.get(kind)
+        assert builder.PROVIDER is ClusterProviderFactory.get_provider_class(kind) and builder.KIND == kind
