@@ -681,8 +681,9 @@ def semantic_problems(spec: ClusterSpec):
         yield c + ("main", "replicas"), f"must be 1: a cluster has exactly one MAIN (got {body.main.replicas})"
     if body.ps is not None and body.ps.count() > 0 and ":" not in spec.cluster_type \
             and not FrameworkSpecBuilderFactory.accepts_ps(spec.cluster_type):
-        with_ps = " / ".join(FrameworkSpecBuilderFactory.kinds_with_ps()) or "no installed cluster kind's"
-        yield c + ("ps",), f"parameter servers are a {with_ps} feature, not {spec.cluster_type}"
+        with_ps = " / ".join(FrameworkSpecBuilderFactory.kinds_with_ps())
+        yield c + ("ps",), (f"parameter servers are a {with_ps} feature, not {spec.cluster_type}" if with_ps
+                            else f"{spec.cluster_type} clusters have no parameter servers")
     rt = spec.runtime
     r = ("spec", "runtime")
     if rt.type and rt.spec.type and rt.type != rt.spec.type:

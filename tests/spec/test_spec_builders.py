@@ -86,6 +86,23 @@ def test_a_builder_may_allow_parameter_servers(registry):
     assert [(n.mode, n.rank) for n in nodes] == [("MAIN", 0), ("WORKER", 1), ("WORKER", 2), ("PS", 3)]
 
 
+def test_the_ps_refusal_names_the_kinds_whose_builders_accept_ps(registry):
+    text = (FIXTURES / "invalid" / "ps_for_dask.yaml").read_text()
+
+    class WithPs(AbstractFrameworkSpecBuilder):
+        accepts_ps = True
+
+    registry.register("SPARK", WithPs)
+    with pytest.raises(SpecError, match=r"^<spec>: spec\.cluster\.spec\.ps: parameter servers are a "
+                                        r"SPARK / TENSORFLOW feature, not DASK, line 22$"):
+        load_spec(text, environ={})
+    registry.registry.pop("SPARK")
+    registry.register("TENSORFLOW", AbstractFrameworkSpecBuilder)  # no kind accepts them
+    with pytest.raises(SpecError, match=r"^<spec>: spec\.cluster\.spec\.ps: DASK clusters have no "
+                                        r"parameter servers, line 22$"):
+        load_spec(text, environ={})
+
+
 def test_builders_and_kinds_from_the_entry_point_group(tmp_path, monkeypatch, registry):
     """A third-party package's entry point (group fsm_cluster.spec_builders) is found and loaded, and
     its kind becomes a valid cluster kind."""
