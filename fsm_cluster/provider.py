@@ -27,7 +27,7 @@ from .env import (OCI__CLUSTER_ID, OCI__MAIN_IP, OCI__NODE_IP, OCI__NODE_LIST, O
                   OCI__WORKER_IP, OCI__WORLD_SIZE, WORLD_SIZE, Settings)
 from .errors import FsmClusterError, NodeFailure, ProtocolError, SignatureError, StopRequested, WaitTimeout
 from .lifecycle import Ending, LifeEnded, NodeLifecycle, NodeStatus
-from .models import DoneMarker, NodeConfig, NodeState, RosterEntry, StopMarker, is_hijack_name
+from .models import LEGACY_STOP, DoneMarker, NodeConfig, NodeState, RosterEntry, StopMarker, is_hijack_name
 from .peerwatch import EXPECTED, PeerWatch
 from .process import Child, ProcessGroup
 from .workdir import MAIN_NODE, PREVIOUS, STOP, WorkDir, config_name, node_of, state_name
@@ -90,6 +90,7 @@ class ClusterProvider:
         self._registration: NodeConfig | None = None  # this node's config, as written
         self._tick_lock = threading.Lock()  # the node's thread and its keeper tick, never both at once
         self._handed: BaseException | None = None
+        self._began = False  # begin_life took its first look
         # seed attribute names
         self.my_work_dir = self.workdir.url()
         self.config_file = self.workdir.url(config_name(self.node_id))
@@ -783,6 +784,8 @@ class ClusterProvider:
         handed = self.take_handed()
         if handed is not None:
             raise handed
+        if not engine and not self._began:
+            return  # the keeper waits for the node's first look (MAIN moves a previous life aside)
         if not self._tick_lock.acquire(blocking=False):
             return  # the other thread is ticking: this interval is covered
         try:
@@ -825,35 +828,49 @@ class ClusterProvider:
         finds a stop marker already there takes it as the previous life's and ignores it, and
         MAIN's configuration of that life with it."""
         listing = self.workdir.listing()
+        old = self._previous_stop(listing)
         if self.mode == "MAIN":
-            self._archive_previous_life(listing)
+            self._archive_previous_life(listing, old)
+            self._began = True
             return
-        if STOP in listing:
-            try:
-                old = self.workdir.read_stop()
-            except ProtocolError:
-                old = None
+        self._began = True
+        if old is not None:
             self._stale_stop = listing[STOP]
-            self._stale_life = old.life if old is not None else ""
+            self._stale_life = old.life
             log.info("%s: a stop marker of a previous life is in %s; waiting for this life's MAIN",
                      self.node_id, self.workdir.display)
         self.observe(listing)
 
-    def _archive_previous_life(self, listing: dict[str, tuple]) -> None:
-        mains = [n for n in (STOP, config_name(MAIN_NODE), state_name(MAIN_NODE), f"{MAIN_NODE}{DONE_SUFFIX}")
-                 if n in listing]
+    def _previous_stop(self, listing: dict[str, tuple]) -> StopMarker | None:
+        """The stop marker found at the first look, when it is a previous life's: it names a life
+        (only nodes that joined a life write one), or MAIN's files of a life are there too. A
+        marker with neither (a launcher's Ctrl-C, an operator's stop before MAIN began) is this
+        life's and ends it."""
+        if STOP not in listing:
+            return None
+        try:
+            old = self.workdir.read_stop()
+        except ProtocolError:
+            return LEGACY_STOP  # unreadable: ignored like a forged one (see _take_stop)
+        if old is None:
+            return None
+        mains = config_name(MAIN_NODE) in listing or state_name(MAIN_NODE) in listing
+        return old if (old.life or mains) else None
+
+    def _archive_previous_life(self, listing: dict[str, tuple], old_stop: StopMarker | None) -> None:
+        mains = [n for n in (config_name(MAIN_NODE), state_name(MAIN_NODE), f"{MAIN_NODE}{DONE_SUFFIX}")
+                 if n in listing] + ([STOP] if old_stop is not None else [])
         if not mains:
             return
         roster: list[RosterEntry] = []
-        life = ""
-        for name, cls in ((config_name(MAIN_NODE), NodeConfig), (STOP, StopMarker)):
-            if name in listing:
-                try:
-                    old = self.workdir.read(name, cls)
-                except ProtocolError:
-                    continue
-                life = life or (old.life if old is not None else "")
-                roster = roster or list(getattr(old, "roster", []) or [])
+        life = old_stop.life if old_stop is not None else ""
+        if config_name(MAIN_NODE) in listing:
+            try:
+                old = self.workdir.read(config_name(MAIN_NODE), NodeConfig)
+            except ProtocolError:
+                old = None
+            if old is not None:
+                life, roster = life or old.life, list(old.roster)
         names = list(mains)
         for r in roster:
             if r.node != MAIN_NODE:

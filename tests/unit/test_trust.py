@@ -225,3 +225,16 @@ def test_reads_are_bounded_whatever_the_file_size():
         wd.read_state("MAIN")
     with pytest.raises(ValueError, match="not a node name"):
         NodeConfig(node="../MAIN", mode="MAIN", run_id="m", ip="1.1.1.1")
+
+
+def test_a_stop_written_before_the_life_began_ends_it():
+    """A marker without a life and without MAIN's files (a launcher's Ctrl-C while the nodes
+    start, an operator's early stop) is this life's: the nodes stop without running code."""
+    c = SimCluster(workers=1)
+    put(c, "stop", unsigned(StopMarker(outcome="stopped", node="operator", reason="not now")))
+    began = c.clock.now()
+    assert c.run(code_seconds=30) == [0, 0]
+    assert c.clock.now() - began < 30
+    assert all("stopped by operator: not now" == p.reason for p in c.providers)
+    assert not any("running" in p.entered for p in c.providers)
+    assert not c.fs.exists(path(c, "previous"))
