@@ -17,6 +17,9 @@ class Clock(Protocol):
 
     def sleep(self, seconds: float) -> None: ...
 
+    def pause(self, seconds: float, process=None) -> None:
+        """Sleep; a real clock returns early when ``process`` (a Popen) exits."""
+
     def wall(self) -> float:
         """Wall-clock seconds since the epoch, for humans only (never compared across machines)."""
 
@@ -52,6 +55,17 @@ class SystemClock:
         if seconds > 0:
             time.sleep(seconds)
 
+    def pause(self, seconds: float, process=None) -> None:
+        """Sleep, returning early when ``process`` (a Popen) exits."""
+        if process is None:
+            return self.sleep(seconds)
+        import subprocess
+
+        try:
+            process.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            pass
+
     def wall(self) -> float:
         return time.time()
 
@@ -72,6 +86,9 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.t += seconds
+
+    def pause(self, seconds: float, process=None) -> None:
+        self.sleep(seconds)  # simulated time: a real process is not waited for
 
     def sleep(self, seconds: float) -> None:
         seconds = max(0.0, float(seconds))

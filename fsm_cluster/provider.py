@@ -1,40 +1,45 @@
-"""ClusterProvider: the seed's contract (every method name of oracle-ads' ClusterProvider).
+"""ClusterProvider: the seed's contract (every method name of oracle-ads' ClusterProvider), a
+facade over the parts that do the work.
 
 A provider is the model of the node's lifecycle machine (:mod:`fsm_cluster.lifecycle`): its hooks
 are the machine's callbacks. Framework providers (``fsm_cluster/frameworks/``) override only the
 engine hooks: ``configuration``, ``setup_extra_configs``, ``start_main`` / ``start_worker`` /
-``start_ps``, ``run_code`` (or just ``entry_env``), ``check_cluster_status``.
+``start_ps``, ``wrap_entry`` / ``entry_env``, ``check_cluster_status``; oracle-ads subclasses
+override the same names. The work is done by parts the provider owns, each in its own module:
 
-The base provider also owns the node's view of the work dir: its state file (written on every
-transition and heartbeat), the watch of its peers' heartbeats (one listing per interval, judged on
-this node's own clock) and the stop marker.
+* :class:`~fsm_cluster.rendezvous.Rendezvous` — registrations, MAIN's configuration and roster,
+  exports, lives, done markers, refused files;
+* :class:`~fsm_cluster.watch.ClusterWatch` — heartbeat, the look at the cluster each interval,
+  peers' liveness, the stop marker;
+* :mod:`fsm_cluster.entry` — the entry script as a command and its environment;
+* :class:`~fsm_cluster.liveness.Keeper` — heartbeats and the watch while a hook blocks;
+* the ending (:class:`~fsm_cluster.lifecycle.Ending`) taken through the transition table here.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import os
-import secrets
-import shlex
 import socket
-import sys
 import threading
 from typing import Any, Callable, MutableMapping
 
+from . import entry
 from .clock import Backoff, Clock, SystemClock, wait_until
 from .env import (OCI__CLUSTER_ID, OCI__MAIN_IP, OCI__NODE_IP, OCI__NODE_LIST, OCI__NODE_RANK,
                   OCI__WORKER_IP, OCI__WORLD_SIZE, WORLD_SIZE, Settings)
-from .errors import FsmClusterError, NodeFailure, ProtocolError, SignatureError, StopRequested, WaitTimeout
+from .errors import FsmClusterError, NodeFailure, StopRequested, WaitTimeout
 from .lifecycle import Ending, LifeEnded, NodeLifecycle, NodeStatus
-from .models import LEGACY_STOP, DoneMarker, NodeConfig, NodeState, RosterEntry, StopMarker, is_hijack_name
-from .peerwatch import EXPECTED, PeerWatch
+from .models import NodeConfig, NodeState, RosterEntry, StopMarker
 from .process import Child, ProcessGroup
-from .workdir import MAIN_NODE, PREVIOUS, STOP, WorkDir, config_name, node_of, state_name
+from .rendezvous import DONE_SUFFIX, Rendezvous
+from .watch import ClusterWatch
+from .workdir import MAIN_NODE, STOP, WorkDir, config_name, state_name
 
 log = logging.getLogger(__name__)
 
-DONE_SUFFIX = "_done"
+__all__ = ["ClusterProvider", "BASE_EXPORTS", "DONE_SUFFIX", "local_ip"]
+
 # Variables every node takes from MAIN's configuration (fsm_cluster's own); an engine adds its own
 # in ``EXPORTS`` and a job definition may add names in OCI__EXPORTS. Everything else MAIN's config
 # holds stays in the file (``self.main_config.env``): a work dir writer cannot set a variable in
@@ -81,13 +86,10 @@ class ClusterProvider:
                                storage_options=self._storage_options(), clock=self.clock,
                                retry_budget=settings.storage_retry_budget,
                                secret=settings.cluster_secret or None)
-        # This life of the cluster: MAIN draws it; the others learn it from MAIN's configuration.
-        self.life = secrets.token_hex(6) if self.mode == "MAIN" else ""
-        self._stale_life: str | None = None  # a previous life's, seen by a worker before MAIN's
-        self._stale_stop: tuple | None = None  # fingerprint of a stop marker to ignore
-        self._refused: dict[str, tuple[tuple | None, str]] = {}  # file → (fingerprint, why)
-        self._done_ok: set[str] = set()
-        self._registration: NodeConfig | None = None  # this node's config, as written
+        self.rendezvous = Rendezvous(self.workdir, self.node_id, self.mode)
+        self.watch = ClusterWatch(node_id=self.node_id, mode=self.mode, workdir=self.workdir, clock=self.clock,
+                                  interval=settings.heartbeat_interval, timeout=settings.heartbeat_timeout,
+                                  rendezvous=self.rendezvous)
         self._tick_lock = threading.Lock()  # the node's thread and its keeper tick, never both at once
         self._handed: BaseException | None = None
         self._began = False  # begin_life took its first look
@@ -101,20 +103,9 @@ class ClusterProvider:
         self.ending: Ending | None = None
         self.reason = ""
         self._exit_code: int | None = None
-        self.heartbeat = 0
         self.transitions = 0
         self.children = ProcessGroup(grace=settings.teardown_grace)
         self.code_process: Child | None = None
-        self.main_config: NodeConfig | None = None
-        self.roster: list[RosterEntry] = []
-        self.stop_marker: StopMarker | None = None
-        self._worker_configs: dict[str, NodeConfig] = {}
-        self._listing: dict[str, tuple] = {}
-        self.peers = PeerWatch()  # state files this node watches (heartbeat fingerprints)
-        self._main_state_seen = False  # workers: from then on, watch MAIN by reading its state
-        self._state_dirty = True
-        self._next_beat = self.start_time
-        self._next_watch = self.start_time
         self._sync = None
         self._source_state = NodeStatus.init
         self._started_wall = self.clock.wall()
@@ -129,6 +120,27 @@ class ClusterProvider:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.node_id} {getattr(self, 'state', '?')} @ {self.workdir.display})"
+
+    # -- what the parts know, under the names hooks and oracle-ads subclasses use ----------------
+    @property
+    def life(self) -> str:
+        return self.rendezvous.life
+
+    @property
+    def main_config(self) -> NodeConfig | None:
+        return self.rendezvous.main_config
+
+    @property
+    def roster(self) -> list[RosterEntry]:
+        return self.rendezvous.roster
+
+    @property
+    def heartbeat(self) -> int:
+        return self.watch.heartbeat
+
+    @property
+    def stop_marker(self) -> StopMarker | None:
+        return self.watch.stop_marker
 
     # ------------------------------------------------------------------------------------------
     # identity, auth, addresses
@@ -217,57 +229,19 @@ class ClusterProvider:
         cfg = NodeConfig(node=self.node_id, mode=self.mode, run_id=self.run_id, rank=self.settings.rank,
                          ip=self.ip, host=self.host, env={k: str(v) for k, v in conf.items()},
                          roster=roster, life=self.life)
-        log.info("%s: writing %s", self.node_id, config_name(self.node_id))
-        self.workdir.write(config_name(self.node_id), cfg)
-        self._registration = cfg
-        if self.mode == "MAIN":
-            self.main_config = cfg
-            now = self.clock.now()
-            for r in roster[1:]:  # a node of the roster that never writes a state file is dead too
-                self.peers.expect(state_name(r.node), now)
+        self.rendezvous.register(cfg)
+        now = self.clock.now()
+        for r in roster[1:]:  # a node of the roster that never writes a state file is dead too
+            self.watch.peers.expect(state_name(r.node), now)
 
     def _build_roster(self) -> list[RosterEntry]:
-        workers = self.fetch_all_worker_info()
-        entries = [RosterEntry(node=self.node_id, mode="MAIN", run_id=self.run_id, rank=0,
-                               ip=self.ip, host=self.host)]
-        # Ranks: the run's RANK when given (unique), else by run id; WORKERs before PS.
-        def key(c: NodeConfig):
-            return (c.mode != "WORKER", c.rank if c.rank is not None else 1 << 30, c.run_id)
-
-        for i, c in enumerate(sorted(workers.values(), key=key), start=1):
-            entries.append(RosterEntry(node=c.node, mode=c.mode, run_id=c.run_id, rank=i, ip=c.ip,
-                                       host=c.host))
-        return entries
+        self.fetch_all_worker_info()
+        return self.rendezvous.build_roster(RosterEntry(node=self.node_id, mode="MAIN", run_id=self.run_id,
+                                                        rank=0, ip=self.ip, host=self.host))
 
     def fetch_all_worker_info(self) -> dict[str, NodeConfig]:
-        """Every WORKER / PS config, each read once (cached); MAIN waits for them in configuring.
-        A config that is unsigned or badly signed (with a cluster secret), names another node
-        than its file, or is malformed is refused (logged once) and never joins the roster."""
-        for name, fp in self._listing.items():
-            parsed = node_of(name)
-            if not (parsed and parsed[1] == "config" and parsed[0] != MAIN_NODE) or \
-                    parsed[0] in self._worker_configs or self._is_refused(name, fp):
-                continue
-            try:
-                cfg = self.workdir.read(name, NodeConfig)
-                if cfg is not None and (cfg.node != parsed[0] or cfg.mode == "MAIN"):
-                    raise ProtocolError(f"{self.workdir.url(name)}: names node {cfg.node!r} ({cfg.mode}), "
-                                        "not the node of its file name")
-            except ProtocolError as e:
-                self._refuse(name, fp, str(e))
-                continue
-            if cfg is not None:
-                self._worker_configs[parsed[0]] = cfg
-        return dict(self._worker_configs)
-
-    def _refuse(self, name: str, fp: tuple | None, why: str) -> None:
-        """Remember (and log once per version) a shared file this node does not accept."""
-        if self._refused.get(name) != (fp, why):
-            log.warning("%s: ignoring %s", self.node_id, why)
-        self._refused[name] = (fp, why)
-
-    def _is_refused(self, name: str, fp: tuple | None) -> bool:
-        return name in self._refused and fp is not None and self._refused[name][0] == fp
+        """Every WORKER / PS registration MAIN accepted, each read once (see Rendezvous)."""
+        return self.rendezvous.accept_workers(self.watch.listing)
 
     def export_config_files(self) -> list[str]:
         """Config files whose variables this node exports (MAIN's, on every node)."""
@@ -277,30 +251,21 @@ class ClusterProvider:
         """Names (fnmatch patterns) this node takes from MAIN's configuration."""
         return BASE_EXPORTS + tuple(self.EXPORTS) + self.settings.export_names
 
-    def exports(self, name: str) -> bool:
-        """Whether a variable of MAIN's configuration goes into this node's environment: a declared
-        name (:meth:`exported_names`), and never one of the hijack denylist (second line)."""
-        return any(fnmatch.fnmatchcase(name, pat) for pat in self.exported_names()) and not is_hijack_name(name)
-
     def export_configuration(self, files: list[str]) -> None:
-        """Read the config files and export their declared variables (:meth:`exports`) to this
-        node's environment; the others stay in the file. Names are also validated by the
-        NodeConfig model (no LD_*, PATH, PYTHONHOME…)."""
+        """Read the config files and export their declared variables (:meth:`exported_names`,
+        never a hijack name) to this node's environment; the others stay in the file. Names are
+        also validated by the NodeConfig model (no LD_*, PATH, PYTHONHOME…)."""
         for f in files:
             name = f.rsplit("/", 1)[-1]
             cfg = self.main_config if (name == config_name(MAIN_NODE) and self.main_config) else \
                 self.workdir.read(name, NodeConfig)
             if cfg is None:
                 raise NodeFailure(f"{self.workdir.url(name)} is missing")
-            kept = sorted(k for k in cfg.env if not self.exports(k))
+            take, kept = self.rendezvous.exported(cfg.env, self.exported_names())
             if kept:
                 log.info("%s: not exporting %s from %s (not declared by the engine or OCI__EXPORTS)",
                          self.node_id, ", ".join(kept), name)
-            for k, v in cfg.env.items():
-                if k not in kept:
-                    self.environ[k] = v
-            if cfg.roster:
-                self.roster = list(cfg.roster)
+            self.environ.update(take)
         me = next((r for r in self.roster if r.node == self.node_id), None)
         if me is not None:
             self.environ[OCI__NODE_RANK] = str(me.rank)
@@ -313,27 +278,13 @@ class ClusterProvider:
     def ready(self) -> bool:
         """MAIN's configuration of this life is published (seed meaning: MAIN_config.json exists).
         A worker accepts it only when it is signed (with a cluster secret), is not a previous
-        life's and lists this node in its roster; from then on it expects MAIN's state file
+        life's and lists this node (see Rendezvous); from then on it expects MAIN's state file
         within the heartbeat timeout."""
-        if self.main_config is None:
-            name = config_name(MAIN_NODE)
-            try:
-                cfg = self.workdir.read(name, NodeConfig)
-            except SignatureError as e:  # forged or another launch's: wait for the real one
-                self._refuse(name, None, str(e))
-                return False
-            if cfg is not None and self.mode != "MAIN":
-                if self._stale_life is not None and cfg.life == self._stale_life:
-                    return False  # the previous life's; MAIN of this life has not published yet
-                if not any(r.node == self.node_id for r in cfg.roster):
-                    self._refuse(name, None, f"{self.workdir.url(name)}: its roster does not list "
-                                             f"{self.node_id} (a configuration of another life or cluster)")
-                    return False
-            if cfg is not None and self.mode != "MAIN":
-                self.life = cfg.life
-                self.peers.expect(state_name(MAIN_NODE), self.clock.now())
-            self.main_config = cfg
-        return self.main_config is not None
+        known = self.main_config is not None
+        cfg = self.rendezvous.take_main_config()
+        if cfg is not None and not known and self.mode != "MAIN":
+            self.watch.peers.expect(state_name(MAIN_NODE), self.clock.now())
+        return cfg is not None
 
     def when_ready(self, func: Callable, *args, **kwargs):
         self.wait_until(self.ready, self.time_out, "MAIN's configuration")
@@ -367,11 +318,7 @@ class ClusterProvider:
             download_certificates(self.settings, self.authinfo)
 
     def profile_cmd(self) -> list[str]:
-        if not self.settings.profile:
-            return []
-        from .runtime.profile import profile_cmd
-
-        return profile_cmd(self.settings)
+        return entry.profile_prefix(self.settings)
 
     def code_runs_on(self) -> str:
         """``main`` or ``all``: where the entry script runs. OCI__RUN_ON by default; engines whose
@@ -389,33 +336,13 @@ class ClusterProvider:
             self.entry_script_path()
 
     def entry_script_path(self) -> str | None:
-        """The entry script's path (relative names: in OCI__CODE_DIR, else the working dir); a
-        NodeFailure naming OCI__ENTRY_SCRIPT when it is missing or cannot be run."""
-        s = self.settings
-        if not s.entry_script:
-            return None
-        script = s.entry_script
-        if not os.path.isabs(script):
-            in_code = os.path.join(s.code_dir, script)
-            script = in_code if os.path.exists(in_code) else os.path.abspath(script)
-        if not os.path.isfile(script):
-            raise NodeFailure(f"OCI__ENTRY_SCRIPT: no such file: {s.entry_script} "
-                              f"(looked in OCI__CODE_DIR={s.code_dir} and {os.getcwd()})")
-        if not script.endswith(".py") and not os.access(script, os.X_OK):
-            raise NodeFailure(f"OCI__ENTRY_SCRIPT: {script} is not executable (chmod +x, or use a .py file)")
-        return script
+        """The entry script's path (see :mod:`fsm_cluster.entry`)."""
+        return entry.script_path(self.settings)
 
     def entry_command(self) -> list[str] | None:
         """The entry script as a command: the profiler prefix (PROFILE), then the engine's launcher
-        around the script (:meth:`wrap_entry`), then the script (``.py`` with this Python, else
-        executed directly) and its arguments."""
-        script = self.entry_script_path()
-        if script is None:
-            return None
-        s = self.settings
-        args = shlex.split(s.entry_script_args) + shlex.split(s.entry_script_kwargs)
-        cmd = [sys.executable, script] if script.endswith(".py") else [script]
-        return self.profile_cmd() + self.wrap_entry(cmd + args)
+        around the script (:meth:`wrap_entry`), then the script and its arguments."""
+        return entry.command(self.settings, self.wrap_entry, self.profile_cmd())
 
     def wrap_entry(self, cmd: list[str]) -> list[str]:
         """The engine's launcher around the entry command (e.g. ``torchrun … script.py args``);
@@ -424,12 +351,7 @@ class ClusterProvider:
 
     def entry_env(self) -> dict[str, str]:
         """Environment of the entry script: the node's, plus OCI__RUNTIME_PYTHON_PATH entries."""
-        env = dict(self.environ)
-        if self.settings.runtime_python_path:
-            from .runtime.code import entry_environment
-
-            env = entry_environment(self.settings, env)
-        return env
+        return entry.environment(self.settings, dict(self.environ))
 
     def run_code(self) -> None:
         """Start the entry script where it runs (non-blocking; the runner watches it). With no
@@ -527,26 +449,7 @@ class ClusterProvider:
         if self.code_runs_on() != "all":
             return self.code_execution_complete
         others = [r.node for r in self.roster if r.node != self.node_id]
-        return self.code_execution_complete and all(self._done(n) for n in others)
-
-    def _done(self, node: str) -> bool:
-        """``node`` wrote its done marker for this life (read once, signature checked)."""
-        name = f"{node}{DONE_SUFFIX}"
-        if node in self._done_ok:
-            return True
-        fp = self._listing.get(name)
-        if fp is None or self._is_refused(name, fp):
-            return False
-        try:
-            marker = self.workdir.read(name, DoneMarker)
-            if marker is not None and (marker.node != node or marker.life not in ("", self.life)):
-                raise ProtocolError(f"{self.workdir.url(name)}: a done marker of another node or life")
-        except ProtocolError as e:
-            self._refuse(name, fp, str(e))
-            return False
-        if marker is not None:
-            self._done_ok.add(node)
-        return marker is not None
+        return self.code_execution_complete and all(self.rendezvous.done(n, self.watch.listing) for n in others)
 
     def tearable(self) -> bool:
         """The guard of ``teardown``: a stop marker, a failure, an ephemeral cluster whose code
@@ -564,42 +467,11 @@ class ClusterProvider:
         return StopMarker(outcome=outcome, node=self.node_id, reason=reason, exit_code=exit_code,
                           wall=self.clock.wall(), life=self.life)
 
-    def _write_stop(self, marker: StopMarker) -> bool:
-        """First writer wins, among this life's markers: a stop file that is forged, unsigned
-        (with a secret) or a previous life's is removed and the write tried once more."""
-        if self.workdir.write_stop(marker):
-            return True
-        try:
-            existing = self.workdir.read_stop()
-            if existing is None or self._belongs_here(existing):
-                return False
-            why = f"{self.workdir.url(STOP)}: a stop marker of another life ({existing.life})"
-        except ProtocolError as e:
-            why = str(e)
-        log.warning("%s: replacing %s", self.node_id, why)
-        self.workdir.remove(STOP)
-        return self.workdir.write_stop(marker)
-
-    def _belongs_here(self, marker: StopMarker) -> bool:
-        """A marker of this life (or of no known life: ADS, the launcher, an operator)."""
-        return marker.life in ("", self.life) or not self.life
-
     def stop(self) -> None:
         """Write the stop marker (first writer wins; never overwrites) and end the children."""
         e = self.ending
-        marker = self.marker(e.outcome, e.reason, e.exit_code) if e is not None and e.own else None
-        if marker is not None and self.stop_marker is None:
-            if self._write_stop(marker):
-                log.info("%s: wrote stop marker: %s (%s)", self.node_id, marker.outcome, marker.reason)
-                self.stop_marker = marker
-            else:
-                try:
-                    self.stop_marker = self.workdir.read_stop()
-                except ProtocolError:
-                    self.stop_marker = None
-                log.info("%s: stop marker already written by %s (%s)", self.node_id,
-                         self.stop_marker.node if self.stop_marker else "?",
-                         self.stop_marker.outcome if self.stop_marker else "?")
+        if e is not None and e.own and self.stop_marker is None:
+            self.watch.write_stop(self.marker(e.outcome, e.reason, e.exit_code))
             if self.mode == "MAIN" and not self.storage_failed:
                 self.flush_state()  # workers learn the outcome from MAIN's state: publish it first
         self.children.terminate_all(self.settings.teardown_grace)
@@ -643,7 +515,7 @@ class ClusterProvider:
     def publish_completion(self) -> None:
         """A non-MAIN node that ran code tells MAIN it finished (one small marker file)."""
         if self.mode != "MAIN" and self.runs_code():
-            self.workdir.write(f"{self.node_id}{DONE_SUFFIX}", DoneMarker(node=self.node_id, life=self.life))
+            self.rendezvous.publish_done()
 
     # ------------------------------------------------------------------------------------------
     # the ending: one way for every life to end
@@ -731,7 +603,7 @@ class ClusterProvider:
         self._entered_wall = self.clock.wall()
         log.info("transition node=%s %s -> %s reason=%s", self.node_id, self._source_state, self.state,
                  self.reason or "-")
-        self._state_dirty = True
+        self.watch.dirty = True
         if self.state in (NodeStatus.configuring, NodeStatus.waiting_for_main, NodeStatus.ready) or \
                 self.storage_failed:
             return
@@ -751,7 +623,7 @@ class ClusterProvider:
 
     def flush_state(self) -> None:
         self.workdir.write(state_name(self.node_id), self.node_state())
-        self._state_dirty = False
+        self.watch.dirty = False
 
     def kept_alive(self):
         """Context for the live part of the life: a :class:`~fsm_cluster.liveness.Keeper` beats and
@@ -794,185 +666,26 @@ class ClusterProvider:
             self._tick_lock.release()
 
     def _tick(self, engine: bool) -> None:
-        now = self.clock.now()
-        interval = self.settings.heartbeat_interval
-        if now >= self._next_beat:
-            self.heartbeat += 1
-            self._next_beat = now + interval
-            self._state_dirty = True
-        if self._state_dirty:
-            self.flush_state()
-        if now >= self._next_watch:
-            self._next_watch = now + interval
-            if self.mode != "MAIN" and self._main_state_seen:
-                try:
-                    main = self.workdir.read_state(MAIN_NODE)
-                except ProtocolError as e:
-                    if not self.workdir.secret:
-                        raise  # a corrupt file without a secret is a protocol failure, as before
-                    self._refuse(state_name(MAIN_NODE), None, str(e))  # forged: no news of MAIN
-                else:
-                    self.observe_main(main)
-            else:
-                self.observe(self.workdir.listing())
+        self.watch.tick(self.state, self.flush_state)
         if engine and self.state is NodeStatus.running:
             self.check_cluster_status()
 
     def begin_life(self) -> None:
-        """The first look at the work dir, before this node writes anything (one listing).
-
-        The same job may run again in the same work dir (on OCI every run of a job shares
-        JOB_OCID), so what a node finds there may be a previous life's. MAIN starts a new life:
-        it moves the previous life's files (stop marker, its own files, and those of the nodes of
-        that life's roster) to ``previous/<life>/``, keeping them for the record. A worker that
-        finds a stop marker already there takes it as the previous life's and ignores it, and
-        MAIN's configuration of that life with it."""
+        """The first look at the work dir, before this node writes anything (one listing): MAIN
+        moves a previous life's files aside, a worker notes a previous life's stop marker (see
+        :meth:`Rendezvous.first_look`); a worker's look also stands for its first watch."""
         listing = self.workdir.listing()
-        old = self._previous_stop(listing)
-        if self.mode == "MAIN":
-            self._archive_previous_life(listing, old)
-            self._began = True
-            return
+        self.rendezvous.first_look(listing)
         self._began = True
-        if old is not None:
-            self._stale_stop = listing[STOP]
-            self._stale_life = old.life
-            log.info("%s: a stop marker of a previous life is in %s; waiting for this life's MAIN",
-                     self.node_id, self.workdir.display)
-        self.observe(listing)
-
-    def _previous_stop(self, listing: dict[str, tuple]) -> StopMarker | None:
-        """The stop marker found at the first look, when it is a previous life's: it names a life
-        (only nodes that joined a life write one), or MAIN's files of a life are there too. A
-        marker with neither (a launcher's Ctrl-C, an operator's stop before MAIN began) is this
-        life's and ends it."""
-        if STOP not in listing:
-            return None
-        try:
-            old = self.workdir.read_stop()
-        except ProtocolError:
-            return LEGACY_STOP  # unreadable: ignored like a forged one (see _take_stop)
-        if old is None:
-            return None
-        mains = config_name(MAIN_NODE) in listing or state_name(MAIN_NODE) in listing
-        return old if (old.life or mains) else None
-
-    def _archive_previous_life(self, listing: dict[str, tuple], old_stop: StopMarker | None) -> None:
-        mains = [n for n in (config_name(MAIN_NODE), state_name(MAIN_NODE), f"{MAIN_NODE}{DONE_SUFFIX}")
-                 if n in listing] + ([STOP] if old_stop is not None else [])
-        if not mains:
-            return
-        roster: list[RosterEntry] = []
-        life = old_stop.life if old_stop is not None else ""
-        if config_name(MAIN_NODE) in listing:
-            try:
-                old = self.workdir.read(config_name(MAIN_NODE), NodeConfig)
-            except ProtocolError:
-                old = None
-            if old is not None:
-                life, roster = life or old.life, list(old.roster)
-        names = list(mains)
-        for r in roster:
-            if r.node != MAIN_NODE:
-                names += [n for n in (config_name(r.node), state_name(r.node), f"{r.node}{DONE_SUFFIX}")
-                          if n in listing]
-        folder = f"{PREVIOUS}/{life or 'unknown'}-{secrets.token_hex(3)}"
-        for name in names:
-            self.workdir.move(name, f"{folder}/{name}")
-        log.warning("%s: %s held a previous life of this cluster; moved its %d file(s) to %s/ "
-                    "and starting a new life", self.node_id, self.workdir.display, len(names), folder)
-
-    def _take_stop(self, fp: tuple | None) -> None:
-        """A stop marker is in the listing: read it (once per version) and, when it is this
-        life's and authentic, end the node the way it says."""
-        if self.stop_marker is not None or (fp is not None and fp == self._stale_stop) or \
-                self._is_refused(STOP, fp):
-            return
-        try:
-            marker = self.workdir.read_stop()
-            if marker is not None and self._stale_life is not None and not self.main_config and \
-                    marker.life == self._stale_life and marker.life:
-                return
-            if marker is not None and not self._belongs_here(marker):
-                raise ProtocolError(f"{self.workdir.url(STOP)}: a stop marker of another life ({marker.life})")
-        except ProtocolError as e:
-            self._refuse(STOP, fp, str(e))
-            return
-        if marker is not None:
-            self.stop_marker = marker
-            raise StopRequested(marker.reason, marker.exit_code, marker.outcome, marker.node)
+        if self.mode != "MAIN":
+            self.observe(listing)
 
     def observe(self, listing: dict[str, tuple]) -> None:
-        """Digest one listing: stop marker, peers' heartbeats (fingerprints that change)."""
-        self._listing = listing
-        now = self.clock.now()
-        # A fresh listing (e.g. MAIN's registration poll) stands for this interval's watch.
-        self._next_watch = max(self._next_watch, now + self.settings.heartbeat_interval)
-        if STOP in listing:
-            self._take_stop(listing[STOP])
-        if self.state in ("ready", "running", "complete") and config_name(MAIN_NODE) not in listing:
-            raise self._work_dir_gone(config_name(MAIN_NODE))
-        own = config_name(self.node_id)
-        if self.state == "waiting_for_main" and self._registration is not None and own not in listing:
-            # A new life's MAIN moved the previous life's files aside, and with them this node's
-            # registration when the run ids are the same: register again.
-            log.info("%s: %s is gone; registering again", self.node_id, own)
-            self.workdir.write(own, self._registration)
-        self._credit_blind_time(now)
-        if self.mode == "MAIN":  # the nodes it accepted, not any state file someone put there
-            watched = [(state_name(n), listing[state_name(n)]) for n in self._worker_configs
-                       if state_name(n) in listing]
-        elif self.main_config is not None:  # workers watch MAIN only, once they joined its life
-            main = state_name(MAIN_NODE)
-            watched = [(main, listing[main])] if main in listing else []
-            if main in listing:
-                self._main_state_seen = True
-        else:
-            watched = []
-        self._judge_peers(watched, now, lambda name: name in listing)
+        """Digest one listing (see :meth:`ClusterWatch.observe`)."""
+        self.watch.observe(listing, self.state)
 
     def observe_main(self, main: NodeState | None) -> None:
-        """A worker's watch once MAIN's state file exists: one small read per interval. MAIN's
-        heartbeat counter must change, and MAIN mirrors the stop marker into its state."""
-        now = self.clock.now()
-        self._next_watch = max(self._next_watch, now + self.settings.heartbeat_interval)
-        if main is None:
-            raise self._work_dir_gone(state_name(MAIN_NODE))
-        if main.life != self.life:  # refused, or not this life's: no news of MAIN
-            return
-        if main.stop is not None and self.stop_marker is None and self._belongs_here(main.stop):
-            self.stop_marker = main.stop
-            m = main.stop
-            raise StopRequested(m.reason, m.exit_code, m.outcome, m.node)
-        self._credit_blind_time(now)
-        self._judge_peers([(state_name(MAIN_NODE), (main.heartbeat, main.transitions, main.state))],
-                          now, lambda name: True)
-
-    def _work_dir_gone(self, name: str) -> NodeFailure:
-        # One reason whichever of MAIN's files a node happens to miss first.
-        return NodeFailure(f"work dir {self.workdir.display}: MAIN's files disappeared "
-                           f"({name} is gone; was the work dir deleted?)")
-
-    def _credit_blind_time(self, now: float) -> None:
-        """Time this node could not look (storage outage, retries, the process paused) is not the
-        peers' silence: credit it, so a storage blip seen by everyone is not a dead node."""
-        blind = self.peers.credit_blind_time(now, self.settings.heartbeat_interval)
-        if blind:
-            log.warning("%s: could not look for %.1f s; not counting that against peers' heartbeats",
-                        self.node_id, blind + self.settings.heartbeat_interval)
-
-    def _judge_peers(self, watched, now: float, present) -> None:
-        """Record changed fingerprints; a peer silent (on this node's clock) past the timeout is dead."""
-        self.peers.note_all(watched, now)
-        timeout = self.settings.heartbeat_timeout
-        for name, fp, quiet in self.peers.silent(now, timeout):
-            peer = name[: -len("_state.json")]
-            if fp is EXPECTED and not present(name):
-                raise NodeFailure(f"{peer} wrote no state file for {quiet:.0f} s after it "
-                                  f"joined the cluster (timeout {timeout:g} s)")
-            gone = "" if present(name) else " (its state file is gone)"
-            raise NodeFailure(f"{peer} stopped heart-beating: no change for {quiet:.0f} s "
-                              f"(timeout {timeout:g} s){gone}")
+        self.watch.observe_main(main)
 
     def wait_until(self, predicate: Callable[[], Any], timeout: float | None, what: str,
                    backoff: Backoff | None = None) -> Any:
@@ -982,7 +695,7 @@ class ClusterProvider:
         try:
             return wait_until(predicate, timeout, self.clock, backoff, what, before_sleep=self.tick)
         except WaitTimeout as e:
-            refused = "; ".join(why for _, why in self._refused.values())
+            refused = "; ".join(self.rendezvous.refusals())
             raise NodeFailure(f"{e}; refused meanwhile: {refused}" if refused else str(e)) from None
 
     # ------------------------------------------------------------------------------------------
@@ -992,9 +705,8 @@ class ClusterProvider:
         """MAIN in configuring: every expected WORKER and PS registered (one listing per poll, and
         one read of each new config: only accepted configs count)."""
         self.observe(self.workdir.listing())
-        accepted = self.fetch_all_worker_info().values()
-        workers = sum(1 for c in accepted if c.mode == "WORKER")
-        ps = sum(1 for c in accepted if c.mode == "PS")
+        self.fetch_all_worker_info()
+        workers, ps = self.rendezvous.registered()
         return workers >= self.expected_worker_count() and ps >= self.expected_ps_count()
 
     def main_published(self) -> bool:
@@ -1004,19 +716,11 @@ class ClusterProvider:
         """Pause until the next tick; returns early when the entry script exits."""
         if seconds <= 0:
             return
-        if self.state == "running" and self.code_process is not None and \
-                isinstance(self.clock, SystemClock):
-            import subprocess
-
-            try:  # returns at once if the code already ended: the runner handles it next
-                self.code_process.popen.wait(timeout=seconds)
-            except subprocess.TimeoutExpired:
-                pass
-        else:
-            self.clock.sleep(seconds)
+        running = self.state is NodeStatus.running and self.code_process is not None
+        self.clock.pause(seconds, self.code_process.popen if running else None)
 
     def seconds_to_next_tick(self) -> float:
-        return max(0.0, min(self._next_beat, self._next_watch) - self.clock.now())
+        return self.watch.seconds_to_next_tick()
 
     def is_live(self) -> bool:
         return self.state.is_live()

@@ -69,6 +69,9 @@ class VirtualClock:
         if exc is not None:
             raise exc
 
+    def pause(self, seconds: float, process=None) -> None:
+        self.sleep(seconds)  # simulated time: a real process is not waited for
+
     def current(self):
         """The calling simulated thread's token."""
         return getattr(self._local, "token", None)

@@ -92,7 +92,7 @@ class NodeLife(RuleBasedStateMachine):
     def stop_marker_appears(self, outcome):
         self.p.workdir.write_stop(StopMarker(outcome=outcome, node="WORKER_x", reason="elsewhere",
                                              exit_code=0 if outcome != "failed" else 4))
-        self.p._next_watch = self.clock.now()
+        self.p.watch.next_watch = self.clock.now()
         self.time_passes(0)
 
     @precondition(lambda self: not self.ended)

@@ -1,0 +1,231 @@
+"""How nodes find each other through the work dir, and which of its files a node accepts.
+
+One ``Rendezvous`` per node owns the protocol's configuration side: the node's first look (MAIN
+moves a previous life's files to ``previous/<life>-<id>/``; a worker notes a previous life's stop
+marker), its registration (``<node>_config.json``, written again if a new life's MAIN moved it
+aside), MAIN's acceptance of the WORKER / PS registrations (signed, naming the node of their file
+name, each read once) and its roster, a worker's acceptance of MAIN's configuration (this life's,
+listing it), the variables a node takes from MAIN's configuration (declared names only), the done
+markers of OCI__RUN_ON=all, and the refusals (each logged once per version of the file).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import secrets
+from typing import Iterable
+
+from .errors import ProtocolError, SignatureError
+from .models import LEGACY_STOP, DoneMarker, NodeConfig, RosterEntry, StopMarker, is_hijack_name
+from .workdir import MAIN_NODE, PREVIOUS, STOP, WorkDir, config_name, node_of, state_name
+
+log = logging.getLogger(__name__)
+
+DONE_SUFFIX = "_done"
+
+
+class Rendezvous:
+    def __init__(self, workdir: WorkDir, node_id: str, mode: str):
+        self.workdir = workdir
+        self.node_id = node_id
+        self.mode = mode
+        # This life of the cluster: MAIN draws it; the others learn it from MAIN's configuration.
+        self.life = secrets.token_hex(6) if mode == "MAIN" else ""
+        self.main_config: NodeConfig | None = None
+        self.roster: list[RosterEntry] = []
+        self.workers: dict[str, NodeConfig] = {}  # MAIN: accepted registrations by node
+        self.registration: NodeConfig | None = None  # this node's config, as written
+        self.stale_life: str | None = None  # a previous life's, seen by a worker before MAIN's
+        self.stale_stop: tuple | None = None  # fingerprint of a stop marker to ignore
+        self.refused: dict[str, tuple[tuple | None, str]] = {}  # file → (fingerprint, why)
+        self._done: set[str] = set()
+
+    # -- refusals ----------------------------------------------------------------------------------
+    def refuse(self, name: str, fp: tuple | None, why: str) -> None:
+        """Remember (and log once per version) a shared file this node does not accept."""
+        if self.refused.get(name) != (fp, why):
+            log.warning("%s: ignoring %s", self.node_id, why)
+        self.refused[name] = (fp, why)
+
+    def is_refused(self, name: str, fp: tuple | None) -> bool:
+        return name in self.refused and fp is not None and self.refused[name][0] == fp
+
+    def refusals(self) -> list[str]:
+        return [why for _, why in self.refused.values()]
+
+    # -- lives -------------------------------------------------------------------------------------
+    def first_look(self, listing: dict[str, tuple]) -> None:
+        """The node's first look, before it writes anything. The same job may run again in the
+        same work dir (on OCI every run of a job shares JOB_OCID): MAIN starts a new life and
+        moves the previous life's files aside; a worker notes the previous life's stop marker
+        (and so ignores it and MAIN's configuration of that life)."""
+        old = self._previous_stop(listing)
+        if self.mode == "MAIN":
+            self._archive_previous_life(listing, old)
+        elif old is not None:
+            self.stale_stop = listing[STOP]
+            self.stale_life = old.life
+            log.info("%s: a stop marker of a previous life is in %s; waiting for this life's MAIN",
+                     self.node_id, self.workdir.display)
+
+    def _previous_stop(self, listing: dict[str, tuple]) -> StopMarker | None:
+        """The stop marker found at the first look, when it is a previous life's: it names a life
+        (only nodes that joined a life write one), or MAIN's files of a life are there too. A
+        marker with neither (a launcher's Ctrl-C, an operator's stop before MAIN began) is this
+        life's and ends it."""
+        if STOP not in listing:
+            return None
+        try:
+            old = self.workdir.read_stop()
+        except ProtocolError:
+            return LEGACY_STOP  # unreadable: ignored like a forged one
+        if old is None:
+            return None
+        mains = config_name(MAIN_NODE) in listing or state_name(MAIN_NODE) in listing
+        return old if (old.life or mains) else None
+
+    def _archive_previous_life(self, listing: dict[str, tuple], old_stop: StopMarker | None) -> None:
+        mains = [n for n in (config_name(MAIN_NODE), state_name(MAIN_NODE), f"{MAIN_NODE}{DONE_SUFFIX}")
+                 if n in listing] + ([STOP] if old_stop is not None else [])
+        if not mains:
+            return
+        roster: list[RosterEntry] = []
+        life = old_stop.life if old_stop is not None else ""
+        if config_name(MAIN_NODE) in listing:
+            try:
+                old = self.workdir.read(config_name(MAIN_NODE), NodeConfig)
+            except ProtocolError:
+                old = None
+            if old is not None:
+                life, roster = life or old.life, list(old.roster)
+        names = list(mains)
+        for r in roster:
+            if r.node != MAIN_NODE:
+                names += [n for n in (config_name(r.node), state_name(r.node), f"{r.node}{DONE_SUFFIX}")
+                          if n in listing]
+        folder = f"{PREVIOUS}/{life or 'unknown'}-{secrets.token_hex(3)}"
+        for name in names:
+            self.workdir.move(name, f"{folder}/{name}")
+        log.warning("%s: %s held a previous life of this cluster; moved its %d file(s) to %s/ "
+                    "and starting a new life", self.node_id, self.workdir.display, len(names), folder)
+
+    def belongs_here(self, marker: StopMarker) -> bool:
+        """A marker of this life (or of no known life: ADS, the launcher, an operator)."""
+        return marker.life in ("", self.life) or not self.life
+
+    def is_stale(self, marker: StopMarker) -> bool:
+        """The previous life's marker that a worker saw at its first look."""
+        return (self.stale_life is not None and self.main_config is None and bool(marker.life)
+                and marker.life == self.stale_life)
+
+    # -- registration ----------------------------------------------------------------------------
+    def register(self, cfg: NodeConfig) -> None:
+        """Write this node's config (a worker's registration; MAIN's configuration)."""
+        log.info("%s: writing %s", self.node_id, config_name(self.node_id))
+        self.workdir.write(config_name(self.node_id), cfg)
+        self.registration = cfg
+        if self.mode == "MAIN":
+            self.main_config = cfg
+            self.roster = list(cfg.roster)
+
+    def register_again_if_gone(self, listing: dict[str, tuple]) -> None:
+        """A new life's MAIN moved the previous life's files aside, and with them this node's
+        registration when the run ids are the same: register again."""
+        own = config_name(self.node_id)
+        if self.registration is not None and own not in listing:
+            log.info("%s: %s is gone; registering again", self.node_id, own)
+            self.workdir.write(own, self.registration)
+
+    def accept_workers(self, listing: dict[str, tuple]) -> dict[str, NodeConfig]:
+        """MAIN: every WORKER / PS registration, each read once. One that is unsigned or badly
+        signed (with a cluster secret), names another node than its file, or is malformed is
+        refused (logged once) and never joins the roster."""
+        for name, fp in listing.items():
+            parsed = node_of(name)
+            if not (parsed and parsed[1] == "config" and parsed[0] != MAIN_NODE) or \
+                    parsed[0] in self.workers or self.is_refused(name, fp):
+                continue
+            try:
+                cfg = self.workdir.read(name, NodeConfig)
+                if cfg is not None and (cfg.node != parsed[0] or cfg.mode == "MAIN"):
+                    raise ProtocolError(f"{self.workdir.url(name)}: names node {cfg.node!r} ({cfg.mode}), "
+                                        "not the node of its file name")
+            except ProtocolError as e:
+                self.refuse(name, fp, str(e))
+                continue
+            if cfg is not None:
+                self.workers[parsed[0]] = cfg
+        return dict(self.workers)
+
+    def registered(self) -> tuple[int, int]:
+        """(WORKER, PS) registrations MAIN accepted."""
+        modes = [c.mode for c in self.workers.values()]
+        return modes.count("WORKER"), modes.count("PS")
+
+    def build_roster(self, main: RosterEntry) -> list[RosterEntry]:
+        """MAIN first; then by the run's RANK when given (unique), else by run id; WORKERs before PS."""
+        def key(c: NodeConfig):
+            return (c.mode != "WORKER", c.rank if c.rank is not None else 1 << 30, c.run_id)
+
+        return [main] + [RosterEntry(node=c.node, mode=c.mode, run_id=c.run_id, rank=i, ip=c.ip, host=c.host)
+                         for i, c in enumerate(sorted(self.workers.values(), key=key), start=1)]
+
+    def take_main_config(self) -> NodeConfig | None:
+        """A worker: MAIN's configuration of this life, once published (None until then). It is
+        accepted only when signed (with a cluster secret), not a previous life's, and listing
+        this node; the node then joins its life."""
+        if self.main_config is not None:
+            return self.main_config
+        name = config_name(MAIN_NODE)
+        try:
+            cfg = self.workdir.read(name, NodeConfig)
+        except SignatureError as e:  # forged or another launch's: wait for the real one
+            self.refuse(name, None, str(e))
+            return None
+        if cfg is None:
+            return None
+        if self.mode != "MAIN":
+            if self.stale_life is not None and cfg.life == self.stale_life:
+                return None  # the previous life's; MAIN of this life has not published yet
+            if not any(r.node == self.node_id for r in cfg.roster):
+                self.refuse(name, None, f"{self.workdir.url(name)}: its roster does not list "
+                                        f"{self.node_id} (a configuration of another life or cluster)")
+                return None
+            self.life = cfg.life
+        self.main_config = cfg
+        self.roster = list(cfg.roster)
+        return cfg
+
+    # -- exports ---------------------------------------------------------------------------------
+    @staticmethod
+    def exported(env: dict[str, str], names: Iterable[str]) -> tuple[dict[str, str], list[str]]:
+        """(variables a node takes, names kept in the file) of MAIN's ``env``: a declared name
+        (fnmatch patterns ``names``), and never one of the hijack denylist (second line)."""
+        patterns = tuple(names)
+        take = {k: v for k, v in env.items()
+                if any(fnmatch.fnmatchcase(k, p) for p in patterns) and not is_hijack_name(k)}
+        return take, sorted(set(env) - set(take))
+
+    # -- done markers (OCI__RUN_ON=all) ----------------------------------------------------------
+    def publish_done(self) -> None:
+        self.workdir.write(f"{self.node_id}{DONE_SUFFIX}", DoneMarker(node=self.node_id, life=self.life))
+
+    def done(self, node: str, listing: dict[str, tuple]) -> bool:
+        """``node`` wrote its done marker for this life (read once, signature checked)."""
+        name = f"{node}{DONE_SUFFIX}"
+        if node in self._done:
+            return True
+        fp = listing.get(name)
+        if fp is None or self.is_refused(name, fp):
+            return False
+        try:
+            marker = self.workdir.read(name, DoneMarker)
+            if marker is not None and (marker.node != node or marker.life not in ("", self.life)):
+                raise ProtocolError(f"{self.workdir.url(name)}: a done marker of another node or life")
+        except ProtocolError as e:
+            self.refuse(name, fp, str(e))
+            return False
+        if marker is not None:
+            self._done.add(node)
+        return marker is not None
