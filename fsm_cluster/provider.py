@@ -47,6 +47,11 @@ __all__ = ["ClusterProvider", "BASE_EXPORTS", "DONE_SUFFIX", "local_ip"]
 BASE_EXPORTS = (OCI__MAIN_IP, OCI__WORLD_SIZE, WORLD_SIZE, OCI__NODE_LIST, OCI__CLUSTER_ID)
 
 
+def _part(part: str, name: str, doc: str) -> property:
+    """A read-only attribute of the provider that one of its parts owns."""
+    return property(lambda self: getattr(getattr(self, part), name), doc=doc)
+
+
 class ClusterProvider:
     """Framework-neutral cluster life-cycle manager for one node.
 
@@ -121,26 +126,12 @@ class ClusterProvider:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.node_id} {getattr(self, 'state', '?')} @ {self.workdir.display})"
 
-    # -- what the parts know, under the names hooks and oracle-ads subclasses use ----------------
-    @property
-    def life(self) -> str:
-        return self.rendezvous.life
-
-    @property
-    def main_config(self) -> NodeConfig | None:
-        return self.rendezvous.main_config
-
-    @property
-    def roster(self) -> list[RosterEntry]:
-        return self.rendezvous.roster
-
-    @property
-    def heartbeat(self) -> int:
-        return self.watch.heartbeat
-
-    @property
-    def stop_marker(self) -> StopMarker | None:
-        return self.watch.stop_marker
+    # -- what the parts know, under the names hooks and oracle-ads subclasses use (read only) ----
+    life = _part("rendezvous", "life", "this life's id (MAIN draws it, the others learn it)")
+    main_config = _part("rendezvous", "main_config", "MAIN's NodeConfig of this life, once known")
+    roster = _part("rendezvous", "roster", "every node, rank order (RosterEntry), once known")
+    heartbeat = _part("watch", "heartbeat", "this node's heartbeat counter")
+    stop_marker = _part("watch", "stop_marker", "the cluster's StopMarker, once known")
 
     # ------------------------------------------------------------------------------------------
     # identity, auth, addresses
