@@ -104,6 +104,7 @@ class ClusterRunner:
     def __init__(self, cluster_provider=None, cluster_key=None, environ=None):
         self.environ = os.environ if environ is None else environ
         self.cluster_key = cluster_key or self.environ.get("OCI__CLUSTER_TYPE") or "COMMAND"
+        # oracle-ads' ClusterRunner has these public attributes; code written for it may read them.
         self.mode = self.environ.get("OCI__MODE")
         self.ephemeral = self.environ.get("OCI__EPHEMERAL", "1")
         self.work_dir = self.environ.get("OCI__WORK_DIR")
