@@ -69,15 +69,11 @@ def _find_cluster(uri: str, cluster_id: str | None, storage_options: dict | None
             return wd
     probe = WorkDir(uri, "", storage_options=storage_options)
     try:
-        entries = probe._call("ls", lambda: probe.fs.ls(probe.root.rstrip("/") or "/", detail=True,
-                                                        refresh=True), "listing")
+        names = probe.subdirectories()
     except FileNotFoundError:
         raise ClusterNotFound(f"{uri}: no such directory") from None
     clusters = []
-    for e in entries:
-        if e.get("type") != "directory":
-            continue
-        cid = posixpath.basename(e["name"].rstrip("/"))
+    for cid in names:
         wd = WorkDir(uri, cid, fs=probe.fs)
         if _looks_like_cluster(wd.listing()):
             clusters.append(wd)

@@ -355,6 +355,14 @@ class WorkDir:
                          e.get("created"), e.get("ino"))
         return out
 
+    def subdirectories(self) -> list[str]:
+        """One request: the names of the folders directly under the cluster dir (for a WorkDir
+        opened with an empty cluster id: the clusters of a work dir). FileNotFoundError when the
+        dir does not exist."""
+        root = self.root.rstrip("/") or "/"
+        entries = self._call("ls", lambda: self.fs.ls(root, detail=True, refresh=True), "listing")
+        return [posixpath.basename(e["name"].rstrip("/")) for e in entries if e.get("type") == "directory"]
+
     def move(self, name: str, dest: str) -> None:
         """Move ``name`` to ``dest`` (both relative to the cluster dir); a missing file is no error."""
         src, dst = self.path(name), self.path(dest)
