@@ -14,6 +14,7 @@ from typing import Literal, Mapping
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import SettingsError
+from .validation import Problem, format_validation_error
 
 # --- job definition (cluster-wide) -------------------------------------------------------------
 OCI__WORK_DIR = "OCI__WORK_DIR"
@@ -217,7 +218,7 @@ class Settings(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as e:
-            raise SettingsError(format_validation_error(e, "environment variable")) from None
+            raise SettingsError(format_validation_error(e, _variable)) from None
 
 
 _ALIASES = {f.alias for f in Settings.model_fields.values()}
@@ -226,19 +227,9 @@ _OPTIONAL_NUMBERS = {RANK, OCI__WORKER_COUNT, OCI__PS_COUNT, OCI__TIMEOUT, OCI__
                      OCI__STORAGE_RETRY_BUDGET}
 
 
-def format_validation_error(e: ValidationError, kind: str, source: str = "") -> str:
-    """One line per problem, each naming the variable/field: ``OCI__MODE: field required``."""
-    lines = []
-    for err in e.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        if not loc:  # a rule over several fields: the message names them
-            lines.append(msg)
-            continue
-        if err["type"] == "missing":
-            msg = "required but not set"
-        elif "input" in err and err["type"] not in ("missing",):
-            msg = f"{msg} (got {err['input']!r})" if not isinstance(err["input"], dict) else msg
-        lines.append(f"{kind} {loc}: {msg}")
-    prefix = f"{source}: " if source else ""
-    return prefix + "; ".join(lines)
+def _variable(p: Problem) -> str:
+    """``environment variable OCI__MODE: required but not set`` (a rule over several variables:
+    its own message, which names them)."""
+    if not p.loc:
+        return p.message
+    return f"environment variable {p.path}: {'required but not set' if p.type == 'missing' else p.message}"

@@ -25,7 +25,6 @@ definition merged with its run), which is what the local launcher starts.
 
 from __future__ import annotations
 
-import difflib
 import io
 import os
 import re
@@ -50,6 +49,7 @@ from .env import (OCI__CA_DOWNLOAD_LOCATION, OCI__CERTIFICATE_AUTHORITY_OCID,
 from .errors import SpecError
 from .registry import (BUILTIN_SPEC_BUILDERS, SPEC_BUILDERS_GROUP, ClusterProviderFactory, import_object,
                        known_kinds, lookup)
+from .validation import format_validation_error
 
 MODES = {"main": "MAIN", "worker": "WORKER", "ps": "PS"}
 
@@ -544,76 +544,12 @@ def json_schema() -> dict:
 # ------------------------------------------------------------------------------------------------
 # Validation errors → one line per problem, naming path and line
 # ------------------------------------------------------------------------------------------------
-_TYPE_TAGS = re.compile(r"^(str|int|float|bool|list|dict|none)(\[.*\])?$|^function-")
-
-
-def _message(err: dict, fields: list[str]) -> str:
-    t, ctx, got = err["type"], err.get("ctx") or {}, err.get("input")
-    shown = f" (got {got!r})" if isinstance(got, (str, int, float, bool)) or got is None else ""
-    if t == "missing":
-        return "required"
-    if t == "extra_forbidden":
-        close = difflib.get_close_matches(str(err["loc"][-1]), fields, n=1)
-        return "unknown field" + (f" (did you mean {close[0]!r}?)" if close else "")
-    if t == "greater_than_equal":
-        return f"must be ≥ {ctx.get('ge')}{shown}"
-    if t == "greater_than":
-        return f"must be > {ctx.get('gt')}{shown}"
-    if t == "literal_error":
-        return f"must be {ctx.get('expected')}{shown}"
-    if t in ("int_parsing", "int_type", "int_from_float"):
-        return f"must be an integer{shown}"
-    if t in ("float_parsing", "float_type"):
-        return f"must be a number{shown}"
-    if t in ("bool_parsing", "bool_type"):
-        return f"must be true or false{shown}"
-    if t == "string_type":
-        return f"must be a string{shown}"
-    if t == "string_too_short":
-        return "must not be empty"
-    if t == "string_pattern_mismatch":
-        return f"not a valid environment variable name{shown}"
-    if t == "list_type":
-        return "must be a list"
-    if t in ("model_type", "dict_type", "model_attributes_type"):
-        return "must be a mapping"
-    msg = err["msg"]
-    return msg[len("Value error, "):] if msg.startswith("Value error, ") else msg
-
-
-def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
-    """YAML keys allowed where ``loc`` points (for "did you mean")."""
-    import typing
-
-    current: Any = model
-    for part in loc[:-1]:
-        if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
-            continue
-        field = next((f for n, f in current.model_fields.items() if f.alias == part or n == part), None)
-        if field is None:
-            return []
-        ann = field.annotation
-        candidates = [a for a in typing.get_args(ann) or (ann,)]
-        nxt = None
-        for c in candidates:
-            for inner in (c, *typing.get_args(c)):
-                if isinstance(inner, type) and issubclass(inner, BaseModel):
-                    nxt = inner
-        current = nxt
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return [f.alias or n for n, f in current.model_fields.items()]
-    return []
-
-
 def format_errors(e: ValidationError, source: SpecSource, model: type[BaseModel] = None) -> str:
-    model = model or ClusterSpec
-    out: list[tuple[int, str]] = []
-    for err in e.errors():
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and _TYPE_TAGS.match(p)))
-        text = source.error(loc, _message(err, _fields_at(model, loc)))
-        if all(text != t for _, t in out):
-            out.append((source.line_of(loc) or 0, text))
-    return "\n".join(t for _, t in sorted(out, key=lambda x: x[0]))
+    """One line per problem (``<file>: <yaml path>: <message>, line N``), in the file's order."""
+    return format_validation_error(e, lambda p: source.error(p.loc, p.message), sep="\n",
+                                   model=model or ClusterSpec,
+                                   patterns={ENV_VAR_NAME: "environment variable name"},
+                                   order=lambda p: source.line_of(p.loc) or 0)
 
 
 # ================================================================================================

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ValidationError
 
 from .errors import ProtocolError, SignatureError, StorageError
 from .models import LEGACY_STOP, NodeConfig, NodeState, StopMarker
+from .validation import Problem, format_validation_error
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
@@ -319,19 +320,7 @@ class WorkDir:
         try:
             return cls.model_validate_json(data)
         except ValidationError as e:
-            problems = []
-            for err in e.errors():
-                loc = ".".join(str(p) for p in err["loc"])
-                if err["type"] == "json_invalid":
-                    problems.append(f"not valid JSON ({err['ctx'].get('error', err['msg'])})"
-                                    if err.get("ctx") else "not valid JSON")
-                elif err["type"] == "missing":
-                    problems.append(f"field {loc!r} is missing")
-                elif err["type"] == "extra_forbidden":
-                    problems.append(f"field {loc!r} is not allowed")
-                else:
-                    problems.append(f"field {loc!r}: {err['msg']}")
-            raise ProtocolError(f"{self.url(name)}: {'; '.join(problems)}") from None
+            raise ProtocolError(f"{self.url(name)}: {format_validation_error(e, _field)}") from None
 
     def read(self, name: str, cls: type[M]) -> M | None:
         """Read and validate ``name``; None if absent; ProtocolError naming the file and field."""
@@ -396,6 +385,16 @@ class WorkDir:
 
     def log_path(self, node: str) -> str:
         return self.path(f"logs/{node}.log")
+
+
+def _field(p: Problem) -> str:
+    """``field 'run_id' is missing`` / ``is not allowed`` / ``field 'mode': must be ...``; a file
+    that is not JSON at all: ``not valid JSON (...)``."""
+    if not p.loc:
+        return p.message
+    if p.type in ("missing", "extra_forbidden"):
+        return f"field {p.path!r} is {'missing' if p.type == 'missing' else 'not allowed'}"
+    return f"field {p.path!r}: {p.message}"
 
 
 def dumps(model: BaseModel) -> str:
