@@ -38,7 +38,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr
                       WithJsonSchema, field_validator)
 from pydantic.alias_generators import to_camel
 
-from .env import (OCI__CA_DOWNLOAD_LOCATION, OCI__CERTIFICATE_AUTHORITY_OCID,
+from .env import (JOB_RUN_OCID, OCI__CA_DOWNLOAD_LOCATION, OCI__CERTIFICATE_AUTHORITY_OCID,
                   OCI__CERTIFICATE_DOWNLOAD_LOCATION, OCI__CERTIFICATE_KEY_DOWNLOAD_LOCATION,
                   OCI__CERTIFICATE_OCID, OCI__CLUSTER_TYPE, OCI__CODE_DIR, OCI__ENTRY_SCRIPT,
                   OCI__ENTRY_SCRIPT_ARGS, OCI__ENTRY_SCRIPT_KWARGS, OCI__EPHEMERAL, OCI__LIFE_SPAN,
@@ -878,18 +878,25 @@ def entry_kwargs(kwargs: dict[str, str] | str | None) -> str:
 
 
 @dataclass(frozen=True)
-class NodeEnv:
-    """One node of a spec: its run name, mode, rank and full environment (job def + run)."""
+class NodePlan:
+    """One node to start: its name (a spec's run name; once ``fsm-cluster local`` has finalized
+    the plan, the display name, log name and run id: ``worker-1``), mode, rank and environment."""
 
     name: str
     mode: str
     rank: int
     env: dict[str, str]
 
+    @property
+    def node_id(self) -> str:
+        """ADS file-name stem: ``MAIN`` or ``<mode>_<JOB_RUN_OCID>`` (set when finalized)."""
+        return "MAIN" if self.mode == "MAIN" else f"{self.mode}_{self.env[JOB_RUN_OCID]}"
 
-def node_environments(spec: ClusterSpec) -> list[NodeEnv]:
-    """Every node's environment, MAIN first (what ``fsm-cluster local`` starts)."""
+
+def node_environments(spec: ClusterSpec) -> list[NodePlan]:
+    """Every node's plan with its full environment (job def + run), MAIN first (what
+    ``fsm-cluster local`` starts)."""
     conv = ClusterConfigToJobSpecConverter(spec)
     base = conv.job_def_info()["envVars"]
-    return [NodeEnv(r["name"], r["mode"], r["rank"], {**base, **r["envVars"]})
+    return [NodePlan(r["name"], r["mode"], r["rank"], {**base, **r["envVars"]})
             for r in conv.run_infos()]

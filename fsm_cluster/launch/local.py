@@ -23,7 +23,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping
 
 from .. import secretstore
@@ -33,6 +33,7 @@ from ..env import (JOB_OCID, JOB_RUN_OCID, OCI__CLUSTER_SECRET, OCI__CLUSTER_TYP
                    OCI__WORK_DIR, OCI__WORKER_COUNT, RANK)
 from ..env import Settings
 from ..errors import FsmClusterError, SpecError
+from ..jobspec import NodePlan, load_spec, node_environments
 from ..models import StopMarker
 from ..workdir import WorkDir
 
@@ -77,20 +78,6 @@ PROCESS_LOCAL_PROTOCOLS = frozenset({"memory"})
 # ${PROJECT_OCID} and friends need not be set to try a spec on this machine.
 LOCALLY_IGNORED = (("spec", "infrastructure"), ("spec", "cluster", "spec", "image"),
                    *(("spec", "cluster", "spec", g, "image") for g in ("main", "worker", "ps")))
-
-
-@dataclass
-class NodePlan:
-    """One node to start: ``name`` is its display name, log name and run id (``worker-1``)."""
-
-    name: str
-    mode: str
-    rank: int
-    env: dict[str, str]
-
-    @property
-    def node_id(self) -> str:
-        return "MAIN" if self.mode == "MAIN" else f"{self.mode}_{self.env[JOB_RUN_OCID]}"
 
 
 @dataclass
@@ -254,8 +241,9 @@ def make_private_dirs(path: str) -> None:
 
 def plan_from_flags(*, framework: str, workers: int, ps: int, run_on: str,
                     command: list[str], scratch: str, code_dir: str,
-                    limit: NodeLimit | None = None) -> list[tuple[str, dict]]:
-    """(mode, contract env) per node from the command-line flags."""
+                    limit: NodeLimit | None = None) -> list[NodePlan]:
+    """A plan per node (MAIN, workers, parameter servers) with the contract env, from the
+    command-line flags."""
     (limit or machine_node_limit()).check(workers, ps, "--workers and --ps")
     from ..registry import ClusterProviderFactory
 
@@ -264,16 +252,15 @@ def plan_from_flags(*, framework: str, workers: int, ps: int, run_on: str,
               OCI__PS_COUNT: str(ps), OCI__RUN_ON: run_on, OCI__CODE_DIR: code_dir}
     common.update(entry_from_command(command, scratch))
     modes = ["MAIN"] + ["WORKER"] * workers + ["PS"] * ps
-    return [(m, dict(common)) for m in modes]
+    return [NodePlan(name, mode, rank, dict(common))
+            for rank, (name, mode) in enumerate(zip(display_names(modes), modes))]
 
 
 def plan_from_spec(path: str, environ: Mapping[str, str],
-                   limit: NodeLimit | None = None) -> tuple[list[tuple[str, dict]], str | None]:
-    """(mode, env) per node from a cluster spec (:mod:`fsm_cluster.jobspec`), and the spec's work
+                   limit: NodeLimit | None = None) -> tuple[list[NodePlan], str | None]:
+    """A plan per node from a cluster spec (:mod:`fsm_cluster.jobspec`), and the spec's work
     dir (for information: local runs use their own unless ``--work-dir`` says otherwise). What a
     local run ignores (:data:`LOCALLY_IGNORED`) is dropped unread: its placeholders need no value."""
-    from ..jobspec import load_spec, node_environments
-
     if not os.path.isfile(path):
         raise SpecError(f"{path}: no such file")
     spec = load_spec(path, environ=dict(environ), ignore=LOCALLY_IGNORED)
@@ -290,15 +277,17 @@ def plan_from_spec(path: str, environ: Mapping[str, str],
         code_dir = env.get(OCI__CODE_DIR, "")
         if not code_dir or not os.path.isdir(code_dir):
             env[OCI__CODE_DIR] = spec_dir
-        out.append((n.mode, env))
+        out.append(replace(n, env=env))
     return out, spec.cluster.work_dir
 
 
-def finalize(planned: list[tuple[str, dict]], *, work_dir: str, cluster_id: str,
+def finalize(planned: list[NodePlan], *, work_dir: str, cluster_id: str,
              base_env: Mapping[str, str], extra_env: Mapping[str, str]) -> list[NodePlan]:
-    """Full per-node environments: the launcher's own environment (minus what the launcher owns),
-    local defaults, the planned contract, ``-e`` overrides, and the platform's identity vars."""
-    modes = [m for m, _ in planned]
+    """The plans to start: display names (``worker-1``, also the run ids), ranks (MAIN, workers,
+    parameter servers) and full environments — the launcher's own environment (minus what the
+    launcher owns), local defaults, the planned contract, ``-e`` overrides, and the platform's
+    identity vars."""
+    modes = [p.mode for p in planned]
     if modes.count("MAIN") != 1:
         raise SpecError(f"a cluster needs exactly one MAIN node (got {modes.count('MAIN')})")
     names = display_names(modes)
@@ -309,12 +298,12 @@ def finalize(planned: list[tuple[str, dict]], *, work_dir: str, cluster_id: str,
     plans = []
     order = sorted(range(len(planned)), key=lambda i: ({"MAIN": 0, "WORKER": 1, "PS": 2}[modes[i]], i))
     for rank, i in enumerate(order):
-        mode, env = planned[i]
-        full = {**LOCAL_DEFAULTS, **base, **{k: str(v) for k, v in env.items()}, **extra_env}
+        mode = modes[i]
+        full = {**LOCAL_DEFAULTS, **base, **{k: str(v) for k, v in planned[i].env.items()}, **extra_env}
         full.update({OCI__MODE: mode, RANK: str(rank), JOB_OCID: cluster_id, JOB_RUN_OCID: names[i],
                      OCI__WORK_DIR: work_dir, OCI__SELF_IP: "127.0.0.1", OCI__CLUSTER_SECRET: secret})
         Settings.from_env(full)  # a bad value (-e, spec, shell) → one error naming the variable
-        plans.append(NodePlan(names[i], mode, rank, full))
+        plans.append(replace(planned[i], name=names[i], rank=rank, env=full))
     return plans
 
 
