@@ -89,10 +89,7 @@ class HorovodProvider(EngineProvider):
     EXPORTS = (OCI__HOROVOD_SLOTS,)
     CODE_RUNS_ON = "main"  # horovodrun on MAIN starts every rank
     LAUNCHER = "horovodrun"
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._scratch: str | None = None
+    _scratch: str | None = None  # this node's scratch dir (discovery script and cache), once written
 
     def configuration(self, conf: dict | None = None) -> dict:
         conf = dict(conf or {})
