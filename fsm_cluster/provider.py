@@ -98,6 +98,7 @@ class ClusterProvider:
         self._tick_lock = threading.Lock()  # the node's thread and its keeper tick, never both at once
         self._handed: BaseException | None = None
         self._began = False  # begin_life took its first look
+        self._ticked_at = self.clock.now()  # the node's own thread last ticked (the keeper stands by)
         # seed attribute names
         self.my_work_dir = self.workdir.url()
         self.config_file = self.workdir.url(config_name(self.node_id))
@@ -647,14 +648,17 @@ class ClusterProvider:
         handed = self.take_handed()
         if handed is not None:
             raise handed
-        if not engine and not self._began:
-            return  # the keeper waits for the node's first look (MAIN moves a previous life aside)
+        if not engine and (not self._began or
+                           self.clock.now() - self._ticked_at < 1.5 * self.settings.heartbeat_interval):
+            return  # the keeper stands in only for a node's thread that is held (and has looked once)
         if not self._tick_lock.acquire(blocking=False):
             return  # the other thread is ticking: this interval is covered
         try:
             self._tick(engine)
         finally:
             self._tick_lock.release()
+        if engine:
+            self._ticked_at = self.clock.now()
 
     def _tick(self, engine: bool) -> None:
         self.watch.tick(self.state, self.flush_state)
