@@ -2,7 +2,9 @@
 
 No orphan survives its node: teardown signals every group it started, then sweeps the node's
 remaining descendants with psutil — its children, grandchildren, and whatever carries its token
-in ``FSM_CLUSTER_CHILD_OF`` (leftovers of an entry script that already exited). A node can also die without a teardown (``kill -9``, OOM
+in ``FSM_CLUSTER_CHILD_OF`` (leftovers of an entry script that already exited). :func:`sweep` is
+the one process-tree sweep, its rule given by its parameters (the local launcher uses it too: every
+descendant it ever saw, killed at once). A node can also die without a teardown (``kill -9``, OOM
 killer): on Linux every child is then started through a tiny guard (``GUARD``, plain stdlib Python)
 that leads the child's process group, mirrors the child's exit status, and — when the node dies
 (``PR_SET_PDEATHSIG`` plus a parent-pid poll) — terminates the whole group, waits the grace period
@@ -20,6 +22,7 @@ import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from typing import Iterable
 
 CLUSTER_SECRET = "OCI__CLUSTER_SECRET"
 log = logging.getLogger(__name__)
@@ -72,43 +75,73 @@ class ProcessGroup:
         return None
 
     def terminate_all(self, grace: float = 5.0) -> None:
-        """SIGTERM every group, wait up to ``grace`` s, SIGKILL what is left, sweep descendants."""
-        import psutil
-
-        try:
-            me = psutil.Process()
-            descendants = me.children(recursive=True)
-        except psutil.Error:
-            descendants = []
-        if self.children:  # also what an entry script left behind when it exited (re-parented)
-            descendants += [p for p in _owned_by(self.token) if p not in descendants]
-        live = [c for c in self.children if c.poll() is None]
-        for c in live:
-            _signal_group(c.pid, signal.SIGTERM)
-        for p in descendants:
-            try:
-                p.terminate()
-            except psutil.Error:
-                pass
-        procs = []
-        for p in descendants + [psutil.Process(c.pid) for c in live if _exists(c.pid)]:
-            if p not in procs:
-                procs.append(p)
-        alive = _wait_gone(procs, grace)
-        for c in live:
-            _signal_group(c.pid, signal.SIGKILL)
-        for p in alive:
-            try:
-                log.warning("killing %s (pid %d) after %.1f s grace", p.name(), p.pid, grace)
-                p.kill()
-            except psutil.Error:
-                pass
-        _wait_gone(alive, 2.0)
+        """SIGTERM every group, wait up to ``grace`` s, SIGKILL what is left (:func:`sweep`): this
+        node's descendants and, once it started children, whatever carries its token (what an
+        entry script left behind when it exited, re-parented away from the node)."""
+        sweep(groups=[c.pid for c in self.children if c.poll() is None], descendants=True,
+              token=self.token if self.children else None, grace=grace)
         for c in self.children:  # reap
             try:
                 c.popen.wait(timeout=0.5)
             except subprocess.TimeoutExpired:
                 pass
+
+
+def sweep(*, seen: Iterable = (), descendants: bool = False, token: str | None = None,
+          groups: Iterable[int] = (), grace: float = 5.0, wait: float = 2.0) -> list:
+    """End a set of processes; which ones is the caller's rule, said by the parameters:
+
+    * ``seen`` — psutil processes the caller collected before (the launcher: every descendant it
+      ever saw, wherever they were re-parented since);
+    * ``descendants`` — this process's descendants now;
+    * ``token`` — every process carrying it in ``FSM_CLUSTER_CHILD_OF`` (a node: its children's
+      leftovers);
+    * ``groups`` — process groups, by leader pid, signalled as a whole (the leaders are swept too).
+
+    SIGTERM them, up to ``grace`` s for them to end, then SIGKILL what is left (``grace=0``:
+    SIGKILL at once) and up to ``wait`` s for that. Returns the processes that got SIGKILL; one that
+    outlived a grace period is logged as a warning.
+    """
+    import psutil
+
+    groups = list(groups)
+    procs: dict = dict.fromkeys(seen)
+    if descendants:
+        try:
+            procs.update(dict.fromkeys(psutil.Process().children(recursive=True)))
+        except psutil.Error:
+            pass
+    if token:
+        procs.update(dict.fromkeys(_owned_by(token)))
+    for pid in groups:
+        try:
+            procs.setdefault(psutil.Process(pid))
+        except psutil.Error:
+            pass
+    procs.pop(psutil.Process(), None)
+    targets = list(procs)
+    if grace > 0:
+        for pid in groups:
+            _signal_group(pid, signal.SIGTERM)
+        for p in targets:
+            try:
+                p.terminate()
+            except psutil.Error:
+                pass
+    alive = _wait_gone(targets, grace)
+    for pid in groups:
+        _signal_group(pid, signal.SIGKILL)
+    killed = []
+    for p in alive:
+        try:
+            if grace > 0:
+                log.warning("killing %s (pid %d) after %.1f s grace", p.name(), p.pid, grace)
+            p.kill()
+            killed.append(p)
+        except psutil.Error:
+            pass
+    _wait_gone(killed, wait)
+    return killed
 
 
 # Runs as ``python -S -E -c GUARD <node pid> <grace> -- cmd...`` (stdlib only, starts in ~20 ms).
@@ -210,14 +243,6 @@ def _wait_gone(procs: list, timeout: float) -> list:
         if not alive or time.monotonic() >= deadline:
             return alive
         time.sleep(0.02)
-
-
-def _exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except OSError:
-        return False
 
 
 def _signal_group(pid: int, sig: int) -> None:

@@ -59,7 +59,6 @@ PYTHON_RE = re.compile(r"^python(\d+(\.\d+)?)?$")
 
 EXIT_FAILED = 1
 EXIT_STOPPED = 3
-EXIT_INTERRUPTED = 130  # 128 + SIGINT; a SIGTERM ends the launcher with 128 + SIGTERM (143)
 
 # How many nodes this machine can run (``node_limit``). One ``fsm-cluster run`` node measured
 # 38 MB RSS (23 MB unique) on CPython 3.11 with the COMMAND engine; an engine or the entry script
@@ -475,27 +474,10 @@ class LocalCluster:
 
     def _kill_everything(self) -> int:
         """SIGKILL every node's process group and every descendant ever seen; count the killed."""
-        import psutil
+        from ..process import sweep
 
-        self._track_descendants()
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-        killed = 0
-        alive = []
-        for p in self.tracked.values():
-            try:
-                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                    p.kill()
-                    alive.append(p)
-                    killed += 1
-            except psutil.Error:
-                pass
-        psutil.wait_procs(alive, timeout=5)
-        return killed
+        live = [p.pid for p in self.procs.values() if p.poll() is None]
+        return len(sweep(seen=list(self.tracked.values()), descendants=True, groups=live, grace=0, wait=5))
 
     def on_signal(self, signum, frame) -> None:
         self.interrupts += 1
