@@ -132,6 +132,10 @@ class Settings(BaseModel):
     profile_cmd: str = Field("", alias=PROFILE_CMD)
     oci_iam_type: str = Field("", alias=OCI_IAM_TYPE)
     oci_config_profile: str = Field("", alias=OCI_CONFIG_PROFILE)
+    oci_config_location: str = Field("", alias=OCI_CONFIG_LOCATION)
+    self_ip: str = Field("", alias="OCI__SELF_IP")
+    certificate_ocid: str = Field("", alias=OCI__CERTIFICATE_OCID)
+    certificate_authority_ocid: str = Field("", alias=OCI__CERTIFICATE_AUTHORITY_OCID)
     cluster_secret: str = Field("", alias=OCI__CLUSTER_SECRET, repr=False)
     exports: str = Field("", alias=OCI__EXPORTS)
 

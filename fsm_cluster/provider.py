@@ -157,16 +157,14 @@ class ClusterProvider:
             return {}
         from .oci_support import get_oci_auth
 
-        return get_oci_auth(s.oci_iam_type, s.oci_config_profile,
-                            self.environ.get("OCI_CONFIG_LOCATION", ""))
+        return get_oci_auth(s.oci_iam_type, s.oci_config_profile, s.oci_config_location)
 
     def find_self_ip(self, authinfo: dict) -> str:
         """OCI__SELF_IP if set; inside a job run the address on the job's subnet; else the host's
         first non-loopback IPv4 address (127.0.0.1 when there is none)."""
-        forced = self.environ.get("OCI__SELF_IP")
-        if forced:
-            return forced
-        job_ocid = self.environ.get("JOB_OCID", "")
+        if self.settings.self_ip:
+            return self.settings.self_ip
+        job_ocid = self.settings.job_ocid
         if job_ocid.startswith("ocid1.") and authinfo:
             from .oci_support import find_self_ip_in_job
 
@@ -304,7 +302,7 @@ class ClusterProvider:
             from .runtime.code import fetch_code
 
             fetch_code(self.settings, self.authinfo)
-        if self.environ.get("OCI__CERTIFICATE_OCID") and self.environ.get("OCI__CERTIFICATE_AUTHORITY_OCID"):
+        if self.settings.certificate_ocid and self.settings.certificate_authority_ocid:
             from .runtime.certs import download_certificates
 
             download_certificates(self.settings, self.authinfo)
@@ -544,9 +542,12 @@ class ClusterProvider:
         """Take the node to ``tearable`` with ``ending`` through the table: ``fail`` then
         ``teardown``, or ``request_stop`` / ``teardown`` from ``complete``. The first ending wins;
         once tearable, later ones change nothing."""
-        if self.state.is_ending() or (self.ending is not None and self.ending != ending):
+        if self.ending is not None and self.ending != ending:
             return
         self.reason = ending.said
+        if self.state.is_ending():  # tearable already (a bare request_stop): the ending is this one
+            self.ending = ending
+            return
         if ending.outcome == "failed" and ending.own:
             log.error("%s failed in %s: %s", self.node_id, self.state, ending.said)
         if self.state.is_live():
