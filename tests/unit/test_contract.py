@@ -67,6 +67,12 @@ def test_export_configuration_refuses_hijacking_names(tmp_path, monkeypatch):
         assert name not in env
 
 
+@pytest.fixture(autouse=True)
+def _registry_left_as_found(monkeypatch):
+    """Kinds registered (or cached) by a test do not leak into the tests after it."""
+    monkeypatch.setattr(ClusterProviderFactory, "provider_registry", dict(ClusterProviderFactory.provider_registry))
+
+
 def test_factory_register_get_and_unknown():
     class Mine(ClusterProvider):
         pass
