@@ -21,6 +21,7 @@ from typing import Callable
 from .. import secretstore
 from ..errors import FsmClusterError
 from ..jobspec import ClusterConfigToJobSpecConverter, ClusterSpec
+from ..runtime.oci_auth import describe_error
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +167,6 @@ def dry_run_document(p: Plan) -> dict:
 # ------------------------------------------------------------------------------------------------
 def submit(p: Plan, client, out: Callable[[str], None] = print) -> Submitted:
     """Create the job and every run with ``client`` (a DataScienceClient)."""
-    from ..runtime.oci_auth import describe_error
-
     try:
         job = client.create_job(job_details(p)).data
     except Exception as e:
@@ -201,8 +200,6 @@ def submit(p: Plan, client, out: Callable[[str], None] = print) -> Submitted:
 def _upload_placeholder_artifact(client, job_id: str) -> None:
     """A job that is not ACTIVE after creation waits for an artifact: give it a tiny one (the
     container's entrypoint runs the node; the artifact is never used)."""
-    from ..runtime.oci_auth import describe_error
-
     try:
         client.create_job_artifact(job_id, PLACEHOLDER_ARTIFACT,
                                    content_disposition="attachment; filename=fsm_cluster_entry.sh")
@@ -213,8 +210,6 @@ def _upload_placeholder_artifact(client, job_id: str) -> None:
 
 def cancel_runs(client, runs: list[tuple[dict, str]]):
     """Cancel ``runs`` (newest first) → (cancelled, [(run, ocid, why)] that could not be)."""
-    from ..runtime.oci_auth import describe_error
-
     cancelled, failed = [], []
     for run, ocid in reversed(runs):
         try:
@@ -238,8 +233,6 @@ def _cleanup_retry():
 def watch(client, submitted: Submitted, out: Callable[[str], None] = print, interval: float = 10.0,
           sleep: Callable[[float], None] = time.sleep, max_polls: int | None = None) -> int:
     """Print every run's state changes until all runs ended; 0 when MAIN succeeded, else 1."""
-    from ..runtime.oci_auth import describe_error
-
     last: dict[str, str] = {}
     polls = 0
     while True:
