@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 
 from .clock import Clock, SystemClock
 from .errors import FsmClusterError
+from .lifecycle import FINAL_STATES
 from .models import NodeConfig, NodeState, StopMarker
+from .peerwatch import PeerWatch
 from .workdir import MAIN_NODE, STOP, WorkDir, node_of, split_uri
 
-ENDED_STATES = ("stopped",)
+ENDED_STATES = tuple(FINAL_STATES)  # the lifecycle says which states are final
 UNREADABLE = "unreadable"  # a node whose config or state file is corrupt (the reason is shown)
 
 
@@ -105,7 +107,6 @@ class NodeView:
     node: str
     config: NodeConfig | None = None
     state: NodeState | None = None
-    fingerprint: tuple | None = None
     changed_at: float | None = None       # reader's clock: the state file last changed
     entered_at: float | None = None       # reader's clock: the state was seen to change
     entered_before_first_sample: bool = False
@@ -144,6 +145,7 @@ class ClusterView:
     samples: int = 0
     first_sample_at: float | None = None
     stop_error: str | None = None  # the stop file is there but could not be read
+    peers: PeerWatch = field(default_factory=PeerWatch)  # state files' fingerprints, on our clock
 
     def _read(self, name: str, cls, errors: dict[str, str]):
         """``name`` as ``cls`` (None when absent); a corrupt or unreadable file is recorded in
@@ -180,21 +182,19 @@ class ClusterView:
                     view.config_fingerprint = fp
                     view.config = self._read(name, NodeConfig, view.errors)
                 continue
-            if view.fingerprint == fp:
-                continue
+            first_sight = name not in self.peers.seen
+            if not self.peers.note(name, fp, now):
+                continue  # unchanged since the last look
             had_error = name in view.errors
             state = self._read(name, NodeState, view.errors)
             if state is None:
-                if name in view.errors:  # corrupt: read again once it changes
-                    view.fingerprint = fp
-                    if not had_error:
-                        changed.add(node)
+                if name in view.errors and not had_error:  # corrupt: read again once it changes
+                    changed.add(node)
                 continue
-            if view.fingerprint is not None:
-                view.beats_seen += 1
-            else:
+            if first_sight:
                 view.first_read_sample = self.samples
-            view.fingerprint = fp
+            else:
+                view.beats_seen += 1
             view.changed_at = now
             if view.state is None or view.state.state != state.state:
                 view.entered_at = now

@@ -27,21 +27,24 @@ OCI__HOROVOD_SLOTS = "OCI__HOROVOD_SLOTS"
 
 def live_hosts(listing: Mapping[str, object], roster: list[dict], slots: int, stale: float,
                cache: dict, now: float) -> list[str]:
-    """``host:slots`` lines, in rank order of first appearance. ``cache`` ({state file: [fingerprint,
-    seen_at]}) is updated in place."""
+    """``host:slots`` lines, in rank order of first appearance. ``cache`` (a
+    :class:`~fsm_cluster.peerwatch.PeerWatch` as JSON: {state file: [fingerprint, changed at]}) is
+    updated in place."""
+    from ..peerwatch import PeerWatch
+
+    watch = PeerWatch.from_json(cache)
     counts: dict[str, int] = {}
     for entry in roster:
         node = entry["node"]
         state = f"{node}_state.json"
         if state not in listing or f"{node}_done" in listing:
             continue
-        fp = json.loads(json.dumps(listing[state], default=str))  # JSON-comparable
-        seen = cache.get(state)
-        if seen is None or seen[0] != fp:
-            cache[state] = seen = [fp, now]
-        if now - seen[1] > stale:
+        watch.note(state, json.loads(json.dumps(listing[state], default=str)), now)  # JSON-comparable
+        if watch.quiet_for(state, now) > stale:
             continue
         counts[entry["ip"]] = counts.get(entry["ip"], 0) + slots
+    cache.clear()
+    cache.update(watch.to_json())
     return [f"{host}:{n}" for host, n in counts.items()]
 
 
