@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 import socket
 from typing import Iterator
 
@@ -21,8 +20,6 @@ from .runtime.oci_auth import describe_error, get_oci_auth, make_client
 __all__ = ["OciError", "address_in", "find_self_ip_in_job", "get_oci_auth", "interfaces"]
 log = logging.getLogger(__name__)
 
-GLOO_SOCKET_IFNAME = "GLOO_SOCKET_IFNAME"
-NCCL_SOCKET_IFNAME = "NCCL_SOCKET_IFNAME"
 
 
 class OciError(FsmClusterError):
@@ -58,8 +55,8 @@ def address_in(networks: list[str]) -> tuple[str, str] | None:
 def find_self_ip_in_job(auth: dict, job_ocid: str) -> tuple[str, str]:
     """(ip, interface) of this node on the subnet of job ``job_ocid``.
 
-    Sets GLOO_SOCKET_IFNAME and NCCL_SOCKET_IFNAME to that interface (unless already set), so that
-    torch / NCCL bind to it. A job on managed networking (no subnet) gets the host's first
+    The node gives its children GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME for that interface
+    (``ClusterProvider.socket_env``). A job on managed networking (no subnet) gets the host's first
     non-loopback IPv4 address. Failures → :class:`OciError` naming the job or subnet.
     """
     import oci
@@ -75,7 +72,7 @@ def find_self_ip_in_job(auth: dict, job_ocid: str) -> tuple[str, str]:
         if found is None:
             raise OciError(f"job {job_ocid} has no subnet and this machine no non-loopback IPv4 address")
         log.info("job %s uses managed networking: self address %s on %s", job_ocid, *found)
-        return _export(*found)
+        return found
     try:
         subnet = make_client(oci.core.VirtualNetworkClient, auth).get_subnet(subnet_id).data
     except Exception as e:
@@ -88,10 +85,4 @@ def find_self_ip_in_job(auth: dict, job_ocid: str) -> tuple[str, str]:
         raise OciError(f"no local address in subnet {subnet_id} ({subnet.cidr_block}); "
                        f"interfaces: {local}")
     log.info("self address %s on %s (subnet %s)", *found, subnet.cidr_block)
-    return _export(*found)
-
-
-def _export(ip: str, iface: str) -> tuple[str, str]:
-    os.environ.setdefault(GLOO_SOCKET_IFNAME, iface)
-    os.environ.setdefault(NCCL_SOCKET_IFNAME, iface)
-    return ip, iface
+    return found

@@ -86,6 +86,7 @@ class ClusterProvider:
         self.run_id = settings.job_run_ocid
         self.host = socket.gethostname()
         self.authinfo = self.get_oci_auth()
+        self.interface: str | None = None  # the network interface holding ip (found with it in a job)
         self.ip = self.find_self_ip(self.authinfo)
         self.workdir = WorkDir(settings.work_dir, settings.cluster_id, fs=fs,
                                storage_options=self._storage_options(), clock=self.clock,
@@ -141,9 +142,9 @@ class ClusterProvider:
         return self.mode == "MAIN"
 
     def _storage_options(self) -> dict:
-        if self.workdir_protocol() == "oci" and self.authinfo:
-            return {"config": self.authinfo.get("config", {}), "signer": self.authinfo.get("signer")}
-        return {}
+        from .runtime.oci_auth import storage_options
+
+        return storage_options(self.settings.work_dir, self.authinfo)
 
     def workdir_protocol(self) -> str:
         uri = self.settings.work_dir
@@ -168,9 +169,7 @@ class ClusterProvider:
         if job_ocid.startswith("ocid1.") and authinfo:
             from .oci_support import find_self_ip_in_job
 
-            ip, iface = find_self_ip_in_job(authinfo, job_ocid)
-            self.environ["GLOO_SOCKET_IFNAME"] = iface
-            self.environ["NCCL_SOCKET_IFNAME"] = iface
+            ip, self.interface = find_self_ip_in_job(authinfo, job_ocid)
             return ip
         return local_ip()
 
@@ -340,8 +339,18 @@ class ClusterProvider:
         return cmd
 
     def entry_env(self) -> dict[str, str]:
-        """Environment of the entry script: the node's, plus OCI__RUNTIME_PYTHON_PATH entries."""
-        return entry.environment(self.settings, dict(self.environ))
+        """Environment of the entry script: the node's, its network interface for gloo / NCCL
+        (:meth:`socket_env`), plus OCI__RUNTIME_PYTHON_PATH entries."""
+        return entry.environment(self.settings, {**self.socket_env(), **self.environ})
+
+    def socket_env(self) -> dict[str, str]:
+        """GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME for the interface holding this node's address,
+        so torch and NCCL bind where the cluster can reach them (a value the node has wins)."""
+        if self.interface is None:
+            from .frameworks._common import interface_of
+
+            self.interface = interface_of(self.ip) or ""
+        return {k: self.interface for k in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME")} if self.interface else {}
 
     def run_code(self) -> None:
         """Start the entry script where it runs (non-blocking; the runner watches it). With no
@@ -404,7 +413,7 @@ class ClusterProvider:
 
     def spawn(self, name: str, cmd: list[str], *, env: dict | None = None, essential: bool = True) -> Child:
         """Start an engine process in its own process group (torn down with the node)."""
-        return self.children.spawn(name, cmd, env=env if env is not None else dict(self.environ),
+        return self.children.spawn(name, cmd, env=env if env is not None else {**self.socket_env(), **self.environ},
                                    essential=essential)
 
     # ------------------------------------------------------------------------------------------

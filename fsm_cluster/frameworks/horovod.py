@@ -122,10 +122,8 @@ class HorovodProvider(EngineProvider):
     def entry_env(self) -> dict[str, str]:
         env = super().entry_env()
         env[OCI__HOROVOD_DISCOVERY_CACHE] = self.discovery_files()[1]
-        iface = interface_of(self.ip)
-        if iface:
-            env.setdefault("HOROVOD_GLOO_IFACE", iface)
-            env.setdefault("GLOO_SOCKET_IFNAME", iface)
+        if self.interface:  # found by socket_env() in super().entry_env()
+            env.setdefault("HOROVOD_GLOO_IFACE", self.interface)
         return env
 
     def stop(self) -> None:

@@ -25,7 +25,7 @@ import subprocess
 import sys
 
 from ..errors import NodeFailure
-from ._common import engine_command, int_setting, interface_of, port_setting, start_args
+from ._common import engine_command, int_setting, port_setting, start_args
 from ._engine import EngineProvider, EngineSpecBuilder
 
 log = logging.getLogger(__name__)
@@ -96,10 +96,6 @@ class PyTorchProvider(EngineProvider):
     def entry_env(self) -> dict[str, str]:
         env = super().entry_env()
         env[NODE_RANK] = str(self.rank)
-        iface = interface_of(self.ip)
-        if iface:
-            env.setdefault("GLOO_SOCKET_IFNAME", iface)
-            env.setdefault("NCCL_SOCKET_IFNAME", iface)
         env.setdefault("OMP_NUM_THREADS", "1")
         return env
 

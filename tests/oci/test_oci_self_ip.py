@@ -62,17 +62,23 @@ def test_address_on_the_jobs_subnet(fake_oci, auth, iface, address):
     assert name == owners[0] and ipaddress.ip_address(ip) in ipaddress.ip_network(cidr)
     if prefix == 32:
         assert (ip, name) == (address, iface)
-    assert os.environ["GLOO_SOCKET_IFNAME"] == name and os.environ["NCCL_SOCKET_IFNAME"] == name
+    assert "GLOO_SOCKET_IFNAME" not in os.environ  # the node's children get it, not this process
     assert [r["path"] for r in fake_oci.requests] == [f"/20190101/jobs/{job_id}", f"/20160918/subnets/{SUBNET}"]
     assert all(r["signed"] for r in fake_oci.requests)
 
 
-def test_an_interface_name_already_chosen_by_the_user_is_kept(fake_oci, auth, monkeypatch):
-    monkeypatch.setenv("NCCL_SOCKET_IFNAME", "ib0")
-    fake_oci.subnets[SUBNET] = {"id": SUBNET, "cidrBlock": "127.0.0.0/8"}
-    find_self_ip_in_job(auth, add_job(fake_oci, SUBNET))
-    assert os.environ["NCCL_SOCKET_IFNAME"] == "ib0"
-    assert os.environ["GLOO_SOCKET_IFNAME"] == next(n for n, a in real_ipv4() if a.startswith("127."))
+def test_the_interface_goes_to_the_children_and_a_users_choice_is_kept(tmp_path):
+    """The node's children (engines, the entry script) bind gloo / NCCL to the interface holding
+    the node's address; a name the node's environment already has wins."""
+    from fsm_cluster.provider import ClusterProvider
+
+    loopback = next(n for n, a in real_ipv4() if a.startswith("127."))
+    env = {"OCI__MODE": "MAIN", "OCI__WORK_DIR": str(tmp_path), "OCI__SELF_IP": "127.0.0.1",
+           "NCCL_SOCKET_IFNAME": "ib0"}
+    p = ClusterProvider(environ=env)
+    child = p.entry_env()
+    assert (child["GLOO_SOCKET_IFNAME"], child["NCCL_SOCKET_IFNAME"]) == (loopback, "ib0")
+    assert "GLOO_SOCKET_IFNAME" not in env  # the node's own environment is not a message board
 
 
 def test_no_local_address_in_the_subnet_is_a_clear_error(fake_oci, auth):
