@@ -221,7 +221,7 @@ class ClusterProvider:
         self.rendezvous.register(cfg)
         now = self.clock.now()
         for r in roster[1:]:  # a node of the roster that never writes a state file is dead too
-            self.watch.peers.expect(state_name(r.node), now)
+            self.watch.expect(state_name(r.node), now)
 
     def _build_roster(self) -> list[RosterEntry]:
         self.fetch_all_worker_info()
@@ -272,7 +272,7 @@ class ClusterProvider:
         known = self.main_config is not None
         cfg = self.rendezvous.take_main_config()
         if cfg is not None and not known and self.mode != "MAIN":
-            self.watch.peers.expect(state_name(MAIN_NODE), self.clock.now())
+            self.watch.expect(state_name(MAIN_NODE), self.clock.now())
         return cfg is not None
 
     def when_ready(self, func: Callable, *args, **kwargs):
@@ -605,7 +605,7 @@ class ClusterProvider:
         self._entered_wall = self.clock.wall()
         log.info("transition node=%s %s -> %s reason=%s", self.node_id, self._source_state, self.state,
                  self.reason or "-")
-        self.watch.dirty = True
+        self.watch.changed()
         if self.state in (NodeStatus.configuring, NodeStatus.waiting_for_main, NodeStatus.ready) or \
                 self.storage_failed:
             return
@@ -625,7 +625,7 @@ class ClusterProvider:
 
     def flush_state(self) -> None:
         self.workdir.write(state_name(self.node_id), self.node_state())
-        self.watch.dirty = False
+        self.watch.written()
 
     def kept_alive(self):
         """Context for the live part of the life: a :class:`~fsm_cluster.liveness.Keeper` beats and

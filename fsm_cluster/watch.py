@@ -41,6 +41,17 @@ class ClusterWatch:
         self.stop_marker: StopMarker | None = None
         self.main_state_seen = False  # a worker: from then on, watch MAIN by reading its state
 
+    def expect(self, state_file: str, now: float) -> None:
+        """A peer that must write ``state_file`` (and keep changing it) from ``now`` on."""
+        self.peers.expect(state_file, now)
+
+    def changed(self) -> None:
+        """The node's state changed: its state file is written at the next tick at the latest."""
+        self.dirty = True
+
+    def written(self) -> None:
+        self.dirty = False
+
     def seconds_to_next_tick(self) -> float:
         return max(0.0, min(self.next_beat, self.next_watch) - self.clock.now())
 
