@@ -29,9 +29,9 @@ class CountingCommandProvider(CommandProvider):
         self.entered_wall = {"init": time.time()}
         atexit.register(self._dump)
 
-    def _after_state_change(self) -> None:
-        self.entered_wall.setdefault(self.state, time.time())
-        super()._after_state_change()
+    def _after_state_change(self, event=None) -> None:
+        self.entered_wall.setdefault(str(self.state), time.time())
+        super()._after_state_change(event)
 
     def _dump(self) -> None:
         out = Path(os.environ["BENCH_COUNT_DIR"]) / f"{self.node_id}.json"

@@ -22,7 +22,8 @@ import logging
 import os
 import socket
 import threading
-from typing import Any, Callable, MutableMapping
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, MutableMapping
 
 from . import entry
 from .clock import Backoff, Clock, SystemClock, wait_until
@@ -87,6 +88,8 @@ class ClusterProvider:
         self.host = socket.gethostname()
         self.authinfo = self.get_oci_auth()
         self.interface: str | None = None  # the network interface holding ip (found with it in a job)
+        # MAIN's declared variables as this node took them (typed, read-only; engines read these)
+        self.exported: Mapping[str, str] = MappingProxyType({})
         self.ip = self.find_self_ip(self.authinfo)
         self.workdir = WorkDir(settings.work_dir, settings.cluster_id, fs=fs,
                                storage_options=self._storage_options(), clock=self.clock,
@@ -254,7 +257,8 @@ class ClusterProvider:
             if kept:
                 log.info("%s: not exporting %s from %s (not declared by the engine or OCI__EXPORTS)",
                          self.node_id, ", ".join(kept), name)
-            self.environ.update(take)
+            self.exported = MappingProxyType({**self.exported, **take})
+            self.environ.update(take)  # oracle-ads semantics: the node's environment carries them
         me = next((r for r in self.roster if r.node == self.node_id), None)
         if me is not None:
             self.environ[OCI__NODE_RANK] = str(me.rank)
@@ -338,10 +342,15 @@ class ClusterProvider:
         the base runs it as is. Engines override this, never strip the profiler prefix."""
         return cmd
 
+    def child_env(self) -> dict[str, str]:
+        """The environment every child of the node starts from (built here only): the node's own,
+        which carries MAIN's exported variables and the node's rank (oracle-ads semantics), and
+        the network interface for gloo / NCCL (:meth:`socket_env`)."""
+        return {**self.socket_env(), **self.environ}
+
     def entry_env(self) -> dict[str, str]:
-        """Environment of the entry script: the node's, its network interface for gloo / NCCL
-        (:meth:`socket_env`), plus OCI__RUNTIME_PYTHON_PATH entries."""
-        return entry.environment(self.settings, {**self.socket_env(), **self.environ})
+        """Environment of the entry script: :meth:`child_env` plus OCI__RUNTIME_PYTHON_PATH entries."""
+        return entry.environment(self.settings, self.child_env())
 
     def socket_env(self) -> dict[str, str]:
         """GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME for the interface holding this node's address,
@@ -413,8 +422,7 @@ class ClusterProvider:
 
     def spawn(self, name: str, cmd: list[str], *, env: dict | None = None, essential: bool = True) -> Child:
         """Start an engine process in its own process group (torn down with the node)."""
-        return self.children.spawn(name, cmd, env=env if env is not None else {**self.socket_env(), **self.environ},
-                                   essential=essential)
+        return self.children.spawn(name, cmd, env=env if env is not None else self.child_env(), essential=essential)
 
     # ------------------------------------------------------------------------------------------
     # end of life (seed hooks)

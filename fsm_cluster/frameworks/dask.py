@@ -82,7 +82,7 @@ class DaskProvider(EngineProvider):
 
     @property
     def scheduler_address(self) -> str:
-        addr = self.environ.get(DASK_SCHEDULER_ADDRESS)
+        addr = self.exported.get(DASK_SCHEDULER_ADDRESS)
         if not addr:
             raise NodeFailure(f"{DASK_SCHEDULER_ADDRESS} missing from MAIN's configuration")
         return addr

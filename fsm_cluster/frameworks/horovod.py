@@ -111,7 +111,7 @@ class HorovodProvider(EngineProvider):
                 os.path.join(self._scratch, "discovery_cache.json"))
 
     def wrap_entry(self, cmd: list[str]) -> list[str]:
-        slots, np_, min_np, max_np = horovod_process_counts(self.environ, self.world_size)
+        slots, np_, min_np, max_np = horovod_process_counts({**self.environ, **self.exported}, self.world_size)
         cmd = horovodrun_command(np=np_, min_np=min_np, max_np=max_np, slots=slots,
                                  discovery=self.discovery_files()[0], nic=interface_of(self.ip), script=cmd,
                                  extra=start_args(self.environ),

@@ -83,8 +83,8 @@ class PyTorchProvider(EngineProvider):
 
     def wrap_entry(self, cmd: list[str]) -> list[str]:
         try:
-            port = int(self.environ[MASTER_PORT])
-            addr = self.environ[MASTER_ADDR]
+            port = int(self.exported[MASTER_PORT])
+            addr = self.exported[MASTER_ADDR]
         except (KeyError, ValueError):
             raise NodeFailure("MASTER_ADDR / MASTER_PORT missing from MAIN's configuration") from None
         cmd = torchrun_command(nnodes=self.world_size, node_rank=self.rank, nproc=self.nproc_per_node(),

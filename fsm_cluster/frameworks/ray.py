@@ -50,7 +50,7 @@ class RayProvider(EngineProvider):
 
     @property
     def head_address(self) -> str:
-        addr = self.environ.get(RAY_ADDRESS)
+        addr = self.exported.get(RAY_ADDRESS)
         if not addr or ":" not in addr:
             raise NodeFailure(f"{RAY_ADDRESS} missing from MAIN's configuration")
         return addr
@@ -94,7 +94,7 @@ class RayProvider(EngineProvider):
         want = len(self.roster)
         probe = self.children.spawn(
             "ray nodes probe", [sys.executable, "-m", "fsm_cluster.frameworks._ray_nodes", self.head_address,
-                                str(want)], env=dict(self.environ), essential=False)
+                                str(want)], env=self.child_env(), essential=False)
 
         def all_alive():
             self.check_cluster_status()

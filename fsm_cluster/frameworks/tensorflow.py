@@ -119,14 +119,14 @@ class TensorFlowProvider(EngineProvider):
 
     def node_tf_config(self) -> str:
         try:
-            cluster = json.loads(self.environ[OCI__TF_CLUSTER])
+            cluster = json.loads(self.exported[OCI__TF_CLUSTER])
         except (KeyError, ValueError):
             raise NodeFailure(f"{OCI__TF_CLUSTER} missing or invalid in MAIN's configuration") from None
         return tf_config(cluster, task_of(self.roster, self.node_id, "ps" in cluster))
 
     # -- engine ----------------------------------------------------------------------------------
     def _start_server(self, name: str) -> None:
-        env = dict(self.environ)
+        env = self.child_env()
         env[TF_CONFIG] = self.node_tf_config()
         self.spawn(name, [sys.executable, "-m", "fsm_cluster.frameworks._tf_server"], env=env)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 
@@ -33,11 +34,14 @@ def spec_error(text: str) -> str:
     return str(e.value)
 
 
-def node(cls, tmp_path, mode: str = "MAIN", **env):
+def node(cls, tmp_path, mode: str = "MAIN", exported: dict | None = None, **env):
+    """A provider of ``cls``; ``exported``: MAIN's variables as if the node had taken them."""
     (tmp_path / "train.py").write_text("print('hi')\n")
     environ = {"OCI__SELF_IP": "127.0.0.1", "OCI__WORKER_COUNT": "2", "OCI__ENTRY_SCRIPT": str(tmp_path / "train.py"),
                **env}
-    return cls(mode, work_dir=str(tmp_path / "wd"), environ=environ)
+    p = cls(mode, work_dir=str(tmp_path / "wd"), environ=environ)
+    p.exported = MappingProxyType(dict(exported or {}))
+    return p
 
 
 @pytest.fixture(autouse=True)
@@ -87,7 +91,7 @@ def test_a_bad_port_is_the_same_error_on_both_sides(tmp_path, calls, cls, kind, 
     assert calls == ["validate_port"] * (FrameworkSpecBuilderFactory.get(kind).PORTS.index(name) + 1)
 
     calls.clear()
-    p = node(cls, tmp_path, **{name: bad, "DASK_SCHEDULER_ADDRESS": "tcp://127.0.0.1:8786"})
+    p = node(cls, tmp_path, exported={"DASK_SCHEDULER_ADDRESS": "tcp://127.0.0.1:8786"}, **{name: bad})
     with pytest.raises(SettingsError) as e:
         use(p)
     assert str(e.value) == message
@@ -202,8 +206,8 @@ def test_ps_support_is_one_fact_per_engine(kind, tmp_path):
 @pytest.mark.parametrize("cls,launcher", [(PyTorchProvider, "--master-port=29400"),
                                           (HorovodProvider, "--host-discovery-script")])
 def test_the_launcher_comes_inside_the_profiler_prefix(tmp_path, cls, launcher):
-    p = node(cls, tmp_path, PROFILE="1", PROFILE_CMD="py-spy record -o /tmp/p.svg --",
-             MASTER_ADDR="127.0.0.1", MASTER_PORT="29400", OCI__PYTORCH_NPROC_PER_NODE="1")
+    p = node(cls, tmp_path, exported={"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29400"}, PROFILE="1",
+             PROFILE_CMD="py-spy record -o /tmp/p.svg --", OCI__PYTORCH_NPROC_PER_NODE="1")
     cmd = p.entry_command()
     assert cmd[:6] == ["py-spy", "record", "-o", "/tmp/p.svg", "--", cls.LAUNCHER]
     assert cmd.count("py-spy") == 1 and launcher in cmd
