@@ -427,23 +427,26 @@ class ShapeConfig(_Model):
     memory_in_gbs: float = Field(gt=0, alias="memoryInGBs")
 
 
+def _empty_is_none(v):
+    """An infrastructure value left empty is unset: `subnetId: ${SUBNET_OCID:-}` → no subnet."""
+    return None if v == "" else v
+
+
+Unset = Annotated[str | None, BeforeValidator(_empty_is_none)]
+
+
 class InfraSpec(_Model):
     """``spec.infrastructure.spec``: where the job runs (ignored by ``fsm-cluster local``)."""
 
-    compartment_id: str | None = None
-    project_id: str | None = None
-    display_name: str | None = None
-    log_group_id: str | None = None
-    log_id: str | None = None
-    subnet_id: str | None = None
-    shape_name: str | None = None
-    shape_config_details: ShapeConfig | None = None
-    block_storage_size: int | None = Field(None, ge=50)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _empty_is_unset(cls, v):
-        return None if v == "" else v  # `subnetId: ${SUBNET_OCID:-}` → no subnet
+    compartment_id: Unset = None
+    project_id: Unset = None
+    display_name: Unset = None
+    log_group_id: Unset = None
+    log_id: Unset = None
+    subnet_id: Unset = None
+    shape_name: Unset = None
+    shape_config_details: Annotated[ShapeConfig | None, BeforeValidator(_empty_is_none)] = None
+    block_storage_size: Annotated[int | None, BeforeValidator(_empty_is_none)] = Field(None, ge=50)
 
 
 class Infrastructure(_Model):
