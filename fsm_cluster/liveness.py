@@ -22,8 +22,8 @@ log = logging.getLogger(__name__)
 
 
 class Keeper:
-    """``with Keeper(node):`` around a hook call. ``node`` offers ``clock``, ``tick(engine=False)``,
-    ``seconds_to_next_tick()``, ``settings.heartbeat_interval`` and ``hand_over(exc)``."""
+    """``with Keeper(node):`` around the live part of a life. ``node`` offers ``clock``,
+    ``tick(engine=False)``, ``keeper_wait()`` and ``hand_over(exc, owner)``."""
 
     def __init__(self, node):
         self.node = node
@@ -57,11 +57,8 @@ class Keeper:
             self._stop.wait(seconds)
 
     def _run(self) -> None:
-        interval = self.node.settings.heartbeat_interval
         while not self._stop.is_set():
-            # The node's own thread ticks when it is not held by a hook: the keeper only needs to
-            # come by about when a tick is due, never to spin (a quarter interval at the least).
-            self._pause(min(max(self.node.seconds_to_next_tick(), interval / 4), interval))
+            self._pause(self.node.keeper_wait())
             if self._stop.is_set():
                 return
             try:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 SCHEMA_VERSION = 1
 
@@ -75,33 +75,31 @@ def check_env_value(value: str) -> str:
 
 
 # Identifiers that become file or folder names in the work dir (cluster id = JOB_OCID, run ids =
-# JOB_RUN_OCID, node names): an OCID or a plain name; never a path ("/", ".."), never a control
-# character, never hidden (leading "."), at most 255 characters.
-IDENTIFIER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@+=-]{0,254}$")
+# JOB_RUN_OCID, node names): an OCID or a plain name; never a path ("/", "." or ".."), never a
+# control character, never hidden (leading "."), at most 255 characters.
+# Without "/" the only names that leave a folder are "." and "..": no identifier starts with ".".
+# (".." inside is allowed: OCIDs of global resources read "ocid1.<type>.oc1..<id>".)
+_ID_BODY = r"[A-Za-z0-9_][A-Za-z0-9_.:@+=-]*"
+IDENTIFIER_PATTERN = rf"^{_ID_BODY}$"
+NODE_PATTERN = rf"^(?:MAIN|(?:WORKER|PS)_{_ID_BODY})$"  # MAIN, WORKER_<run id>, PS_<run id>
+IDENTIFIER_RE = re.compile(IDENTIFIER_PATTERN)
+MAX_IDENTIFIER = 255
 
 
 def check_identifier(value: str, what: str = "identifier") -> str:
     """``value`` if it is safe as one path component of the work dir, else ValueError naming
     ``what`` (e.g. ``"JOB_OCID"``, ``"--cluster-id"``)."""
-    if not isinstance(value, str) or not IDENTIFIER_RE.match(value) or ".." in value:
+    if not isinstance(value, str) or len(value) > MAX_IDENTIFIER or not IDENTIFIER_RE.match(value):
         raise ValueError(f"{what}: {value!r} is not a valid identifier (letters, digits and "
-                         "_ . : @ + = -, not starting with '.', no '..', '/' or control characters, "
+                         "_ . : @ + = -, not starting with '.', no '/' or control characters, "
                          "at most 255 characters)")
     return value
 
 
-NODE_RE = re.compile(r"^(MAIN|(WORKER|PS)_.+)$")
-
-
-def check_node(value: str) -> str:
-    """A node name: ``MAIN``, ``WORKER_<run id>`` or ``PS_<run id>`` with a safe run id."""
-    if not NODE_RE.match(value):
-        raise ValueError(f"{value!r} is not a node name (MAIN, WORKER_<run id> or PS_<run id>)")
-    return check_identifier(value, "node")
-
-
-Identifier = Annotated[str, AfterValidator(check_identifier)]
-NodeName = Annotated[str, AfterValidator(check_node)]
+# In shared files the same rules are pydantic constraints, checked natively (a 10,000-node roster is
+# read by every node).
+Identifier = Annotated[str, StringConstraints(pattern=IDENTIFIER_PATTERN, max_length=MAX_IDENTIFIER)]
+NodeName = Annotated[str, StringConstraints(pattern=NODE_PATTERN, max_length=MAX_IDENTIFIER)]
 EnvName = Annotated[str, AfterValidator(check_env_name)]
 EnvValue = Annotated[str, AfterValidator(check_env_value)]
 EnvMap = dict[EnvName, EnvValue]

@@ -276,7 +276,7 @@ class ClusterProvider:
         known = self.main_config is not None
         cfg = self.rendezvous.take_main_config()
         if cfg is not None and not known and self.mode != "MAIN":
-            self.watch.expect(state_name(MAIN_NODE), self.clock.now())
+            self.watch.joined(self.clock.now())
         return cfg is not None
 
     def when_ready(self, func: Callable, *args, **kwargs):
@@ -644,6 +644,17 @@ class ClusterProvider:
         from .liveness import Keeper
 
         return Keeper(self) if Keeper.available(self.clock) else contextlib.nullcontext()
+
+    def keeper_wait(self) -> float:
+        """How long the keeper may sleep: while the node's thread ticks, until it would be late
+        (1.5 intervals after its last tick); once the keeper stands in, until the next tick is
+        due (a quarter interval at the least: it never spins)."""
+        interval = self.settings.heartbeat_interval
+        now = self.clock.now()
+        late_at = self._ticked_at + 1.5 * interval
+        if now < late_at:
+            return late_at - now
+        return min(max(self.seconds_to_next_tick(), interval / 4), interval)
 
     def hand_over(self, exc: BaseException, owner) -> None:
         """The keeper found the cluster ending: raise ``exc`` in the node's own thread (``owner``)

@@ -40,10 +40,17 @@ class ClusterWatch:
         self.peers = PeerWatch()  # state files this node watches (heartbeat fingerprints)
         self.stop_marker: StopMarker | None = None
         self.main_state_seen = False  # a worker: from then on, watch MAIN by reading its state
+        self.main_state_read = False  # a worker read MAIN's state file of this life at least once
 
     def expect(self, state_file: str, now: float) -> None:
         """A peer that must write ``state_file`` (and keep changing it) from ``now`` on."""
         self.peers.expect(state_file, now)
+
+    def joined(self, now: float) -> None:
+        """A worker joined MAIN's life: from now on it watches MAIN through MAIN's state file alone
+        (one small read per interval, no listing), which MAIN must write within the timeout."""
+        self.peers.expect(state_name(MAIN_NODE), now)
+        self.main_state_seen = True
 
     def changed(self) -> None:
         """The node's state changed: its state file is written at the next tick at the latest."""
@@ -110,9 +117,13 @@ class ClusterWatch:
         now = self.clock.now()
         self.next_watch = max(self.next_watch, now + self.interval)
         if main is None:
-            raise self._work_dir_gone(state_name(MAIN_NODE))
+            if self.main_state_read:
+                raise self._work_dir_gone(state_name(MAIN_NODE))
+            self._judge([], now, lambda name: False)  # not written yet: expected within the timeout
+            return
         if main.life != self.rendezvous.life:  # not this life's: no news of MAIN
             return
+        self.main_state_read = True
         if main.stop is not None and self.stop_marker is None and self.rendezvous.belongs_here(main.stop):
             self.stop_marker = m = main.stop
             raise StopRequested(m.reason, m.exit_code, m.outcome, m.node)
