@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import re
 import time
+from types import MappingProxyType
 from typing import Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .errors import SettingsError
 from .validation import Problem, format_validation_error
@@ -48,6 +49,14 @@ OCI__CERTIFICATE_OCID = "OCI__CERTIFICATE_OCID"
 OCI__CA_DOWNLOAD_LOCATION = "OCI__CA_DOWNLOAD_LOCATION"
 OCI__CERTIFICATE_DOWNLOAD_LOCATION = "OCI__CERTIFICATE_DOWNLOAD_LOCATION"
 OCI__CERTIFICATE_KEY_DOWNLOAD_LOCATION = "OCI__CERTIFICATE_KEY_DOWNLOAD_LOCATION"
+# --- read by the engines (fsm_cluster/frameworks/): the node's values come through
+# Settings.variables, each checked where it is used by the rule the spec side checks too ---------
+ENGINE_VARIABLES = frozenset({
+    "OCI__DASK_SCHEDULER_PORT", "OCI__DASK_DASHBOARD_PORT", "MASTER_PORT", "OCI__PYTORCH_NPROC_PER_NODE",
+    "OCI__TF_PORT", "OCI__RAY_PORT", "OCI__HOROVOD_SLOTS", "OCI__HOROVOD_NP", "OCI__HOROVOD_MIN_NP",
+    "OCI__HOROVOD_MAX_NP", "CUDA_VISIBLE_DEVICES", "OCI__CA_DOWNLOAD_LOCATION",
+    "OCI__CERTIFICATE_DOWNLOAD_LOCATION", "OCI__CERTIFICATE_KEY_DOWNLOAD_LOCATION",
+})
 # --- per run ------------------------------------------------------------------------------------
 OCI__MODE = "OCI__MODE"
 RANK = "RANK"
@@ -180,6 +189,14 @@ class Settings(BaseModel):
                              "per interval, so a shorter timeout declares live nodes dead")
         return self
 
+    _variables: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @property
+    def variables(self) -> Mapping[str, str]:
+        """Every variable of the contract the node was given, as text, by name (read only): what
+        the engines read (ports, process counts, start options, certificate locations…)."""
+        return MappingProxyType(self._variables)
+
     @property
     def export_names(self) -> tuple[str, ...]:
         """OCI__EXPORTS as names (the job definition's extra names a node takes from MAIN)."""
@@ -220,9 +237,12 @@ class Settings(BaseModel):
             if value is not None:
                 data[cls.model_fields[name].alias] = value
         try:
-            return cls.model_validate(data)
+            settings = cls.model_validate(data)
         except ValidationError as e:
             raise SettingsError(format_validation_error(e, _variable)) from None
+        settings._variables = {k: str(v) for k, v in {**env, **data}.items()
+                               if k in _ALIASES or k in ENGINE_VARIABLES}
+        return settings
 
 
 _ALIASES = {f.alias for f in Settings.model_fields.values()}

@@ -73,8 +73,8 @@ class DaskProvider(EngineProvider):
     def configuration(self, conf: dict | None = None) -> dict:
         conf = dict(conf or {})
         if self.mode == "MAIN":
-            port = port_setting(self.environ, OCI__DASK_SCHEDULER_PORT, DEFAULT_SCHEDULER_PORT, self.ip)
-            proto = "tls" if tls_files(self.environ) else "tcp"
+            port = port_setting(self.settings.variables, OCI__DASK_SCHEDULER_PORT, DEFAULT_SCHEDULER_PORT, self.ip)
+            proto = "tls" if tls_files(self.settings.variables) else "tcp"
             conf[DASK_SCHEDULER_ADDRESS] = f"{proto}://{self.ip}:{port}"
             conf[SCHEDULER_IP] = self.ip
             conf[OCI__DASK_SCHEDULER_PORT] = str(port)
@@ -88,7 +88,7 @@ class DaskProvider(EngineProvider):
         return addr
 
     def _tls_args(self) -> list[str]:
-        files = tls_files(self.environ)
+        files = tls_files(self.settings.variables)
         if not files:
             return []
         missing = [f"{k}={v}" for k, v in files.items() if not os.path.isfile(v)]
@@ -100,7 +100,7 @@ class DaskProvider(EngineProvider):
 
     def security(self):
         """A ``distributed.Security`` for TLS clusters, else None."""
-        files = tls_files(self.environ)
+        files = tls_files(self.settings.variables)
         if not files:
             return None
         from distributed import Security
@@ -114,18 +114,18 @@ class DaskProvider(EngineProvider):
     def start_main(self) -> None:
         addr = self.scheduler_address
         port = addr.rsplit(":", 1)[1]
-        dash = port_setting(self.environ, OCI__DASK_DASHBOARD_PORT, DEFAULT_DASHBOARD_PORT, self.ip)
+        dash = port_setting(self.settings.variables, OCI__DASK_DASHBOARD_PORT, DEFAULT_DASHBOARD_PORT, self.ip)
         cmd = dask_cli() + ["scheduler", "--host", self.ip, "--port", port,
                             "--protocol", addr.split("://", 1)[0],
                             "--dashboard-address", f"{self.ip}:{dash}"]
-        cmd += self._tls_args() + start_args(self.environ)
+        cmd += self._tls_args() + start_args(self.settings.variables)
         self.scheduler = self.spawn("dask scheduler", cmd)
 
     def start_worker(self) -> None:
         cmd = dask_cli() + ["worker", self.scheduler_address, "--host", self.ip, "--name", self.node_id]
         if is_loopback(self.ip):  # the worker dashboard otherwise listens on every interface
             cmd += ["--dashboard-address", f"{self.ip}:0"]
-        cmd += self._tls_args() + start_args(self.environ)
+        cmd += self._tls_args() + start_args(self.settings.variables)
         self.worker = self.spawn("dask worker", cmd)
 
     def expected_workers(self) -> list[str]:
@@ -172,7 +172,7 @@ class DaskProvider(EngineProvider):
     def entry_env(self) -> dict[str, str]:
         env = super().entry_env()
         env[DASK_SCHEDULER_ADDRESS] = self.scheduler_address
-        files = tls_files(self.environ)
+        files = tls_files(self.settings.variables)
         if files:
             for oci_name, dask_name in TLS_ENV.items():
                 env[dask_name] = files[oci_name]

@@ -94,8 +94,8 @@ class HorovodProvider(EngineProvider):
     def configuration(self, conf: dict | None = None) -> dict:
         conf = dict(conf or {})
         if self.mode == "MAIN":
-            slots = int_setting(self.environ, OCI__HOROVOD_SLOTS, None)
-            conf[OCI__HOROVOD_SLOTS] = str(slots if slots is not None else max(1, gpu_count(self.environ)))
+            slots = int_setting(self.settings.variables, OCI__HOROVOD_SLOTS, None)
+            conf[OCI__HOROVOD_SLOTS] = str(slots if slots is not None else max(1, gpu_count(self.settings.variables)))
         return conf
 
     def discovery_files(self) -> tuple[str, str]:
@@ -111,10 +111,10 @@ class HorovodProvider(EngineProvider):
                 os.path.join(self._scratch, "discovery_cache.json"))
 
     def wrap_entry(self, cmd: list[str]) -> list[str]:
-        slots, np_, min_np, max_np = horovod_process_counts({**self.environ, **self.exported}, self.world_size)
+        slots, np_, min_np, max_np = horovod_process_counts({**self.settings.variables, **self.exported}, self.world_size)
         cmd = horovodrun_command(np=np_, min_np=min_np, max_np=max_np, slots=slots,
                                  discovery=self.discovery_files()[0], nic=interface_of(self.ip), script=cmd,
-                                 extra=start_args(self.environ),
+                                 extra=start_args(self.settings.variables),
                                  horovodrun=engine_command("horovodrun", "horovod", "horovod.runner.launch"))
         log.info("%s: %s", self.node_id, shlex.join(cmd))
         return cmd

@@ -74,12 +74,12 @@ class PyTorchProvider(EngineProvider):
         conf = dict(conf or {})
         if self.mode == "MAIN":
             conf[MASTER_ADDR] = self.ip
-            conf[MASTER_PORT] = str(port_setting(self.environ, MASTER_PORT, DEFAULT_MASTER_PORT, self.ip))
+            conf[MASTER_PORT] = str(port_setting(self.settings.variables, MASTER_PORT, DEFAULT_MASTER_PORT, self.ip))
         return conf
 
     def nproc_per_node(self) -> int:
-        n = int_setting(self.environ, OCI__PYTORCH_NPROC_PER_NODE, None)
-        return n if n is not None else max(1, gpu_count(self.environ))
+        n = int_setting(self.settings.variables, OCI__PYTORCH_NPROC_PER_NODE, None)
+        return n if n is not None else max(1, gpu_count(self.settings.variables))
 
     def wrap_entry(self, cmd: list[str]) -> list[str]:
         try:
@@ -89,7 +89,7 @@ class PyTorchProvider(EngineProvider):
             raise NodeFailure("MASTER_ADDR / MASTER_PORT missing from MAIN's configuration") from None
         cmd = torchrun_command(nnodes=self.world_size, node_rank=self.rank, nproc=self.nproc_per_node(),
                                master_addr=addr, master_port=port, script=cmd,
-                               extra=start_args(self.environ))
+                               extra=start_args(self.settings.variables))
         log.info("%s: %s", self.node_id, shlex.join(cmd))
         return cmd
 

@@ -43,7 +43,7 @@ class RayProvider(EngineProvider):
     def configuration(self, conf: dict | None = None) -> dict:
         conf = dict(conf or {})
         if self.mode == "MAIN":
-            port = port_setting(self.environ, OCI__RAY_PORT, DEFAULT_RAY_PORT, self.ip)
+            port = port_setting(self.settings.variables, OCI__RAY_PORT, DEFAULT_RAY_PORT, self.ip)
             conf[RAY_ADDRESS] = f"{self.ip}:{port}"
             conf[OCI__RAY_PORT] = str(port)
         return conf
@@ -78,14 +78,14 @@ class RayProvider(EngineProvider):
     # -- engine ----------------------------------------------------------------------------------
     def start_main(self) -> None:
         port = self.head_address.rsplit(":", 1)[1]
-        cmd = self._ray("--head", "--port", port) + self._local_isolation(head=True) + start_args(self.environ)
+        cmd = self._ray("--head", "--port", port) + self._local_isolation(head=True) + start_args(self.settings.variables)
         self.spawn("ray head", cmd)
 
     def start_worker(self) -> None:
         host, port = self.head_address.rsplit(":", 1)
         self.wait_until(lambda: tcp_open(host, int(port)), self.time_out, f"the Ray head at {self.head_address}")
         cmd = self._ray("--address", self.head_address) + self._local_isolation(head=False) + \
-            start_args(self.environ)
+            start_args(self.settings.variables)
         self.spawn("ray worker", cmd)
 
     def engine_ready(self) -> None:

@@ -96,7 +96,7 @@ class TensorFlowProvider(EngineProvider):
     # -- configuration ---------------------------------------------------------------------------
     def configuration(self, conf: dict | None = None) -> dict:
         conf = dict(conf or {})
-        conf[OCI__TF_PORT] = str(port_setting(self.environ, OCI__TF_PORT, DEFAULT_TF_PORT, self.ip))
+        conf[OCI__TF_PORT] = str(port_setting(self.settings.variables, OCI__TF_PORT, DEFAULT_TF_PORT, self.ip))
         return conf
 
     def setup_extra_configs(self, conf: dict) -> dict:
