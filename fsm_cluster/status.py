@@ -52,7 +52,7 @@ def open_cluster(uri: str, cluster_id: str | None = None, *, storage_options: di
 
     wd = _find_cluster(uri, cluster_id, storage_options)
     secret = secretstore.load(wd.display)
-    wd.secret = secret.encode() if secret else None
+    wd.use_secret(secret)
     return wd
 
 

@@ -133,7 +133,7 @@ class WorkDir:
     def __init__(self, uri: str, cluster_id: str, *, fs=None, storage_options: dict | None = None,
                  retry_budget: float = 30.0, clock=None, secret: str | bytes | None = None):
         self.uri = uri
-        self.secret = secret.encode() if isinstance(secret, str) else (secret or None)
+        self.use_secret(secret)
         self.cluster_id = cluster_id
         self.protocol, full = split_uri(uri)
         if fs is None:
@@ -158,6 +158,10 @@ class WorkDir:
 
     def __repr__(self) -> str:
         return f"WorkDir({self.display})"
+
+    def use_secret(self, secret: str | bytes | None) -> None:
+        """Sign and check files with the cluster's ``secret`` from now on (None: unsigned)."""
+        self.secret = secret.encode() if isinstance(secret, str) else (secret or None)
 
     @property
     def display(self) -> str:

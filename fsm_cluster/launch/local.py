@@ -341,7 +341,7 @@ class LocalCluster:
         self.plans = plans
         self.workdir = workdir
         if not workdir.secret and plans[0].env.get(OCI__CLUSTER_SECRET):  # sign the launcher's markers
-            workdir.secret = plans[0].env[OCI__CLUSTER_SECRET].encode()
+            workdir.use_secret(plans[0].env[OCI__CLUSTER_SECRET])
             secretstore.save(workdir.display, plans[0].env[OCI__CLUSTER_SECRET])
         self.log_dir = log_dir
         self.console = console or Console(highlight=False)
