@@ -150,8 +150,11 @@ import os, signal, subprocess, sys
 ppid, grace, cmd = int(sys.argv[1]), float(sys.argv[2]), sys.argv[4:]
 class NodeDied(BaseException):
     pass
+dying = []
 def died(*_):
-    raise NodeDied
+    if not dying:  # once: a second notice (the death signal after getppid saw it) is no new news
+        dying.append(1)
+        raise NodeDied
 for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
     signal.signal(s, lambda *_: None)  # the node signals the whole group: the child decides
 signal.signal(signal.SIGUSR1, died)
@@ -163,7 +166,7 @@ except Exception:
 child = None
 try:
     if os.getppid() != ppid:
-        raise NodeDied
+        died()
     try:
         child = subprocess.Popen(cmd)
     except OSError as e:
@@ -175,7 +178,7 @@ try:
             break
         except subprocess.TimeoutExpired:
             if os.getppid() != ppid:
-                raise NodeDied
+                died()
 except NodeDied:
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     os.killpg(0, signal.SIGTERM)

@@ -477,11 +477,13 @@ class ClusterProvider:
     def stop(self) -> None:
         """Write the stop marker (first writer wins; never overwrites) and end the children."""
         e = self.ending
-        if e is not None and e.own and self.stop_marker is None:
-            self.watch.write_stop(self.marker(e.outcome, e.reason, e.exit_code))
-            if self.mode == "MAIN" and not self.storage_failed:
-                self.flush_state()  # workers learn the outcome from MAIN's state: publish it first
-        self.children.terminate_all(self.settings.teardown_grace)
+        try:
+            if e is not None and e.own and self.stop_marker is None:
+                self.watch.write_stop(self.marker(e.outcome, e.reason, e.exit_code))
+                if self.mode == "MAIN" and not self.storage_failed:
+                    self.flush_state()  # workers learn the outcome from MAIN's state: publish it first
+        finally:  # a store that is gone must not leave the children running
+            self.children.terminate_all(self.settings.teardown_grace)
 
     def sync(self, loop: bool = True) -> None:
         """Artifact sync (SYNC_ARTIFACTS=1): in the background while running, once at the end."""

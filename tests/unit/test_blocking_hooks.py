@@ -66,3 +66,28 @@ def test_a_stop_written_while_a_hook_blocks_ends_the_node_within_an_interval():
     assert main.entered["tearable"] - began <= 300 + INTERVAL
     assert main.reason == "stopped by operator: enough"
     assert not main.code_execution_complete  # the blocked run_code was interrupted, not finished
+
+
+def test_children_are_ended_even_when_the_stop_marker_cannot_be_written(tmp_path):
+    """The store is gone at teardown (a deleted bucket): the node still ends its children."""
+    import sys
+
+    from fsm_cluster.env import Settings
+    from fsm_cluster.errors import StorageError
+    from fsm_cluster.lifecycle import Ending
+
+    env = {"OCI__MODE": "MAIN", "OCI__WORK_DIR": str(tmp_path), "OCI__SELF_IP": "127.0.0.1",
+           "OCI__TEARDOWN_GRACE": "1"}
+    p = ClusterProvider(settings=Settings.from_env(env), environ=dict(env))
+    child = p.spawn("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"])
+
+    def store_gone(marker):
+        raise StorageError("work dir: cannot write stop (the bucket does not exist)")
+
+    p.watch.write_stop = store_gone
+    p.ending = Ending("failed", "store gone", 1, p.node_id)
+    try:
+        p.stop()
+    except StorageError:
+        pass
+    assert child.poll() is not None
