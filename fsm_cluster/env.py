@@ -154,8 +154,8 @@ class Settings(BaseModel):
 
     @field_validator("mode", "cluster_type", mode="before")
     @classmethod
-    def _upper(cls, v):
-        return v.strip().upper() if isinstance(v, str) else v
+    def _upper(cls, v):  # a module:Class provider keeps its case
+        return v.strip().upper() if isinstance(v, str) and ":" not in v else (v.strip() if isinstance(v, str) else v)
 
     @field_validator("run_on", mode="before")
     @classmethod

@@ -74,14 +74,17 @@ class ClusterProvider:
             settings = Settings.from_env(self.environ, mode=mode, work_dir=work_dir or None,
                                          ephemeral=ephemeral, life_span=life_span
                                          if life_span not in (None, "0h") else None)
+        self.__dict__.pop("settings", None)  # read early by a subclass (see __getattr__): now the real one
         self.settings = settings
         self.mode = settings.mode
         self.ephemeral = settings.ephemeral
         self.work_dir = settings.work_dir
         self.clock: Clock = clock or SystemClock()
-        self.start_time = self.clock.now()
+        # oracle-ads names, in its units: wall-clock seconds (providers compute time() - start_time)
         span = settings.life_span_seconds
-        self.end_time = self.start_time + span if span > 0 else None
+        self.start_time = self.clock.wall()
+        self.end_time = self.start_time + span
+        self._life_ends_at = self.clock.now() + span if span > 0 else None  # on this node's clock
         self.time_out = settings.timeout
         self.node_id = settings.node_id
         self.run_id = settings.job_run_ocid
@@ -127,6 +130,15 @@ class ClusterProvider:
                                        before_state_change="_before_state_change",
                                        after_state_change="_after_state_change", on_exception="_hook_failed")
         self.state: NodeStatus  # set by the machine
+
+    def __getattr__(self, name: str):
+        # oracle-ads providers call base methods before super().__init__() (e.g. a Horovod provider
+        # asks expected_worker_count()): the settings are read from the environment then.
+        if name == "settings":
+            settings = Settings.from_env(os.environ)
+            self.__dict__["settings"] = settings
+            return settings
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.node_id} {getattr(self, 'state', '?')} @ {self.workdir.display})"
@@ -449,7 +461,7 @@ class ClusterProvider:
         return self.ending.exit_code if self.ending is not None else None
 
     def reached_endoflife(self) -> bool:
-        return self.end_time is not None and self.clock.now() >= self.end_time
+        return self._life_ends_at is not None and self.clock.now() >= self._life_ends_at
 
     def cluster_code_complete(self) -> bool:
         """MAIN: every node that runs code finished it (done markers in the last listing)."""

@@ -98,6 +98,17 @@ def _install_signal_handlers(p):
     return restore
 
 
+def _takes(cls, keyword: str) -> bool:
+    """Whether ``cls(...)`` accepts ``keyword`` (explicitly or through ``**kwargs``)."""
+    import inspect
+
+    try:
+        params = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(p.name == keyword or p.kind is p.VAR_KEYWORD for p in params)
+
+
 class ClusterRunner:
     """Seed API: ``ClusterRunner(cluster_provider=None, cluster_key=None).run()``."""
 
@@ -117,9 +128,15 @@ class ClusterRunner:
             from .registry import ClusterProviderFactory
 
             settings = Settings.from_env(self.environ)
+            # oracle-ads' runner puts these defaults into the environment; its providers read them.
+            self.environ.setdefault("JOB_OCID", settings.job_ocid)
+            self.environ.setdefault("JOB_RUN_OCID", settings.job_run_ocid)
             cls = ClusterProviderFactory.get_provider_class(self.cluster_key)
-            self._cluster = cls(settings.mode, settings.ephemeral, settings.life_span, settings.work_dir,
-                                settings=settings, environ=self.environ)
+            args = (settings.mode, settings.ephemeral, settings.life_span, settings.work_dir)
+            if _takes(cls, "settings"):
+                self._cluster = cls(*args, settings=settings, environ=self.environ)
+            else:  # an oracle-ads subclass: __init__(self, mode, ephemeral, life_span, work_dir)
+                self._cluster = cls(*args)
             log.info("cluster built: %r", self._cluster)
         return self._cluster
 

@@ -247,7 +247,8 @@ def plan_from_flags(*, framework: str, workers: int, ps: int, run_on: str,
     from ..registry import ClusterProviderFactory
 
     ClusterProviderFactory.get_provider_class(framework)  # unknown type / engine missing → clear error
-    common = {OCI__CLUSTER_TYPE: framework.upper(), OCI__WORKER_COUNT: str(workers),
+    kind = framework if ":" in framework else framework.upper()  # module:Class keeps its case
+    common = {OCI__CLUSTER_TYPE: kind, OCI__WORKER_COUNT: str(workers),
               OCI__PS_COUNT: str(ps), OCI__RUN_ON: run_on, OCI__CODE_DIR: code_dir}
     common.update(entry_from_command(command, scratch))
     modes = ["MAIN"] + ["WORKER"] * workers + ["PS"] * ps
