@@ -25,7 +25,6 @@ definition merged with its run), which is what the local launcher starts.
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import shlex
