@@ -130,6 +130,9 @@ TRANSITIONS = [
      "after": "export_main_configuration"},
     # ready → running: start the engine's processes, then the user's code; background sync.
     {"trigger": "launch", "source": "ready", "dest": "running", "after": ["start", "run_code", "sync"]},
+    # ready → running for a ClusterRunner subclass of oracle-ads' shape: its own run() calls start
+    # and run_code (the provider's adopt()); only the background sync starts here.
+    {"trigger": "take_over", "source": "ready", "dest": "running", "after": "sync"},
     {"trigger": "succeed", "source": "running", "dest": "complete", "after": "publish_completion"},
     # The ending edges: their hooks are best effort (a failure is logged; the life goes on to stopped).
     {"trigger": "fail", "source": LIVE_STATES, "dest": "failed", "before": "execution_failed",
@@ -172,6 +175,13 @@ class _Hook:
 
     def __call__(self, event):
         model = event.model
+        outer, model._running_hook = getattr(model, "_running_hook", None), self.name
+        try:
+            return self._call(model, event)
+        finally:
+            model._running_hook = outer
+
+    def _call(self, model, event):
         if not self.best_effort:
             return getattr(model, self.name)()
         try:

@@ -4,7 +4,11 @@ Files under ``<work_dir>/<cluster_id>/`` (names compatible with oracle-ads):
 
 * ``MAIN_config.json`` / ``WORKER_<run>_config.json`` / ``PS_<run>_config.json`` — NodeConfig,
   written once per node: a worker's is its registration, MAIN's is the cluster configuration
-  (the variables every node exports, and the roster of all nodes).
+  (the variables every node exports, and the roster of all nodes). On disk it is oracle-ads'
+  format: a flat JSON object of the node's variables (what ``configuration()`` returns, any keys,
+  ``cfg["OCI__WORKER_IP"]`` works), plus one key, ``fsm_cluster``, holding fsm_cluster's own fields.
+  A flat file without that key was written by an oracle-ads node (``legacy``): who wrote it is
+  then said by its file name.
 * ``<node>_state.json`` — NodeState: lifecycle state, reason and heartbeat counter; rewritten on
   transitions and on every heartbeat, so its listing fingerprint is the liveness signal.
 * ``stop`` — StopMarker: written once (first writer wins) with the cluster's outcome.
@@ -15,18 +19,20 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, JsonValue, StringConstraints,
+                      ValidationInfo, model_serializer, model_validator)
 
 SCHEMA_VERSION = 1
 
 Mode = Literal["MAIN", "WORKER", "PS"]
 Outcome = Literal["complete", "failed", "stopped"]
 
-ENV_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+ENV_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")  # names fsm_cluster's own inputs accept (-e NAME=VALUE)
+EXPORTABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # names a node takes from a shared config
 MAX_ENV_VALUE = 32 * 1024
 
-# Names a shared config may never set in a node's environment: they change what a process loads
-# or runs (dynamic linker, interpreters, shells) or who the node is.
+# Names a shared config may never carry (the node fails, naming the file and the name): they
+# change what a process loads or runs (dynamic linker, interpreters, shells).
 DENIED_ENV_NAMES = frozenset({
     "PATH", "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONINSPECT", "PYTHONUSERBASE",
     "PYTHONEXECUTABLE", "PYTHONSAFEPATH", "PYTHONBREAKPOINT", "PYTHONWARNINGS", "PYTHONPLATLIBDIR",
@@ -37,8 +43,12 @@ DENIED_ENV_NAMES = frozenset({
     "MALLOC_CHECK_", "OPENSSL_CONF", "OPENSSL_MODULES", "SSL_CERT_FILE", "SSL_CERT_DIR",
     "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY",
     "FTP_PROXY", "EDITOR", "VISUAL", "PAGER", "BROWSER", "TERMINFO", "INPUTRC",
-    "OCI__MODE", "JOB_RUN_OCID", "JOB_OCID", "RANK",
 })
+# Proxies are honoured in lower case too (curl, requests, pip).
+_LOWER_HONOURED = frozenset({"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "FTP_PROXY"})
+# Who a node is: a peer's config may carry them (oracle-ads' TensorFlow provider writes OCI__MODE),
+# they stay in the file and are never exported into another node.
+IDENTITY_NAMES = frozenset({"OCI__MODE", "RANK", "JOB_OCID", "JOB_RUN_OCID"})
 # Whole families: the dynamic linker and libc tuning, interpreters' and tools' own start-up hooks,
 # credentials and endpoints of cloud SDKs, fsm_cluster's own contract (``OCI__START_ARGS`` is passed
 # to engine launchers: a ``--preload`` is code execution) and OCI's auth settings.
@@ -52,26 +62,18 @@ _DENIED_CONTRACT = frozenset({"OCI__WORK_DIR", "OCI__CODE_DIR", "OCI__SYNC_DIR",
                               "OCI__EXPORTS", "OCI__SELF_IP"})
 
 
-def check_env_name(name: str) -> str:
-    if not ENV_NAME_RE.match(name):
-        raise ValueError(f"{name!r} is not a valid variable name ([A-Z_][A-Z0-9_]*)")
-    if is_hijack_name(name):
-        raise ValueError(f"{name!r} may not be exported from a shared config (it could hijack a process)")
-    return name
-
-
 def is_hijack_name(name: str) -> bool:
-    """Whether ``name`` is on the hijack denylist (the second line behind each provider's exports)."""
+    """Whether ``name`` is on the hijack denylist: no shared config may carry it."""
     return (name in DENIED_ENV_NAMES or name in _DENIED_CONTRACT or name.startswith(DENIED_ENV_PREFIXES)
-            or bool(_OCI_AUTH.match(name)))
+            or bool(_OCI_AUTH.match(name)) or name.upper() in _LOWER_HONOURED)
 
 
-def check_env_value(value: str) -> str:
-    if len(value) > MAX_ENV_VALUE:
-        raise ValueError(f"value longer than {MAX_ENV_VALUE} characters")
-    if "\x00" in value:
-        raise ValueError("value contains a NUL byte")
-    return value
+def check_config_name(name: str) -> str:
+    """A variable name in a shared config: any name oracle-ads would write (lower case too), but
+    never one of the hijack denylist."""
+    if is_hijack_name(name):
+        raise ValueError(f"{name!r} may not be set by a shared config (it could hijack a process)")
+    return name
 
 
 # Identifiers that become file or folder names in the work dir (cluster id = JOB_OCID, run ids =
@@ -100,9 +102,10 @@ def check_identifier(value: str, what: str = "identifier") -> str:
 # read by every node).
 Identifier = Annotated[str, StringConstraints(pattern=IDENTIFIER_PATTERN, max_length=MAX_IDENTIFIER)]
 NodeName = Annotated[str, StringConstraints(pattern=NODE_PATTERN, max_length=MAX_IDENTIFIER)]
-EnvName = Annotated[str, AfterValidator(check_env_name)]
-EnvValue = Annotated[str, AfterValidator(check_env_value)]
-EnvMap = dict[EnvName, EnvValue]
+ConfigName = Annotated[str, StringConstraints(min_length=1, max_length=256), AfterValidator(check_config_name)]
+
+FSM_KEY = "fsm_cluster"  # the one key of a flat config file that holds fsm_cluster's own fields
+_CONFIG_FILE = re.compile(rf"^(?:(MAIN)|(WORKER|PS)_({_ID_BODY}))_config\.json$")
 
 
 class _Shared(BaseModel):
@@ -129,8 +132,9 @@ class RosterEntry(BaseModel):
 
 
 class NodeConfig(_Shared):
-    """``<node>_config.json``. ``env`` is what other nodes export (MAIN's); ``roster`` is MAIN's
-    list of every node in rank order, written once all expected nodes registered."""
+    """``<node>_config.json``. ``env`` is the node's variables (MAIN's are what other nodes
+    export), as ``configuration()`` returned them; ``roster`` is MAIN's list of every node in rank
+    order, written once all expected nodes registered. Serialized flat (see the module doc)."""
 
     MAX_BYTES: ClassVar[int] = 4 * 1024 * 1024  # MAIN's roster of a 10,000-node cluster fits
 
@@ -140,19 +144,55 @@ class NodeConfig(_Shared):
     rank: int | None = Field(default=None, ge=0)
     ip: str
     host: str = ""
-    env: EnvMap = Field(default_factory=dict)
+    env: dict[ConfigName, JsonValue] = Field(default_factory=dict)
     roster: list[RosterEntry] = Field(default_factory=list)
     extra: dict[str, Any] = Field(default_factory=dict)
+    # Written by an oracle-ads node (no fsm_cluster fields): it neither heart-beats nor knows lives.
+    legacy: bool = Field(False, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_flat(cls, data: Any, info: ValidationInfo) -> Any:
+        """A flat file (ours: the ``fsm_cluster`` key holds the fields; oracle-ads': the file name
+        given as ``context={"file": name}`` says whose it is) → the fields."""
+        if not isinstance(data, dict):
+            return data
+        file = (info.context or {}).get("file") if info.context else None
+        meta = data.get(FSM_KEY)
+        if isinstance(meta, dict):
+            env = {k: v for k, v in data.items() if k != FSM_KEY}
+            return {**meta, "env": env}
+        if file is None or FSM_KEY in data:
+            return data  # built in Python (or a malformed fsm_cluster key: the fields report it)
+        m = _CONFIG_FILE.match(file)
+        if m is None:
+            raise ValueError(f"not a config file name: {file!r}")
+        mode = m.group(1) or m.group(2)
+        ip = data.get("OCI__MAIN_IP" if mode == "MAIN" else "OCI__WORKER_IP") or data.get("MASTER_ADDR") or ""
+        return {"node": "MAIN" if mode == "MAIN" else f"{mode}_{m.group(3)}", "mode": mode,
+                "run_id": m.group(3) or "main", "ip": str(ip), "env": data, "legacy": True}
+
+    @model_serializer(mode="wrap")
+    def _to_flat(self, handler) -> dict[str, Any]:
+        fields = handler(self)
+        env = fields.pop("env")
+        return {**env, FSM_KEY: fields}
+
+    def variables(self) -> dict[str, str]:
+        """The variables as oracle-ads exports them: ``str(value)``."""
+        return {k: v if isinstance(v, str) else str(v) for k, v in self.env.items()}
 
 
 class StopMarker(_Shared):
-    """``stop``: the first writer decides the cluster's outcome; later writers never overwrite."""
+    """``stop``: the first writer decides the cluster's outcome; later writers never overwrite
+    (except over oracle-ads' bare ``stop`` text, which says no outcome: see LEGACY_STOP)."""
 
     outcome: Outcome
     node: Identifier
     reason: str = ""
     exit_code: int = 0
     wall: float = 0.0
+    legacy: bool = Field(False, exclude=True)  # oracle-ads' bare "stop" file
 
 
 class NodeState(_Shared):
@@ -184,5 +224,8 @@ class DoneMarker(_Shared):
     node: NodeName
 
 
-# ADS images write a bare "stop" string as the stop file; we read that as an operator stop.
-LEGACY_STOP = StopMarker(outcome="stopped", node="operator", reason="stop file found", exit_code=0)
+# oracle-ads nodes write the text "stop" as the stop file when their own code is done (or an
+# operator does, to end a TTL cluster). As in oracle-ads it never interrupts a node's code: a node
+# whose own code is done (or that runs none) ends when it sees it.
+LEGACY_STOP = StopMarker(outcome="stopped", node="operator", reason="stop file found (oracle-ads' format)",
+                         exit_code=0, legacy=True)

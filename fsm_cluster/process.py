@@ -76,10 +76,11 @@ class ProcessGroup:
 
     def terminate_all(self, grace: float = 5.0) -> None:
         """SIGTERM every group, wait up to ``grace`` s, SIGKILL what is left (:func:`sweep`): this
-        node's descendants and, once it started children, whatever carries its token (what an
-        entry script left behind when it exited, re-parented away from the node)."""
+        node's descendants and whatever carries its token (what an entry script left behind when it
+        exited, or a provider's start script backgrounded — the node puts the token in its own
+        environment — re-parented away from the node)."""
         sweep(groups=[c.pid for c in self.children if c.poll() is None], descendants=True,
-              token=self.token if self.children else None, grace=grace)
+              token=self.token, grace=grace)
         for c in self.children:  # reap
             try:
                 c.popen.wait(timeout=0.5)

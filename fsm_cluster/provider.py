@@ -32,7 +32,7 @@ from .env import (OCI__CLUSTER_ID, OCI__MAIN_IP, OCI__NODE_IP, OCI__NODE_LIST, O
 from .errors import FsmClusterError, NodeFailure, StopRequested, WaitTimeout
 from .lifecycle import Ending, LifeEnded, NodeLifecycle, NodeStatus
 from .models import NodeConfig, NodeState, RosterEntry, StopMarker
-from .process import Child, ProcessGroup
+from .process import OWNER_ENV, Child, ProcessGroup
 from .rendezvous import DONE_SUFFIX, Rendezvous
 from .watch import ClusterWatch
 from .workdir import MAIN_NODE, STOP, WorkDir, config_name, state_name
@@ -41,11 +41,24 @@ log = logging.getLogger(__name__)
 
 __all__ = ["ClusterProvider", "BASE_EXPORTS", "DONE_SUFFIX", "local_ip"]
 
-# Variables every node takes from MAIN's configuration (fsm_cluster's own); an engine adds its own
-# in ``EXPORTS`` and a job definition may add names in OCI__EXPORTS. Everything else MAIN's config
-# holds stays in the file (``self.main_config.env``): a work dir writer cannot set a variable in
-# any node's processes that the cluster did not declare.
+# Which of MAIN's variables a node exports into its environment. As in oracle-ads, every one
+# (lower-case names too) except the names who say who a node is (OCI__MODE, RANK, JOB_OCID,
+# JOB_RUN_OCID: kept in the file); a hijack name (LD_*, PATH, PYTHON*…) fails the node. A job
+# definition that sets OCI__EXPORTS narrows that to declared names: fsm_cluster's own below, the
+# engine's ``EXPORTS`` and the names (fnmatch patterns) it lists.
 BASE_EXPORTS = (OCI__MAIN_IP, OCI__WORLD_SIZE, WORLD_SIZE, OCI__NODE_LIST, OCI__CLUSTER_ID)
+
+
+class _either:
+    """A method callable on the class (``cls`` as first argument, as oracle-ads' classmethods)
+    and on an instance (the instance, so subclasses can override it as an instance method)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.__doc__ = fn.__doc__
+
+    def __get__(self, obj, cls=None):
+        return self.fn.__get__(obj if obj is not None else cls)
 
 
 def _part(part: str, name: str, doc: str) -> property:
@@ -70,6 +83,10 @@ class ClusterProvider:
                  work_dir: str = "", *, settings: Settings | None = None, clock: Clock | None = None,
                  fs=None, environ: MutableMapping[str, str] | None = None):
         self.environ = os.environ if environ is None else environ
+        # every process this node starts, directly or not (a script that backgrounds an engine),
+        # inherits the node's token: teardown ends them wherever they were re-parented
+        self.children = ProcessGroup(grace=settings.teardown_grace if settings else 5.0)
+        self.environ[OWNER_ENV] = self.children.token
         if settings is None:
             settings = Settings.from_env(self.environ, mode=mode, work_dir=work_dir or None,
                                          ephemeral=ephemeral, life_span=life_span
@@ -107,17 +124,22 @@ class ClusterProvider:
         self._began = False  # begin_life took its first look
         self._ticked_at = self.clock.now()  # the node's own thread last ticked (the keeper stands by)
         # seed attribute names
-        self.my_work_dir = self.workdir.url()
-        self.config_file = self.workdir.url(config_name(self.node_id))
+        self._get_my_work_dir()
         self.main_config_file = self.workdir.url(config_name(MAIN_NODE))
         self.stop_file = self.workdir.url(STOP)
+        self.scheme = self.workdir_protocol()
         self.code_execution_complete = False
+        self._deferred: StopRequested | None = None  # the cluster completed while this node's code ran
+        self._legacy_stop = False  # oracle-ads' bare stop file seen
+        self._running_hook: str | None = None  # the table hook running now (set by the machine)
+        self._adopted = None  # the keeper, while an oracle-ads-shaped runner drives (see adopt)
+        self._finishing = False
         # node life: the ending (set by the trigger that carries it), what the node says, its code
         self.ending: Ending | None = None
         self.reason = ""
         self._exit_code: int | None = None
         self.transitions = 0
-        self.children = ProcessGroup(grace=settings.teardown_grace)
+        self.children.grace = settings.teardown_grace
         self.code_process: Child | None = None
         self._sync = None
         self._source_state = NodeStatus.init
@@ -161,6 +183,14 @@ class ClusterProvider:
 
         return storage_options(self.settings.work_dir, self.authinfo)
 
+    def _get_my_work_dir(self) -> None:
+        """oracle-ads names: ``jobDefID`` (JOB_OCID, the cluster id), ``jobRunID`` (JOB_RUN_OCID),
+        ``my_work_dir`` (``<work_dir>/<JOB_OCID>``) and ``config_file`` (this node's config)."""
+        self.jobDefID = self.settings.cluster_id
+        self.jobRunID = self.run_id
+        self.my_work_dir = self.workdir.url()
+        self.config_file = self.workdir.url(config_name(self.node_id))
+
     def workdir_protocol(self) -> str:
         uri = self.settings.work_dir
         return uri.split("://", 1)[0] if "://" in uri else "file"
@@ -175,16 +205,21 @@ class ClusterProvider:
 
         return get_oci_auth(s.oci_iam_type, s.oci_config_profile, s.oci_config_location)
 
+    @_either
     def find_self_ip(self, authinfo: dict) -> str:
         """OCI__SELF_IP if set; inside a job run the address on the job's subnet; else the host's
-        first non-loopback IPv4 address (127.0.0.1 when there is none)."""
-        if self.settings.self_ip:
-            return self.settings.self_ip
-        job_ocid = self.settings.job_ocid
+        first non-loopback IPv4 address (127.0.0.1 when there is none). A classmethod in
+        oracle-ads: ``ClusterProvider.find_self_ip(authinfo)`` works too (settings from os.environ)."""
+        settings = self.settings if not isinstance(self, type) else Settings.from_env(os.environ)
+        if settings.self_ip:
+            return settings.self_ip
+        job_ocid = settings.job_ocid
         if job_ocid.startswith("ocid1.") and authinfo:
             from .oci_support import find_self_ip_in_job
 
-            ip, self.interface = find_self_ip_in_job(authinfo, job_ocid)
+            ip, interface = find_self_ip_in_job(authinfo, job_ocid)
+            if not isinstance(self, type):
+                self.interface = interface
             return ip
         return local_ip()
 
@@ -199,7 +234,7 @@ class ClusterProvider:
     def basic_configuration(self) -> dict:
         """Framework-independent configuration this node shares."""
         key = OCI__MAIN_IP if self.mode == "MAIN" else OCI__WORKER_IP
-        return {key: self.ip}
+        return {key: self.ip, "tmpdir": self.my_work_dir}
 
     def configuration(self, conf: dict | None = None) -> dict:
         """Framework-specific configuration, decorating ``conf`` (override in frameworks)."""
@@ -231,12 +266,12 @@ class ClusterProvider:
             conf[OCI__NODE_LIST] = ",".join(r.ip for r in roster)
             conf[OCI__CLUSTER_ID] = self.settings.cluster_id
         cfg = NodeConfig(node=self.node_id, mode=self.mode, run_id=self.run_id, rank=self.settings.rank,
-                         ip=self.ip, host=self.host, env={k: str(v) for k, v in conf.items()},
-                         roster=roster, life=self.life)
+                         ip=self.ip, host=self.host, env=_json_values(conf), roster=roster, life=self.life)
         self.rendezvous.register(cfg)
         now = self.clock.now()
         for r in roster[1:]:  # a node of the roster that never writes a state file is dead too
-            self.watch.expect(state_name(r.node), now)
+            if not self.rendezvous.workers[r.node].legacy:  # (an oracle-ads node never writes one)
+                self.watch.expect(state_name(r.node), now)
 
     def _build_roster(self) -> list[RosterEntry]:
         self.fetch_all_worker_info()
@@ -251,24 +286,29 @@ class ClusterProvider:
         """Config files whose variables this node exports (MAIN's, on every node)."""
         return [self.main_config_file]
 
-    def exported_names(self) -> tuple[str, ...]:
-        """Names (fnmatch patterns) this node takes from MAIN's configuration."""
+    def exported_names(self) -> tuple[str, ...] | None:
+        """Names (fnmatch patterns) this node takes from MAIN's configuration: None (every name,
+        as oracle-ads) unless the job definition declares names in OCI__EXPORTS."""
+        if not self.settings.export_names:
+            return None
         return BASE_EXPORTS + tuple(self.EXPORTS) + self.settings.export_names
 
     def export_configuration(self, files: list[str]) -> None:
-        """Read the config files and export their declared variables (:meth:`exported_names`,
-        never a hijack name) to this node's environment; the others stay in the file. Names are
-        also validated by the NodeConfig model (no LD_*, PATH, PYTHONHOME…)."""
+        """Read the config files and export their variables to this node's environment, as
+        oracle-ads does (see :meth:`exported_names`); identity names (OCI__MODE, RANK, JOB_OCID,
+        JOB_RUN_OCID) stay in the file. A hijack name (LD_*, PATH, PYTHONHOME…) in a file fails
+        the node (the NodeConfig model refuses it, naming the file)."""
         for f in files:
             name = f.rsplit("/", 1)[-1]
             cfg = self.main_config if (name == config_name(MAIN_NODE) and self.main_config) else \
                 self.workdir.read(name, NodeConfig)
             if cfg is None:
                 raise NodeFailure(f"{self.workdir.url(name)} is missing")
-            take, kept = self.rendezvous.exported(cfg.env, self.exported_names())
+            take, kept = self.rendezvous.exported(cfg.variables(), self.exported_names())
             if kept:
-                log.info("%s: not exporting %s from %s (not declared by the engine or OCI__EXPORTS)",
-                         self.node_id, ", ".join(kept), name)
+                log.info("%s: not exporting %s from %s (%s)", self.node_id, ", ".join(kept), name,
+                         "identity or not a variable name" if self.exported_names() is None
+                         else "not declared by the engine or OCI__EXPORTS")
             self.exported = MappingProxyType({**self.exported, **take})
             self.environ.update(take)  # oracle-ads semantics: the node's environment carries them
         me = next((r for r in self.roster if r.node == self.node_id), None)
@@ -284,10 +324,13 @@ class ClusterProvider:
         """MAIN's configuration of this life is published (seed meaning: MAIN_config.json exists).
         A worker accepts it only when it is signed (with a cluster secret), is not a previous
         life's and lists this node (see Rendezvous); from then on it expects MAIN's state file
-        within the heartbeat timeout."""
+        within the heartbeat timeout (unless MAIN is an oracle-ads node, which writes none)."""
+        return self._take_main()
+
+    def _take_main(self) -> bool:
         known = self.main_config is not None
         cfg = self.rendezvous.take_main_config()
-        if cfg is not None and not known and self.mode != "MAIN":
+        if cfg is not None and not known and self.mode != "MAIN" and not cfg.legacy:
             self.watch.joined(self.clock.now())
         return cfg is not None
 
@@ -321,6 +364,22 @@ class ClusterProvider:
             from .runtime.certs import download_certificates
 
             download_certificates(self.settings, self.authinfo)
+
+    def _fetch_git(self, code_dir: str) -> None:
+        """oracle-ads name: clone OCI__RUNTIME_URI (branch, commit, SSH key secret) into ``code_dir``."""
+        from .runtime.code import fetch_git
+
+        s = self.settings
+        fetch_git(s.runtime_uri, code_dir, branch=s.runtime_git_branch, commit=s.runtime_git_commit,
+                  secret_id=s.runtime_git_secret_id, auth=self.authinfo)
+
+    def _fetch_remote(self, code_dir: str) -> None:
+        """oracle-ads name: copy OCI__RUNTIME_URI (a folder, file or archive) into ``code_dir``."""
+        from .runtime.code import fetch_remote
+        from .runtime.oci_auth import storage_options
+
+        uri = self.settings.runtime_uri
+        fetch_remote(uri, code_dir, storage_options=storage_options(uri, self.authinfo))
 
     def profile_cmd(self) -> list[str]:
         return entry.profile_prefix(self.settings)
@@ -420,8 +479,14 @@ class ClusterProvider:
     def start_ps(self) -> None:
         """Start the engine's parameter server."""
 
-    def check_cluster_status(self) -> None:
-        """Raise NodeFailure when the engine is broken; the base checks essential children.
+    def check_cluster_status(self):
+        """oracle-ads' hook: a provider asks it itself (e.g. the Dask sample counts workers in its
+        ``run_code``); the node's life never calls it. The periodic check is :meth:`check_engine`."""
+        return None
+
+    def check_engine(self) -> None:
+        """Each heartbeat while running: raise NodeFailure when the engine is broken; the base
+        checks essential children.
 
         An engine daemon that exits because the cluster is ending (a Dask worker told by its
         closing scheduler, a Ray worker whose head went away) is not a failure: before declaring
@@ -440,12 +505,18 @@ class ClusterProvider:
     # end of life (seed hooks)
     # ------------------------------------------------------------------------------------------
     def execution_failed(self) -> None:
-        """Seed hook on the ``fail`` edge (nothing to do by default)."""
+        """Seed hook on the ``fail`` edge; an oracle-ads-shaped runner calls it when ``run_code``
+        raised (the node then tears down failed)."""
+        self.execution_failure = True
 
     @property
     def execution_failure(self) -> bool:
-        """Seed name: this node failed (its state says so)."""
-        return self.state is NodeStatus.failed
+        """Seed name: this node failed (its state says so, or ``execution_failed()`` was called)."""
+        return self.__dict__.get("_execution_failure", False) or self.state is NodeStatus.failed
+
+    @execution_failure.setter
+    def execution_failure(self, value: bool) -> None:
+        self.__dict__["_execution_failure"] = bool(value)
 
     @property
     def storage_failed(self) -> bool:
@@ -467,13 +538,16 @@ class ClusterProvider:
         """MAIN: every node that runs code finished it (done markers in the last listing)."""
         if self.code_runs_on() != "all":
             return self.code_execution_complete
-        others = [r.node for r in self.roster if r.node != self.node_id]
+        others = [r.node for r in self.roster if r.node != self.node_id
+                  and not (r.node in self.rendezvous.workers and self.rendezvous.workers[r.node].legacy)]
         return self.code_execution_complete and all(self.rendezvous.done(n, self.watch.listing) for n in others)
 
     def tearable(self) -> bool:
         """The guard of ``teardown``: a stop marker, a failure, an ephemeral cluster whose code
         completed (MAIN), or the end of a TTL cluster's life span."""
-        if self.stop_marker is not None or self.ending is not None or self.state is NodeStatus.failed:
+        if self._adopted is not None and self.ending is None and not self._finishing:
+            self._watch_for_runner()
+        if self.stop_marker is not None or self.ending is not None or self.execution_failure:
             return True
         if self.mode != "MAIN":
             return False
@@ -487,7 +561,11 @@ class ClusterProvider:
                           wall=self.clock.wall(), life=self.life)
 
     def stop(self) -> None:
-        """Write the stop marker (first writer wins; never overwrites) and end the children."""
+        """Write the stop marker (first writer wins; never overwrites) and end the children. Called
+        by an oracle-ads-shaped runner, it finishes the node's life (see :meth:`adopt`)."""
+        if self._adopted is not None and not self._finishing:
+            self._finish_for_runner()
+            return
         e = self.ending
         try:
             if e is not None and e.own and self.stop_marker is None:
@@ -499,6 +577,9 @@ class ClusterProvider:
 
     def sync(self, loop: bool = True) -> None:
         """Artifact sync (SYNC_ARTIFACTS=1): in the background while running, once at the end."""
+        if not loop and self._adopted is not None and not self._finishing:  # a runner's last call
+            self._finish_for_runner()
+            return
         if not self.settings.sync_artifacts:
             return
         if loop:
@@ -515,7 +596,13 @@ class ClusterProvider:
             ArtifactSync(self.settings, self.workdir, self.clock).sync_once()
 
     def final_sync(self) -> None:
+        """The last artifact sync; then POST_PROCESSING_WAIT seconds when it is set (oracle-ads
+        waits 60 s by default: fsm_cluster only when asked)."""
         self.sync(loop=False)
+        wait = getattr(self.settings, "post_processing_wait", 0)
+        if wait:
+            log.info("%s: post processing wait: %g s (POST_PROCESSING_WAIT)", self.node_id, wait)
+            self.clock.pause(wait)
 
     def get_sync_loc(self):
         from .runtime.sync import get_sync_loc
@@ -673,8 +760,11 @@ class ClusterProvider:
     def hand_over(self, exc: BaseException, owner) -> None:
         """The keeper found the cluster ending: raise ``exc`` in the node's own thread (``owner``)
         now; where it cannot be interrupted, end the children its hook may wait on, and the node
-        raises ``exc`` at its next tick."""
+        raises ``exc`` at its next tick. (An oracle-ads-shaped runner is never interrupted: it
+        learns the ending at its next ``tearable()``.)"""
         self._handed = exc
+        if self._adopted is not None:
+            return
         if not self.clock.interrupt(owner, exc):
             self.children.terminate_all(self.settings.teardown_grace)
 
@@ -691,6 +781,9 @@ class ClusterProvider:
         handed = self.take_handed()
         if handed is not None:
             raise handed
+        if self._deferred is not None and not self.own_code_running():
+            deferred, self._deferred = self._deferred, None
+            raise deferred
         if not engine and (not self._began or
                            self.clock.now() - self._ticked_at < 1.5 * self.settings.heartbeat_interval):
             return  # the keeper stands in only for a node's thread that is held (and has looked once)
@@ -698,6 +791,9 @@ class ClusterProvider:
             return  # the other thread is ticking: this interval is covered
         try:
             self._tick(engine)
+        except StopRequested as e:
+            if not self._defer(e):
+                raise
         finally:
             self._tick_lock.release()
         if engine:
@@ -706,7 +802,93 @@ class ClusterProvider:
     def _tick(self, engine: bool) -> None:
         self.watch.tick(self.state, self.flush_state)
         if engine and self.state is NodeStatus.running:
-            self.check_cluster_status()
+            self.check_engine()
+
+    # ------------------------------------------------------------------------------------------
+    # driven by an oracle-ads-shaped runner
+    # ------------------------------------------------------------------------------------------
+    def adopt(self) -> None:
+        """A ClusterRunner subclass with its own ``run()`` in oracle-ads' shape (start, run_code,
+        a ``tearable()`` loop, stop, ``sync(loop=False)``, exit) calls the hooks itself. The node's
+        life then forms here, before that ``run()`` goes on (oracle-ads' provider constructor does
+        its part of this), and takes the ``take_over`` edge to running; a keeper beats in the
+        background; ``tearable()`` watches; ``stop()`` or ``sync(loop=False)`` finishes the life.
+        A life that fails before the runner's ``run()`` could go on ends the process (exit code)."""
+        if self._adopted is not None:
+            return
+        from .runner import form
+
+        self._adopted = self.kept_alive()
+        self._adopted.__enter__()
+        try:
+            form(self)
+            self.take_over()
+        except LifeEnded:
+            pass
+        except Exception as e:  # noqa: BLE001 - one clean ending, as drive() does
+            self.conclude(e)
+        if self.ending is not None:
+            self._finish_for_runner()
+            raise SystemExit(self.exit_code)
+
+    def _watch_for_runner(self) -> None:
+        """The runner asks ``tearable()``: tick (beat, watch, check the engine); an ending found
+        here or by the keeper meanwhile becomes the node's."""
+        try:
+            self.tick()
+        except LifeEnded:
+            pass
+        except Exception as e:  # noqa: BLE001 - a stop marker, a dead peer, a broken engine
+            self.conclude(e)
+
+    def _finish_for_runner(self) -> None:
+        self._finishing = True
+        if self.ending is None:
+            handed = self.take_handed()
+            if handed is not None:
+                self.conclude(handed)
+            elif self.execution_failure:
+                self.end(Ending("failed", "run_code failed (see the runner's output)", 1, self.node_id))
+            elif self.mode == "MAIN":
+                self.end(Ending("complete" if self.ephemeral else "stopped", "code completed", 0, self.node_id))
+            else:
+                self.end(Ending("stopped", "the runner stopped the node", 0, self.node_id))
+        try:
+            self.finish_life()
+        finally:
+            self._adopted.__exit__(None, None, None)
+
+    def own_code_running(self) -> bool:
+        """This node's own code is still running: the entry script, or a ``run_code`` that blocks
+        (oracle-ads providers train inside it)."""
+        if self.state is not NodeStatus.running:
+            return False
+        if self._running_hook == "run_code":
+            return True
+        return self.code_process is not None and self.code_process.poll() is None
+
+    def _defer(self, e: StopRequested) -> bool:
+        """The cluster completed while this node's own code still runs: as in oracle-ads, the code
+        is not interrupted; the node ends the same way when it ends (``tick`` raises it then)."""
+        if e.outcome != "complete" or not self.own_code_running():
+            return False
+        if self._deferred is None:
+            log.info("%s: cluster complete (by %s); ending when this node's code ends", self.node_id, e.node)
+        self._deferred = e
+        return True
+
+    def legacy_stop_ends(self) -> Ending | None:
+        """oracle-ads' bare ``stop`` file was seen: it never interrupts code (oracle-ads nodes write
+        it when their own code is done); a node whose own code is done, or that runs none, ends."""
+        if not self.watch.legacy_stop or self.own_code_running() or self.ending is not None:
+            return None
+        if self.state is not NodeStatus.complete and (self.runs_code() or self.code_process is not None):
+            return None
+        m = self.watch.legacy_marker
+        if self.state is NodeStatus.complete and self.ephemeral:
+            return Ending("complete", "code completed; " + m.reason, 0, self.node_id, own=self.mode == "MAIN")
+        return Ending("stopped", m.reason, 0, m.node, own=self.mode == "MAIN",
+                      summary=f"stopped by {m.node}: {m.reason}")
 
     def begin_life(self) -> None:
         """The first look at the work dir, before this node writes anything (one listing): MAIN
@@ -748,7 +930,11 @@ class ClusterProvider:
         return workers >= self.expected_worker_count() and ps >= self.expected_ps_count()
 
     def main_published(self) -> bool:
-        return self.ready()
+        """A worker may go on: MAIN's configuration is accepted and, when a subclass redefines
+        ``ready()`` (oracle-ads' TensorFlow provider waits for its own cluster.json), that too."""
+        if not self._take_main():
+            return False
+        return type(self).ready is ClusterProvider.ready or bool(self.ready())
 
     def idle(self, seconds: float) -> None:
         """Pause until the next tick; returns early when the entry script exits."""
@@ -762,6 +948,15 @@ class ClusterProvider:
 
     def is_live(self) -> bool:
         return self.state.is_live()
+
+
+def _json_values(conf: Mapping[str, Any]) -> dict[str, Any]:
+    """``configuration()``'s values as oracle-ads writes them (JSON as they are; anything else as
+    its ``str``)."""
+    def plain(v):
+        return v if v is None or isinstance(v, (str, int, float, bool, list, dict)) else str(v)
+
+    return {str(k): plain(v) for k, v in conf.items()}
 
 
 def local_ip() -> str:

@@ -67,15 +67,16 @@ def import_object(spec: str):
 
 
 class ClusterProviderFactory:
-    provider_registry: dict[str, type] = {}
+    # oracle-ads' name: kinds registered (upper case) and built-ins loaded so far
+    provider: dict[str, type] = {}
 
     @classmethod
     def register(cls, cluster_type: str, provider_class: type) -> None:
-        cls.provider_registry[cluster_type.upper()] = provider_class
+        cls.provider[cluster_type.upper()] = provider_class
 
     @classmethod
     def known(cls) -> list[str]:
-        return sorted(set(cls.provider_registry) | known_kinds(BUILTIN, PROVIDERS_GROUP))
+        return sorted(set(cls.provider) | known_kinds(BUILTIN, PROVIDERS_GROUP))
 
     @classmethod
     def get_provider_class(cls, key: str) -> type:
@@ -86,8 +87,8 @@ class ClusterProviderFactory:
             except (ImportError, AttributeError, ValueError) as e:
                 raise SettingsError(f"OCI__CLUSTER_TYPE: cannot import provider {k!r} ({e})") from None
         k = k.upper()
-        if k in cls.provider_registry:
-            return cls.provider_registry[k]
+        if k in cls.provider:
+            return cls.provider[k]
         spec = lookup(k, BUILTIN, PROVIDERS_GROUP)
         if spec is None:
             raise SettingsError(f"OCI__CLUSTER_TYPE: unknown cluster type {key!r} "
@@ -98,7 +99,7 @@ class ClusterProviderFactory:
             extra = k.lower()
             raise SettingsError(f"OCI__CLUSTER_TYPE={k}: its engine is not installed ({e}); "
                                 f"pip install 'fsm_cluster[{extra}]'") from None
-        cls.provider_registry[k] = provider
+        cls.provider[k] = provider
         return provider
 
     @classmethod

@@ -17,7 +17,8 @@ import secrets
 from typing import Iterable
 
 from .errors import ProtocolError, SignatureError
-from .models import LEGACY_STOP, DoneMarker, NodeConfig, RosterEntry, StopMarker, is_hijack_name
+from .models import (EXPORTABLE_RE, IDENTITY_NAMES, LEGACY_STOP, MAX_ENV_VALUE, DoneMarker, NodeConfig,
+                     RosterEntry, StopMarker, is_hijack_name)
 from .workdir import MAIN_NODE, PREVIOUS, STOP, WorkDir, config_name, node_of, state_name
 
 log = logging.getLogger(__name__)
@@ -185,7 +186,10 @@ class Rendezvous:
             return None
         if cfg is None:
             return None
-        if self.mode != "MAIN":
+        if self.mode != "MAIN" and cfg.legacy:  # an oracle-ads MAIN: no roster, no lives
+            log.info("%s: MAIN is an oracle-ads node (its config has no fsm_cluster fields): not watching "
+                     "its heartbeat; its stop file ends this node once its own code is done", self.node_id)
+        elif self.mode != "MAIN":
             if self.stale_life is not None and cfg.life == self.stale_life:
                 return None  # the previous life's; MAIN of this life has not published yet
             if not any(r.node == self.node_id for r in cfg.roster):
@@ -199,12 +203,21 @@ class Rendezvous:
 
     # -- exports ---------------------------------------------------------------------------------
     @staticmethod
-    def exported(env: dict[str, str], names: Iterable[str]) -> tuple[dict[str, str], list[str]]:
-        """(variables a node takes, names kept in the file) of MAIN's ``env``: a declared name
-        (fnmatch patterns ``names``), and never one of the hijack denylist (second line)."""
-        patterns = tuple(names)
-        take = {k: v for k, v in env.items()
-                if any(fnmatch.fnmatchcase(k, p) for p in patterns) and not is_hijack_name(k)}
+    def exported(env: dict[str, str], names: Iterable[str] | None) -> tuple[dict[str, str], list[str]]:
+        """(variables a node takes, names kept in the file) of a config's variables: every name
+        that can be a variable (``names`` None, as oracle-ads) or the declared ones (fnmatch
+        patterns ``names``); never an identity name (who a node is), never one of the hijack
+        denylist, never a value no environment can hold."""
+        patterns = None if names is None else tuple(names)
+
+        def takes(k: str, v: str) -> bool:
+            if k in IDENTITY_NAMES or is_hijack_name(k) or not EXPORTABLE_RE.match(k):
+                return False
+            if "\x00" in v or len(v) > MAX_ENV_VALUE:
+                return False
+            return patterns is None or any(fnmatch.fnmatchcase(k, p) for p in patterns)
+
+        take = {k: v for k, v in env.items() if takes(k, v)}
         return take, sorted(set(env) - set(take))
 
     # -- done markers (OCI__RUN_ON=all) ----------------------------------------------------------

@@ -40,6 +40,13 @@ def drive(p) -> int:
 
 
 def _live(p) -> None:
+    form(p)
+    p.launch()
+    _watch(p)
+
+
+def form(p) -> None:
+    """init → ready: configure, (MAIN) wait for the roster, publish or wait for MAIN's configuration."""
     p.configure()
     if p.is_main_node():
         want = f"{p.expected_worker_count()} WORKER and {p.expected_ps_count()} PS node(s) to register"
@@ -48,8 +55,6 @@ def _live(p) -> None:
     if p.state is NodeStatus.waiting_for_main:
         p.wait_until(p.main_published, p.time_out, "MAIN's configuration (MAIN_config.json)")
         p.main_ready()
-    p.launch()
-    _watch(p)
 
 
 def _watch(p) -> None:
@@ -70,6 +75,10 @@ def _watch(p) -> None:
             if not p.ephemeral and p.reached_endoflife():
                 raise StopRequested(f"life span {p.settings.life_span} reached", 0, "stopped", p.node_id)
         p.tick()
+        legacy = p.legacy_stop_ends()  # oracle-ads' stop file: once this node's own code is done
+        if legacy is not None:
+            p.end(legacy)
+            return
         p.idle(min(p.seconds_to_next_tick(), p.settings.heartbeat_interval))
 
 
@@ -138,14 +147,25 @@ class ClusterRunner:
             else:  # an oracle-ads subclass: __init__(self, mode, ephemeral, life_span, work_dir)
                 self._cluster = cls(*args)
             log.info("cluster built: %r", self._cluster)
+            if type(self).run is not ClusterRunner.run:  # an oracle-ads-shaped run() drives the hooks
+                self._prepare()
+                self._cluster.adopt()
         return self._cluster
+
+    def _prepare(self) -> None:
+        """Logging (when the node is started by a user's run script, not the CLI) and the masking
+        of secret values of the node's environment in every log line."""
+        from .security import install_log_redaction
+
+        if not logging.getLogger().handlers:
+            logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                                format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        install_log_redaction(self.environ)
 
     def execute(self) -> int:
         """Run the node; return its exit code (SettingsError etc. propagate to the CLI). Secret
         values of the node's environment are masked in every log line from here on."""
-        from .security import install_log_redaction
-
-        install_log_redaction(self.environ)
+        self._prepare()
         return drive(self.cluster)
 
     def run(self):

@@ -39,6 +39,9 @@ class ClusterWatch:
         self.listing: dict[str, tuple] = {}
         self.peers = PeerWatch()  # state files this node watches (heartbeat fingerprints)
         self.stop_marker: StopMarker | None = None
+        self.legacy_stop = False  # oracle-ads' bare "stop" file seen (no outcome: see LEGACY_STOP)
+        self._legacy_fp: tuple | None = None
+        self.legacy_marker: StopMarker | None = None
         self.main_state_seen = False  # a worker: from then on, watch MAIN by reading its state
         self.main_state_read = False  # a worker read MAIN's state file of this life at least once
 
@@ -135,7 +138,8 @@ class ClusterWatch:
         """A stop marker is in the listing: read it (once per version) and, when it is this
         life's and authentic, end the node the way it says."""
         rv = self.rendezvous
-        if self.stop_marker is not None or (fp is not None and fp == rv.stale_stop) or rv.is_refused(STOP, fp):
+        if self.stop_marker is not None or (fp is not None and fp in (rv.stale_stop, self._legacy_fp)) or \
+                rv.is_refused(STOP, fp):
             return
         try:
             marker = self.workdir.read_stop()
@@ -145,6 +149,11 @@ class ClusterWatch:
                 raise ProtocolError(f"{self.workdir.url(STOP)}: a stop marker of another life ({marker.life})")
         except ProtocolError as e:
             rv.refuse(STOP, fp, str(e))
+            return
+        if marker is not None and marker.legacy:
+            if not self.legacy_stop:
+                log.info("%s: oracle-ads' stop file found; ending once this node's own code is done", self.node_id)
+            self.legacy_stop, self._legacy_fp, self.legacy_marker = True, fp, marker
             return
         if marker is not None:
             self.stop_marker = marker
@@ -197,9 +206,10 @@ class ClusterWatch:
             return True
         try:
             existing = self.workdir.read_stop()
-            if existing is None or self.rendezvous.belongs_here(existing):
+            if existing is None or (self.rendezvous.belongs_here(existing) and not existing.legacy):
                 return False
-            why = f"{self.workdir.url(STOP)}: a stop marker of another life ({existing.life})"
+            why = (f"{self.workdir.url(STOP)}: oracle-ads' stop file (no outcome) with this node's outcome"
+                   if existing.legacy else f"{self.workdir.url(STOP)}: a stop marker of another life ({existing.life})")
         except ProtocolError as e:
             why = str(e)
         log.warning("%s: replacing %s", self.node_id, why)

@@ -322,7 +322,7 @@ class WorkDir:
             return LEGACY_STOP  # type: ignore[return-value]
         data = self.unsign(name, data)
         try:
-            return cls.model_validate_json(data)
+            return cls.model_validate_json(data, context={"file": name})
         except ValidationError as e:
             raise ProtocolError(f"{self.url(name)}: {format_validation_error(e, _field)}") from None
 

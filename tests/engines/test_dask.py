@@ -28,7 +28,7 @@ def test_dask_example_spreads_tasks_over_both_workers(tmp_path, engine_cluster):
     assert result["workers"] == ["WORKER_worker1", "WORKER_worker2"]
     # the scheduler address MAIN published is what the workers used
     main_cfg = json.loads((c.state_dir() / "MAIN_config.json").read_text())
-    assert main_cfg["env"]["DASK_SCHEDULER_ADDRESS"].startswith("tcp://127.0.0.1:")
+    assert main_cfg["DASK_SCHEDULER_ADDRESS"].startswith("tcp://127.0.0.1:")
     assert c.stop_marker()["outcome"] == "complete"
     assert c.leftovers() == [], c.dump()
 
@@ -62,7 +62,7 @@ def test_dask_tls_cluster_runs_the_example_over_mutual_tls(tmp_path, engine_clus
     }, per_mode={"WORKER": {"OCI__START_ARGS": "--nthreads 1"}}).start()
     assert c.wait() == [0, 0, 0], c.dump()
     main_cfg = json.loads((c.state_dir() / "MAIN_config.json").read_text())
-    address = main_cfg["env"]["DASK_SCHEDULER_ADDRESS"]
+    address = main_cfg["DASK_SCHEDULER_ADDRESS"]
     assert address.startswith("tls://127.0.0.1:"), address
     result = json.loads((out / "results.json").read_text())
     assert result["total"] == sum(i * i for i in range(8))

@@ -67,17 +67,36 @@ def test_entry_script_failing_on_a_worker_fails_every_node(tmp_path):
     assert left == []
 
 
-def test_stop_file_written_from_outside_stops_all(tmp_path):
-    entry = script(tmp_path, "sleep 60\n")
-    c = LocalNodes(tmp_path, extra={"OCI__ENTRY_SCRIPT": entry, "OCI__RUN_ON": "all"}).start()
+def _all_running(c) -> None:
     state = c.state_dir()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         files = list(state.glob("*_state.json")) if state.exists() else []
         if len(files) == 3 and all(json.loads(f.read_text())["state"] == "running" for f in files):
-            break
+            return
         time.sleep(0.1)
-    (state / "stop").write_text("stop")  # what an ADS operator writes
+
+
+def test_oracle_ads_stop_file_ends_nodes_once_their_code_is_done(tmp_path):
+    """oracle-ads nodes write the text "stop" when their own code is done: as in oracle-ads it
+    never interrupts code; each node ends (exit 0) when its code ends."""
+    entry = script(tmp_path, "sleep 3; echo done > \"$MARKS/$JOB_RUN_OCID\"\n")
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    c = LocalNodes(tmp_path, extra={"OCI__ENTRY_SCRIPT": entry, "OCI__RUN_ON": "all", "MARKS": str(marks)}).start()
+    _all_running(c)
+    (c.state_dir() / "stop").write_text("stop")  # what an oracle-ads node (or operator) writes
+    assert c.wait(timeout=30) == [0, 0, 0], c.dump()
+    assert len(list(marks.iterdir())) == 3  # every node's code ran to its end
+    assert all("stop file found" in c.last_line(i) or "code completed" in c.last_line(i) for i in range(3))
+
+
+def test_json_stop_marker_written_from_outside_stops_all(tmp_path):
+    """An operator's stop marker (what `fsm-cluster stop` writes) interrupts the code."""
+    entry = script(tmp_path, "sleep 60\n")
+    c = LocalNodes(tmp_path, extra={"OCI__ENTRY_SCRIPT": entry, "OCI__RUN_ON": "all"}).start()
+    _all_running(c)
+    (c.state_dir() / "stop").write_text(json.dumps({"outcome": "stopped", "node": "operator", "reason": "by hand"}))
     assert c.wait(timeout=30) == [0, 0, 0], c.dump()
     for i in range(3):
         assert "stopped by operator" in c.last_line(i)
@@ -95,7 +114,7 @@ def test_ttl_expiry_of_a_non_ephemeral_cluster(tmp_path):
 def test_corrupt_main_config_is_a_clear_error(tmp_path):
     c = LocalNodes(tmp_path, workers=1)
     c.state_dir().mkdir(parents=True)
-    (c.state_dir() / "MAIN_config.json").write_text('{"schema_version": 1, "node": "MAIN", "mode": "MAIN"}')
+    (c.state_dir() / "MAIN_config.json").write_text('{"fsm_cluster": {"schema_version": 1, "node": "MAIN", "mode": "MAIN"}}')
     c.start(modes=["WORKER"])
     assert c.wait(timeout=30) == [1], c.dump()
     last = c.last_line(0)

@@ -80,7 +80,7 @@ def test_forged_files_are_refused_by_real_nodes(tmp_path):
         t.join()
     assert codes == [0, 0, 0], c.dump()
     main_cfg = json.loads((d / "MAIN_config.json").read_text())
-    assert [r["node"] for r in main_cfg["roster"]] == ["MAIN", "WORKER_w1", "WORKER_w2"]
+    assert [r["node"] for r in main_cfg["fsm_cluster"]["roster"]] == ["MAIN", "WORKER_w1", "WORKER_w2"]
     assert "6.6.6.6" not in json.dumps(main_cfg) and len(main_cfg["sig"]) == 64
     stop = json.loads((d / "stop").read_text())
     assert (stop["node"], stop["reason"], len(stop["sig"])) == ("MAIN", "code completed", 64)

@@ -86,7 +86,9 @@ def test_stop_file_from_outside_stops_all():
     codes = c.run(code_seconds=10, extra_fns=[operator])
     assert codes[:3] == [0, 0, 0]
     assert 100 <= c.clock.now() - 1000 < 100 + 11
-    assert all("stopped by operator" in s.reason for s in states(c).values())
+    reasons = {n: s.reason for n, s in states(c).items()}
+    assert reasons.pop("MAIN").startswith("stopped by operator: stop file found")
+    assert all(r.startswith("stopped by MAIN: stop file found") for r in reasons.values())  # MAIN's outcome
 
 
 def test_worker_times_out_waiting_for_main():
@@ -151,11 +153,16 @@ def test_corrupt_main_config_is_a_clear_error():
     assert "MAIN_config.json" in reason and "not valid JSON" in reason
 
 
-def test_config_exporting_ld_preload_is_refused():
+@pytest.mark.parametrize("flavour", ["fsm_cluster", "oracle-ads"])
+def test_config_exporting_ld_preload_is_refused(flavour):
     c = SimCluster(workers=1)
     worker = c.build(c.envs[1])
-    bad = {"schema_version": 1, "node": "MAIN", "mode": "MAIN", "run_id": "m", "ip": "10.0.0.1",
-           "env": {"LD_PRELOAD": "/tmp/evil.so"}}
+    bad = {"OCI__MAIN_IP": "10.0.0.1", "LD_PRELOAD": "/tmp/evil.so"}
+    if flavour == "fsm_cluster":
+        bad["fsm_cluster"] = {"schema_version": 1, "node": "MAIN", "mode": "MAIN", "run_id": "m", "ip": "10.0.0.1",
+                              "roster": [{"node": "MAIN", "mode": "MAIN", "run_id": "m", "rank": 0, "ip": "10.0.0.1"},
+                                         {"node": worker.node_id, "mode": "WORKER", "run_id": worker.run_id,
+                                          "rank": 1, "ip": "10.0.0.2"}]}
     c.workdir.fs.pipe_file(c.workdir.path("MAIN_config.json"), json.dumps(bad).encode())
     [code] = c.clock.run([lambda: drive(worker)])
     assert code == 1

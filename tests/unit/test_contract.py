@@ -56,21 +56,45 @@ def test_export_configuration_refuses_hijacking_names(tmp_path, monkeypatch):
     monkeypatch.setenv("OCI__SELF_IP", "127.0.0.1")
     env: dict[str, str] = {"OCI__SELF_IP": "127.0.0.1"}
     p = ClusterProvider("MAIN", work_dir=str(tmp_path), environ=env)
-    for name in ["LD_PRELOAD", "PATH", "PYTHONHOME", "PYTHONSTARTUP", "lower_case", "BASH_ENV", "DYLD_INSERT_LIBRARIES"]:
-        p.workdir.write_bytes("MAIN_config.json", (
-            '{"schema_version":1,"node":"MAIN","mode":"MAIN","run_id":"r","ip":"1.2.3.4","env":{"%s":"x"}}'
-            % name).encode())
-        from fsm_cluster.errors import ProtocolError
+    meta = '"fsm_cluster":{"schema_version":1,"node":"MAIN","mode":"MAIN","run_id":"r","ip":"1.2.3.4"}'
+    from fsm_cluster.errors import ProtocolError
 
-        with pytest.raises(ProtocolError, match=name):
-            p.export_configuration([p.main_config_file])
-        assert name not in env
+    for name in ["LD_PRELOAD", "PATH", "PYTHONHOME", "PYTHONSTARTUP", "http_proxy", "BASH_ENV",
+                 "DYLD_INSERT_LIBRARIES"]:
+        for body in ('{"%s":"x",%s}' % (name, meta), '{"OCI__MAIN_IP":"1.2.3.4","%s":"x"}' % name):  # ours; oracle-ads'
+            p.workdir.write_bytes("MAIN_config.json", body.encode())
+            with pytest.raises(ProtocolError, match=f"MAIN_config.json.*{name}.*hijack"):
+                p.export_configuration([p.main_config_file])
+            assert name not in env
+
+
+def test_export_configuration_exports_every_variable_like_oracle_ads(tmp_path, monkeypatch):
+    """oracle-ads exports every key of MAIN's flat config, lower-case ones too (Dask's nprocs,
+    death_timeout), as str(value); who a node is (OCI__MODE, RANK, JOB_OCID, JOB_RUN_OCID) stays in
+    the file; OCI__EXPORTS narrows the exports to declared names."""
+    import json
+
+    monkeypatch.setenv("OCI__SELF_IP", "127.0.0.1")
+    flat = {"OCI__MAIN_IP": "1.2.3.4", "SCHEDULER_IP": "1.2.3.4", "nprocs": 2, "death_timeout": 10,
+            "tls": True, "OCI__MODE": "MAIN", "RANK": "0", "JOB_OCID": "x", "JOB_RUN_OCID": "y", "a-b": "1"}
+    for declared, expect in (("", {"OCI__MAIN_IP": "1.2.3.4", "SCHEDULER_IP": "1.2.3.4", "nprocs": "2",
+                                   "death_timeout": "10", "tls": "True"}),
+                             ("SCHED*", {"OCI__MAIN_IP": "1.2.3.4", "SCHEDULER_IP": "1.2.3.4"})):
+        env: dict[str, str] = {"OCI__SELF_IP": "127.0.0.1", "OCI__MODE": "WORKER", "RANK": "1",
+                               "OCI__EXPORTS": declared}
+        p = ClusterProvider("WORKER", work_dir=str(tmp_path), environ=env)
+        p.workdir.write_bytes("MAIN_config.json", json.dumps(flat).encode())
+        p.export_configuration([p.main_config_file])
+        taken = {k: env[k] for k in flat if k in env}
+        assert {k: v for k, v in taken.items() if k not in ("OCI__MODE", "RANK")} == expect
+        assert (env["OCI__MODE"], env["RANK"]) == ("WORKER", "1")  # never MAIN's identity
+        assert "JOB_OCID" not in env and "a-b" not in env
 
 
 @pytest.fixture(autouse=True)
 def _registry_left_as_found(monkeypatch):
     """Kinds registered (or cached) by a test do not leak into the tests after it."""
-    monkeypatch.setattr(ClusterProviderFactory, "provider_registry", dict(ClusterProviderFactory.provider_registry))
+    monkeypatch.setattr(ClusterProviderFactory, "provider", dict(ClusterProviderFactory.provider))
 
 
 def test_factory_register_get_and_unknown():

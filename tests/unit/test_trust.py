@@ -189,7 +189,7 @@ def test_a_forged_state_file_of_an_unknown_node_does_not_fail_the_cluster():
     assert c.run(code_seconds=20) == [0, 0]  # a state file that never changes is not a node
 
 
-def test_mains_variables_reach_the_nodes_only_when_declared():
+def test_with_oci_exports_mains_variables_reach_the_nodes_only_when_declared():
     class Exporting(SimCluster().provider_cls):
         def configuration(self, conf=None):
             return {**(conf or {}), "FOO_INJECT": "1", "EXTRA_OK": "2"}
@@ -208,10 +208,11 @@ def test_mains_variables_reach_the_nodes_only_when_declared():
                                   "PYTHONPYCACHEPREFIX", "OCI__START_ARGS", "OCI_CONFIG_LOCATION"])
 def test_hijack_names_in_a_shared_config_are_refused_naming_them(name):
     wd = WorkDir("memory://hijack", "c1")
-    wd.fs.pipe_file(wd.path("MAIN_config.json"), json.dumps(
-        {"node": "MAIN", "mode": "MAIN", "run_id": "m", "ip": "1.2.3.4", "env": {name: "x"}}).encode())
-    with pytest.raises(ProtocolError, match=f"{name}.*may not be exported"):
-        wd.read_config("MAIN")
+    for flat in ({name: "x", "fsm_cluster": {"node": "MAIN", "mode": "MAIN", "run_id": "m", "ip": "1.2.3.4"}},
+                 {"OCI__MAIN_IP": "1.2.3.4", name: "x"}):  # fsm_cluster's file; oracle-ads'
+        wd.fs.pipe_file(wd.path("MAIN_config.json"), json.dumps(flat).encode())
+        with pytest.raises(ProtocolError, match=f"MAIN_config.json: .*{name}.*may not be set by a shared config"):
+            wd.read_config("MAIN")
 
 
 def test_reads_are_bounded_whatever_the_file_size():
