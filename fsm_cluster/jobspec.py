@@ -171,6 +171,19 @@ def _index_lines(node: yaml.Node, path: Path, lines: dict[Path, int], duplicates
             _index_lines(item, path + (i,), lines, duplicates)
 
 
+MAX_WARNINGS = 20  # of one kind per spec; the rest are counted (--strict lists every one)
+
+
+def tell(warn: Warn | None, messages: list[str], more: str) -> None:
+    """``messages`` to ``warn`` (default: this module's logger), the first :data:`MAX_WARNINGS`
+    of them and then one line counting the rest (``more``: what they are)."""
+    warn = warn or log.warning
+    for message in messages[:MAX_WARNINGS]:
+        warn(message)
+    if len(messages) > MAX_WARNINGS:
+        warn(f"{more}: {len(messages) - MAX_WARNINGS} not shown (--strict lists them all)")
+
+
 def read_text(path_or_text: str | os.PathLike) -> tuple[str, str]:
     """(source name, YAML text). A path (or fsspec URI) is read; text with a newline is used as is.
     A file larger than :data:`MAX_SPEC_BYTES` is refused before it is read."""
@@ -230,9 +243,8 @@ def parse_yaml(name: str, text: str, *, strict: bool = True,
     if duplicates and strict:
         raise SpecError("\n".join(f"{name}: {format_path(p)}: duplicate key (first at line {first}), "
                                   f"line {line}" for p, first, line in duplicates))
-    for p, first, line in duplicates:
-        (warn or log.warning)(f"{name}: {format_path(p)}: duplicate key (first at line {first}): "
-                              f"the last one wins, line {line}")
+    tell(warn, [f"{name}: {format_path(p)}: duplicate key (first at line {first}): the last one "
+                f"wins, line {line}" for p, first, line in duplicates], f"{name}: more keys repeated")
     if not isinstance(data, dict):
         raise SpecError(f"{name}: the spec must be a YAML mapping (kind: distributed, apiVersion, spec)")
     return data, source
@@ -745,8 +757,10 @@ def validate_spec(data: dict, source: SpecSource, *, strict: bool = True,
             unknown = [] if strict else [p for p in spec_problems(e) if p.type == "extra_forbidden"]
             if not unknown or rounds == _MAX_ROUNDS:
                 raise SpecError(format_errors(e, source)) from None
-        for p in sorted(unknown, key=lambda p: source.line_of(p.loc) or 0):
-            (warn or log.warning)(source.error(p.loc, f"{p.message}: ignored"))
+        unknown.sort(key=lambda p: source.line_of(p.loc) or 0)
+        tell(warn, [source.error(p.loc, f"{p.message}: ignored") for p in unknown],
+             f"{source.name}: more unknown keys ignored")
+        for p in unknown:
             _drop(data, p.loc)
         rounds += 1
     spec._source = source

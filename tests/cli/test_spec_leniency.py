@@ -87,6 +87,17 @@ def test_unknown_keys_at_several_depths_are_each_named_in_file_order(tmp_path):
     assert plan["job"]["envVars"]["OCI__ENTRY_SCRIPT"] == "search.py"
 
 
+def test_many_unknown_keys_warn_twenty_then_count_the_rest(tmp_path):
+    extra = "".join(f"  extra{i}: {i}\n" for i in range(27))
+    text = DASK.replace("spec:\n  infrastructure:\n", f"spec:\n{extra}  infrastructure:\n", 1)
+    spec, plan, warnings = dry_run(tmp_path, text)
+    assert warnings[:20] == [f"fsm-cluster submit: warning: {spec}: spec.extra{i}: unknown field: ignored, "
+                             f"line {line_of(text, f'extra{i}: ')}" for i in range(20)]
+    assert warnings[20:] == [f"fsm-cluster submit: warning: {spec}: more unknown keys ignored: 7 not "
+                             "shown (--strict lists them all)"]
+    assert plan["job"]["envVars"]["OCI__CLUSTER_TYPE"] == "DASK"
+
+
 def test_strict_refuses_an_unknown_key_with_one_clear_message(tmp_path):
     spec = spec_file(tmp_path, MISSPELT)
     r = cli("submit", "--dry-run", "--strict", "-f", spec, cwd=tmp_path)
