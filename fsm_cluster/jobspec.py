@@ -8,8 +8,15 @@ such files load unchanged. Loading does, in order:
    line 23``;
 2. replace ``${VAR}`` / ``${VAR:-default}`` in string values from the environment (``$${`` is a
    literal ``${``);
-3. validate with the pydantic models below (unknown keys are errors, with a "did you mean");
-4. let the cluster kind's spec builder (``FrameworkSpecBuilderFactory``) add its environment.
+3. ``submit`` only: settle the cluster image (``--image``, or oracle-ads' ``"@image"`` read from
+   the ``config.ini`` of ``ads opctl distributed-training build-image``: :class:`ImageChoice`);
+4. validate with the pydantic models below;
+5. let the cluster kind's spec builder (``FrameworkSpecBuilderFactory``) add its environment.
+
+``strict`` (the library's default; ``--strict`` on the command line) refuses an unknown key (with a
+"did you mean") and a key repeated in a mapping. Lenient, as oracle-ads reads specs (the command
+line's default), the unknown key is ignored and the repeated key takes its last value, each with a
+warning naming the file, the YAML path and the line(s).
 
 The environment contract (the names live in :mod:`fsm_cluster.env`):
 
@@ -25,12 +32,14 @@ definition merged with its run), which is what the local launcher starts.
 
 from __future__ import annotations
 
+import configparser
+import logging
 import os
 import re
 import shlex
 from abc import ABCMeta
 from dataclasses import dataclass
-from typing import Annotated, Any, Iterable, Literal, Mapping
+from typing import Annotated, Any, Callable, Iterable, Literal, Mapping
 
 import yaml
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError,
@@ -48,11 +57,14 @@ from .env import (JOB_RUN_OCID, OCI__CA_DOWNLOAD_LOCATION, OCI__CERTIFICATE_AUTH
 from .errors import SpecError
 from .registry import (BUILTIN_SPEC_BUILDERS, SPEC_BUILDERS_GROUP, ClusterProviderFactory, import_object,
                        known_kinds, lookup)
-from .validation import format_validation_error
+from .validation import Problem, format_validation_error, problems_of
 
 MODES = {"main": "MAIN", "worker": "WORKER", "ps": "PS"}
 
 Path = tuple[str | int, ...]
+Warn = Callable[[str], None]  # hears each warning (one line naming file, YAML path and line)
+
+log = logging.getLogger(__name__)
 
 
 # ================================================================================================
@@ -137,21 +149,39 @@ class _BoundedLoader(yaml.SafeLoader):
         return node
 
 
-def _index_lines(node: yaml.Node, path: Path, lines: dict[Path, int], problems: list) -> None:
+def _index_lines(node: yaml.Node, path: Path, lines: dict[Path, int], duplicates: list) -> None:
+    """Fill ``lines``; ``duplicates`` gets ``(path, first line, line)`` of every repeated key (the
+    last value wins, as in PyYAML and oracle-ads: the lines below the first one are forgotten)."""
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, int] = {}
         for key_node, value_node in node.value:
             key = key_node.value
             line = key_node.start_mark.line + 1
             if key in seen:
-                problems.append((path + (key,), f"duplicate key (first at line {seen[key]})", line))
+                duplicates.append((path + (key,), seen[key], line))
+                below = path + (key,)
+                for stale in [p for p in lines if p[:len(below)] == below]:
+                    del lines[stale]
             seen[key] = line
             lines[path + (key,)] = line
-            _index_lines(value_node, path + (key,), lines, problems)
+            _index_lines(value_node, path + (key,), lines, duplicates)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             lines[path + (i,)] = item.start_mark.line + 1
-            _index_lines(item, path + (i,), lines, problems)
+            _index_lines(item, path + (i,), lines, duplicates)
+
+
+MAX_WARNINGS = 20  # of one kind per spec; the rest are counted (--strict lists every one)
+
+
+def tell(warn: Warn | None, messages: list[str], more: str) -> None:
+    """``messages`` to ``warn`` (default: this module's logger), the first :data:`MAX_WARNINGS`
+    of them and then one line counting the rest (``more``: what they are)."""
+    warn = warn or log.warning
+    for message in messages[:MAX_WARNINGS]:
+        warn(message)
+    if len(messages) > MAX_WARNINGS:
+        warn(f"{more}: {len(messages) - MAX_WARNINGS} not shown (--strict lists them all)")
 
 
 def read_text(path_or_text: str | os.PathLike) -> tuple[str, str]:
@@ -180,8 +210,11 @@ def read_text(path_or_text: str | os.PathLike) -> tuple[str, str]:
         raise SpecError(f"{path}: cannot read the spec ({e})") from None
 
 
-def parse_yaml(name: str, text: str) -> tuple[Any, SpecSource]:
-    """The YAML document as plain data and its :class:`SpecSource`; syntax errors → SpecError."""
+def parse_yaml(name: str, text: str, *, strict: bool = True,
+               warn: Warn | None = None) -> tuple[Any, SpecSource]:
+    """The YAML document as plain data and its :class:`SpecSource`; syntax errors → SpecError.
+    A key repeated in a mapping is an error when ``strict``; else the last value wins (as in
+    oracle-ads) and ``warn`` hears of it with the lines of both."""
     _check_size(name, len(text.encode("utf-8", errors="replace")))
     loader = _BoundedLoader(text)
     try:
@@ -202,13 +235,16 @@ def parse_yaml(name: str, text: str) -> tuple[Any, SpecSource]:
     finally:
         loader.dispose()
     lines: dict[Path, int] = {}
-    problems: list = []
+    duplicates: list = []
     if root is not None:
         lines[()] = root.start_mark.line + 1
-        _index_lines(root, (), lines, problems)
+        _index_lines(root, (), lines, duplicates)
     source = SpecSource(name, lines)
-    if problems:
-        raise SpecError("\n".join(f"{name}: {format_path(p)}: {m}, line {ln}" for p, m, ln in problems))
+    if duplicates and strict:
+        raise SpecError("\n".join(f"{name}: {format_path(p)}: duplicate key (first at line {first}), "
+                                  f"line {line}" for p, first, line in duplicates))
+    tell(warn, [f"{name}: {format_path(p)}: duplicate key (first at line {first}): the last one "
+                f"wins, line {line}" for p, first, line in duplicates], f"{name}: more keys repeated")
     if not isinstance(data, dict):
         raise SpecError(f"{name}: the spec must be a YAML mapping (kind: distributed, apiVersion, spec)")
     return data, source
@@ -321,6 +357,8 @@ class GroupConfig(_Model):
     @property
     def env_vars(self) -> dict[str, str]:
         return env_dict(self.env)
+
+    envVars = env_vars  # oracle-ads' name (its ClusterConfig)
 
     @property
     def cmd_args(self) -> str:
@@ -546,37 +584,134 @@ def json_schema() -> dict:
 # ------------------------------------------------------------------------------------------------
 # Validation errors → one line per problem, naming path and line
 # ------------------------------------------------------------------------------------------------
+_PATTERNS = {ENV_VAR_NAME: "environment variable name"}
+
+
 def format_errors(e: ValidationError, source: SpecSource, model: type[BaseModel] = None) -> str:
     """One line per problem (``<file>: <yaml path>: <message>, line N``), in the file's order."""
     return format_validation_error(e, lambda p: source.error(p.loc, p.message), sep="\n",
-                                   model=model or ClusterSpec,
-                                   patterns={ENV_VAR_NAME: "environment variable name"},
+                                   model=model or ClusterSpec, patterns=_PATTERNS,
                                    order=lambda p: source.line_of(p.loc) or 0)
+
+
+def spec_problems(e: ValidationError) -> list[Problem]:
+    """The problems of a spec's validation (an unknown key's message says "did you mean")."""
+    return problems_of(e, model=ClusterSpec, patterns=_PATTERNS)
+
+
+# ================================================================================================
+# The cluster image: --image, or oracle-ads' "@image" from config.ini
+# ================================================================================================
+IMAGE_PATH: Path = ("spec", "cluster", "spec", "image")
+ADS_INI = "config.ini"  # what `ads opctl distributed-training build-image` writes where it runs
+ADS_INI_SECTION = "main"
+ADS_INI_KEYS = ("registry", "tag")
+
+
+class ImageUnresolved(Exception):
+    """An ``@`` image whose ``config.ini`` is missing or lacks what it needs; ``short`` is the
+    reason in a few words (for a dry run's placeholder)."""
+
+    def __init__(self, message: str, short: str):
+        super().__init__(message)
+        self.short = short
+
+
+def image_from_ini(path: str) -> str:
+    """``<registry>:<tag>`` from the ``[main]`` section of oracle-ads' ``config.ini`` at ``path``
+    (read with the same ConfigParser settings as oracle-ads); else :class:`ImageUnresolved`."""
+    if not os.path.isfile(path):
+        raise ImageUnresolved(f"{path} not found", f"{ADS_INI} not found")
+    ini = configparser.ConfigParser(allow_no_value=True)
+    try:
+        ini.read(path, encoding="utf-8")
+        if not ini.has_section(ADS_INI_SECTION):
+            raise ImageUnresolved(f"{path} has no [{ADS_INI_SECTION}] section",
+                                  f"no [{ADS_INI_SECTION}] in {ADS_INI}")
+        values = {k: ini.get(ADS_INI_SECTION, k, fallback=None) for k in ADS_INI_KEYS}
+    except (configparser.Error, OSError, ValueError) as e:  # ValueError: not UTF-8
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ImageUnresolved(f"{path} cannot be read ({first})", f"{ADS_INI} unreadable") from None
+    missing = [k for k, v in values.items() if not (v or "").strip()]
+    if missing:
+        keys = " and ".join(missing)
+        raise ImageUnresolved(f"{path} has no {keys} in [{ADS_INI_SECTION}]",
+                              f"no {keys} in {ADS_INI}")
+    return f"{values['registry'].strip()}:{values['tag'].strip()}"
+
+
+@dataclass(frozen=True)
+class ImageChoice:
+    """How ``submit`` settles ``spec.cluster.spec.image``.
+
+    ``override`` (``--image``) replaces it. Else an image starting with ``@`` (oracle-ads'
+    ``"@image"``) is ``<registry>:<tag>`` from ``config.ini`` in ``directory`` (default: the
+    current directory, where oracle-ads looks), as ``ads opctl`` resolves it. When it cannot be:
+    with ``placeholder`` (a dry run) the plan shows ``<@image: reason>`` and a warning is given;
+    without, a SpecError names the file and what it lacks.
+    """
+
+    override: str | None = None
+    directory: str | None = None
+    placeholder: bool = False
+
+    def settle(self, data: dict, source: SpecSource, warn: Warn) -> bool:
+        """Set the image in ``data`` (a validated spec as plain data) in place; True if changed."""
+        body = data["spec"]["cluster"]["spec"]
+        if self.override is not None:
+            body["image"] = self.override
+            return True
+        image = body.get("image")
+        if not isinstance(image, str) or not image.startswith("@"):
+            return False
+        ini = os.path.join(self.directory or os.getcwd(), ADS_INI)
+        try:
+            body["image"] = image_from_ini(ini)
+        except ImageUnresolved as e:
+            why = (f"{image!r} stands for the image `ads opctl distributed-training build-image` "
+                   f"named in {ADS_INI} ([{ADS_INI_SECTION}] {' and '.join(ADS_INI_KEYS)}); {e}")
+            if not self.placeholder:
+                raise SpecError(source.error(IMAGE_PATH, f"{why}: pass --image IMAGE, or submit "
+                                                         f"from the folder holding {ADS_INI}")) from None
+            body["image"] = f"<{image}: {e.short}>"
+            warn(source.error(IMAGE_PATH, f"{why}: planned with a placeholder"))
+        return True
 
 
 # ================================================================================================
 # Loading
 # ================================================================================================
 def load_spec(path_or_text: str | os.PathLike, environ: Mapping[str, str] | None = None,
-              ignore: Iterable[Path] = ()) -> ClusterSpec:
+              ignore: Iterable[Path] = (), *, strict: bool = True, image: ImageChoice | None = None,
+              warn: Warn | None = None) -> ClusterSpec:
     """A validated :class:`ClusterSpec` from a file (path or fsspec URI) or YAML text.
 
     ``${VAR}`` placeholders resolve from ``environ`` (default ``os.environ``); the cluster kind's
     spec builder then adds its environment. The YAML paths in ``ignore`` are dropped before
     anything else (a local run ignores the infrastructure: its placeholders need not be set).
     Any problem → :class:`SpecError` naming file, path, line.
+
+    ``strict=False`` reads a spec as oracle-ads does: an unknown key is ignored and a repeated key
+    takes its last value, each told to ``warn`` (default: this module's logger) with its line and a
+    "did you mean". ``image`` settles the cluster image as ``submit`` does (:class:`ImageChoice`:
+    ``--image``, oracle-ads' ``@image``); without it the image is read as written.
     """
     name, text = read_text(path_or_text)
-    return load_spec_text(text, name=name, environ=environ, ignore=ignore)
+    return load_spec_text(text, name=name, environ=environ, ignore=ignore, strict=strict, image=image,
+                          warn=warn)
 
 
 def load_spec_text(text: str, name: str = "<spec>", environ: Mapping[str, str] | None = None,
-                   ignore: Iterable[Path] = ()) -> ClusterSpec:
-    data, source = parse_yaml(name, text)
+                   ignore: Iterable[Path] = (), *, strict: bool = True,
+                   image: ImageChoice | None = None, warn: Warn | None = None) -> ClusterSpec:
+    warn = warn or log.warning
+    data, source = parse_yaml(name, text, strict=strict, warn=warn)
     for path in ignore:
         _drop(data, path)
     data = resolve_placeholders(data, os.environ if environ is None else environ, source)
-    spec = validate_spec(data, source)
+    spec = validate_spec(data, source, strict=strict, warn=warn)
+    if image is not None and image.settle(data, source, warn):
+        spec = validate_spec(data, source)
     builder = FrameworkSpecBuilderFactory.get(spec.cluster_type)(data)
     try:
         built = builder.update()
@@ -592,18 +727,42 @@ def load_spec_text(text: str, name: str = "<spec>", environ: Mapping[str, str] |
 
 
 def _drop(data: Any, path: Path) -> None:
-    """Remove ``path`` from ``data`` when it is there (an absent or non-mapping step: nothing)."""
+    """Remove ``path`` from ``data`` when it is there (an absent step: nothing)."""
     for part in path[:-1]:
-        data = data.get(part) if isinstance(data, dict) else None
+        if isinstance(data, dict):
+            data = data.get(part)
+        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+            data = data[part]
+        else:
+            return
     if isinstance(data, dict):
         data.pop(path[-1], None)
 
 
-def validate_spec(data: dict, source: SpecSource) -> ClusterSpec:
-    try:
-        spec = ClusterSpec.model_validate(data)
-    except ValidationError as e:
-        raise SpecError(format_errors(e, source)) from None
+# Pydantic names every unknown key in one pass, except inside a value it could not read at all; a
+# few more rounds cover that, and the bound keeps a pathological spec cheap.
+_MAX_ROUNDS = 8
+
+
+def validate_spec(data: dict, source: SpecSource, *, strict: bool = True,
+                  warn: Warn | None = None) -> ClusterSpec:
+    """``data`` as a :class:`ClusterSpec` (any problem → SpecError naming path and line). Not
+    ``strict``: an unknown key is dropped from ``data`` and told to ``warn`` instead."""
+    rounds = 0
+    while True:
+        try:
+            spec = ClusterSpec.model_validate(data)
+            break
+        except ValidationError as e:
+            unknown = [] if strict else [p for p in spec_problems(e) if p.type == "extra_forbidden"]
+            if not unknown or rounds == _MAX_ROUNDS:
+                raise SpecError(format_errors(e, source)) from None
+        unknown.sort(key=lambda p: source.line_of(p.loc) or 0)
+        tell(warn, [source.error(p.loc, f"{p.message}: ignored") for p in unknown],
+             f"{source.name}: more unknown keys ignored")
+        for p in unknown:
+            _drop(data, p.loc)
+        rounds += 1
     spec._source = source
     problems = list(semantic_problems(spec))
     if problems:
@@ -774,14 +933,32 @@ def _text(v: Any) -> str:
 
 
 class ClusterConfigToJobSpecConverter:
-    """``cluster_info`` (a :class:`ClusterSpec`) → job definition and job runs, as in ADS."""
+    """``cluster_info`` → the job definition and the job runs, as in oracle-ads.
 
-    def __init__(self, cluster_info: ClusterSpec):
+    ``cluster_info`` is a :class:`ClusterSpec` (:func:`load_spec`), or the object oracle-ads passes
+    to its own converter: the ``ClusterInfo`` of ``ads.opctl``'s ``DistributedSpecParser`` — any
+    object with ``infrastructure`` (the spec's infrastructure as a dict), ``cluster`` (``type``,
+    ``image``, ``name``, ``work_dir``, ``ephemeral``, ``certificate``, ``config.envVars`` /
+    ``config.cmd_args``, and ``main`` / ``worker`` / ``ps`` with ``name``, ``image``,
+    ``replicas``, ``config``) and ``runtime`` (``entry_point``, ``args``, ``kwargs``, ``envVars``,
+    ``type``, ``uri``, ``branch``, ``commit``, ``git_secret_id``, ``code_dir``, ``python_path``).
+    Such an object gets oracle-ads' own dicts (:func:`ads_job_def_info`); a ClusterSpec gets
+    fsm_cluster's, which add what the spec says beyond oracle-ads (lifeSpan, runOn, ...).
+    """
+
+    def __init__(self, cluster_info: Any):
+        if not isinstance(cluster_info, ClusterSpec):
+            missing = [a for a in ("infrastructure", "cluster", "runtime") if not hasattr(cluster_info, a)]
+            if missing:
+                raise TypeError(f"cluster_info must be a ClusterSpec or oracle-ads' ClusterInfo "
+                                f"(no {', '.join(missing)} on {type(cluster_info).__name__})")
         self.cluster_info = cluster_info
 
     def job_def_info(self) -> dict:
         """``{"infrastructure", "image", "name", "envVars"}`` of the one job definition."""
         info = self.cluster_info
+        if not isinstance(info, ClusterSpec):
+            return ads_job_def_info(info)
         c = info.cluster
         rt = info.runtime
         env: dict[str, str] = dict(c.conf.env_vars)
@@ -812,34 +989,35 @@ class ClusterConfigToJobSpecConverter:
         env.update(rt.env_vars)
         if c.certificate:
             cert = c.certificate
-            env.update({
-                OCI__CERTIFICATE_AUTHORITY_OCID: cert.ca_cert.id,
-                OCI__CA_DOWNLOAD_LOCATION: cert.ca_cert.download_location,
-                OCI__CERTIFICATE_OCID: cert.cert.id,
-                OCI__CERTIFICATE_DOWNLOAD_LOCATION: cert.cert.cert_download_location,
-                OCI__CERTIFICATE_KEY_DOWNLOAD_LOCATION: cert.cert.key_download_location,
-            })
+            env.update(certificate_env(cert.ca_cert.id, cert.ca_cert.download_location, cert.cert.id,
+                                       cert.cert.cert_download_location,
+                                       cert.cert.key_download_location))
         infra = info.infrastructure
         image = c.image or c.main.image or (c.worker.image if c.worker else None)
         name = c.name or infra.get("spec", {}).get("displayName")
         return {"infrastructure": infra, "image": image, "name": name,
                 "envVars": {k: str(v) for k, v in env.items()}}
 
-    def job_run_info(self, jobType: str) -> dict | None:
-        """``{"name", "envVars", "image"}`` shared by the runs of ``jobType`` (main/worker/ps),
-        or None when the spec has no such group."""
+    def job_run_info(self, jobType: str) -> dict:
+        """``{"name", "envVars"}`` shared by the runs of ``jobType`` (main/worker/ps) — and, for a
+        ClusterSpec, the group's ``image`` — or ``{}`` when the cluster has no such group (as
+        oracle-ads)."""
         job_type = jobType.lower()
         if job_type not in MODES:
             raise ValueError(f"jobType must be one of {', '.join(MODES)} (got {jobType!r})")
-        group = self.cluster_info.cluster.group(job_type)
+        group = getattr(self.cluster_info.cluster, job_type, None)
         if group is None:
-            return None
-        env = dict(group.conf.env_vars)
-        if group.conf.cmd_args:
-            env[OCI__START_ARGS] = group.conf.cmd_args
+            return {}
+        conf = group.conf if isinstance(group, NodeGroup) else group.config
+        env = dict(conf.envVars or {})
+        cmd_args = (conf.cmd_args or "").strip()
+        if cmd_args:
+            env[OCI__START_ARGS] = cmd_args
         env[OCI__MODE] = MODES[job_type]
-        return {"name": group.name or job_type, "image": group.image,
-                "envVars": {k: str(v) for k, v in env.items()}}
+        info = {"name": group.name or job_type, "envVars": {k: str(v) for k, v in env.items()}}
+        if isinstance(group, NodeGroup):
+            info["image"] = group.image
+        return info
 
     def run_infos(self) -> list[dict]:
         """One ``{"name", "mode", "rank", "image", "envVars"}`` per node: MAIN (rank 0), the
@@ -850,14 +1028,65 @@ class ClusterConfigToJobSpecConverter:
                      "envVars": {**main["envVars"], RANK: "0"}})
         for job_type in ("worker", "ps"):
             info = self.job_run_info(job_type)
-            if info is None:
+            if not info:
                 continue
-            group = self.cluster_info.cluster.group(job_type)
-            for i in range(group.count()):
+            group = getattr(self.cluster_info.cluster, job_type)
+            count = group.count() if isinstance(group, NodeGroup) else int(group.replicas or 0)
+            for i in range(count):
                 rank = len(runs)
                 runs.append({**info, "name": f"{info['name']}_{i}", "mode": MODES[job_type],
                              "rank": rank, "envVars": {**info["envVars"], RANK: str(rank)}})
         return runs
+
+
+def certificate_env(ca_id, ca_location, cert_id, cert_location, key_location) -> dict:
+    """The ``OCI__CERTIFICATE_*`` / ``OCI__CA_*`` variables of a cluster's TLS certificate."""
+    return {OCI__CERTIFICATE_OCID: cert_id, OCI__CERTIFICATE_KEY_DOWNLOAD_LOCATION: key_location,
+            OCI__CERTIFICATE_DOWNLOAD_LOCATION: cert_location,
+            OCI__CERTIFICATE_AUTHORITY_OCID: ca_id, OCI__CA_DOWNLOAD_LOCATION: ca_location}
+
+
+# oracle-ads' runtime attributes → variables, set only when the runtime has a type and the value is set
+_ADS_RUNTIME_VARS = (("type", OCI__RUNTIME_TYPE), ("uri", OCI__RUNTIME_URI),
+                     ("branch", OCI__RUNTIME_GIT_BRANCH), ("commit", OCI__RUNTIME_GIT_COMMIT),
+                     ("git_secret_id", OCI__RUNTIME_GIT_SECRET_ID), ("code_dir", OCI__CODE_DIR),
+                     ("python_path", OCI__RUNTIME_PYTHON_PATH))
+
+
+def ads_job_def_info(info: Any) -> dict:
+    """oracle-ads' job definition for its ``ClusterInfo`` (see the converter), value for value:
+    values are ``str()`` of what the object holds (an unset ``ephemeral`` is ``"None"``, as in
+    oracle-ads); ``OCI__PS_COUNT`` only with a ``ps`` group; list args joined by spaces; the
+    runtime's git/remote variables, code dir and python path only when the runtime has a type;
+    the name from ``cluster.name`` or the infrastructure's top-level ``displayName``. The object is
+    not changed (oracle-ads writes into ``cluster.config.envVars``)."""
+    c, rt, infra = info.cluster, info.runtime, info.infrastructure
+    env: dict[str, Any] = dict(c.config.envVars or {})
+    env[OCI__WORK_DIR] = c.work_dir
+    env[OCI__EPHEMERAL] = c.ephemeral
+    env[OCI__CLUSTER_TYPE] = (c.type or "").upper()
+    env[OCI__WORKER_COUNT] = c.worker.replicas if c.worker is not None else 0
+    if c.ps is not None:
+        env[OCI__PS_COUNT] = c.ps.replicas
+    env[OCI__START_ARGS] = (c.config.cmd_args or "").strip()
+    env[OCI__ENTRY_SCRIPT] = rt.entry_point
+    if rt.type:
+        env.update({name: getattr(rt, attr) for attr, name in _ADS_RUNTIME_VARS if getattr(rt, attr, None)})
+    args = " ".join(str(a) for a in rt.args) if isinstance(rt.args, list) else rt.args
+    if args:
+        env[OCI__ENTRY_SCRIPT_ARGS] = args
+    if rt.kwargs:
+        env[OCI__ENTRY_SCRIPT_KWARGS] = rt.kwargs
+    env.update(rt.envVars or {})
+    env = {k: str(v) for k, v in env.items()}
+    cert = c.certificate
+    if cert:
+        env.update(certificate_env(cert.ca_ocid, cert.ca_download_location, cert.cert_ocid,
+                                   cert.cert_download_location, cert.key_download_location))
+    groups = (c.main, c.worker)
+    image = c.image or next((g.image for g in groups if g is not None and g.image), None)
+    return {"infrastructure": infra, "image": image,
+            "name": c.name or (infra or {}).get("displayName"), "envVars": env}
 
 
 def entry_args(args: list[str] | str | None) -> str:

@@ -43,14 +43,21 @@ def format_validation_error(e: ValidationError, line: Callable[[Problem], str], 
     ``order`` when given). ``model`` lets an unknown field suggest the closest allowed one;
     ``patterns`` names the regular expressions of the fields (``{ENV_VAR_NAME: "environment
     variable name"}``)."""
+    problems = problems_of(e, model=model, patterns=patterns)
+    if order is not None:
+        problems.sort(key=order)
+    return sep.join(dict.fromkeys(line(p) for p in problems))
+
+
+def problems_of(e: ValidationError, *, model: type[BaseModel] | None = None,
+                patterns: Mapping[str, str] | None = None) -> list[Problem]:
+    """Every error of ``e`` as a :class:`Problem` (see :func:`format_validation_error`)."""
     problems = []
     for err in e.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and _TYPE_TAGS.match(p)))
         fields = fields_at(model, loc) if model is not None and err["type"] == "extra_forbidden" else []
         problems.append(Problem(loc, err["type"], message(err, fields, patterns)))
-    if order is not None:
-        problems.sort(key=order)
-    return sep.join(dict.fromkeys(line(p) for p in problems))
+    return problems
 
 
 def message(err: dict, fields: Sequence[str] = (), patterns: Mapping[str, str] | None = None) -> str:

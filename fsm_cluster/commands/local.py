@@ -24,6 +24,8 @@ FSM_CLUSTER_MAX_NODES=N sets another limit. Logs and generated scripts are owner
 
 
 def register(sub) -> None:
+    from ._spec import add_strict_option
+
     p = sub.add_parser("local", help="run a whole cluster on this machine as subprocesses",
                        description="Run 1 MAIN + N WORKER (+ PS) nodes as subprocesses of "
                                    "`fsm-cluster run`, sharing a work dir (a fresh temporary "
@@ -47,6 +49,7 @@ def register(sub) -> None:
     p.add_argument("-e", "--env", action="append", default=[], metavar="NAME=VALUE",
                    help="extra variable for every node (repeatable), e.g. -e OCI__HEARTBEAT_INTERVAL=1")
     p.add_argument("--no-progress", action="store_true", help="no live progress line")
+    add_strict_option(p)
     p.add_argument("entry", nargs=argparse.REMAINDER, metavar="-- COMMAND ...",
                    help="the entry command, after --")
     p.set_defaults(handler=handle)
@@ -91,6 +94,7 @@ def handle(args) -> int:
     from ..errors import FsmClusterError
     from ..launch import local as L
     from ..status import cluster_id_option
+    from ._spec import reading
 
     command = list(args.entry or [])
     if command and command[0] == "--":
@@ -112,7 +116,7 @@ def handle(args) -> int:
         if clashing:
             raise FsmClusterError(f"-f {args.file}: {', '.join(clashing)} come(s) from the spec; "
                                   "edit the spec instead")
-        planned, spec_work_dir = L.plan_from_spec(args.file, os.environ, limit)
+        planned, spec_work_dir = L.plan_from_spec(args.file, os.environ, limit, **reading(args, "local"))
     with os_errors_name("the temporary work dir" if args.work_dir is None else f"--work-dir {args.work_dir}"):
         work_dir, wd, local_dir, remote = L.local_dirs(args.work_dir, cluster_id)
         with _cleanup_unless_started(args.work_dir is None, work_dir, local_dir, remote):

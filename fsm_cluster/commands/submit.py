@@ -14,17 +14,29 @@ EPILOG = """examples:
 Auth: --auth (or OCI_IAM_TYPE) api_key (default on a laptop), security_token, resource_principal,
 instance_principal; the config file and profile come from --oci-config / OCI_CONFIG_LOCATION and
 --profile / OCI_CONFIG_PROFILE. ${VAR} placeholders in the spec resolve from this environment.
+Specs are read as oracle-ads reads them: an unknown key is ignored and a repeated key takes its
+last value, each with a warning naming its line (--strict: errors). image: "@image" is resolved
+from ./config.ini ([main] registry and tag, written by `ads opctl distributed-training
+build-image`); --image overrides the spec's image; a dry run without config.ini plans with a
+visible placeholder.
 Exit code: 0 submitted (with --watch: MAIN succeeded), 1 a creation failed or the cluster failed,
 2 a problem in the spec or the options."""
 
 
 def register(sub) -> None:
+    from ._spec import add_strict_option
+
     p = sub.add_parser("submit", help="create an OCI Data Science job and one run per node",
                        description="Turn a cluster spec into one OCI Data Science job (the "
                                    "cluster-wide environment) and one job run per node.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-f", "--file", required=True, metavar="SPEC", help="cluster spec (YAML)")
     p.add_argument("--dry-run", action="store_true", help="print the job and every run; no network")
+    p.add_argument("--image", metavar="IMAGE",
+                   help="the nodes' container image, instead of the spec's spec.cluster.spec.image "
+                        "(default: the spec's; oracle-ads' \"@image\" is <registry>:<tag> from the "
+                        "[main] section of ./config.ini, as `ads opctl` reads it)")
+    add_strict_option(p)
     p.add_argument("--watch", action="store_true", help="follow the runs' states until they end")
     p.add_argument("--interval", type=float, default=15.0, help="--watch: seconds between polls (15)")
     p.add_argument("--auth", choices=["api_key", "resource_principal", "instance_principal",
@@ -41,12 +53,17 @@ def handle(args) -> int:
     import yaml
 
     from ..errors import FsmClusterError
-    from ..jobspec import load_spec
+    from ..jobspec import ImageChoice, load_spec
     from ..launch.oci import dry_run_document, plan, submit, watch
+    from ._spec import reading
 
     if args.interval <= 0:
         raise FsmClusterError("--interval must be positive")
-    p = plan(load_spec(args.file))
+    if args.image is not None and (not args.image.strip() or args.image.startswith("@")):
+        raise FsmClusterError(f"--image {args.image!r}: expected an image's registry URI "
+                              "(region.ocir.io/tenancy/repo:tag)")
+    image = ImageChoice(override=args.image, placeholder=args.dry_run)
+    p = plan(load_spec(args.file, image=image, **reading(args, "submit")))
     if args.dry_run:
         print("# dry run: nothing is created")
         print(yaml.safe_dump(dry_run_document(p), sort_keys=False, width=1000), end="")

@@ -256,14 +256,15 @@ def plan_from_flags(*, framework: str, workers: int, ps: int, run_on: str,
             for rank, (name, mode) in enumerate(zip(display_names(modes), modes))]
 
 
-def plan_from_spec(path: str, environ: Mapping[str, str],
-                   limit: NodeLimit | None = None) -> tuple[list[NodePlan], str | None]:
+def plan_from_spec(path: str, environ: Mapping[str, str], limit: NodeLimit | None = None,
+                   **reading) -> tuple[list[NodePlan], str | None]:
     """A plan per node from a cluster spec (:mod:`fsm_cluster.jobspec`), and the spec's work
     dir (for information: local runs use their own unless ``--work-dir`` says otherwise). What a
-    local run ignores (:data:`LOCALLY_IGNORED`) is dropped unread: its placeholders need no value."""
+    local run ignores (:data:`LOCALLY_IGNORED`) is dropped unread: its placeholders need no value.
+    ``reading``: ``strict`` and ``warn`` of :func:`~fsm_cluster.jobspec.load_spec`."""
     if not os.path.isfile(path):
         raise SpecError(f"{path}: no such file")
-    spec = load_spec(path, environ=dict(environ), ignore=LOCALLY_IGNORED)
+    spec = load_spec(path, environ=dict(environ), ignore=LOCALLY_IGNORED, **reading)
     body = spec.cluster
     (limit or machine_node_limit()).check(body.worker.count() if body.worker else 0,
                                           body.ps.count() if body.ps else 0,
