@@ -32,11 +32,13 @@ from pathlib import Path
 
 import pytest
 
-from cli.clihelp import REPO, clean_env
+import fsm_cluster
+from cli.clihelp import clean_env
 
 pytestmark = pytest.mark.integration
 
 HERE = Path(__file__).parent / "ads_wire"
+FSM_ROOT = Path(fsm_cluster.__file__).resolve().parents[1]  # the fsm_cluster under test
 HANG_GUARD = 180  # seconds for the whole cluster; a guard against hangs, never a timing assertion
 HB_INTERVAL, HB_TIMEOUT = 0.5, 2.0
 HOLD = 2 * HB_TIMEOUT  # MAIN's code holds after the hellos: longer than a heartbeat timeout
@@ -98,7 +100,7 @@ class Cluster:
                       JOB_RUN_OCID=run, POST_PROCESSING_WAIT=0, WIRE_PORT=self.port, WIRE_RESULT=self.result,
                       WIRE_DEADLINE=DEADLINE, WIRE_HOLD=HOLD, WIRE_TOKEN=self.token, PYTHONUNBUFFERED=1)
         if runtime == "fsm":
-            return clean_env(**common, PYTHONPATH=f"{self.dirs['fsm']}{os.pathsep}{REPO}", OCI__SELF_IP="127.0.0.1",
+            return clean_env(**common, PYTHONPATH=f"{self.dirs['fsm']}{os.pathsep}{FSM_ROOT}", OCI__SELF_IP="127.0.0.1",
                              OCI__HEARTBEAT_INTERVAL=HB_INTERVAL, OCI__HEARTBEAT_TIMEOUT=HB_TIMEOUT)
         env = clean_env(**common, PYTHONPATH=self.dirs["ads"])
         env.pop("OCI__CLUSTER_SECRET", None)
@@ -187,7 +189,7 @@ def test_a_mixed_cluster_forms_runs_and_completes(cluster, main, workers):
     cluster.check_completed()
     files = cluster.files()
     if "ads" in (main, workers):  # oracle-ads' MAIN ends the cluster, or its workers do first
-        assert files["stop"] == "stop"
+        assert files["stop"] == "stop", f"an fsm_cluster node ended the cluster first: {files['stop']}"
     else:
         stop = json.loads(files["stop"])
         assert (stop["outcome"], stop["node"]) == ("complete", "MAIN"), stop
