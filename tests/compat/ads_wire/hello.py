@@ -6,8 +6,8 @@ what the cluster's files promised:
   own configuration) and waits for one hello from each of OCI__WORKER_COUNT workers. For each
   hello it reads that worker's ``WORKER_<JOB_RUN_OCID>_config.json`` as a flat JSON object, the
   way oracle-ads readers do (``cfg["OCI__WORKER_IP"]``), answers ``welcome``, then holds for
-  WIRE_HOLD seconds (a peer's ``stop`` file lands meanwhile: it must not cut the code short) and
-  writes what it saw to WIRE_RESULT.
+  WIRE_HOLD seconds (an oracle-ads worker's ``stop`` file lands meanwhile: it must not cut the code
+  short) and writes what it saw to WIRE_RESULT, with the stop file's text if there is one by then.
 * A WORKER takes MAIN's address from ``os.environ["MASTER_ADDR"]`` (exported from MAIN's
   configuration by its runtime), checks it against ``MAIN_config.json`` read as flat JSON,
   connects (retrying until MAIN listens), sends its JOB_RUN_OCID and expects ``welcome``.
@@ -58,8 +58,13 @@ if mode == "MAIN":
         say(f"hello from {run} at {peer}")
     server.close()
     time.sleep(float(os.environ.get("WIRE_HOLD", "0")))
+    try:  # a stop file that appeared while this code ran (and did not cut it short)
+        with open(os.path.join(work_dir, "stop")) as f:
+            stop_during_code = f.read()
+    except FileNotFoundError:
+        stop_during_code = None
     result = {"main_run": os.environ.get("JOB_RUN_OCID"), "master_addr": os.environ["MASTER_ADDR"],
-              "hellos": hellos}
+              "hellos": hellos, "stop_during_code": stop_during_code}
     tmp = os.environ["WIRE_RESULT"] + ".tmp"
     with open(tmp, "w") as f:
         json.dump(result, f)
