@@ -2,6 +2,7 @@
 # Set up everything the tests need on a fresh machine, then run them.
 #   bash scripts/test.sh [pytest args...]
 # Creates .venv (Python >= 3.10), installs fsm_cluster with its test extras and the engines,
+# creates .venv-ads (the real oracle-ads, scripts/ads_venv.sh; its python in FSM_ADS_PYTHON),
 # installs graphviz when missing (apt, as root), checks that state_diagrams/ matches the code,
 # and runs pytest. pytest's exit code 5 (no tests collected) is a failure.
 set -euo pipefail
@@ -61,6 +62,11 @@ if "$VPY" -c "import fsm_cluster.diagrams" 2>/dev/null; then
   step "state_diagrams/ up to date"
   "$VENV/bin/fsm-cluster" diagram --check --out state_diagrams
 fi
+
+step "oracle-ads (a second venv, for the wire-compatibility tests)"
+FSM_ADS_PYTHON=$(PYTHON="$PY" bash scripts/ads_venv.sh)
+export FSM_ADS_PYTHON
+echo "FSM_ADS_PYTHON=$FSM_ADS_PYTHON"
 
 step "pytest"
 set +e
