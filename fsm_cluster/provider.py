@@ -27,7 +27,7 @@ from typing import Any, Callable, Mapping, MutableMapping
 
 from . import entry
 from .clock import Backoff, Clock, SystemClock, wait_until
-from .env import (OCI__CLUSTER_ID, OCI__MAIN_IP, OCI__NODE_IP, OCI__NODE_LIST, OCI__NODE_RANK,
+from .env import (JOB_OCID, OCI__CLUSTER_ID, OCI__MAIN_IP, OCI__NODE_IP, OCI__NODE_LIST, OCI__NODE_RANK,
                   OCI__WORKER_IP, OCI__WORLD_SIZE, WORLD_SIZE, Settings)
 from .errors import FsmClusterError, NodeFailure, StopRequested, WaitTimeout
 from .lifecycle import Ending, LifeEnded, NodeLifecycle, NodeStatus
@@ -210,10 +210,12 @@ class ClusterProvider:
         """OCI__SELF_IP if set; inside a job run the address on the job's subnet; else the host's
         first non-loopback IPv4 address (127.0.0.1 when there is none). A classmethod in
         oracle-ads: ``ClusterProvider.find_self_ip(authinfo)`` works too (settings from os.environ)."""
-        settings = self.settings if not isinstance(self, type) else Settings.from_env(os.environ)
-        if settings.self_ip:
-            return settings.self_ip
-        job_ocid = settings.job_ocid
+        if isinstance(self, type):  # on the class: only the two variables it needs
+            self_ip, job_ocid = os.environ.get("OCI__SELF_IP", ""), os.environ.get(JOB_OCID, "")
+        else:
+            self_ip, job_ocid = self.settings.self_ip, self.settings.job_ocid
+        if self_ip:
+            return self_ip
         if job_ocid.startswith("ocid1.") and authinfo:
             from .oci_support import find_self_ip_in_job
 
@@ -359,7 +361,8 @@ class ClusterProvider:
         if self.settings.runtime_type in ("git", "remote"):
             from .runtime.code import fetch_code
 
-            fetch_code(self.settings, self.authinfo)
+            fetch_code(self.settings, self.authinfo,
+                       fetchers={"git": self._fetch_git, "remote": self._fetch_remote})
         if self.settings.certificate_ocid and self.settings.certificate_authority_ocid:
             from .runtime.certs import download_certificates
 

@@ -40,15 +40,20 @@ def redact(uri: str) -> str:
     return _USERINFO.sub("***@", uri)
 
 
-def fetch_code(settings, auth: dict | None = None, *, storage_options: dict | None = None) -> str:
-    """Fetch the user's code as the settings say; return the code dir (absolute)."""
+def fetch_code(settings, auth: dict | None = None, *, storage_options: dict | None = None,
+               fetchers: dict | None = None) -> str:
+    """Fetch the user's code as the settings say; return the code dir (absolute). ``fetchers``
+    (kind → callable(code_dir=…)) stand in for the built-in ones: a provider's ``_fetch_git`` /
+    ``_fetch_remote``, which oracle-ads subclasses may override."""
     code_dir = os.path.abspath(os.path.expanduser(settings.code_dir or "/code"))
     kind = settings.runtime_type
     if kind in ("", "python", "script"):
         return code_dir
     if not settings.runtime_uri:
         raise NodeFailure(f"{OCI__RUNTIME_URI} is required when OCI__RUNTIME_TYPE={kind}")
-    if kind == "git":
+    if fetchers and kind in fetchers:
+        fetchers[kind](code_dir=code_dir)
+    elif kind == "git":
         fetch_git(settings.runtime_uri, code_dir, branch=settings.runtime_git_branch,
                   commit=settings.runtime_git_commit, secret_id=settings.runtime_git_secret_id,
                   auth=auth)
