@@ -3,13 +3,11 @@ runner calls the hooks (and where it does not), and processes a provider starts 
 
 from __future__ import annotations
 
-import json
 import subprocess
 
 import psutil
 import pytest
 
-from cli.clihelp import clean_env, cli
 from fsm_cluster.provider import ClusterProvider
 from fsm_cluster.registry import ClusterProviderFactory
 from unit.simcluster import SimCluster
@@ -112,17 +110,19 @@ class Backgrounding(ClusterProvider):
 
 @pytest.mark.integration
 def test_processes_a_start_script_backgrounds_are_ended_with_the_node(tmp_path):
+    """Nodes started by hand, as job runs are (no launcher to sweep after them): the daemons
+    their start scripts backgrounded end with them."""
+    from integration.localnodes import LocalNodes
+
     (tmp_path / "bgprov.py").write_text(PROVIDER)
-    r = cli("local", "--no-progress", "--framework", "bgprov:Backgrounding", "--workers", "2",
-            "--work-dir", tmp_path / "wd", "--cluster-id", "c1", "--", "sleep", "1",
-            cwd=tmp_path, env=clean_env(PYTHONPATH=tmp_path))
-    assert r.returncode == 0, r.stdout + r.stderr
+    c = LocalNodes(tmp_path, extra={"OCI__CLUSTER_TYPE": "bgprov:Backgrounding", "PYTHONPATH": str(tmp_path)})
+    codes = c.start().wait(timeout=60)
     left = [p for p in psutil.process_iter(["cmdline"]) if any("ads-bg-" in a for a in p.info["cmdline"] or [])]
     for p in left:
         p.kill()
+    assert codes == [0, 0, 0], c.dump()
+    assert c.dump().count("started") >= 3
     assert left == []
-    logs = "".join(f.read_text() for f in (tmp_path / "wd" / "c1" / "logs").iterdir())
-    assert logs.count("started") >= 3 and json.loads((tmp_path / "wd" / "c1" / "stop").read_text())["outcome"] == "complete"
 
 
 def test_fetch_code_goes_through_the_overridable_fetch_hooks(tmp_path):
