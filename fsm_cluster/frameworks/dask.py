@@ -147,7 +147,7 @@ class DaskProvider(EngineProvider):
 
         def connected():
             nonlocal client
-            self.check_cluster_status()
+            self.check_engine()
             try:
                 client = Client(self.scheduler_address, security=self.security(), timeout="2s",
                                 set_as_default=False)
@@ -158,7 +158,7 @@ class DaskProvider(EngineProvider):
         self.wait_until(connected, self.time_out, f"the Dask scheduler at {self.scheduler_address}")
         try:
             def all_joined():
-                self.check_cluster_status()
+                self.check_engine()
                 joined = self.joined_nodes(client)
                 log.debug("dask workers joined: %d/%d", len(joined), len(want))
                 return joined >= want
