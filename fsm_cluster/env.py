@@ -56,6 +56,12 @@ ENGINE_VARIABLES = frozenset({
     "OCI__TF_PORT", "OCI__RAY_PORT", "OCI__HOROVOD_SLOTS", "OCI__HOROVOD_NP", "OCI__HOROVOD_MIN_NP",
     "OCI__HOROVOD_MAX_NP", "CUDA_VISIBLE_DEVICES", "OCI__CA_DOWNLOAD_LOCATION",
     "OCI__CERTIFICATE_DOWNLOAD_LOCATION", "OCI__CERTIFICATE_KEY_DOWNLOAD_LOCATION",
+    "OCI__DASK_WORKER_PORT", "OCI__DASK_NANNY_PORT", "OCI__DASK_DEATH_TIMEOUT",
+    "OCI__HOROVOD_START_TIMEOUT", "OCI__HOROVOD_SSH_PORT", "OCI__HOROVOD_TIMELINE",
+    # oracle-ads' names, read by the engines as aliases of theirs (each engine's ALIASES): Dask's
+    # spec builder and image; the Horovod image
+    "OCI__WORKER_PORT", "OCI__NANNY_PORT", "OCI__WORKER_TIMEOUT",
+    "HOROVOD_ARGS", "MIN_NP", "MAX_NP", "NP", "SLOTS", "START_TIMEOUT", "WORKER_PORT", "ENABLE_TIMELINE",
 })
 # --- per run ------------------------------------------------------------------------------------
 OCI__MODE = "OCI__MODE"
@@ -66,12 +72,15 @@ JOB_RUN_OCID = "JOB_RUN_OCID"
 # --- others -------------------------------------------------------------------------------------
 SYNC_ARTIFACTS = "SYNC_ARTIFACTS"
 SYNC_SLEEP = "SYNC_SLEEP"
+POST_PROCESSING_WAIT = "POST_PROCESSING_WAIT"  # oracle-ads: seconds a node sleeps at its very end
 WORKSPACE = "WORKSPACE"
 WORKSPACE_PREFIX = "WORKSPACE_PREFIX"
 PROFILE = "PROFILE"
 PROFILE_CMD = "PROFILE_CMD"
 OCI_IAM_TYPE = "OCI_IAM_TYPE"
 OCI_CONFIG_PROFILE = "OCI_CONFIG_PROFILE"
+OCIFS_CONFIG_PROFILE = "OCIFS_CONFIG_PROFILE"  # oracle-ads' second name for the profile
+DEFAULT_CONFIG_PROFILE = "DEFAULT"
 OCI_CONFIG_LOCATION = "OCI_CONFIG_LOCATION"
 # --- exported by fsm_cluster to every node's processes ------------------------------------------
 OCI__MAIN_IP = "OCI__MAIN_IP"
@@ -89,7 +98,14 @@ _FALSE = {"0", "false", "no", "off", "f", "n", ""}
 _DURATION = re.compile(r"^\s*\d+(\.\d+)?\s*[smhdw]?\s*$", re.IGNORECASE)
 
 
-def _parse_bool(v):
+def config_profile(environ: Mapping[str, str]) -> str:
+    """The OCI config profile as oracle-ads picks it: OCI_CONFIG_PROFILE, else
+    OCIFS_CONFIG_PROFILE, else ``DEFAULT`` (an empty value counts as unset)."""
+    return (environ.get(OCI_CONFIG_PROFILE) or environ.get(OCIFS_CONFIG_PROFILE) or "").strip() \
+        or DEFAULT_CONFIG_PROFILE
+
+
+def parse_bool(v):
     if isinstance(v, bool):
         return v
     s = str(v).strip().lower()
@@ -101,7 +117,21 @@ def _parse_bool(v):
 
 
 class Settings(BaseModel):
-    """Everything a node needs, validated from the environment (field aliases are the names)."""
+    """Everything a node needs, validated from the environment (field aliases are the names).
+
+    oracle-ads' names and defaults where fsm_cluster reads the same thing:
+
+    * ``OCI__WORKER_COUNT`` unset is 1 WORKER node (oracle-ads' ``expected_worker_count()``); the
+      launchers always set it.
+    * ``oci_config_profile``: OCI_CONFIG_PROFILE, else OCIFS_CONFIG_PROFILE, else ``DEFAULT``
+      (:func:`config_profile`).
+    * ``post_processing_wait``: POST_PROCESSING_WAIT, seconds a node waits at its very end, after
+      the final artifact sync; 0 when unset (oracle-ads waits 60 s even then).
+    * The engines read oracle-ads' engine variables as aliases of their own (ENGINE_VARIABLES;
+      listed in each engine module's doc): OCI__WORKER_PORT, OCI__NANNY_PORT, OCI__WORKER_TIMEOUT
+      (Dask); HOROVOD_ARGS, MIN_NP, MAX_NP, NP, SLOTS, START_TIMEOUT, WORKER_PORT, ENABLE_TIMELINE
+      (Horovod).
+    """
 
     model_config = ConfigDict(populate_by_name=True, frozen=True, extra="ignore")
 
@@ -110,7 +140,7 @@ class Settings(BaseModel):
     cluster_type: str = Field("COMMAND", alias=OCI__CLUSTER_TYPE, min_length=1)
     ephemeral: bool = Field(True, alias=OCI__EPHEMERAL)
     life_span: str = Field("0h", alias=OCI__LIFE_SPAN)
-    worker_count: int = Field(0, alias=OCI__WORKER_COUNT, ge=0)
+    worker_count: int = Field(1, alias=OCI__WORKER_COUNT, ge=0)
     ps_count: int = Field(0, alias=OCI__PS_COUNT, ge=0)
     timeout: float = Field(600.0, alias=OCI__TIMEOUT, gt=0, allow_inf_nan=False)
     heartbeat_interval: float = Field(10.0, alias=OCI__HEARTBEAT_INTERVAL, gt=0, allow_inf_nan=False)
@@ -135,12 +165,14 @@ class Settings(BaseModel):
     sync_dir: str = Field("", alias=OCI__SYNC_DIR)
     sync_artifacts: bool = Field(False, alias=SYNC_ARTIFACTS)
     sync_sleep: float = Field(60.0, alias=SYNC_SLEEP, gt=0, allow_inf_nan=False)
+    post_processing_wait: float = Field(0.0, alias=POST_PROCESSING_WAIT, ge=0, allow_inf_nan=False)
     workspace: str = Field("", alias=WORKSPACE)
     workspace_prefix: str = Field("", alias=WORKSPACE_PREFIX)
     profile: bool = Field(False, alias=PROFILE)
     profile_cmd: str = Field("", alias=PROFILE_CMD)
     oci_iam_type: str = Field("", alias=OCI_IAM_TYPE)
-    oci_config_profile: str = Field("", alias=OCI_CONFIG_PROFILE)
+    oci_config_profile: str = Field(DEFAULT_CONFIG_PROFILE, alias=OCI_CONFIG_PROFILE)
+    ocifs_config_profile: str = Field("", alias=OCIFS_CONFIG_PROFILE)
     oci_config_location: str = Field("", alias=OCI_CONFIG_LOCATION)
     self_ip: str = Field("", alias="OCI__SELF_IP")
     certificate_ocid: str = Field("", alias=OCI__CERTIFICATE_OCID)
@@ -149,8 +181,20 @@ class Settings(BaseModel):
     exports: str = Field("", alias=OCI__EXPORTS)
 
     _b = field_validator("ephemeral", "sync_artifacts", "profile", mode="before")(
-        classmethod(lambda cls, v: _parse_bool(v))
+        classmethod(lambda cls, v: parse_bool(v))
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _profile(cls, data):
+        """oci_config_profile as oracle-ads picks it (:func:`config_profile`)."""
+        if isinstance(data, Mapping):  # by variable name (from_env) or by field name
+            data = dict(data)
+            given = data.pop("oci_config_profile", None)
+            names = {OCI_CONFIG_PROFILE: data.get(OCI_CONFIG_PROFILE, given),
+                     OCIFS_CONFIG_PROFILE: data.get(OCIFS_CONFIG_PROFILE, data.get("ocifs_config_profile"))}
+            data[OCI_CONFIG_PROFILE] = config_profile({k: str(v or "") for k, v in names.items()})
+        return data
 
     @field_validator("mode", "cluster_type", mode="before")
     @classmethod
@@ -248,7 +292,7 @@ class Settings(BaseModel):
 _ALIASES = {f.alias for f in Settings.model_fields.values()}
 _OPTIONAL_NUMBERS = {RANK, OCI__WORKER_COUNT, OCI__PS_COUNT, OCI__TIMEOUT, OCI__HEARTBEAT_INTERVAL,
                      OCI__HEARTBEAT_TIMEOUT, OCI__TEARDOWN_GRACE, SYNC_SLEEP, OCI__LIFE_SPAN,
-                     OCI__STORAGE_RETRY_BUDGET}
+                     OCI__STORAGE_RETRY_BUDGET, POST_PROCESSING_WAIT}
 
 
 def _variable(p: Problem) -> str:

@@ -50,33 +50,94 @@ class RuleError(SettingsError):
         self.names = names
 
 
-def validate_count(name: str, value: str | None, minimum: int = 1) -> int | None:
-    """A whole number >= ``minimum`` in variable ``name``; None when unset (empty)."""
+def setting(environ: Mapping[str, str], name: str, aliases: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """``(variable, value)`` of the variable that sets ``name``: ``name`` itself when it is set
+    (not empty), else its oracle-ads alias (``aliases[name]``, the name oracle-ads and its images
+    read) when that is set, else ``(name, "")``. The fsm name wins when both are set; the variable
+    returned is the one a rule names when the value is bad."""
+    for n in (name, (aliases or {}).get(name)):
+        if n and (environ.get(n) or "").strip():
+            return n, environ[n]
+    return name, ""
+
+
+def _checked(name: str, value: str | None, parse, expected: str | None = None):
+    """``parse(value stripped)``, None when unset (empty). A ValueError from ``parse`` is a
+    RuleError naming the variable: ``<name>: <expected>`` (``{raw}`` / ``{value}`` in it are the
+    stripped / given value), or the ValueError's own words."""
     raw = (value or "").strip()
     if not raw:
         return None
     try:
-        count = int(raw)
-    except ValueError:
-        count = None
-    if count is None or count < minimum:
-        raise RuleError(f"{name}: must be a whole number >= {minimum} (got {raw!r})", name)
-    return count
+        return parse(raw)
+    except ValueError as e:
+        raise RuleError(f"{name}: {expected.format(raw=raw, value=value) if expected else e}", name) from None
+
+
+def _at_least(minimum: int, parse=int):
+    def check(raw: str):
+        v = parse(raw)
+        if not v >= minimum:
+            raise ValueError(raw)
+        return v
+    return check
+
+
+def validate_count(name: str, value: str | None, minimum: int = 1) -> int | None:
+    """A whole number >= ``minimum`` in variable ``name``; None when unset (empty)."""
+    return _checked(name, value, _at_least(minimum), f"must be a whole number >= {minimum} (got {{raw!r}})")
+
+
+def _port(raw: str) -> int:
+    port = int(raw)
+    if not 0 <= port < 65536:
+        raise ValueError(raw)
+    return port
 
 
 def validate_port(name: str, value: str | None) -> int | None:
     """The port in variable ``name``: None when unset (empty), 0 for "pick a free one" (``0`` /
     ``auto``), else 1-65535."""
-    raw = (value or "").strip().lower()
-    if not raw:
-        return None
-    try:
-        port = 0 if raw == "auto" else int(raw)
-    except ValueError:
-        port = -1
-    if not 0 <= port < 65536:
-        raise RuleError(f"{name}: not a port number (1-65535, or 0/auto for a free one): {value!r}", name)
-    return port
+    return _checked(name, value, lambda raw: 0 if raw.lower() == "auto" else _port(raw),
+                    "not a port number (1-65535, or 0/auto for a free one): {value!r}")
+
+
+def _port_range(raw: str) -> str:
+    ports = [_port(p) for p in raw.split(":")]
+    if len(ports) > 2 or 0 in ports or ports != sorted(ports):
+        raise ValueError(raw)
+    return ":".join(map(str, ports))
+
+
+def validate_port_range(name: str, value: str | None) -> str | None:
+    """A port (1-65535) or a range ``low:high`` of them in variable ``name`` (Dask's
+    ``--worker-port`` / ``--nanny-port`` syntax, what oracle-ads' specs set), normalised; None when
+    unset (empty)."""
+    return _checked(name, value, _port_range, "not a port (1-65535) or a port range low:high: {value!r}")
+
+
+def validate_seconds(name: str, value: str | None) -> float | None:
+    """A duration in variable ``name`` (seconds, or ``45s`` / ``30m`` / ``2h``), finite and >= 0,
+    as seconds; None when unset (empty)."""
+    import math
+
+    from ..clock import parse_duration
+
+    def finite(raw: str) -> float:
+        seconds = parse_duration(raw)
+        if not math.isfinite(seconds):
+            raise ValueError(raw)
+        return seconds
+
+    return _checked(name, value, _at_least(0, finite), "not a duration (seconds, or e.g. 45s, 30m, 2h): {value!r}")
+
+
+def validate_flag(name: str, value: str | None) -> bool | None:
+    """On/off in variable ``name`` (1/0, true/false, yes/no, on/off: ``env.parse_bool``); None
+    when unset (empty)."""
+    from ..env import parse_bool
+
+    return _checked(name, value, parse_bool)
 
 
 def port_setting(environ: Mapping[str, str], name: str, default: int, ip: str) -> int:
@@ -88,18 +149,23 @@ def port_setting(environ: Mapping[str, str], name: str, default: int, ip: str) -
     return default if port is None else port
 
 
-def int_setting(environ: Mapping[str, str], name: str, default: int | None, minimum: int = 1) -> int | None:
-    """The count in variable ``name`` (:func:`validate_count`); unset → ``default``."""
-    value = validate_count(name, environ.get(name), minimum)
+def int_setting(environ: Mapping[str, str], name: str, default: int | None, minimum: int = 1,
+                aliases: Mapping[str, str] | None = None) -> int | None:
+    """The count in variable ``name`` or its alias (:func:`setting`, :func:`validate_count`);
+    unset → ``default``."""
+    value = validate_count(*setting(environ, name, aliases), minimum)
     return default if value is None else value
 
 
-def start_args(environ: Mapping[str, str], name: str = "OCI__START_ARGS") -> list[str]:
-    """OCI__START_ARGS split like a shell would (a quoting error names the variable)."""
+def start_args(environ: Mapping[str, str], name: str = "OCI__START_ARGS",
+               aliases: Mapping[str, str] | None = None) -> list[str]:
+    """OCI__START_ARGS (or its alias, :func:`setting`) split like a shell would (a quoting error
+    names the variable)."""
+    used, value = setting(environ, name, aliases)
     try:
-        return shlex.split(environ.get(name) or "")
+        return shlex.split(value)
     except ValueError as e:
-        raise SettingsError(f"{name}: cannot split {environ.get(name)!r} ({e})") from None
+        raise RuleError(f"{used}: cannot split {value!r} ({e})", used) from None
 
 
 def tcp_open(host: str, port: int, timeout: float = 1.0) -> bool:

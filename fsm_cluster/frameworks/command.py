@@ -15,6 +15,6 @@ from ..provider import ClusterProvider
 class CommandProvider(ClusterProvider):
     """The base life cycle with no engine process: only the user's entry script runs."""
 
-    def check_cluster_status(self) -> None:
+    def check_engine(self) -> None:
         # No engine daemons: only the entry script matters, and the runner watches that.
         return None

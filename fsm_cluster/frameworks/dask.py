@@ -13,20 +13,36 @@
 * Workers leave when the cluster tears down (their process groups are terminated with the node).
 * Spec side (:class:`DaskSpecBuilder`): the ports are checked as the node reads them.
 
-Variables: ``OCI__DASK_SCHEDULER_PORT`` (default 8786; a free port on a loopback cluster),
-``OCI__DASK_DASHBOARD_PORT`` (default 8787; a free port on a loopback cluster).
+Variables (an oracle-ads name in brackets is read as an alias: oracle-ads' Dask spec builder and
+image set it; the fsm name wins when both are set):
+
+* ``OCI__DASK_SCHEDULER_PORT`` (default 8786; a free port on a loopback cluster),
+  ``OCI__DASK_DASHBOARD_PORT`` (default 8787; a free port on a loopback cluster);
+* ``OCI__DASK_WORKER_PORT`` [``OCI__WORKER_PORT``]: the worker's ``--worker-port``, a port or a
+  range ``low:high`` (unset: Dask picks one);
+* ``OCI__DASK_NANNY_PORT`` [``OCI__NANNY_PORT``]: the worker's ``--nanny-port``, a port or a range;
+* ``OCI__DASK_DEATH_TIMEOUT`` [``OCI__WORKER_TIMEOUT``]: the worker's ``--death-timeout`` (seconds,
+  or ``45s`` / ``10m``…; how long a worker waits for an unreachable scheduler before it closes).
+
+Options in ``OCI__START_ARGS`` come after these on the command line, so they win.
+
+:meth:`DaskProvider.check_cluster_status` is oracle-ads' on-demand status (a ``ClusterStatus``
+namedtuple with ``worker_count``, read from the scheduler through a Client it closes); fsm_cluster
+itself never calls it — its periodic check is :meth:`~fsm_cluster.provider.ClusterProvider.check_engine`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections import namedtuple
 
 from ..env import (OCI__CA_DOWNLOAD_LOCATION, OCI__CERTIFICATE_AUTHORITY_OCID,
                    OCI__CERTIFICATE_DOWNLOAD_LOCATION, OCI__CERTIFICATE_KEY_DOWNLOAD_LOCATION,
                    OCI__CERTIFICATE_OCID)
 from ..errors import NodeFailure
-from ._common import engine_command, is_loopback, port_setting, start_args
+from ._common import (engine_command, is_loopback, port_setting, setting, start_args, validate_port_range,
+                      validate_seconds)
 from ._engine import EngineProvider, EngineSpecBuilder
 
 log = logging.getLogger(__name__)
@@ -35,6 +51,12 @@ DASK_SCHEDULER_ADDRESS = "DASK_SCHEDULER_ADDRESS"
 SCHEDULER_IP = "SCHEDULER_IP"  # ADS name
 OCI__DASK_SCHEDULER_PORT = "OCI__DASK_SCHEDULER_PORT"
 OCI__DASK_DASHBOARD_PORT = "OCI__DASK_DASHBOARD_PORT"
+OCI__DASK_WORKER_PORT = "OCI__DASK_WORKER_PORT"
+OCI__DASK_NANNY_PORT = "OCI__DASK_NANNY_PORT"
+OCI__DASK_DEATH_TIMEOUT = "OCI__DASK_DEATH_TIMEOUT"
+# fsm name → the oracle-ads name read as its alias (see the module doc)
+ALIASES = {OCI__DASK_WORKER_PORT: "OCI__WORKER_PORT", OCI__DASK_NANNY_PORT: "OCI__NANNY_PORT",
+           OCI__DASK_DEATH_TIMEOUT: "OCI__WORKER_TIMEOUT"}
 DEFAULT_SCHEDULER_PORT = 8786
 DEFAULT_DASHBOARD_PORT = 8787
 # Dask's own configuration variables for a Client in the entry script (dask.config from env).
@@ -59,6 +81,23 @@ def tls_files(environ) -> dict[str, str] | None:
 
 def dask_cli() -> list[str]:
     return engine_command("dask", "dask", "dask")
+
+
+def worker_options(environ) -> list[str]:
+    """``--worker-port`` / ``--nanny-port`` / ``--death-timeout`` from their variables (or the
+    oracle-ads aliases); a bad value is a RuleError naming the variable that set it."""
+    out = []
+    for name, flag in ((OCI__DASK_WORKER_PORT, "--worker-port"), (OCI__DASK_NANNY_PORT, "--nanny-port")):
+        ports = validate_port_range(*setting(environ, name, ALIASES))
+        if ports is not None:
+            out += [flag, ports]
+    timeout = validate_seconds(*setting(environ, OCI__DASK_DEATH_TIMEOUT, ALIASES))
+    if timeout is not None:
+        out += ["--death-timeout", f"{timeout:f}".rstrip("0").rstrip(".")]  # seconds, never 1e+06
+    return out
+
+
+ClusterStatus = namedtuple("ClusterStatus", ["worker_count"])
 
 
 class DaskProvider(EngineProvider):
@@ -125,7 +164,7 @@ class DaskProvider(EngineProvider):
         cmd = dask_cli() + ["worker", self.scheduler_address, "--host", self.ip, "--name", self.node_id]
         if is_loopback(self.ip):  # the worker dashboard otherwise listens on every interface
             cmd += ["--dashboard-address", f"{self.ip}:0"]
-        cmd += self._tls_args() + start_args(self.settings.variables)
+        cmd += worker_options(self.settings.variables) + self._tls_args() + start_args(self.settings.variables)
         self.worker = self.spawn("dask worker", cmd)
 
     def expected_workers(self) -> list[str]:
@@ -138,6 +177,16 @@ class DaskProvider(EngineProvider):
         names = {str(w.get("name")) for w in client.scheduler_info(n_workers=-1)["workers"].values()}
         return {n for n in want if n in names or any(x.startswith(n + "-") for x in names)}
 
+    def check_cluster_status(self) -> ClusterStatus:
+        """oracle-ads' on-demand status: ``ClusterStatus(worker_count=…)``, the WORKER nodes with a
+        worker in the scheduler, asked through a Client that is closed before this returns. Not
+        called by fsm_cluster (the periodic check is :meth:`check_engine`)."""
+        from distributed import Client
+
+        with Client(self.scheduler_address, security=self.security(), timeout="10s",
+                    set_as_default=False) as client:
+            return ClusterStatus(worker_count=len(self.joined_nodes(client)))
+
     def engine_ready(self) -> None:
         """Block (ticking heartbeats) until every WORKER node joined the scheduler."""
         from distributed import Client
@@ -147,7 +196,7 @@ class DaskProvider(EngineProvider):
 
         def connected():
             nonlocal client
-            self.check_cluster_status()
+            self.check_engine()
             try:
                 client = Client(self.scheduler_address, security=self.security(), timeout="2s",
                                 set_as_default=False)
@@ -158,7 +207,7 @@ class DaskProvider(EngineProvider):
         self.wait_until(connected, self.time_out, f"the Dask scheduler at {self.scheduler_address}")
         try:
             def all_joined():
-                self.check_cluster_status()
+                self.check_engine()
                 joined = self.joined_nodes(client)
                 log.debug("dask workers joined: %d/%d", len(joined), len(want))
                 return joined >= want
@@ -183,3 +232,7 @@ class DaskProvider(EngineProvider):
 class DaskSpecBuilder(EngineSpecBuilder):
     PROVIDER = DaskProvider
     PORTS = (OCI__DASK_SCHEDULER_PORT, OCI__DASK_DASHBOARD_PORT)
+
+    def check(self, env: dict[str, str]) -> None:
+        super().check(env)
+        worker_options(env)

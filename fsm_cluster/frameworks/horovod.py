@@ -10,12 +10,27 @@
   SSH as ADS images provide it, ``-p`` / ``-i`` in OCI__START_ARGS) and they wait for the stop marker.
 * horovodrun is the entry script's process: its failure fails the cluster, its success completes it.
 
-Variables: ``OCI__HOROVOD_SLOTS`` (processes per node; default the node's GPU count or 1),
-``OCI__HOROVOD_NP`` / ``OCI__HOROVOD_MIN_NP`` / ``OCI__HOROVOD_MAX_NP`` (default nodes × slots,
-all three), ``OCI__HOROVOD_DISCOVERY_STALE`` (seconds without a heartbeat before a node drops
-out of discovery; default half OCI__HEARTBEAT_TIMEOUT). The process counts are one rule
-(:func:`horovod_process_counts`) that the node and the spec builder (:class:`HorovodSpecBuilder`)
-both check.
+Variables (an oracle-ads name in brackets is read as an alias: the name oracle-ads' Horovod image
+reads; the fsm name wins when both are set):
+
+* ``OCI__HOROVOD_SLOTS`` [``SLOTS``]: processes per node; default the node's GPU count or 1;
+* ``OCI__HOROVOD_NP`` [``NP``] / ``OCI__HOROVOD_MIN_NP`` [``MIN_NP``] / ``OCI__HOROVOD_MAX_NP``
+  [``MAX_NP``]: default nodes × slots, all three (the image derives its defaults from the shape;
+  here a value given is used as given);
+* ``OCI__START_ARGS`` [``HOROVOD_ARGS``]: extra horovodrun options, split like a shell would;
+* ``OCI__HOROVOD_START_TIMEOUT`` [``START_TIMEOUT``]: horovodrun ``--start-timeout`` in whole
+  seconds (unset: horovodrun's own default);
+* ``OCI__HOROVOD_SSH_PORT`` [``WORKER_PORT``]: horovodrun ``-p``, the port of the workers' sshd
+  (unset: not passed; the nodes of a loopback cluster are reached without SSH);
+* ``OCI__HOROVOD_TIMELINE`` [``ENABLE_TIMELINE``]: ``1`` writes Horovod's timeline to
+  ``<OCI__SYNC_DIR>/timeline.json`` (``--timeline-filename``; ``/opt/ml`` when OCI__SYNC_DIR is
+  unset, as in the image);
+* ``OCI__HOROVOD_DISCOVERY_STALE``: seconds without a heartbeat before a node drops out of
+  discovery; default half OCI__HEARTBEAT_TIMEOUT.
+
+The process counts are one rule (:func:`horovod_process_counts`) and the options one builder
+(:func:`horovodrun_options`) that the node and the spec builder (:class:`HorovodSpecBuilder`) both
+call.
 """
 
 from __future__ import annotations
@@ -28,7 +43,9 @@ import sys
 import tempfile
 from typing import Mapping
 
-from ._common import RuleError, engine_command, int_setting, interface_of, start_args
+from ..errors import NodeFailure
+from ._common import (RuleError, engine_command, int_setting, interface_of, setting, start_args, validate_count,
+                      validate_flag, validate_port)
 from ._engine import EngineProvider, EngineSpecBuilder
 from ._horovod_discovery import OCI__HOROVOD_DISCOVERY_CACHE, OCI__HOROVOD_SLOTS
 from .pytorch import gpu_count
@@ -38,26 +55,59 @@ log = logging.getLogger(__name__)
 OCI__HOROVOD_NP = "OCI__HOROVOD_NP"
 OCI__HOROVOD_MIN_NP = "OCI__HOROVOD_MIN_NP"
 OCI__HOROVOD_MAX_NP = "OCI__HOROVOD_MAX_NP"
+OCI__HOROVOD_START_TIMEOUT = "OCI__HOROVOD_START_TIMEOUT"
+OCI__HOROVOD_SSH_PORT = "OCI__HOROVOD_SSH_PORT"
+OCI__HOROVOD_TIMELINE = "OCI__HOROVOD_TIMELINE"
+OCI__START_ARGS = "OCI__START_ARGS"
+# fsm name → the name oracle-ads' Horovod image reads, an alias (see the module doc)
+ALIASES = {OCI__HOROVOD_SLOTS: "SLOTS", OCI__HOROVOD_NP: "NP", OCI__HOROVOD_MIN_NP: "MIN_NP",
+           OCI__HOROVOD_MAX_NP: "MAX_NP", OCI__START_ARGS: "HOROVOD_ARGS",
+           OCI__HOROVOD_START_TIMEOUT: "START_TIMEOUT", OCI__HOROVOD_SSH_PORT: "WORKER_PORT",
+           OCI__HOROVOD_TIMELINE: "ENABLE_TIMELINE"}
+TIMELINE_FILE = "timeline.json"
+DEFAULT_SYNC_DIR = "/opt/ml"  # where oracle-ads' image writes the timeline without OCI__SYNC_DIR
 
 
-def validate_horovod_np(np: int, min_np: int, max_np: int) -> None:
-    """Horovod starts with ``np`` processes and keeps between ``min_np`` and ``max_np``."""
+def validate_horovod_np(np: int, min_np: int, max_np: int,
+                        names: tuple[str, str, str] = (OCI__HOROVOD_MIN_NP, OCI__HOROVOD_NP, OCI__HOROVOD_MAX_NP)) -> None:
+    """Horovod starts with ``np`` processes and keeps between ``min_np`` and ``max_np``; ``names``
+    the variables (min, np, max) the message names."""
     if not 1 <= min_np <= np <= max_np:
-        names = (OCI__HOROVOD_MIN_NP, OCI__HOROVOD_NP, OCI__HOROVOD_MAX_NP)
         raise RuleError(f"Horovod needs 1 <= {' <= '.join(names)} (got {min_np}, {np}, {max_np})", *names)
 
 
 def horovod_process_counts(environ: Mapping[str, str], nodes: int) -> tuple[int, int, int, int]:
     """``(slots, np, min_np, max_np)`` of a cluster of ``nodes`` nodes from the OCI__HOROVOD_*
-    variables: slots default 1; np nodes × slots; min-np np; max-np the larger of np and nodes ×
-    slots. A RuleError names the variable(s) of a bad value."""
-    slots = int_setting(environ, OCI__HOROVOD_SLOTS, 1)
+    variables (or their aliases): slots default 1; np nodes × slots; min-np np; max-np the larger
+    of np and nodes × slots. A RuleError names the variable(s) of a bad value."""
+    slots = int_setting(environ, OCI__HOROVOD_SLOTS, 1, aliases=ALIASES)
     total = nodes * slots
-    np_ = int_setting(environ, OCI__HOROVOD_NP, total)
-    min_np = int_setting(environ, OCI__HOROVOD_MIN_NP, np_)
-    max_np = int_setting(environ, OCI__HOROVOD_MAX_NP, max(np_, total))
-    validate_horovod_np(np_, min_np, max_np)
+    np_ = int_setting(environ, OCI__HOROVOD_NP, total, aliases=ALIASES)
+    min_np = int_setting(environ, OCI__HOROVOD_MIN_NP, np_, aliases=ALIASES)
+    max_np = int_setting(environ, OCI__HOROVOD_MAX_NP, max(np_, total), aliases=ALIASES)
+    names = tuple(setting(environ, n, ALIASES)[0] for n in (OCI__HOROVOD_MIN_NP, OCI__HOROVOD_NP, OCI__HOROVOD_MAX_NP))
+    validate_horovod_np(np_, min_np, max_np, names)
     return slots, np_, min_np, max_np
+
+
+def horovodrun_options(environ: Mapping[str, str], sync_dir: str = "") -> list[str]:
+    """The horovodrun options from the variables (or their aliases), before the user's
+    OCI__START_ARGS / HOROVOD_ARGS: ``--start-timeout``, ``-p`` (the sshd port) and
+    ``--timeline-filename <sync dir>/timeline.json``. A bad value is a RuleError naming the
+    variable that set it."""
+    out = []
+    timeout = validate_count(*setting(environ, OCI__HOROVOD_START_TIMEOUT, ALIASES))
+    if timeout is not None:
+        out += ["--start-timeout", str(timeout)]
+    used, value = setting(environ, OCI__HOROVOD_SSH_PORT, ALIASES)
+    port = validate_port(used, value)
+    if port == 0:
+        raise RuleError(f"{used}: the workers' sshd port must be given (1-65535), not picked: {value!r}", used)
+    if port is not None:
+        out += ["-p", str(port)]
+    if validate_flag(*setting(environ, OCI__HOROVOD_TIMELINE, ALIASES)):
+        out += ["--timeline-filename", os.path.join(sync_dir or DEFAULT_SYNC_DIR, TIMELINE_FILE)]
+    return out
 
 
 def horovodrun_command(*, np: int, min_np: int, max_np: int, slots: int, discovery: str,
@@ -94,7 +144,7 @@ class HorovodProvider(EngineProvider):
     def configuration(self, conf: dict | None = None) -> dict:
         conf = dict(conf or {})
         if self.mode == "MAIN":
-            slots = int_setting(self.settings.variables, OCI__HOROVOD_SLOTS, None)
+            slots = int_setting(self.settings.variables, OCI__HOROVOD_SLOTS, None, aliases=ALIASES)
             conf[OCI__HOROVOD_SLOTS] = str(slots if slots is not None else max(1, gpu_count(self.settings.variables)))
         return conf
 
@@ -111,10 +161,19 @@ class HorovodProvider(EngineProvider):
                 os.path.join(self._scratch, "discovery_cache.json"))
 
     def wrap_entry(self, cmd: list[str]) -> list[str]:
-        slots, np_, min_np, max_np = horovod_process_counts({**self.settings.variables, **self.exported}, self.world_size)
+        variables = self.settings.variables
+        slots, np_, min_np, max_np = horovod_process_counts({**variables, **self.exported}, self.world_size)
+        options = horovodrun_options(variables, self.settings.sync_dir)
+        if "--timeline-filename" in options:
+            timeline_dir = os.path.dirname(options[options.index("--timeline-filename") + 1])
+            try:
+                os.makedirs(timeline_dir, exist_ok=True)
+            except OSError as e:
+                raise NodeFailure(f"{setting(variables, OCI__HOROVOD_TIMELINE, ALIASES)[0]}: cannot create "
+                                  f"{timeline_dir} for the timeline ({e}); set OCI__SYNC_DIR") from None
         cmd = horovodrun_command(np=np_, min_np=min_np, max_np=max_np, slots=slots,
                                  discovery=self.discovery_files()[0], nic=interface_of(self.ip), script=cmd,
-                                 extra=start_args(self.settings.variables),
+                                 extra=options + start_args(variables, aliases=ALIASES),
                                  horovodrun=engine_command("horovodrun", "horovod", "horovod.runner.launch"))
         log.info("%s: %s", self.node_id, shlex.join(cmd))
         return cmd
@@ -140,3 +199,5 @@ class HorovodSpecBuilder(EngineSpecBuilder):
     def check(self, env: dict[str, str]) -> None:
         super().check(env)
         horovod_process_counts(env, 1 + self._replicas("worker"))
+        horovodrun_options(env)
+        start_args(env, aliases=ALIASES)

@@ -97,7 +97,7 @@ class RayProvider(EngineProvider):
                                 str(want)], env=self.child_env(), essential=False)
 
         def all_alive():
-            self.check_cluster_status()
+            self.check_engine()
             rc = probe.poll()
             if rc not in (None, 0):
                 raise NodeFailure(f"asking Ray for its nodes failed (exit code {rc})")

@@ -3,8 +3,8 @@
 * :func:`get_oci_auth` — ``{"config": ..., "signer": ...}`` for an identity kind: api_key,
   resource_principal, instance_principal, security_token; empty means resource_principal inside a
   job run (the platform sets ``OCI_RESOURCE_PRINCIPAL_VERSION``) and api_key elsewhere.
-  :func:`default_auth` is the node's own identity (OCI_IAM_TYPE, OCI_CONFIG_PROFILE,
-  OCI_CONFIG_LOCATION).
+  :func:`default_auth` is the node's own identity (OCI_IAM_TYPE, OCI_CONFIG_PROFILE else
+  OCIFS_CONFIG_PROFILE as in oracle-ads, OCI_CONFIG_LOCATION).
 * :func:`make_client` — an SDK client from an auth dict in the shape ADS' ``default_signer()``
   returns (``{"config", "signer", "client_kwargs"}``; any other key, for example
   ``service_endpoint``, ``retry_strategy`` or ``timeout``, goes to the client constructor).
@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping
 
-from ..env import OCI_CONFIG_LOCATION, OCI_CONFIG_PROFILE, OCI_IAM_TYPE
+from ..env import OCI_CONFIG_LOCATION, OCI_IAM_TYPE, config_profile
 from ..errors import SettingsError
 
 IAM_TYPES = ("api_key", "resource_principal", "instance_principal", "security_token")
@@ -76,11 +76,11 @@ def get_oci_auth(iam_type: str = "", profile: str = "", config_location: str = "
 
 
 def default_auth(environ: Mapping[str, str] | None = None) -> dict:
-    """Auth dict for this node: :func:`get_oci_auth` from OCI_IAM_TYPE, OCI_CONFIG_PROFILE and
-    OCI_CONFIG_LOCATION."""
+    """Auth dict for this node: :func:`get_oci_auth` from OCI_IAM_TYPE, the profile
+    (:func:`~fsm_cluster.env.config_profile`: OCI_CONFIG_PROFILE, else OCIFS_CONFIG_PROFILE, else
+    DEFAULT) and OCI_CONFIG_LOCATION."""
     env = os.environ if environ is None else environ
-    return get_oci_auth(env.get(OCI_IAM_TYPE, ""), env.get(OCI_CONFIG_PROFILE, ""),
-                        env.get(OCI_CONFIG_LOCATION, ""))
+    return get_oci_auth(env.get(OCI_IAM_TYPE, ""), config_profile(env), env.get(OCI_CONFIG_LOCATION, ""))
 
 
 def storage_options(uri: str, auth: Mapping[str, Any] | None, given: Mapping | None = None) -> dict:

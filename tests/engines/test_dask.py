@@ -83,3 +83,58 @@ def test_dask_tls_with_a_missing_certificate_file_fails_clearly(tmp_path, engine
     assert "Dask TLS: certificate file(s) not found" in main_log and "nope-ca.pem" in main_log, c.dump()
     assert "Traceback" not in main_log, c.dump()
     assert c.leftovers() == [], c.dump()
+
+
+PROBE = """\
+import json, sys
+from distributed import Client
+
+with Client() as client:  # DASK_SCHEDULER_ADDRESS from the node
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    out = {"workers": [{"address": a, "nanny": w.get("nanny")} for a, w in workers.items()],
+           "death_timeouts": list(client.run(lambda dask_worker: dask_worker.death_timeout).values())}
+with open(sys.argv[1], "w") as f:
+    json.dump(out, f)
+"""
+
+
+def test_oracle_ads_worker_variables_reach_the_real_dask_worker(tmp_path, engine_cluster):
+    """OCI__WORKER_PORT, OCI__NANNY_PORT and OCI__WORKER_TIMEOUT (what oracle-ads' Dask spec builder
+    sets) as the scheduler and the worker itself see them: the worker and its nanny listen on the
+    ports given, and the worker's death timeout is the one given."""
+    from fsm_cluster.frameworks._common import free_port
+
+    worker_port, nanny_port = free_port("127.0.0.1"), free_port("127.0.0.1")
+    (tmp_path / "probe.py").write_text(PROBE)
+    out = tmp_path / "workers.json"
+    c = engine_cluster(cluster_type="DASK", workers=1, extra={
+        "OCI__ENTRY_SCRIPT": str(tmp_path / "probe.py"), "OCI__ENTRY_SCRIPT_ARGS": str(out),
+        "OCI__WORKER_PORT": str(worker_port), "OCI__NANNY_PORT": str(nanny_port), "OCI__WORKER_TIMEOUT": "45",
+    }, per_mode={"WORKER": {"OCI__START_ARGS": "--nthreads 1"}}).start()
+    assert c.wait() == [0, 0], c.dump()
+    seen = json.loads(out.read_text())
+    assert seen["workers"] == [{"address": f"tcp://127.0.0.1:{worker_port}", "nanny": f"tcp://127.0.0.1:{nanny_port}"}]
+    assert seen["death_timeouts"] == [45]
+    assert c.leftovers() == [], c.dump()
+
+
+def test_check_cluster_status_reports_the_workers_and_closes_its_client(tmp_path):
+    """oracle-ads' on-demand status (ClusterStatus(worker_count)), from a real scheduler; the Client
+    it opens is gone when it returns (oracle-ads' sample leaked one per call)."""
+    from types import MappingProxyType
+
+    from distributed import LocalCluster
+
+    from fsm_cluster.frameworks.dask import DaskProvider
+
+    with LocalCluster(n_workers=1, processes=False, protocol="tcp://", host="127.0.0.1",
+                      dashboard_address=None) as lc:
+        p = DaskProvider("MAIN", work_dir=str(tmp_path / "wd"), environ={"OCI__SELF_IP": "127.0.0.1"})
+        p.exported = MappingProxyType({"DASK_SCHEDULER_ADDRESS": lc.scheduler_address})
+        name = str(next(iter(lc.scheduler.workers.values())).name)
+        p.expected_workers = lambda: [name, "WORKER_not_there"]
+        clients = set(lc.scheduler.clients)
+        for _ in range(3):
+            status = p.check_cluster_status()
+            assert type(status).__name__ == "ClusterStatus" and status.worker_count == 1
+        assert set(lc.scheduler.clients) == clients

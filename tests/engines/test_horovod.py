@@ -120,3 +120,21 @@ def test_horovod_worker_killed_fails_every_node(tmp_path, engine_cluster):
         "OCI__ENTRY_SCRIPT": str(EXAMPLES / "horovod" / "train.py"),
         "OCI__ENTRY_SCRIPT_ARGS": "--epochs 1000000 --step-sleep 0.05", "OCI__HOROVOD_SLOTS": "1"}).start()
     kill_worker_and_check(c)
+
+
+@needs_horovod
+@pytest.mark.integration
+def test_the_horovod_images_variables_drive_a_real_run(tmp_path, engine_cluster):
+    """What an oracle-ads Horovod spec sets (SLOTS, START_TIMEOUT, HOROVOD_ARGS, ENABLE_TIMELINE)
+    reaches horovodrun: two ranks per node, and the timeline Horovod writes in OCI__SYNC_DIR."""
+    out, sync = tmp_path / "out", tmp_path / "sync"
+    c = engine_cluster(cluster_type="HOROVOD", workers=1, extra={
+        "OCI__ENTRY_SCRIPT": str(EXAMPLES / "horovod" / "train.py"),
+        "OCI__ENTRY_SCRIPT_ARGS": f"--epochs 2 --out {out}", "SLOTS": "2", "START_TIMEOUT": "120",
+        "HOROVOD_ARGS": "--log-level INFO", "ENABLE_TIMELINE": "1", "OCI__SYNC_DIR": str(sync)}).start()
+    assert c.wait() == [0, 0], c.dump()
+    results = [json.loads((out / f"rank{r}.json").read_text()) for r in range(4)]
+    assert [res["size"] for res in results] == [4] * 4
+    timeline = (sync / "timeline.json").read_text()
+    assert '"ph"' in timeline, timeline[:500]  # Chrome trace events
+    assert c.leftovers() == [], c.dump()

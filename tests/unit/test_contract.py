@@ -127,7 +127,7 @@ def test_provider_discovered_through_entry_points(tmp_path, monkeypatch):
 
 def test_cluster_runner_run_exits_with_the_node_code(tmp_path, monkeypatch):
     for k, v in {"OCI__MODE": "MAIN", "OCI__WORK_DIR": str(tmp_path), "JOB_OCID": "c",
-                 "OCI__SELF_IP": "127.0.0.1", "OCI__ENTRY_SCRIPT": "/bin/false"}.items():
+                 "OCI__SELF_IP": "127.0.0.1", "OCI__ENTRY_SCRIPT": "/bin/false", "OCI__WORKER_COUNT": "0"}.items():
         monkeypatch.setenv(k, v)
     with pytest.raises(SystemExit) as e:
         ClusterRunner().run()
@@ -140,7 +140,7 @@ def test_cluster_runner_run_exits_with_the_node_code(tmp_path, monkeypatch):
 
 
 def test_cluster_runner_with_a_given_provider(tmp_path):
-    env = {"OCI__MODE": "MAIN", "OCI__WORK_DIR": str(tmp_path), "OCI__SELF_IP": "127.0.0.1"}
+    env = {"OCI__MODE": "MAIN", "OCI__WORK_DIR": str(tmp_path), "OCI__SELF_IP": "127.0.0.1", "OCI__WORKER_COUNT": "0"}
     p = ClusterProvider("MAIN", work_dir=str(tmp_path), environ=env)
     assert ClusterRunner(cluster_provider=p, environ=env).execute() == 0
     assert p.state == "stopped"
