@@ -180,9 +180,16 @@ class Settings(BaseModel):
     cluster_secret: str = Field("", alias=OCI__CLUSTER_SECRET, repr=False)
     exports: str = Field("", alias=OCI__EXPORTS)
 
-    _b = field_validator("ephemeral", "sync_artifacts", "profile", mode="before")(
+    _b = field_validator("sync_artifacts", "profile", mode="before")(
         classmethod(lambda cls, v: parse_bool(v))
     )
+
+    @field_validator("ephemeral", mode="before")
+    @classmethod
+    def _ephemeral(cls, v):
+        """A boolean; ``None`` is what oracle-ads' job converter writes when the spec says nothing:
+        the default (ephemeral), as oracle-ads' runner takes it."""
+        return True if isinstance(v, str) and v.strip() == "None" else parse_bool(v)
 
     @model_validator(mode="before")
     @classmethod

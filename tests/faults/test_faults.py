@@ -140,7 +140,7 @@ def test_main_config_exporting_ld_preload_is_refused(clusters, record):
     data = json.dumps(bad.model_dump()).encode()
     c = _bad_main_config_cluster(clusters, "file", data)
     marker = c.assert_failed_everywhere("LD_PRELOAD", first={n.node_id for n in workers_of(c)})
-    assert "may not be exported" in marker.reason
+    assert "may not be set by a shared config" in marker.reason
     assert not list(c.marks.glob("started-*")), "no entry script may run with a hostile configuration"
     record(row(c, "MAIN_config.json exports LD_PRELOAD", "file", marker))
 

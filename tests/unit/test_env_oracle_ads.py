@@ -221,3 +221,13 @@ def test_the_oracle_ads_horovod_spec_variables_load():
     env = {"WORKER_PORT": "12345", "START_TIMEOUT": "600", "ENABLE_TIMELINE": "0", "HOROVOD_ARGS": "--verbose"}
     nodes = node_environments(load_spec_text(spec("HOROVOD", env=env), environ={}))
     assert horovod.horovodrun_options(nodes[0].env) == ["--start-timeout", "600", "-p", "12345"]
+
+
+def test_ephemeral_none_as_oracle_ads_writes_it_is_the_default():
+    """oracle-ads' converter writes str(None) for a spec without `ephemeral:`; its runner takes
+    any non-empty value as ephemeral."""
+    from fsm_cluster.env import Settings
+
+    base = {"OCI__MODE": "MAIN", "OCI__WORK_DIR": "/tmp/wd"}
+    assert Settings.from_env({**base, "OCI__EPHEMERAL": "None"}).ephemeral is True
+    assert Settings.from_env({**base, "OCI__EPHEMERAL": "False"}).ephemeral is False
