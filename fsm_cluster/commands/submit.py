@@ -79,11 +79,11 @@ def handle(args) -> int:
 def data_science_client(args):
     import oci
 
-    from ..env import OCI_CONFIG_LOCATION, OCI_CONFIG_PROFILE, OCI_IAM_TYPE
+    from ..env import OCI_CONFIG_LOCATION, OCI_IAM_TYPE, config_profile
     from ..runtime.oci_auth import get_oci_auth, make_client
 
     auth = get_oci_auth(args.auth or os.environ.get(OCI_IAM_TYPE) or "api_key",
-                        args.profile or os.environ.get(OCI_CONFIG_PROFILE, ""),
+                        args.profile or config_profile(os.environ),
                         args.oci_config or os.environ.get(OCI_CONFIG_LOCATION, ""))
     if args.endpoint:
         auth["service_endpoint"] = args.endpoint
