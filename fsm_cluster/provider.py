@@ -134,6 +134,8 @@ class ClusterProvider:
         self._running_hook: str | None = None  # the table hook running now (set by the machine)
         self._adopted = None  # the keeper, while an oracle-ads-shaped runner drives (see adopt)
         self._finishing = False
+        self._stopped_own = False  # the base stop() ran (marker written, children ended)
+        self._called_by_runner: set[str] = set()  # hooks an oracle-ads-shaped runner called itself
         # node life: the ending (set by the trigger that carries it), what the node says, its code
         self.ending: Ending | None = None
         self.reason = ""
@@ -569,6 +571,17 @@ class ClusterProvider:
         if self._adopted is not None and not self._finishing:
             self._finish_for_runner()
             return
+        self._stopped_own = True
+        self._mark_and_end_children()
+
+    def end_children(self) -> None:
+        """On the ``finish`` edge after ``stop``: what the base ``stop`` does (this node's stop
+        marker, its children ended), when a subclass's own ``stop()`` did not call it — oracle-ads'
+        Horovod provider writes its own stop file and nothing else."""
+        if not self._stopped_own:
+            self._mark_and_end_children()
+
+    def _mark_and_end_children(self) -> None:
         e = self.ending
         try:
             if e is not None and e.own and self.stop_marker is None:
@@ -581,6 +594,8 @@ class ClusterProvider:
     def sync(self, loop: bool = True) -> None:
         """Artifact sync (SYNC_ARTIFACTS=1): in the background while running, once at the end."""
         if not loop and self._adopted is not None and not self._finishing:  # a runner's last call
+            if type(self).stop is not ClusterProvider.stop:
+                self._called_by_runner = {"stop"}  # its own stop() ran already: not once more
             self._finish_for_runner()
             return
         if not self.settings.sync_artifacts:

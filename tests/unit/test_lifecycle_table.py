@@ -11,7 +11,7 @@ from fsm_cluster.lifecycle import FINAL_STATES, LIVE_STATES, STATES, TRANSITIONS
 from fsm_cluster.provider import ClusterProvider
 
 HOOKS = ["begin_life", "fetch_code", "check_entry_script", "setup_configuration", "export_main_configuration", "start", "run_code", "sync",
-         "publish_completion", "execution_failed", "stop", "final_sync"]
+         "publish_completion", "execution_failed", "stop", "end_children", "final_sync"]
 
 
 class RecordingProvider(ClusterProvider):
