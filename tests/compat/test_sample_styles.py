@@ -1,0 +1,171 @@
+"""Providers written in the style of each of oracle-ads' published sample providers (Dask,
+PyTorch, TensorFlow, Horovod, Ray: oracle-samples/oci-data-science-ai-samples,
+distributed_training/), each run unchanged on a real local cluster of 1 MAIN + 2 WORKER nodes.
+
+Each style lives in tests/compat/samples/<style>/ (provider module, the image's run script, start
+scripts, entry script) and imports only fsm_cluster. The nodes are started by hand as the platform
+starts job runs: ``python run.py`` with the contract in the environment, a heartbeat timeout of
+2 s (every style's code blocks in its hooks for longer: a keeper must beat meanwhile) and a token
+(WIRE_TOKEN) that every process they start inherits. Each test checks the work really done, exit 0
+everywhere, and that nothing the cluster started is still running: by the token in the
+environment, and by a marker (this test's own folder) in the engines' command lines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+
+import fsm_cluster
+from cli.clihelp import clean_env
+
+pytestmark = pytest.mark.integration
+
+SAMPLES = Path(__file__).parent / "samples"
+FSM_ROOT = Path(fsm_cluster.__file__).resolve().parents[1]  # the fsm_cluster under test
+HANG_GUARD = 240  # seconds for a whole cluster: a guard against hangs, never a timing assertion
+HB_INTERVAL, HB_TIMEOUT = 0.5, 2.0
+HOLD = 2 * HB_TIMEOUT  # how long each style's blocking code holds after its work: past the timeout
+WORKERS = ("w1", "w2")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cmdline(p: psutil.Process) -> str:
+    try:
+        return " ".join(p.cmdline())
+    except psutil.Error:
+        return ""
+
+
+class SampleCluster:
+    """One cluster of a sample style: MAIN (RANK 0) and the WORKERS, each ``python run.py`` in the
+    style's folder, as one job run each. ``marker`` appears in the command line of every engine
+    process the style starts (a path under it); ``out`` is where the code writes its results."""
+
+    def __init__(self, tmp_path: Path, sweep, style: str, cluster_type: str, entry: str, **env):
+        self.tmp, self.sweep, self.dir = tmp_path, sweep, SAMPLES / style
+        self.out = tmp_path / "out"
+        self.out.mkdir()
+        self.work_dir = tmp_path / "wd"
+        self.job = f"{style}-cluster"
+        self.token = uuid.uuid4().hex
+        self.marker = str(env.pop("marker", tmp_path))
+        self.env = dict(OCI__WORK_DIR=self.work_dir, JOB_OCID=self.job, OCI__CLUSTER_TYPE=cluster_type,
+                        OCI__WORKER_COUNT=len(WORKERS), OCI__EPHEMERAL=1, OCI__TIMEOUT=120,
+                        OCI__SELF_IP="127.0.0.1", OCI__HEARTBEAT_INTERVAL=HB_INTERVAL,
+                        OCI__HEARTBEAT_TIMEOUT=HB_TIMEOUT, OCI__ENTRY_SCRIPT=entry, OCI__CODE_DIR=self.dir,
+                        POST_PROCESSING_WAIT=0, PYTHONUNBUFFERED=1, SAMPLE_OUT=self.out, SAMPLE_HOLD=HOLD,
+                        WIRE_TOKEN=self.token, PYTHONPATH=os.pathsep.join(map(str, (self.dir, SAMPLES, FSM_ROOT))),
+                        # the engines' scripts (dask, ray) are on PATH, as in the samples' images
+                        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", **env)
+        self.nodes: dict[str, tuple[subprocess.Popen, Path]] = {}
+
+    def start(self, node_env: dict[str, dict] | None = None) -> "SampleCluster":
+        """MAIN and the workers, each with ``node_env[run]`` added to its environment."""
+        runs = {"main": ("MAIN", 0), **{w: ("WORKER", i) for i, w in enumerate(WORKERS, start=1)}}
+        for run, (mode, rank) in runs.items():
+            env = clean_env(**self.env, OCI__MODE=mode, JOB_RUN_OCID=run, RANK=rank, **(node_env or {}).get(run, {}))
+            log = self.tmp / f"{run}.log"
+            with open(log, "w") as out:
+                proc = subprocess.Popen([sys.executable, "run.py"], cwd=self.dir, env=env, stdout=out,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            self.nodes[run] = (proc, log)
+        return self
+
+    def wait(self) -> dict[str, int]:
+        deadline = time.monotonic() + HANG_GUARD
+        try:
+            for p, _ in self.nodes.values():
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"cluster still running after {HANG_GUARD} s:{self.explain()}") from None
+        return {run: p.returncode for run, (p, _) in self.nodes.items()}
+
+    def explain(self) -> str:
+        logs = "\n".join(f"----- {run} (exit {p.poll()})\n{log.read_text()[-8000:]}"
+                         for run, (p, log) in self.nodes.items())
+        d = self.work_dir / self.job
+        files = sorted(f.name for f in d.iterdir()) if d.is_dir() else []
+        return f"\n{logs}\nwork dir: {files}\nout: {sorted(f.name for f in self.out.iterdir())}"
+
+    def left_running(self) -> list[str]:
+        """Processes the cluster started that are still running: carrying its token, or the
+        marker in their command line."""
+        me = os.getpid()
+        by_marker = [p for p in psutil.process_iter() if p.pid != me and self.marker in cmdline(p)]
+        return sorted({f"{p.pid} {cmdline(p)[:200]}" for p in self.sweep(self.token) + by_marker})
+
+    def completed(self) -> None:
+        """Every node exited 0 and nothing the cluster started is still running (a moment is
+        allowed for processes the teardown killed to be reaped)."""
+        codes = self.wait()
+        assert codes == dict.fromkeys(codes, 0), f"exit codes {codes}{self.explain()}"
+        deadline = time.monotonic() + 10
+        while self.left_running() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert self.left_running() == [], f"left running after the cluster completed{self.explain()}"
+
+    def result(self, name: str = "result.json"):
+        path = self.out / name
+        assert path.exists(), f"no {name}{self.explain()}"
+        return json.loads(path.read_text())
+
+    def calls(self, hook: str) -> list[list[str]]:
+        """``[mode, run, caller]`` for each call of ``hook`` recorded by samples/calls.py."""
+        path = self.out / f"{hook}.calls"
+        return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def engine_pids(out: Path, pattern: str) -> dict[str, int]:
+    """The pids of the engines the start scripts backgrounded (``$!``, written by the scripts)."""
+    return {f.name: int(f.read_text().split()[0]) for f in sorted(out.glob(pattern))}
+
+
+def test_dask_sample_style(tmp_path, sweep):
+    """The Dask sample: start scripts background the real ``dask scheduler`` / ``dask worker``
+    and exit (the node must still end them: oracle-ads' samples left three orphans per run);
+    ``nprocs`` / ``death_timeout`` (lower case) reach the workers through MAIN's exported
+    configuration; MAIN's run_code polls check_cluster_status (its own Client, closed) until both
+    workers joined, then blocks in the entry script's real computation for longer than the
+    heartbeat timeout. check_cluster_status is called by the provider only, never by the life."""
+    c = SampleCluster(tmp_path, sweep, "dask_style", "DASK", "compute.py", SCHEDULER_PORT=free_port()).start()
+    c.completed()
+    assert c.result() == {"total": sum(i * i for i in range(100)), "workers": list(WORKERS)}, c.explain()
+    pids = engine_pids(c.out, "*.bg")
+    assert sorted(pids) == ["scheduler.bg", "worker-w1.bg", "worker-w2.bg"], c.explain()
+    assert not [pid for pid in pids.values() if psutil.pid_exists(pid) and c.marker in cmdline(psutil.Process(pid))]
+    calls = c.calls("check_cluster_status")
+    assert calls and {(mode, caller) for mode, _, caller in calls} == {("MAIN", "runnable")}, calls
+    main_config = json.loads((c.work_dir / c.job / "MAIN_config.json").read_text())
+    assert (main_config["nprocs"], main_config["death_timeout"], main_config["SCHEDULER_IP"]) == (1, 10, "127.0.0.1")
+
+
+def test_pytorch_sample_style(tmp_path, sweep):
+    """The PyTorch sample: the provider's ``__init__`` has no ``**kwargs`` (built positionally) and
+    takes its mode from RANK; its own start() exports MAIN's configuration, so MASTER_ADDR reaches
+    every node's environment; every node's run_code blocks in a real gloo all-reduce that holds
+    past the heartbeat timeout (no node may be declared dead meanwhile)."""
+    c = SampleCluster(tmp_path, sweep, "pytorch_style", "PYTORCH", "allreduce.py", MASTER_PORT=free_port()).start()
+    c.completed()
+    runs = {0: "main", 1: "w1", 2: "w2"}
+    for rank, run in runs.items():
+        assert c.result(f"allreduce-{rank}.json") == {"rank": rank, "world": 3, "sum": 6.0, "master": "127.0.0.1",
+                                                      "run": run}, c.explain()
+    main_config = json.loads((c.work_dir / c.job / "MAIN_config.json").read_text())
+    assert main_config["MASTER_ADDR"] == "127.0.0.1"
+    for run in WORKERS:
+        assert json.loads((c.work_dir / c.job / f"WORKER_{run}_config.json").read_text())["OCI__WORKER_IP"] == "127.0.0.1"
