@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -36,6 +37,11 @@ HANG_GUARD = 240  # seconds for a whole cluster: a guard against hangs, never a 
 HB_INTERVAL, HB_TIMEOUT = 0.5, 2.0
 HOLD = 2 * HB_TIMEOUT  # how long each style's blocking code holds after its work: past the timeout
 WORKERS = ("w1", "w2")
+
+
+def node_id(run: str) -> str:
+    """The node's name in the work dir's files (oracle-ads' config file stems)."""
+    return "MAIN" if run == "main" else f"WORKER_{run}"
 
 
 def free_port() -> int:
@@ -114,6 +120,10 @@ class SampleCluster:
         allowed for processes the teardown killed to be reaped)."""
         codes = self.wait()
         assert codes == dict.fromkeys(codes, 0), f"exit codes {codes}{self.explain()}"
+        for run in self.nodes:  # what each node itself says (a runner of its own picks the exit code)
+            state = json.loads((self.work_dir / self.job / f"{node_id(run)}_state.json").read_text())
+            said = (state["state"], state["exit_code"], (state["stop"] or {}).get("outcome"))
+            assert said == ("stopped", 0, "complete"), f"{run}: {said} {state['reason']}{self.explain()}"
         deadline = time.monotonic() + 10
         while self.left_running() and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -169,3 +179,66 @@ def test_pytorch_sample_style(tmp_path, sweep):
     assert main_config["MASTER_ADDR"] == "127.0.0.1"
     for run in WORKERS:
         assert json.loads((c.work_dir / c.job / f"WORKER_{run}_config.json").read_text())["OCI__WORKER_IP"] == "127.0.0.1"
+
+
+def test_tensorflow_sample_style(tmp_path, sweep):
+    """The TensorFlow sample: ``os.environ["JOB_OCID"]`` read before ``super().__init__``; MAIN's
+    start_main globs every node's ``*config.json`` through ``stop_filesystem`` and reads it flat
+    (``cfg["OCI__MODE"]``, ``cfg["OCI__WORKER_IP"]``, ``cfg["WORKER_PORT"]``) into its own
+    cluster.json; the workers' overridden ready() waits for that file; each worker's non-daemon
+    thread polls for the stop file (the node cannot exit before it is there); every node's code
+    checks the TF_CONFIG built from cluster.json, holding past the heartbeat timeout."""
+    ports = {run: free_port() for run in ("main", *WORKERS)}
+    c = SampleCluster(tmp_path, sweep, "tensorflow_style", "TENSORFLOW", "check_tf_config.py")
+    c.start({run: {"WORKER_PORT": port, "SAMPLE_PORT": port} for run, port in ports.items()}).completed()
+    cluster = json.loads((c.work_dir / c.job / "cluster.json").read_text())
+    assert sorted(cluster["worker"].values()) == sorted(f"127.0.0.1:{p}" for p in ports.values()), cluster
+    assert cluster["worker"]["0"] == f"127.0.0.1:{ports['main']}"  # MAIN is the chief
+    seen = {c.result(f"tf-{i}.json")["run"]: c.result(f"tf-{i}.json")["tf_config"] for i in range(3)}
+    assert sorted(seen) == ["main", *WORKERS], c.explain()
+    assert all(tf["cluster"]["worker"] == [cluster["worker"][str(i)] for i in range(3)] for tf in seen.values())
+    for run in WORKERS:  # the monitor threads ended on the stop file MAIN wrote
+        assert (c.out / f"monitor-{run}").read_text() == "stop file seen", c.explain()
+
+
+def test_horovod_sample_style(tmp_path, sweep):
+    """The Horovod sample: a ClusterRunner subclass with its own oracle-ads-shaped run() drives
+    the node; the provider calls expected_worker_count() before ``super().__init__()``, exports
+    its own config file, runs the "training" inside run_code called from start_main (blocking
+    past the heartbeat timeout), discovers the hosts by reading every ``*config.json`` flat, and
+    writes the ``stop`` file itself (its stop() override); the workers wait for that file in their
+    start_worker. What start_worker.sh left in the background (the sample's sshd) is ended."""
+    c = SampleCluster(tmp_path, sweep, "horovod_style", "HOROVOD", "train_check.py").start()
+    c.completed()
+    assert c.result("hosts.json") == {"hosts": [["127.0.0.1", 1]] * 3, "args": ["--np", "1"]}, c.explain()
+    assert (c.work_dir / c.job / "stop").exists() and not (c.work_dir / c.job / "stop_fail").exists()
+    pids = engine_pids(c.out, "sshd-*.bg")  # MAIN starts its own worker side too
+    assert sorted(pids) == ["sshd-main.bg", "sshd-w1.bg", "sshd-w2.bg"], c.explain()
+    for run in ("main", *WORKERS):
+        config = json.loads((c.work_dir / c.job / f"{node_id(run)}_config.json").read_text())
+        assert (config["OCI__WORKER_IP"], config["OCI__SLOTS"]) == ("127.0.0.1", "1"), config
+
+
+RAY_NODE_PORTS = ("node-manager-port", "object-manager-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
+                  "metrics-export-port")
+
+
+def test_ray_sample_style(tmp_path, sweep):
+    """The Ray sample: ``ray start`` daemonizes the head and the workers (their processes are no
+    children the node spawned); MAIN's run_code polls ray.nodes() until both workers joined and
+    blocks in a real Ray job; every Ray process is gone after the cluster completed."""
+    ray_tmp = Path(f"/tmp/rs-{uuid.uuid4().hex[:8]}")  # short: Ray's socket paths must fit in 107 bytes
+    try:
+        c = SampleCluster(tmp_path, sweep, "ray_style", "RAY", "job.py", RAY_PORT=free_port(), marker=ray_tmp)
+        # three Ray nodes on one host: each its own temp dir and ports (the sample's nodes have a
+        # host each; nodes starting at once in one session dir on one IP collide), the ports given
+        # through OCI__START_ARGS, which the provider passes to its start script
+        c.start({run: {"RAY_TMP": ray_tmp / run,
+                       "OCI__START_ARGS": " ".join(f"--{name}={free_port()}" for name in RAY_NODE_PORTS)}
+                 for run in ("main", *WORKERS)})
+        c.completed()
+        assert c.result() == {"total": 0 + 1 + 4, "nodes": 3}, c.explain()
+        calls = c.calls("check_cluster_status")
+        assert calls and {(mode, caller) for mode, _, caller in calls} == {("MAIN", "runnable")}, calls
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)

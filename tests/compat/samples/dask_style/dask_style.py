@@ -7,13 +7,11 @@ worker joined, against ``time() - self.start_time > self.time_out``, then blocks
 ``subprocess.run`` of the entry script."""
 
 import os
-import shlex
 import subprocess
-import sys
 from collections import namedtuple
 from time import sleep, time
 
-from calls import record
+from common import entry_command, record, run_start_script
 from fsm_cluster.provider import ClusterProvider
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -50,17 +48,11 @@ class DaskStyleProvider(ClusterProvider):
 
     def start_main(self):
         self.export_configuration(self.export_config_files())
-        start_up_args = shlex.split(os.environ.get("OCI__START_ARGS", ""))
-        ret = subprocess.run([DaskStyleProvider.SCHEDULER_CMD] + start_up_args)
-        if ret.returncode != 0:
-            raise Exception("Error Starting Main Process")
+        run_start_script(DaskStyleProvider.SCHEDULER_CMD)
 
     def start_worker(self):
         self.export_configuration(self.export_config_files())
-        start_up_args = shlex.split(os.environ.get("OCI__START_ARGS", ""))
-        ret = subprocess.run([DaskStyleProvider.WORKER_CMD, self.scheduler_address()] + start_up_args)
-        if ret.returncode != 0:
-            raise Exception("Error Starting Worker Process")
+        run_start_script(DaskStyleProvider.WORKER_CMD, self.scheduler_address())
 
     def runnable(self):
         status = self.check_cluster_status()
@@ -71,9 +63,7 @@ class DaskStyleProvider(ClusterProvider):
             return
         while True:
             if self.runnable():
-                cmd = [sys.executable, os.path.join(os.environ["OCI__CODE_DIR"], os.environ["OCI__ENTRY_SCRIPT"])]
-                cmd += shlex.split(os.environ.get("OCI__ENTRY_SCRIPT_ARGS", ""))
-                ret = subprocess.run(cmd)
+                ret = subprocess.run(entry_command())
                 self.code_execution_complete = True
                 if ret.returncode != 0:
                     raise Exception(f"Code execution failed with exit code: {ret}")
