@@ -27,6 +27,7 @@ import psutil
 import pytest
 
 import fsm_cluster
+from fsm_cluster.process import sweep as end_processes
 from cli.clihelp import clean_env
 
 pytestmark = pytest.mark.integration
@@ -79,6 +80,7 @@ class SampleCluster:
                         # the engines' scripts (dask, ray) are on PATH, as in the samples' images
                         PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", **env)
         self.nodes: dict[str, tuple[subprocess.Popen, Path]] = {}
+        sweep(self.token)  # registered now: the fixture ends what carries the token even if the test fails
 
     def start(self, node_env: dict[str, dict] | None = None) -> "SampleCluster":
         """MAIN and the workers, each with ``node_env[run]`` added to its environment."""
@@ -109,11 +111,26 @@ class SampleCluster:
         return f"\n{logs}\nwork dir: {files}\nout: {sorted(f.name for f in self.out.iterdir())}"
 
     def left_running(self) -> list[str]:
-        """Processes the cluster started that are still running: carrying its token, or the
-        marker in their command line."""
+        """Processes the cluster started that are still running: carrying its token, the marker in
+        their command line, or working in the style's folder (the nodes' working directory, which
+        their processes inherit). A process that renames itself with setproctitle (Ray's
+        ``ray::DashboardAgent``) overwrites both its command line and its environment as /proc
+        shows them: only its working directory still tells where it came from."""
+        return sorted({f"{p.pid} {cmdline(p)[:200]}" for p in self.sweep(self.token) + self.strays()})
+
+    def strays(self) -> list[psutil.Process]:
         me = os.getpid()
-        by_marker = [p for p in psutil.process_iter() if p.pid != me and self.marker in cmdline(p)]
-        return sorted({f"{p.pid} {cmdline(p)[:200]}" for p in self.sweep(self.token) + by_marker})
+        return [p for p in psutil.process_iter() if p.pid != me and (self.marker in cmdline(p) or self.works_here(p))]
+
+    def works_here(self, p: psutil.Process) -> bool:
+        try:
+            return p.cwd() == str(self.dir) and p.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    def kill_left(self) -> None:
+        """The test's own cleanup (after its assertions): what only the folder or marker tells."""
+        end_processes(seen=self.strays(), grace=0)
 
     def completed(self) -> None:
         """Every node exited 0 and nothing the cluster started is still running (a moment is
@@ -140,19 +157,34 @@ class SampleCluster:
         return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
 
 
+@pytest.fixture
+def sample_cluster(tmp_path, sweep):
+    """``sample_cluster(style, cluster_type, entry, **env)`` makes a SampleCluster; whatever one
+    left running is ended after the test, failed or not."""
+    made: list[SampleCluster] = []
+
+    def make(style: str, cluster_type: str, entry: str, **env) -> SampleCluster:
+        made.append(SampleCluster(tmp_path, sweep, style, cluster_type, entry, **env))
+        return made[-1]
+
+    yield make
+    for c in made:
+        c.kill_left()
+
+
 def engine_pids(out: Path, pattern: str) -> dict[str, int]:
     """The pids of the engines the start scripts backgrounded (``$!``, written by the scripts)."""
     return {f.name: int(f.read_text().split()[0]) for f in sorted(out.glob(pattern))}
 
 
-def test_dask_sample_style(tmp_path, sweep):
+def test_dask_sample_style(sample_cluster):
     """The Dask sample: start scripts background the real ``dask scheduler`` / ``dask worker``
     and exit (the node must still end them: oracle-ads' samples left three orphans per run);
     ``nprocs`` / ``death_timeout`` (lower case) reach the workers through MAIN's exported
     configuration; MAIN's run_code polls check_cluster_status (its own Client, closed) until both
     workers joined, then blocks in the entry script's real computation for longer than the
     heartbeat timeout. check_cluster_status is called by the provider only, never by the life."""
-    c = SampleCluster(tmp_path, sweep, "dask_style", "DASK", "compute.py", SCHEDULER_PORT=free_port()).start()
+    c = sample_cluster("dask_style", "DASK", "compute.py", SCHEDULER_PORT=free_port()).start()
     c.completed()
     assert c.result() == {"total": sum(i * i for i in range(100)), "workers": list(WORKERS)}, c.explain()
     pids = engine_pids(c.out, "*.bg")
@@ -164,12 +196,12 @@ def test_dask_sample_style(tmp_path, sweep):
     assert (main_config["nprocs"], main_config["death_timeout"], main_config["SCHEDULER_IP"]) == (1, 10, "127.0.0.1")
 
 
-def test_pytorch_sample_style(tmp_path, sweep):
+def test_pytorch_sample_style(sample_cluster):
     """The PyTorch sample: the provider's ``__init__`` has no ``**kwargs`` (built positionally) and
     takes its mode from RANK; its own start() exports MAIN's configuration, so MASTER_ADDR reaches
     every node's environment; every node's run_code blocks in a real gloo all-reduce that holds
     past the heartbeat timeout (no node may be declared dead meanwhile)."""
-    c = SampleCluster(tmp_path, sweep, "pytorch_style", "PYTORCH", "allreduce.py", MASTER_PORT=free_port()).start()
+    c = sample_cluster("pytorch_style", "PYTORCH", "allreduce.py", MASTER_PORT=free_port()).start()
     c.completed()
     runs = {0: "main", 1: "w1", 2: "w2"}
     for rank, run in runs.items():
@@ -181,7 +213,7 @@ def test_pytorch_sample_style(tmp_path, sweep):
         assert json.loads((c.work_dir / c.job / f"WORKER_{run}_config.json").read_text())["OCI__WORKER_IP"] == "127.0.0.1"
 
 
-def test_tensorflow_sample_style(tmp_path, sweep):
+def test_tensorflow_sample_style(sample_cluster):
     """The TensorFlow sample: ``os.environ["JOB_OCID"]`` read before ``super().__init__``; MAIN's
     start_main globs every node's ``*config.json`` through ``stop_filesystem`` and reads it flat
     (``cfg["OCI__MODE"]``, ``cfg["OCI__WORKER_IP"]``, ``cfg["WORKER_PORT"]``) into its own
@@ -189,7 +221,7 @@ def test_tensorflow_sample_style(tmp_path, sweep):
     thread polls for the stop file (the node cannot exit before it is there); every node's code
     checks the TF_CONFIG built from cluster.json, holding past the heartbeat timeout."""
     ports = {run: free_port() for run in ("main", *WORKERS)}
-    c = SampleCluster(tmp_path, sweep, "tensorflow_style", "TENSORFLOW", "check_tf_config.py")
+    c = sample_cluster("tensorflow_style", "TENSORFLOW", "check_tf_config.py")
     c.start({run: {"WORKER_PORT": port, "SAMPLE_PORT": port} for run, port in ports.items()}).completed()
     cluster = json.loads((c.work_dir / c.job / "cluster.json").read_text())
     assert sorted(cluster["worker"].values()) == sorted(f"127.0.0.1:{p}" for p in ports.values()), cluster
@@ -201,14 +233,14 @@ def test_tensorflow_sample_style(tmp_path, sweep):
         assert (c.out / f"monitor-{run}").read_text() == "stop file seen", c.explain()
 
 
-def test_horovod_sample_style(tmp_path, sweep):
+def test_horovod_sample_style(sample_cluster):
     """The Horovod sample: a ClusterRunner subclass with its own oracle-ads-shaped run() drives
     the node; the provider calls expected_worker_count() before ``super().__init__()``, exports
     its own config file, runs the "training" inside run_code called from start_main (blocking
     past the heartbeat timeout), discovers the hosts by reading every ``*config.json`` flat, and
     writes the ``stop`` file itself (its stop() override); the workers wait for that file in their
     start_worker. What start_worker.sh left in the background (the sample's sshd) is ended."""
-    c = SampleCluster(tmp_path, sweep, "horovod_style", "HOROVOD", "train_check.py").start()
+    c = sample_cluster("horovod_style", "HOROVOD", "train_check.py").start()
     c.completed()
     assert c.result("hosts.json") == {"hosts": [["127.0.0.1", 1]] * 3, "args": ["--np", "1"]}, c.explain()
     assert (c.work_dir / c.job / "stop").exists() and not (c.work_dir / c.job / "stop_fail").exists()
@@ -219,17 +251,17 @@ def test_horovod_sample_style(tmp_path, sweep):
         assert (config["OCI__WORKER_IP"], config["OCI__SLOTS"]) == ("127.0.0.1", "1"), config
 
 
-RAY_NODE_PORTS = ("node-manager-port", "object-manager-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
-                  "metrics-export-port")
+RAY_NODE_PORTS = ("node-manager-port", "object-manager-port", "dashboard-agent-listen-port",
+                  "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port")
 
 
-def test_ray_sample_style(tmp_path, sweep):
+def test_ray_sample_style(sample_cluster):
     """The Ray sample: ``ray start`` daemonizes the head and the workers (their processes are no
     children the node spawned); MAIN's run_code polls ray.nodes() until both workers joined and
     blocks in a real Ray job; every Ray process is gone after the cluster completed."""
     ray_tmp = Path(f"/tmp/rs-{uuid.uuid4().hex[:8]}")  # short: Ray's socket paths must fit in 107 bytes
+    c = sample_cluster("ray_style", "RAY", "job.py", RAY_PORT=free_port(), marker=ray_tmp)
     try:
-        c = SampleCluster(tmp_path, sweep, "ray_style", "RAY", "job.py", RAY_PORT=free_port(), marker=ray_tmp)
         # three Ray nodes on one host: each its own temp dir and ports (the sample's nodes have a
         # host each; nodes starting at once in one session dir on one IP collide), the ports given
         # through OCI__START_ARGS, which the provider passes to its start script
@@ -241,4 +273,5 @@ def test_ray_sample_style(tmp_path, sweep):
         calls = c.calls("check_cluster_status")
         assert calls and {(mode, caller) for mode, _, caller in calls} == {("MAIN", "runnable")}, calls
     finally:
+        c.kill_left()
         shutil.rmtree(ray_tmp, ignore_errors=True)
