@@ -198,6 +198,22 @@ GUARDED = sys.platform.startswith("linux")
 OWNER_ENV = "FSM_CLUSTER_CHILD_OF"  # set in every child's environment: the teardown sweep finds them
 
 
+def become_subreaper(on: bool = True) -> bool:
+    """Make this process (a node's bootstrap, in a process of its own) the reaper of its orphaned
+    descendants (Linux ``PR_SET_CHILD_SUBREAPER``): a daemon a start script backgrounds (``ray
+    start``, ``dask scheduler &``) stays this node's descendant, so teardown ends it even when it
+    renamed itself over its environment (setproctitle) and so lost the node's token. ``on=False``
+    when the life is over (the process may go on: a test, a notebook)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl(36, int(on), 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
 def _check_command(name: str, program: str, env: dict | None, cwd: str | None) -> None:
     """The errors Popen would raise for the command itself, raised before the guard starts it."""
     if os.sep in program:

@@ -593,10 +593,13 @@ class ClusterProvider:
 
     def sync(self, loop: bool = True) -> None:
         """Artifact sync (SYNC_ARTIFACTS=1): in the background while running, once at the end."""
-        if not loop and self._adopted is not None and not self._finishing:  # a runner's last call
-            if type(self).stop is not ClusterProvider.stop:
-                self._called_by_runner = {"stop"}  # its own stop() ran already: not once more
-            self._finish_for_runner()
+        if not loop and self._adopted is not None:  # an oracle-ads-shaped runner's last call
+            if not self._finishing:
+                if type(self).stop is not ClusterProvider.stop:
+                    self._called_by_runner = {"stop"}  # its own stop() ran already: not once more
+                self._finish_for_runner()
+            if self.exit_code:  # the node failed (maybe on another node): the job run must say so,
+                raise SystemExit(self.exit_code)  # whatever exit code the runner computed
             return
         if not self.settings.sync_artifacts:
             return
@@ -858,6 +861,9 @@ class ClusterProvider:
             pass
         except Exception as e:  # noqa: BLE001 - a stop marker, a dead peer, a broken engine
             self.conclude(e)
+        legacy = self.legacy_stop_ends(code_done=True)
+        if legacy is not None:
+            self.end(legacy)
 
     def _finish_for_runner(self) -> None:
         self._finishing = True
@@ -875,6 +881,9 @@ class ClusterProvider:
             self.finish_life()
         finally:
             self._adopted.__exit__(None, None, None)
+            from .process import become_subreaper
+
+            become_subreaper(False)  # set by the runner for the life (see runner._own_process)
 
     def own_code_running(self) -> bool:
         """This node's own code is still running: the entry script, or a ``run_code`` that blocks
@@ -895,15 +904,17 @@ class ClusterProvider:
         self._deferred = e
         return True
 
-    def legacy_stop_ends(self) -> Ending | None:
+    def legacy_stop_ends(self, code_done: bool = False) -> Ending | None:
         """oracle-ads' bare ``stop`` file was seen: it never interrupts code (oracle-ads nodes write
-        it when their own code is done); a node whose own code is done, or that runs none, ends."""
-        if not self.watch.legacy_stop or self.own_code_running() or self.ending is not None:
+        it when their own code is done); a node whose own code is done (``code_done``: an
+        oracle-ads-shaped runner asks only after its run_code), or that runs none, ends."""
+        if not self.watch.legacy_stop or self.ending is not None:
             return None
-        if self.state is not NodeStatus.complete and (self.runs_code() or self.code_process is not None):
+        if not code_done and (self.own_code_running() or (
+                self.state is not NodeStatus.complete and (self.runs_code() or self.code_process is not None))):
             return None
         m = self.watch.legacy_marker
-        if self.state is NodeStatus.complete and self.ephemeral:
+        if (code_done and self.code_execution_complete or self.state is NodeStatus.complete) and self.ephemeral:
             return Ending("complete", "code completed; " + m.reason, 0, self.node_id, own=self.mode == "MAIN")
         return Ending("stopped", m.reason, 0, m.node, own=self.mode == "MAIN",
                       summary=f"stopped by {m.node}: {m.reason}")

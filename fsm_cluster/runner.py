@@ -107,6 +107,14 @@ def _install_signal_handlers(p):
     return restore
 
 
+def _own_process(on: bool = True) -> None:
+    """While the node lives, its process reaps its orphaned descendants, so teardown finds them
+    (``fsm-cluster run``, a run script's ``ClusterRunner().run()``, an oracle-ads-shaped runner)."""
+    from .process import become_subreaper
+
+    become_subreaper(on)
+
+
 def _takes(cls, keyword: str) -> bool:
     """Whether ``cls(...)`` accepts ``keyword`` (explicitly or through ``**kwargs``)."""
     import inspect
@@ -149,6 +157,7 @@ class ClusterRunner:
             log.info("cluster built: %r", self._cluster)
             if type(self).run is not ClusterRunner.run:  # an oracle-ads-shaped run() drives the hooks
                 self._prepare()
+                _own_process()
                 self._cluster.adopt()
         return self._cluster
 
@@ -170,11 +179,14 @@ class ClusterRunner:
 
     def run(self):
         """Seed behaviour: run the node and exit the process with its code."""
+        _own_process()
         try:
             code = self.execute()
         except FsmClusterError as e:
             print(f"fsm-cluster run: error: {e}", file=sys.stderr, flush=True)
             code = e.exit_code
+        finally:
+            _own_process(False)
         sys.exit(code)
 
 
