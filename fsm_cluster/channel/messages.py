@@ -1,0 +1,103 @@
+"""The messages of the control channel: one pydantic model per ``type``, strict (``extra`` is
+forbidden), validated straight from the frame's JSON bytes.
+
+A node sends :data:`ClientMessage` (``register`` first, then ``ping``/``outcome``/``bye``); MAIN
+sends :data:`ServerMessage` (``roster``, ``pong``, ``outcome``, ``bye``). A message of the wrong
+direction is invalid like any other. Field types are the shared files' (:mod:`fsm_cluster.models`):
+a node name over the channel obeys the same rules as in the work dir.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, model_validator
+
+from ..models import ConfigName, Identifier, Mode, NodeName, Outcome, RosterEntry, StopMarker
+
+_Text = Annotated[str, Field(max_length=4096)]
+_Life = Annotated[str, Field(max_length=64)]
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Register(_Message):
+    """A WORKER/PS says who it is; the first message on every connection, and only then."""
+
+    type: Literal["register"] = "register"
+    node: NodeName
+    mode: Literal["WORKER", "PS"]
+    run_id: Identifier
+    rank: int | None = Field(default=None, ge=0)
+    ip: Annotated[str, Field(max_length=255)]
+    host: Annotated[str, Field(max_length=255)] = ""
+    life: _Life = ""  # the MAIN life the node joins ("" = not known yet)
+
+    @model_validator(mode="after")
+    def _name_matches(self) -> "Register":
+        if self.node != f"{self.mode}_{self.run_id}":
+            raise ValueError(f"node {self.node!r} is not {self.mode}_<run_id> for run_id {self.run_id!r}")
+        return self
+
+
+class Roster(_Message):
+    """MAIN's roster (every node in rank order) once all expected nodes registered; ``env`` may
+    carry MAIN's exported variables (what ``MAIN_config.json`` holds) so a node needs no read."""
+
+    type: Literal["roster"] = "roster"
+    life: _Life = ""
+    entries: list[RosterEntry]
+    env: dict[ConfigName, JsonValue] = Field(default_factory=dict)
+
+
+class Ping(_Message):
+    type: Literal["ping"] = "ping"
+    seq: int = Field(ge=0)
+
+
+class Pong(_Message):
+    type: Literal["pong"] = "pong"
+    seq: int = Field(ge=0)
+
+
+class OutcomeMsg(_Message):
+    """The cluster's outcome as the sender knows it: from MAIN the decided outcome (the stop
+    marker's), from a node its own end (``node`` must be the sender's registered name)."""
+
+    type: Literal["outcome"] = "outcome"
+    outcome: Outcome
+    node: Identifier
+    reason: _Text = ""
+    exit_code: int = 0
+    life: _Life = ""
+
+    @classmethod
+    def from_marker(cls, marker: StopMarker) -> "OutcomeMsg":
+        return cls(outcome=marker.outcome, node=marker.node, reason=marker.reason[:4096],
+                   exit_code=marker.exit_code, life=marker.life)
+
+    def to_marker(self) -> StopMarker:
+        return StopMarker(outcome=self.outcome, node=self.node, reason=self.reason, exit_code=self.exit_code,
+                          life=self.life)
+
+
+class Bye(_Message):
+    """The sender ends the connection on purpose (``reason`` says why); no loss is reported."""
+
+    type: Literal["bye"] = "bye"
+    reason: _Text = ""
+
+
+ClientMessage = Annotated[Union[Register, Ping, OutcomeMsg, Bye], Field(discriminator="type")]
+ServerMessage = Annotated[Union[Roster, Pong, OutcomeMsg, Bye], Field(discriminator="type")]
+Message = Union[Register, Roster, Ping, Pong, OutcomeMsg, Bye]
+
+CLIENT_MESSAGE: TypeAdapter = TypeAdapter(ClientMessage)
+SERVER_MESSAGE: TypeAdapter = TypeAdapter(ServerMessage)
+
+
+def encode(msg: _Message) -> bytes:
+    """The JSON body of one frame (``type`` included)."""
+    return msg.__pydantic_serializer__.to_json(msg)
