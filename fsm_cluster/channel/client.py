@@ -198,10 +198,13 @@ def _recv_exact(sock: socket.socket, n: int, deadline: float) -> bytes:
     buf = b""
     while len(buf) < n:
         left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("MAIN did not answer the handshake in time")
-        sock.settimeout(left)
-        chunk = sock.recv(n - len(buf))
+        try:
+            if left <= 0:
+                raise TimeoutError
+            sock.settimeout(left)
+            chunk = sock.recv(n - len(buf))
+        except TimeoutError:
+            raise TimeoutError("MAIN did not answer the handshake in time") from None
         if not chunk:
             raise EOFError("MAIN closed the connection during the handshake")
         buf += chunk
@@ -209,7 +212,5 @@ def _recv_exact(sock: socket.socket, n: int, deadline: float) -> bytes:
 
 
 def _reason(e: BaseException) -> str:
-    if isinstance(e, (socket.timeout, TimeoutError)) and not str(e).startswith("MAIN"):
-        return "timed out"
-    return str(e) or type(e).__name__
+    return str(e) or ("timed out" if isinstance(e, TimeoutError) else type(e).__name__)
 

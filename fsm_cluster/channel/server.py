@@ -359,12 +359,10 @@ class ChannelServer:
         if conn.id not in self._conns:
             return
         node = conn.node
+        log.warning("control channel: %s %s: %s", "lost" if node else "dropped", conn.name(), why)
         self._close_conn(conn, bye=why if refuse and node else None)
         if node:
-            log.warning("control channel: lost %s: %s", conn.name(), why)
             wire.call_back(self.on_lost, node, why)
-        else:
-            log.warning("control channel: dropped %s: %s", conn.name(), why)
 
     def _close_conn(self, conn: _Conn, bye: str | None = None) -> None:
         if bye is not None and conn.writer is not None and conn.state == _OPEN:
