@@ -6,7 +6,7 @@ process of a machine, so a test or benchmark can compare them). The secret comes
 
 * ``serve [--host H] [--port P] [--timeout S]``: prints ``listening`` (host, port), then
   ``register``/``lost``/``outcome``/``bye``; every line on stdin is a MAIN message (JSON) to
-  broadcast; end of stdin closes the channel (``bye`` to all) and exits 0.
+  broadcast (``sent`` says when, ``at``); end of stdin closes the channel (``bye`` to all) and exits 0.
 * ``connect HOST PORT [--node WORKER_x] [--count N] [--ping-interval S] [--timeout S]``: N clients;
   prints ``connected`` per client, then ``roster``/``outcome``/``bye``/``lost``; exits once every
   client ended: 0 when all ended by ``bye``, 3 when one was lost, 2 when one could not connect.
@@ -58,8 +58,10 @@ def serve(args) -> int:
     try:
         for line in sys.stdin:
             if line.strip():
-                server.broadcast(SERVER_MESSAGE.validate_json(line))
-                emit("sent", type=json.loads(line).get("type"))
+                msg = SERVER_MESSAGE.validate_json(line)
+                at = time.monotonic()
+                server.broadcast(msg)
+                emit("sent", type=msg.type, at=at)
     finally:
         server.close()
     return 0

@@ -112,7 +112,7 @@ class ChannelClient:
         self.close()
 
     def _send(self, msg: Message, force: bool = False) -> bool:
-        if self._ended is not None and not force:
+        if self._sock is None or (self._ended is not None and not force):
             return False
         body = encode(msg)
         try:
