@@ -147,6 +147,9 @@ class ChannelClient:
                 if not ready:
                     continue
                 data = sock.recv(256 * 1024)
+            except ConnectionResetError:
+                self._lost("MAIN reset the connection (its process ended)")
+                return
             except (OSError, ValueError) as e:  # ValueError: closed under us by close()
                 self._lost(f"connection error: {_reason(e)}")
                 return

@@ -230,6 +230,9 @@ class ChannelServer:
             data = conn.sock.recv(256 * 1024)
         except (BlockingIOError, InterruptedError):
             return
+        except ConnectionResetError:
+            self._drop(conn, "connection reset (the process ended)")
+            return
         except OSError as e:
             self._drop(conn, f"connection error: {e}")
             return

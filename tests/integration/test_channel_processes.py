@@ -34,7 +34,7 @@ def test_sigkill_of_a_worker_is_seen_by_main_through_the_dropped_connection(kit)
         killed = worker.signal(signal.SIGKILL)
         (seen, _, node, why), = sev.wait("lost", timeout=20)
     print(f"worker SIGKILL → MAIN's on_lost: {1000 * (seen - killed):.1f} ms ({why})")
-    assert node == "WORKER_victim" and "connection closed" in why
+    assert node == "WORKER_victim" and "process ended" in why  # closed, or reset when a ping was unread
     assert seen - killed < 10  # far below the 60 s ping timeout: the connection told
 
 
@@ -46,7 +46,7 @@ def test_sigkill_of_main_is_seen_by_a_worker_through_the_dropped_connection(kit)
         killed = main.signal(signal.SIGKILL)
         (seen, _, why), = cev.wait("lost", timeout=20)
     print(f"MAIN SIGKILL → worker's on_lost: {1000 * (seen - killed):.1f} ms ({why})")
-    assert "MAIN closed the connection" in why
+    assert "process ended" in why  # closed, or reset when a ping was unread
     assert seen - killed < 10
 
 
