@@ -145,6 +145,10 @@ class Settings(BaseModel):
     timeout: float = Field(600.0, alias=OCI__TIMEOUT, gt=0, allow_inf_nan=False)
     heartbeat_interval: float = Field(10.0, alias=OCI__HEARTBEAT_INTERVAL, gt=0, allow_inf_nan=False)
     heartbeat_timeout: float = Field(60.0, alias=OCI__HEARTBEAT_TIMEOUT, gt=0, allow_inf_nan=False)
+    # The control channel (fsm_cluster.control): on unless OCI__CONTROL is off/0/false; MAIN's port
+    # (0: an ephemeral one, published in its configuration).
+    control: bool = Field(True, alias="OCI__CONTROL")
+    control_port: int = Field(0, alias="OCI__CONTROL_PORT", ge=0, le=65535)
     teardown_grace: float = Field(5.0, alias=OCI__TEARDOWN_GRACE, ge=0, allow_inf_nan=False)
     storage_retry_budget: float = Field(30.0, alias=OCI__STORAGE_RETRY_BUDGET, gt=0, allow_inf_nan=False)
     job_ocid: str = Field("Undefined", alias=JOB_OCID, min_length=1)
@@ -180,7 +184,7 @@ class Settings(BaseModel):
     cluster_secret: str = Field("", alias=OCI__CLUSTER_SECRET, repr=False)
     exports: str = Field("", alias=OCI__EXPORTS)
 
-    _b = field_validator("sync_artifacts", "profile", mode="before")(
+    _b = field_validator("sync_artifacts", "profile", "control", mode="before")(
         classmethod(lambda cls, v: parse_bool(v))
     )
 
@@ -297,7 +301,7 @@ class Settings(BaseModel):
 
 
 _ALIASES = {f.alias for f in Settings.model_fields.values()}
-_OPTIONAL_NUMBERS = {RANK, OCI__WORKER_COUNT, OCI__PS_COUNT, OCI__TIMEOUT, OCI__HEARTBEAT_INTERVAL,
+_OPTIONAL_NUMBERS = {"OCI__CONTROL_PORT", RANK, OCI__WORKER_COUNT, OCI__PS_COUNT, OCI__TIMEOUT, OCI__HEARTBEAT_INTERVAL,
                      OCI__HEARTBEAT_TIMEOUT, OCI__TEARDOWN_GRACE, SYNC_SLEEP, OCI__LIFE_SPAN,
                      OCI__STORAGE_RETRY_BUDGET, POST_PROCESSING_WAIT}
 

@@ -34,6 +34,7 @@ from .lifecycle import Ending, LifeEnded, NodeLifecycle, NodeStatus
 from .models import NodeConfig, NodeState, RosterEntry, StopMarker
 from .process import OWNER_ENV, Child, ProcessGroup
 from .rendezvous import DONE_SUFFIX, Rendezvous
+from .control import CONTROL_KEY
 from .watch import ClusterWatch
 from .workdir import MAIN_NODE, STOP, WorkDir, config_name, state_name
 
@@ -116,6 +117,10 @@ class ClusterProvider:
                                retry_budget=settings.storage_retry_budget,
                                secret=settings.cluster_secret or None)
         self.rendezvous = Rendezvous(self.workdir, self.node_id, self.mode)
+        from .control import Control
+
+        self.control = Control(self)  # the control channel (off without a secret or on a simulated clock)
+        self._control_address: str | None = None
         self.watch = ClusterWatch(node_id=self.node_id, mode=self.mode, workdir=self.workdir, clock=self.clock,
                                   interval=settings.heartbeat_interval, timeout=settings.heartbeat_timeout,
                                   rendezvous=self.rendezvous)
@@ -269,8 +274,10 @@ class ClusterProvider:
             conf[WORLD_SIZE] = str(len(roster))
             conf[OCI__NODE_LIST] = ",".join(r.ip for r in roster)
             conf[OCI__CLUSTER_ID] = self.settings.cluster_id
+        extra = {CONTROL_KEY: self._control_address} if self._control_address else {}
         cfg = NodeConfig(node=self.node_id, mode=self.mode, run_id=self.run_id, rank=self.settings.rank,
-                         ip=self.ip, host=self.host, env=_json_values(conf), roster=roster, life=self.life)
+                         ip=self.ip, host=self.host, env=_json_values(conf), roster=roster, life=self.life,
+                         extra=extra)
         self.rendezvous.register(cfg)
         now = self.clock.now()
         for r in roster[1:]:  # a node of the roster that never writes a state file is dead too
@@ -336,6 +343,7 @@ class ClusterProvider:
         cfg = self.rendezvous.take_main_config()
         if cfg is not None and not known and self.mode != "MAIN" and not cfg.legacy:
             self.watch.joined(self.clock.now())
+            self.control.join(cfg)
         return cfg is not None
 
     def when_ready(self, func: Callable, *args, **kwargs):
@@ -584,10 +592,13 @@ class ClusterProvider:
     def _mark_and_end_children(self) -> None:
         e = self.ending
         try:
-            if e is not None and e.own and self.stop_marker is None:
+            wrote = e is not None and e.own and self.stop_marker is None
+            if wrote:
                 self.watch.write_stop(self.marker(e.outcome, e.reason, e.exit_code))
-                if self.mode == "MAIN" and not self.storage_failed:
-                    self.flush_state()  # workers learn the outcome from MAIN's state: publish it first
+            if self.mode == "MAIN" or wrote:  # MAIN: every node at once; a worker's own ending: MAIN
+                self.control.announce(self.stop_marker)
+            if wrote and self.mode == "MAIN" and not self.storage_failed:
+                self.flush_state()  # workers without the channel learn it from MAIN's state
         finally:  # a store that is gone must not leave the children running
             self.children.terminate_all(self.settings.teardown_grace)
 
@@ -722,6 +733,7 @@ class ClusterProvider:
         outcome = m.outcome if m is not None else ("complete" if code == 0 else "failed")
         log.log(logging.INFO if code == 0 else logging.ERROR, "%s stopped: cluster %s; exit %d; reason: %s",
                 self.node_id, outcome, code, self.reason or "-")
+        self.control.close()
         return code
 
     # ------------------------------------------------------------------------------------------
@@ -926,6 +938,7 @@ class ClusterProvider:
         listing = self.workdir.listing()
         self.rendezvous.first_look(listing)
         self._began = True
+        self._control_address = self.control.serve()
         if self.mode != "MAIN":
             self.observe(listing)
 

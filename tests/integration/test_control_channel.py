@@ -1,0 +1,70 @@
+"""The control channel in real node processes started by hand (as job runs are: no launcher to
+notice a death). The heartbeat is set to an hour: whatever ends these clusters in seconds came
+over the channel, not the work dir's heartbeat (which would take an hour or two)."""
+
+from __future__ import annotations
+
+import secrets
+import signal
+import time
+
+import psutil
+import pytest
+
+from .localnodes import LocalNodes
+
+pytestmark = pytest.mark.integration
+
+SLOW_HEARTBEAT = {"OCI__HEARTBEAT_INTERVAL": "3600", "OCI__HEARTBEAT_TIMEOUT": "7200"}
+
+
+def _nodes(tmp_path, **extra):
+    return LocalNodes(tmp_path, extra={"OCI__CLUSTER_SECRET": secrets.token_hex(16), **SLOW_HEARTBEAT, **extra})
+
+
+def _running_entry(c, rank: int, timeout: float = 30.0) -> psutil.Process:
+    """The bootstrap of node ``rank`` once its entry script runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        node = psutil.Process(c.procs[rank].pid)
+        if any("sleep" in (p.name() or "") for p in node.children(recursive=True)):
+            return node
+        time.sleep(0.05)
+    raise AssertionError(f"node {rank}'s entry script never started:\n{c.dump()}")
+
+
+def _entry(tmp_path, seconds: int):
+    script = tmp_path / "entry.sh"
+    script.write_text(f"#!/bin/sh\nsleep {seconds}\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_the_outcome_reaches_every_node_over_the_channel(tmp_path):
+    c = _nodes(tmp_path, OCI__ENTRY_SCRIPT=_entry(tmp_path, 3)).start()  # the workers join meanwhile
+    assert c.wait(timeout=60) == [0, 0, 0], c.dump()
+    logs = c.dump()
+    assert logs.count("joined MAIN's control channel") == 2
+    for i in (1, 2):
+        assert "complete by MAIN" in c.last_line(i)
+
+
+@pytest.mark.parametrize("victim", [0, 1], ids=["MAIN", "WORKER"])
+def test_kill_9_of_a_node_ends_the_others_at_once(tmp_path, victim):
+    c = _nodes(tmp_path, OCI__ENTRY_SCRIPT=_entry(tmp_path, 120), OCI__RUN_ON="all").start()
+    for rank in range(3):
+        _running_entry(c, rank)
+    c.procs[victim].send_signal(signal.SIGKILL)
+    codes = c.wait(timeout=60)
+    survivors = [i for i in range(3) if i != victim]
+    assert all(codes[i] == 1 for i in survivors), c.dump()
+    dead = "MAIN" if victim == 0 else "WORKER_w1"
+    lost = [c.last_line(i) for i in survivors if f"{dead}: lost on the control channel" in c.last_line(i)]
+    assert lost, c.dump()  # the node that noticed it says how; the others were told it failed
+    assert all("failed" in c.last_line(i) for i in survivors)
+
+
+def test_with_the_channel_off_the_work_dir_carries_everything(tmp_path):
+    c = LocalNodes(tmp_path, extra={"OCI__CLUSTER_SECRET": secrets.token_hex(16), "OCI__CONTROL": "off"}).start()
+    assert c.wait(timeout=60) == [0, 0, 0], c.dump()
+    assert "control channel" not in c.dump()
