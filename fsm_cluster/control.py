@@ -12,13 +12,14 @@ Over it, what today takes a heartbeat interval (or a timeout) arrives at once:
 
 The events are handed to the node's thread (:meth:`ClusterProvider.hand_over`), which interrupts
 a sleep or a blocking hook exactly as the keeper does. The work dir stays the record and the
-fallback: with ``OCI__CONTROL=off``, without a cluster secret, on a simulated clock, or when the
-connection cannot be made (logged once), the node works through the files alone.
+fallback: with ``OCI__CONTROL=off``, on a simulated clock, or when the connection cannot be made
+(logged once), the node works through the files alone.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 
 from .errors import NodeFailure, StopRequested
@@ -26,6 +27,7 @@ from .errors import NodeFailure, StopRequested
 log = logging.getLogger(__name__)
 
 CONTROL_KEY = "control"  # MAIN's NodeConfig.extra: "host:port" of its channel
+SECRET_FILE = "channel_secret"  # the channel's key, for nodes handed no OCI__CLUSTER_SECRET
 JOIN_GRACE = 10.0  # s MAIN waits at its end for roster nodes that have not joined the channel yet
 
 
@@ -35,10 +37,7 @@ class Control:
     def __init__(self, node) -> None:
         self.node = node
         s = node.settings
-        self.enabled = bool(s.control and s.cluster_secret and getattr(node.clock, "simulated", True) is False)
-        if s.control and not s.cluster_secret:
-            log.info("%s: no OCI__CLUSTER_SECRET: the control channel is off; the work dir carries "
-                     "everything", node.node_id)
+        self.enabled = bool(s.control and getattr(node.clock, "simulated", True) is False)
         self.server = None
         self.client = None
         self.owner = None  # the node's own thread (events are raised there)
@@ -46,9 +45,23 @@ class Control:
         self.registered: set[str] = set()  # MAIN: the nodes that joined the channel
         self.outcome = None  # MAIN: the outcome it announced (sent to a node that joins later)
 
-    @property
-    def secret(self) -> bytes:
-        return self.node.settings.cluster_secret.encode()
+    def secret(self) -> bytes | None:
+        """The channel's key: OCI__CLUSTER_SECRET; for nodes handed none (started by hand), a random
+        one MAIN writes in the work dir (``channel_secret``, 0600 on a local disk), which keeps out
+        whoever cannot read the work dir. None: a worker that finds none (MAIN has no channel)."""
+        n = self.node
+        if n.settings.cluster_secret:
+            return n.settings.cluster_secret.encode()
+        wd = n.workdir
+        if n.mode == "MAIN":
+            if wd.local:
+                from .channel import load_or_create_secret
+
+                return load_or_create_secret(wd.path(SECRET_FILE))
+            if not wd.exists(SECRET_FILE):
+                wd.write_bytes(SECRET_FILE, secrets.token_hex(32).encode(), exclusive=True)
+        data = wd.read_bytes(SECRET_FILE, 1024)
+        return data.strip() if data else None
 
     # -- MAIN ----------------------------------------------------------------------------------
     def serve(self) -> str | None:
@@ -60,10 +73,10 @@ class Control:
         n, s = self.node, self.node.settings
         self.owner = n.clock.current()
         try:
-            self.server = ChannelServer(self.secret, n.ip, s.control_port, timeout=s.heartbeat_timeout,
+            self.server = ChannelServer(self.secret(), n.ip, s.control_port, timeout=s.heartbeat_timeout,
                                         on_register=self._on_register, on_lost=self._on_lost,
                                         on_outcome=self._on_outcome).start()
-        except OSError as e:
+        except Exception as e:  # noqa: BLE001 - no channel (port, key file): the work dir carries everything
             log.warning("%s: control channel not started (%s); the work dir carries everything", n.node_id, e)
             return None
         host, port = self.server.address
@@ -94,7 +107,14 @@ class Control:
         host, _, port = str(address).rpartition(":")
         hello = Register(node=n.node_id, mode=n.mode, run_id=n.run_id, rank=n.settings.rank, ip=n.ip,
                          host=n.host, life=n.life)
-        client = ChannelClient(host, int(port), self.secret, hello, ping_interval=s.heartbeat_interval,
+        try:
+            secret = self.secret()
+        except Exception as e:  # noqa: BLE001 - an unreadable key file: the work dir carries everything
+            log.warning("%s: control channel key unreadable (%s); the work dir carries everything", n.node_id, e)
+            return
+        if not secret:
+            return
+        client = ChannelClient(host, int(port), secret, hello, ping_interval=s.heartbeat_interval,
                                timeout=s.heartbeat_timeout, on_outcome=self._on_outcome, on_lost=self._on_lost)
         try:
             client.connect()
