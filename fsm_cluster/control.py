@@ -55,9 +55,13 @@ class Control:
         wd = n.workdir
         if n.mode == "MAIN":
             if wd.local:
+                import os
+
                 from .channel import load_or_create_secret
 
-                return load_or_create_secret(wd.path(SECRET_FILE))
+                path = wd.path(SECRET_FILE)
+                os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)  # a new cluster's dir
+                return load_or_create_secret(path)
             if not wd.exists(SECRET_FILE):
                 wd.write_bytes(SECRET_FILE, secrets.token_hex(32).encode(), exclusive=True)
         data = wd.read_bytes(SECRET_FILE, 1024)
@@ -141,6 +145,9 @@ class Control:
         marker = msg.to_marker()
         if n.ending is not None or not n.rendezvous.belongs_here(marker):
             return
+        code = n.code_process
+        if marker.outcome == "failed" and code is not None and code.poll() not in (None, 0):
+            return  # this node's own code failed too: its thread reports its own failure
         with self._lock:
             if n.watch.stop_marker is None:
                 n.watch.stop_marker = marker  # learnt, as from the stop file

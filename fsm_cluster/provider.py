@@ -730,10 +730,10 @@ class ClusterProvider:
                 self.flush_state()
         except Exception as e:  # noqa: BLE001 - the exit code still tells
             log.error("%s: could not write final state: %s", self.node_id, e)
+        self.control.close()  # before the last line: it stays the node's summary
         outcome = m.outcome if m is not None else ("complete" if code == 0 else "failed")
         log.log(logging.INFO if code == 0 else logging.ERROR, "%s stopped: cluster %s; exit %d; reason: %s",
                 self.node_id, outcome, code, self.reason or "-")
-        self.control.close()
         return code
 
     # ------------------------------------------------------------------------------------------

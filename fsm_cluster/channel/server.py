@@ -292,7 +292,7 @@ class ChannelServer:
         elif isinstance(msg, Bye):
             node = conn.node
             self._close_conn(conn)
-            log.info("control channel: %s said bye (%s)", node, msg.reason or "no reason")
+            log.debug("control channel: %s said bye (%s)", node, msg.reason or "no reason")
             wire.call_back(self.on_bye, node, msg.reason)
         else:  # a second register
             raise wire.FrameError("registered twice on one connection")
