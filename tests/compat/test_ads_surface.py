@@ -115,7 +115,11 @@ def test_processes_a_start_script_backgrounds_are_ended_with_the_node(tmp_path):
     from integration.localnodes import LocalNodes
 
     (tmp_path / "bgprov.py").write_text(PROVIDER)
-    c = LocalNodes(tmp_path, extra={"OCI__CLUSTER_TYPE": "bgprov:Backgrounding", "PYTHONPATH": str(tmp_path)})
+    entry = tmp_path / "entry.sh"  # MAIN's job outlasts the start: every node starts its daemon
+    entry.write_text("#!/bin/sh\nsleep 2\n")
+    entry.chmod(0o755)
+    c = LocalNodes(tmp_path, extra={"OCI__CLUSTER_TYPE": "bgprov:Backgrounding", "PYTHONPATH": str(tmp_path),
+                                    "OCI__ENTRY_SCRIPT": str(entry)})
     codes = c.start().wait(timeout=60)
     left = [p for p in psutil.process_iter(["cmdline"]) if any("ads-bg-" in a for a in p.info["cmdline"] or [])]
     for p in left:

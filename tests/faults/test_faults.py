@@ -89,10 +89,12 @@ def test_two_nodes_racing_to_write_the_stop_marker(clusters, backend, record):
     want = {"WORKER_w1": "exited with code 5", "WORKER_w2": "exited with code 6"}
     assert want[winner] in marker.reason
     by_id = {n.node_id: n for n in c.nodes}
-    # Each failing node reports its own failure; the loser saw the winner's marker already there.
+    # The winner reports its own failure; the loser its own too, or — when the winner's, announced
+    # on the control channel, reached it before it noticed its own script's exit — the winner's.
     assert all(code != 0 for code in codes), c.dump()
-    for nid in ("WORKER_w1", "WORKER_w2"):
-        assert want[nid] in by_id[nid].last_line(), c.dump()
+    assert want[winner] in by_id[winner].last_line(), c.dump()
+    assert want[loser] in by_id[loser].last_line() or f"cluster failed on {winner}" in by_id[loser].last_line(), \
+        c.dump()
     assert want[winner] in by_id["MAIN"].last_line(), c.dump()
     loser_log = "\n".join(by_id[loser].lines())
     assert (f"stop marker already written by {winner}" in loser_log
