@@ -800,11 +800,31 @@ class ClusterProvider:
             return
         if not self.clock.interrupt(owner, exc):
             self.children.terminate_all(self.settings.teardown_grace)
+            return
+        if getattr(self.clock, "simulated", True) is False:
+            self.clock.spawn(lambda: self._insist(exc, owner), "fsm-cluster-insist")
+
+    def _insist(self, exc: BaseException, owner) -> None:
+        """The interrupt raises ``exc`` wherever the node's thread is — inside code that catches
+        every exception (logging's emit does) it is swallowed: interrupt again until the node took
+        its ending (a few times, a quarter second apart)."""
+        import time
+
+        for _ in range(40):
+            time.sleep(0.25)
+            if self.ending is not None or self._handed is not exc:
+                return
+            self.clock.interrupt(owner, exc)
 
     def take_handed(self) -> BaseException | None:
-        """The exception the keeper handed over, once (the runner's SIGINT handler raises it)."""
+        """The exception the keeper handed over, once the node has no ending yet (tick raises it)."""
         exc, self._handed = getattr(self, "_handed", None), None
-        return exc
+        return exc if self.ending is None else None
+
+    def peek_handed(self) -> BaseException | None:
+        """The exception handed over and not taken yet (the runner's SIGINT handler raises it; it
+        stays until the node took an ending, so a swallowed raise is raised again)."""
+        return getattr(self, "_handed", None) if self.ending is None else None
 
     def tick(self, engine: bool = True) -> None:
         """Called before every pause (and by the keeper while a hook runs): beat, write the state

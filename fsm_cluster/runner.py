@@ -89,7 +89,7 @@ def _install_signal_handlers(p):
     previous = {}
 
     def handler(signum, frame):
-        handed = p.take_handed()  # the keeper interrupts a blocked hook with the cluster's ending
+        handed = p.peek_handed()  # the keeper / the control channel interrupt with the cluster's ending
         if handed is not None and p.ending is None:
             raise handed
         name = signal.Signals(signum).name
@@ -170,6 +170,10 @@ class ClusterRunner:
             logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                                 format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         install_log_redaction(self.environ)
+        # The node's thread may be interrupted anywhere with the cluster's ending (keeper, control
+        # channel), also inside a log handler, which then swallows it (and is interrupted again):
+        # no "--- Logging error ---" traceback for that.
+        logging.raiseExceptions = False
 
     def execute(self) -> int:
         """Run the node; return its exit code (SettingsError etc. propagate to the CLI). Secret
