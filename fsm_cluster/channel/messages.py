@@ -13,7 +13,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, model_validator
 
-from ..models import ConfigName, Identifier, Mode, NodeName, Outcome, RosterEntry, StopMarker
+from ..models import ConfigName, Identifier, NodeName, Outcome, RosterEntry, StopMarker
 
 _Text = Annotated[str, Field(max_length=4096)]
 _Life = Annotated[str, Field(max_length=64)]
