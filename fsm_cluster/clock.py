@@ -105,12 +105,15 @@ class Backoff:
     first: float = 0.05
     factor: float = 2.0
     cap: float = 5.0
+    # A cap that changes while waiting (e.g. longer once an event channel wakes the wait); None: ``cap``.
+    cap_now: Callable[[], float] | None = None
 
     def delays(self):
         d = self.first
         while True:
-            yield d
-            d = min(self.cap, d * self.factor)
+            cap = self.cap_now() if self.cap_now is not None else self.cap
+            yield min(d, cap)
+            d = min(cap, d * self.factor)
 
 
 def wait_until(
@@ -120,12 +123,15 @@ def wait_until(
     backoff: Backoff = Backoff(),
     what: str = "condition",
     before_sleep: Callable[[], None] | None = None,
+    sleep: Callable[[float], None] | None = None,
 ) -> T:
     """Poll ``predicate`` until it returns something truthy; return that value.
 
     Built on tenacity with the clock injected for both the stop condition and the sleep, so the
     same code runs on real time and on a FakeClock. ``before_sleep`` runs before each pause (the
-    node flushes its state and beats its heartbeat there). Raises WaitTimeout after ``timeout``.
+    node flushes its state and beats its heartbeat there); ``sleep`` replaces the clock's sleep (the
+    node's returns early when an event arrives on its control channel). Raises WaitTimeout after
+    ``timeout``.
     """
     import tenacity
 
@@ -144,7 +150,7 @@ def wait_until(
     def _sleep(seconds: float) -> None:
         if before_sleep is not None:
             before_sleep()
-        clock.sleep(seconds)
+        (sleep or clock.sleep)(seconds)
 
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_result(lambda r: not r),

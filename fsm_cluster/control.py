@@ -1,8 +1,12 @@
 """The node's side of the control channel (:mod:`fsm_cluster.channel`): how its events reach the
 node's life.
 
-MAIN serves the channel from the moment it begins its life and publishes the address in its
-configuration (``extra["control"]``); a WORKER/PS connects once it accepted that configuration.
+MAIN serves the channel from the moment it begins its life and publishes the address in its state
+file (``control``, written at its first heartbeat, before any node registered) and in its
+configuration (``extra["control"]``). A WORKER/PS that waits for MAIN's configuration reads MAIN's
+state file and connects as soon as the address is there. Formation then runs on events: a node's
+registration wakes MAIN's wait for the roster (one listing, one read of the new config), and the
+roster MAIN pushes once its configuration is written wakes every waiting node (one read of it).
 Over it, what today takes a heartbeat interval (or a timeout) arrives at once:
 
 * a peer's process died (its connection dropped) → the node fails, naming it;
@@ -27,8 +31,10 @@ from .errors import NodeFailure, StopRequested
 log = logging.getLogger(__name__)
 
 CONTROL_KEY = "control"  # MAIN's NodeConfig.extra: "host:port" of its channel
+CHANNEL_KEY = "channel"  # a worker's NodeConfig.extra: true when it will join MAIN's channel
 SECRET_FILE = "channel_secret"  # the channel's key, for nodes handed no OCI__CLUSTER_SECRET
 JOIN_GRACE = 10.0  # s MAIN waits at its end for roster nodes that have not joined the channel yet
+SLOW = 2  # with the channel up, the work-dir heartbeat and watch run every SLOW heartbeat intervals
 
 
 class Control:
@@ -43,6 +49,10 @@ class Control:
         self.owner = None  # the node's own thread (events are raised there)
         self._lock = threading.Lock()
         self.registered: set[str] = set()  # MAIN: the nodes that joined the channel
+        self.lost_early: dict[str, str] = {}  # MAIN: nodes whose connection dropped before the roster
+        self.gone: set[str] = set()  # MAIN: roster nodes whose connection dropped
+        self.tried: set[tuple[str, str]] = set()  # a worker: (address, life) it could not reach (logged once)
+        self.joined_life: str | None = None  # a worker: the life of the MAIN it joined (None: unknown)
         self.outcome = None  # MAIN: the outcome it announced (sent to a node that joins later)
 
     def secret(self) -> bytes | None:
@@ -94,39 +104,108 @@ class Control:
             return
         with self._lock:
             self.registered.add(msg.node)
-            outcome = self.outcome
+            self.lost_early.pop(msg.node, None)
+            outcome, count = self.outcome, len(self.registered)
+        log.info("%s: %s joined the control channel (%d joined)", n.node_id, msg.node, count)
+        if n.roster:  # MAIN's configuration is out (the broadcast may have gone before it joined)
+            from .channel import Roster
+
+            self.server.send(conn_id, Roster(entries=list(n.roster), life=n.life))
         if outcome is not None:  # the cluster ended before this node joined: tell it at once
             self.server.send(conn_id, outcome)
+        n.wake()  # MAIN's wait for the roster looks again now
+
+    def publish_roster(self) -> None:
+        """MAIN wrote its configuration: push the roster, which wakes every node waiting for it
+        (each then reads the configuration once: the file stays the record, signed)."""
+        n = self.node
+        if self.server is None:
+            return
+        gone = sorted(r.node for r in n.roster if r.node in self.lost_early)
+        if gone:  # registered, then its process died before the roster was complete
+            raise NodeFailure(f"{gone[0]}: lost on the control channel ({self.lost_early[gone[0]]})")
+        self.server.broadcast_roster(n.roster, life=n.life)
+
+    def carries_formation(self) -> bool:
+        """A worker on MAIN's channel: MAIN's roster push wakes its wait for MAIN's configuration,
+        which then polls the work dir only once a heartbeat interval (the fallback)."""
+        return self.client is not None and self.client.connected
+
+    def pace(self) -> int:
+        """How many heartbeat intervals apart the work-dir beat and watch run: SLOW while the
+        channel carries liveness and outcomes for this node (a worker connected; MAIN serving and
+        every fsm_cluster node of the roster joined), else 1."""
+        if self.client is not None:
+            return SLOW if self.client.connected else 1
+        if self.server is None or not self.node.roster:
+            return 1
+        with self._lock:
+            return SLOW if self._expected() <= self.registered else 1
+
+    def _expected(self, joining: bool = False) -> set[str]:
+        """MAIN: the roster's fsm_cluster nodes (not itself, not oracle-ads nodes); ``joining``:
+        those of them that said they will join the channel and have not been lost."""
+        n, workers = self.node, self.node.rendezvous.workers
+        out = {r.node for r in n.roster if r.node in workers and not workers[r.node].legacy}
+        if joining:
+            out = {w for w in out if (workers[w].extra or {}).get(CHANNEL_KEY) and w not in self.gone}
+        return out
 
     # -- WORKER / PS ---------------------------------------------------------------------------
-    def join(self, main_config) -> None:
-        """A worker that accepted MAIN's configuration: connect (once; a failure is logged)."""
+    def look_early(self) -> None:
+        """A worker waiting for MAIN's configuration: join MAIN's channel as soon as MAIN's state
+        file names it (one small read per poll until joined), so that MAIN learns this node's
+        registration at once and can push the roster."""
+        if not self.enabled or self.client is not None or self.node.mode == "MAIN":
+            return
+        from .errors import ProtocolError
+
+        n = self.node
+        try:
+            main = n.workdir.read_state("MAIN")
+        except ProtocolError:
+            return  # forged or torn: MAIN's configuration decides
+        if main is None or not main.control or (main.life and main.life == n.rendezvous.stale_life):
+            return
+        self._connect(main.control, main.life)
+
+    def accepted(self, main_config) -> None:
+        """A worker accepted MAIN's configuration: be on that life's channel (connect if not yet;
+        reconnect if the channel joined early was another life's)."""
         address = (main_config.extra or {}).get(CONTROL_KEY) if main_config is not None else None
-        if not self.enabled or self.client is not None or not address or self.node.mode == "MAIN":
+        if not self.enabled or not address or self.node.mode == "MAIN":
+            return
+        if self.client is not None:
+            if self.joined_life == main_config.life and self.client.connected:
+                return
+            self.client.close("another life's MAIN")
+            self.client = None
+        self._connect(str(address), main_config.life)
+
+    def _connect(self, address: str, life: str) -> None:
+        if (address, life) in self.tried:
             return
         from .channel import ChannelClient, ChannelUnavailable, Register
 
         n, s = self.node, self.node.settings
         self.owner = n.clock.current()
-        host, _, port = str(address).rpartition(":")
+        host, _, port = address.rpartition(":")
         hello = Register(node=n.node_id, mode=n.mode, run_id=n.run_id, rank=n.settings.rank, ip=n.ip,
                          host=n.host, life=n.life)
         try:
             secret = self.secret()
-        except Exception as e:  # noqa: BLE001 - an unreadable key file: the work dir carries everything
-            log.warning("%s: control channel key unreadable (%s); the work dir carries everything", n.node_id, e)
-            return
-        if not secret:
-            return
-        client = ChannelClient(host, int(port), secret, hello, ping_interval=s.heartbeat_interval,
-                               timeout=s.heartbeat_timeout, on_outcome=self._on_outcome, on_lost=self._on_lost)
-        try:
+            if not secret:
+                return  # MAIN has not written its key file: it serves no channel yet
+            client = ChannelClient(host, int(port), secret, hello, ping_interval=s.heartbeat_interval,
+                                   timeout=s.heartbeat_timeout, on_outcome=self._on_outcome,
+                                   on_lost=self._on_lost, on_roster=lambda msg: n.wake())
             client.connect()
-        except ChannelUnavailable as e:
+        except (ChannelUnavailable, ValueError, OSError) as e:
+            self.tried.add((address, life))
             log.warning("%s: control channel to MAIN at %s unavailable (%s); the work dir carries "
                         "everything", n.node_id, address, e)
             return
-        self.client = client
+        self.client, self.joined_life = client, life
         log.info("%s: joined MAIN's control channel at %s", n.node_id, address)
 
     # -- both ----------------------------------------------------------------------------------
@@ -134,10 +213,18 @@ class Control:
         """MAIN: ``(node, why)`` — a worker's process died or froze; a worker: ``(why,)`` — MAIN's."""
         n = self.node
         peer, why = (args[0], args[1]) if len(args) == 2 else ("MAIN", args[0])
+        if len(args) == 1 and self.client is not None and self.client.declared_lost is not None:
+            peer, why = n.node_id, f"{self.client.declared_lost}; MAIN gave it up"  # it was this node
+        if n.mode == "MAIN":
+            with self._lock:
+                if peer in {r.node for r in n.roster}:
+                    self.gone.add(peer)  # (MAIN no longer waits for it at its end)
+                else:  # not (yet) a member: if it becomes one, the roster fails at once
+                    self.lost_early[peer] = why
+                    self.registered.discard(peer)
+                    return
         if n.ending is not None or not (n.is_live() or n.state.value == "complete"):
             return
-        if n.mode == "MAIN" and peer not in {r.node for r in n.roster}:
-            return  # not (yet) a member: its registration file is the record
         self._raise(NodeFailure(f"{peer}: lost on the control channel ({why})"))
 
     def _on_outcome(self, msg) -> None:
@@ -185,8 +272,7 @@ class Control:
         may end before) a bounded moment to join and hear the outcome."""
         if self.server is not None and self.outcome is not None:
             n = self.node
-            expected = {r.node for r in n.roster if r.node != n.node_id and not (
-                r.node in n.rendezvous.workers and n.rendezvous.workers[r.node].legacy)}
+            expected = self._expected(joining=True)
             deadline = n.clock.now() + min(n.settings.heartbeat_timeout, JOIN_GRACE)
             while n.clock.now() < deadline:
                 with self._lock:

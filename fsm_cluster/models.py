@@ -216,6 +216,9 @@ class NodeState(_Shared):
     # The cluster's stop marker as this node knows it. Workers watch MAIN through MAIN's state
     # file alone (one small read per interval), so MAIN mirrors the marker here.
     stop: StopMarker | None = None
+    # MAIN: "host:port" of its control channel, from its first heartbeat on (workers join it while
+    # they wait for MAIN's configuration).
+    control: str = Field("", max_length=300)
 
 
 class DoneMarker(_Shared):

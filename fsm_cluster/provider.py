@@ -34,7 +34,7 @@ from .lifecycle import Ending, LifeEnded, NodeLifecycle, NodeStatus
 from .models import NodeConfig, NodeState, RosterEntry, StopMarker
 from .process import OWNER_ENV, Child, ProcessGroup
 from .rendezvous import DONE_SUFFIX, Rendezvous
-from .control import CONTROL_KEY
+from .control import CHANNEL_KEY, CONTROL_KEY
 from .watch import ClusterWatch
 from .workdir import MAIN_NODE, STOP, WorkDir, config_name, state_name
 
@@ -123,9 +123,10 @@ class ClusterProvider:
         self._control_address: str | None = None
         self.watch = ClusterWatch(node_id=self.node_id, mode=self.mode, workdir=self.workdir, clock=self.clock,
                                   interval=settings.heartbeat_interval, timeout=settings.heartbeat_timeout,
-                                  rendezvous=self.rendezvous)
+                                  rendezvous=self.rendezvous, pace=self.control.pace)
         self._tick_lock = threading.Lock()  # the node's thread and its keeper tick, never both at once
         self._handed: BaseException | None = None
+        self._wake = threading.Event()  # set by the control channel: a wait looks again at once
         self._began = False  # begin_life took its first look
         self._ticked_at = self.clock.now()  # the node's own thread last ticked (the keeper stands by)
         # seed attribute names
@@ -275,6 +276,8 @@ class ClusterProvider:
             conf[OCI__NODE_LIST] = ",".join(r.ip for r in roster)
             conf[OCI__CLUSTER_ID] = self.settings.cluster_id
         extra = {CONTROL_KEY: self._control_address} if self._control_address else {}
+        if self.mode != "MAIN" and self.control.enabled:
+            extra[CHANNEL_KEY] = True  # MAIN waits for it on the channel at its end (never in vain)
         cfg = NodeConfig(node=self.node_id, mode=self.mode, run_id=self.run_id, rank=self.settings.rank,
                          ip=self.ip, host=self.host, env=_json_values(conf), roster=roster, life=self.life,
                          extra=extra)
@@ -343,7 +346,7 @@ class ClusterProvider:
         cfg = self.rendezvous.take_main_config()
         if cfg is not None and not known and self.mode != "MAIN" and not cfg.legacy:
             self.watch.joined(self.clock.now())
-            self.control.join(cfg)
+            self.control.accepted(cfg)
         return cfg is not None
 
     def when_ready(self, func: Callable, *args, **kwargs):
@@ -763,7 +766,8 @@ class ClusterProvider:
                          reason=self.reason, heartbeat=self.heartbeat, transitions=self.transitions,
                          pid=os.getpid(), host=self.host, ip=self.ip, exit_code=self.exit_code,
                          started_wall=self._started_wall, entered_wall=self._entered_wall,
-                         state_wall=self.clock.wall(), stop=self.stop_marker, life=self.life)
+                         state_wall=self.clock.wall(), stop=self.stop_marker, life=self.life,
+                         control=self._control_address or "")
 
     def flush_state(self) -> None:
         self.workdir.write(state_name(self.node_id), self.node_state())
@@ -972,10 +976,14 @@ class ClusterProvider:
     def wait_until(self, predicate: Callable[[], Any], timeout: float | None, what: str,
                    backoff: Backoff | None = None) -> Any:
         """Poll with backoff, ticking (heartbeat + watch) before every pause."""
-        cap = min(5.0, self.settings.heartbeat_interval)
-        backoff = backoff or Backoff(first=0.02, factor=2.0, cap=cap)
+        interval = self.settings.heartbeat_interval
+        cap = min(5.0, interval)
+        # On MAIN's channel a worker is woken by the roster push: its poll is then only the fallback.
+        backoff = backoff or Backoff(first=0.02, factor=2.0, cap=cap, cap_now=lambda: (
+            max(cap, interval) if self.control.carries_formation() else cap))
         try:
-            return wait_until(predicate, timeout, self.clock, backoff, what, before_sleep=self.tick)
+            return wait_until(predicate, timeout, self.clock, backoff, what, before_sleep=self.tick,
+                              sleep=None if self.clock_simulated else self._sleep_or_wake)
         except WaitTimeout as e:
             refused = "; ".join(self.rendezvous.refusals())
             raise NodeFailure(f"{e}; refused meanwhile: {refused}" if refused else str(e)) from None
@@ -983,6 +991,18 @@ class ClusterProvider:
     # ------------------------------------------------------------------------------------------
     # helpers for the runner
     # ------------------------------------------------------------------------------------------
+    @property
+    def clock_simulated(self) -> bool:
+        return getattr(self.clock, "simulated", True) is not False
+
+    def wake(self) -> None:
+        """News on the control channel (a registration, the roster): the node's wait looks again now."""
+        self._wake.set()
+
+    def _sleep_or_wake(self, seconds: float) -> None:
+        self._wake.wait(seconds)
+        self._wake.clear()
+
     def roster_complete(self) -> bool:
         """MAIN in configuring: every expected WORKER and PS registered (one listing per poll, and
         one read of each new config: only accepted configs count)."""
@@ -994,6 +1014,8 @@ class ClusterProvider:
     def main_published(self) -> bool:
         """A worker may go on: MAIN's configuration is accepted and, when a subclass redefines
         ``ready()`` (oracle-ads' TensorFlow provider waits for its own cluster.json), that too."""
+        if self.main_config is None:
+            self.control.look_early()  # join MAIN's channel as soon as its state file names it
         if not self._take_main():
             return False
         return type(self).ready is ClusterProvider.ready or bool(self.ready())

@@ -52,6 +52,8 @@ def form(p) -> None:
         want = f"{p.expected_worker_count()} WORKER and {p.expected_ps_count()} PS node(s) to register"
         p.wait_until(p.roster_complete, p.time_out, want)
     p.configured()
+    if p.is_main_node() and p.state is NodeStatus.ready:
+        p.control.publish_roster()  # wakes every node waiting for MAIN's configuration
     if p.state is NodeStatus.waiting_for_main:
         p.wait_until(p.main_published, p.time_out, "MAIN's configuration (MAIN_config.json)")
         p.main_ready()

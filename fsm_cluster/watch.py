@@ -27,10 +27,14 @@ log = logging.getLogger(__name__)
 
 class ClusterWatch:
     def __init__(self, *, node_id: str, mode: str, workdir: WorkDir, clock, interval: float, timeout: float,
-                 rendezvous: Rendezvous):
+                 rendezvous: Rendezvous, pace: Callable[[], int] = lambda: 1):
         self.node_id, self.mode, self.workdir, self.clock = node_id, mode, workdir, clock
         self.interval, self.timeout = interval, timeout
         self.rendezvous = rendezvous
+        # How many intervals apart beat and watch run (2 while the control channel carries liveness
+        # and outcomes: the files are then the record, for status views and nodes without it).
+        self.pace = pace
+        self.period = interval  # interval × pace, as of the last tick
         self.heartbeat = 0
         self.dirty = True  # the state file must be written at the next tick
         now = clock.now()
@@ -69,14 +73,15 @@ class ClusterWatch:
         """Beat, write the state file (``flush``) if it changed, look at the cluster when due:
         at most one write and one look per interval."""
         now = self.clock.now()
+        period = self.period = self.interval * self.pace()
         if now >= self.next_beat:
             self.heartbeat += 1
-            self.next_beat = now + self.interval
+            self.next_beat = now + period
             self.dirty = True
         if self.dirty:
             flush()
         if now >= self.next_watch:
-            self.next_watch = now + self.interval
+            self.next_watch = now + period
             if self.mode != "MAIN" and self.main_state_seen:
                 try:
                     main = self.workdir.read_state(MAIN_NODE)
@@ -94,7 +99,7 @@ class ClusterWatch:
         self.listing = listing
         now = self.clock.now()
         # A fresh listing (e.g. MAIN's registration poll) stands for this interval's watch.
-        self.next_watch = max(self.next_watch, now + self.interval)
+        self.next_watch = max(self.next_watch, now + self.period)
         if STOP in listing:
             self._take_stop(listing[STOP])
         if state in (NodeStatus.ready, NodeStatus.running, NodeStatus.complete) and \
@@ -118,7 +123,7 @@ class ClusterWatch:
         """A worker's watch once MAIN's state file exists: one small read per interval. MAIN's
         heartbeat counter must change, and MAIN mirrors the stop marker into its state."""
         now = self.clock.now()
-        self.next_watch = max(self.next_watch, now + self.interval)
+        self.next_watch = max(self.next_watch, now + self.period)
         if main is None:
             if self.main_state_read:
                 raise self._work_dir_gone(state_name(MAIN_NODE))
@@ -167,10 +172,10 @@ class ClusterWatch:
     def _credit_blind_time(self, now: float) -> None:
         """Time this node could not look (storage outage, retries, the process paused) is not the
         peers' silence: credit it, so a storage blip seen by everyone is not a dead node."""
-        blind = self.peers.credit_blind_time(now, self.interval)
+        blind = self.peers.credit_blind_time(now, self.period)
         if blind:
             log.warning("%s: could not look for %.1f s; not counting that against peers' heartbeats",
-                        self.node_id, blind + self.interval)
+                        self.node_id, blind + self.period)
 
     def _judge(self, watched, now: float, present) -> None:
         """Record changed fingerprints; a peer silent (on this node's clock) past the timeout is dead."""

@@ -51,6 +51,7 @@ class ChannelClient:
         self._ended: str | None = None  # why the connection ended (None while it is up)
         self._thread: threading.Thread | None = None
         self._pings: dict[int, float] = {}
+        self.declared_lost: str | None = None  # MAIN's reason, when it gave this node up
 
     @property
     def connected(self) -> bool:
@@ -131,7 +132,8 @@ class ChannelClient:
         seq = 0
         while self._ended is None:
             now = time.monotonic()
-            if now - last_rx > self.timeout:
+            # (what is already readable is read first: a node that was frozen finds MAIN's word)
+            if now - last_rx > self.timeout and not _readable(sock):
                 self._lost(f"no answer from MAIN for {now - last_rx:.1f} s (frozen or unreachable)")
                 return
             if now >= next_ping:
@@ -177,6 +179,10 @@ class ChannelClient:
         elif isinstance(msg, OutcomeMsg):
             wire.call_back(self.on_outcome, msg)
         elif isinstance(msg, Bye):
+            if msg.lost:  # MAIN gave this node up (it was frozen or unreachable): a loss, told by MAIN
+                self.declared_lost = msg.reason
+                self._lost(f"MAIN declared this node lost: {msg.reason}")
+                return False
             if self._end(f"MAIN said bye: {msg.reason}"):
                 log.info("control channel: MAIN ended the connection: %s", msg.reason or "no reason")
                 wire.call_back(self.on_bye, msg.reason)
@@ -195,6 +201,13 @@ class ChannelClient:
         if self._end(why):
             log.warning("control channel: lost MAIN at %s:%s: %s", self.host, self.port, why)
             wire.call_back(self.on_lost, why)
+
+
+def _readable(sock: socket.socket) -> bool:
+    try:
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return False
 
 
 def _recv_exact(sock: socket.socket, n: int, deadline: float) -> bytes:

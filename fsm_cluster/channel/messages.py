@@ -88,6 +88,9 @@ class Bye(_Message):
 
     type: Literal["bye"] = "bye"
     reason: _Text = ""
+    # MAIN to a node it declared lost (no ping within the timeout: frozen, or unreachable): a node
+    # that reads it later (thawed) fails as the lost node, not as if MAIN had died.
+    lost: bool = False
 
 
 ClientMessage = Annotated[Union[Register, Ping, OutcomeMsg, Bye], Field(discriminator="type")]

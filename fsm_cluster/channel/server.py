@@ -324,7 +324,7 @@ class ChannelServer:
             if conn.state == _HELLO:
                 self._drop(conn, f"did not authenticate within {self.auth_timeout:g} s")
             elif conn.node:
-                self._drop(conn, f"no ping for {now - conn.last_rx:.1f} s (frozen or unreachable)")
+                self._drop(conn, f"no ping for {now - conn.last_rx:.1f} s (frozen or unreachable)", lost=True)
             else:
                 self._drop(conn, f"did not register within {self.auth_timeout:g} s")
 
@@ -357,19 +357,20 @@ class ChannelServer:
             self._sel.modify(conn.sock, events, conn)
 
     # -- ends ------------------------------------------------------------------------------------
-    def _drop(self, conn: _Conn, why: str, refuse: bool = False) -> None:
-        """A connection ends that nobody ended on purpose: one log line; a registered node is lost."""
+    def _drop(self, conn: _Conn, why: str, refuse: bool = False, lost: bool = False) -> None:
+        """A connection ends that nobody ended on purpose: one log line; a registered node is lost
+        (``lost``: it is told so, should it ever read again)."""
         if conn.id not in self._conns:
             return
         node = conn.node
         log.warning("control channel: %s %s: %s", "lost" if node else "dropped", conn.name(), why)
-        self._close_conn(conn, bye=why if refuse and node else None)
+        self._close_conn(conn, bye=why if (refuse or lost) and node else None, lost=lost)
         if node:
             wire.call_back(self.on_lost, node, why)
 
-    def _close_conn(self, conn: _Conn, bye: str | None = None) -> None:
+    def _close_conn(self, conn: _Conn, bye: str | None = None, lost: bool = False) -> None:
         if bye is not None and conn.writer is not None and conn.state == _OPEN:
-            self._write_frame(conn, encode(Bye(reason=bye[:4096])))
+            self._write_frame(conn, encode(Bye(reason=bye[:4096], lost=lost)))
             if conn.id not in self._conns:
                 return
             try:
