@@ -7,7 +7,7 @@ watcher thread, this machine's wall clock — the only clock in these tests), in
 environment, which its children and grandchildren inherit, so psutil finds any process of this
 cluster still alive — orphans re-parented to init included.
 
-Timing is measured, never asserted tightly: ``wait`` only guards against hangs (``HANG_GUARD``);
+Timing is measured, never asserted tightly: ``wait`` only guards against hangs (``Profile.hang_guard``);
 ``latencies`` gives every node's exit time after the fault, for the matrix.
 """
 
@@ -31,11 +31,40 @@ from fsm_cluster.models import NodeState, StopMarker
 from fsm_cluster.workdir import WorkDir, state_name
 
 TAG = "FSM_FAULT_TAG"
-INTERVAL = 0.5  # OCI__HEARTBEAT_INTERVAL of every fault cluster
-TIMEOUT = 3.0  # OCI__HEARTBEAT_TIMEOUT
 GRACE = 1.0  # OCI__TEARDOWN_GRACE
-HANG_GUARD = 90.0  # a node still alive after this is a hang (the machine is shared: be generous)
-BOUND = TIMEOUT + INTERVAL  # what the issue asks every exit to stay within (measured, reported)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The heartbeat settings of a fault cluster: OCI__HEARTBEAT_INTERVAL / _TIMEOUT (s)."""
+
+    name: str
+    interval: float
+    timeout: float
+
+    @property
+    def bound(self) -> float:
+        """What the issue asks every exit to stay within: the timeout + one interval (measured, reported)."""
+        return self.timeout + self.interval
+
+    @property
+    def hang_guard(self) -> float:
+        """A node still alive after this is a hang (the machine is shared: be generous)."""
+        return max(90.0, 2 * self.bound + 30)
+
+
+PROFILES = {
+    "local": Profile("local", 0.5, 3.0),  # short, so the matrix runs in minutes
+    "production": Profile("production", 10.0, 60.0),  # fsm_cluster's defaults (env.Settings)
+}
+PROFILE_ENV = "FSM_FAULT_PROFILE"  # which profile a cluster gets unless the test picks one
+
+
+def default_profile() -> Profile:
+    name = os.environ.get(PROFILE_ENV, "local") or "local"
+    if name not in PROFILES:
+        raise ValueError(f"{PROFILE_ENV}={name!r}: one of {sorted(PROFILES)}")
+    return PROFILES[name]
 
 # The entry script of every fault cluster: starts a grandchild (so orphans would show), marks that
 # it ran, and fails or sleeps as its FAULT_* environment says. Wall times go to FAULT_DIR.
@@ -107,6 +136,7 @@ class Cluster:
     run_on: str = "all"
     env: dict = field(default_factory=dict)  # extra env for every node (storage credentials, ...)
     storage_options: dict | None = None  # for this test's own WorkDir (the nodes use env)
+    profile: Profile = field(default_factory=default_profile)
     nodes: list[Node] = field(default_factory=list)
 
     def __post_init__(self):
@@ -131,8 +161,8 @@ class Cluster:
             "OCI__MODE": mode, "OCI__WORK_DIR": self.work_dir, "JOB_OCID": self.cluster_id,
             "JOB_RUN_OCID": run_id, "RANK": str(rank), "OCI__WORKER_COUNT": str(self.workers),
             "OCI__ENTRY_SCRIPT": str(self.entry), "OCI__RUN_ON": self.run_on,
-            "OCI__SELF_IP": "127.0.0.1", "OCI__HEARTBEAT_INTERVAL": str(INTERVAL),
-            "OCI__HEARTBEAT_TIMEOUT": str(TIMEOUT), "OCI__TEARDOWN_GRACE": str(GRACE),
+            "OCI__SELF_IP": "127.0.0.1", "OCI__HEARTBEAT_INTERVAL": str(self.profile.interval),
+            "OCI__HEARTBEAT_TIMEOUT": str(self.profile.timeout), "OCI__TEARDOWN_GRACE": str(GRACE),
             "OCI__TIMEOUT": "60", "OCI__CODE_DIR": str(self.tmp), "PYTHONUNBUFFERED": "1",
             "FAULT_DIR": str(self.marks), TAG: self.tag,
         })
@@ -147,11 +177,12 @@ class Cluster:
             self.start_node(mode, rank, **(per_node(rank) if per_node else {}))
         return self
 
-    def start_node(self, mode: str, rank: int, **extra) -> Node:
+    def start_node(self, mode: str, rank: int, prefix: list[str] | None = None, **extra) -> Node:
+        """``prefix``: a command the node runs under (e.g. ``nsenter`` into another network)."""
         run_id = "main" if mode == "MAIN" else f"w{rank}"
         log = self.tmp / f"node{rank}-{mode.lower()}.log"
         with open(log, "wb") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "fsm_cluster", "run"], stdout=out,
+            proc = subprocess.Popen([*(prefix or []), sys.executable, "-m", "fsm_cluster", "run"], stdout=out,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env=self.node_env(mode, rank, run_id, **extra))
         node = Node(len(self.nodes), mode, rank, run_id, proc, log)
@@ -169,7 +200,8 @@ class Cluster:
             time.sleep(0.01)
 
     # -- observing ---------------------------------------------------------------------------
-    def until(self, predicate: Callable[[], object], what: str, guard: float = HANG_GUARD):
+    def until(self, predicate: Callable[[], object], what: str, guard: float | None = None):
+        guard = guard or self.profile.hang_guard
         deadline = time.monotonic() + guard
         while time.monotonic() < deadline:
             value = predicate()
@@ -220,7 +252,7 @@ class Cluster:
             self.workdir.fs.rm(self.workdir.root, recursive=True)
 
     # -- ending ------------------------------------------------------------------------------
-    def wait(self, guard: float = HANG_GUARD) -> list[int]:
+    def wait(self, guard: float | None = None) -> list[int]:
         """Every node's exit code; a node alive after ``guard`` seconds fails the test (a hang)."""
         try:
             self.until(lambda: all(n.exited_at is not None for n in self.nodes), "every node exited", guard)
@@ -229,11 +261,12 @@ class Cluster:
             raise
         return [n.code for n in self.nodes]
 
-    def latencies(self) -> dict[str, float]:
-        """Seconds from the fault to each node's exit (nodes killed by the fault excluded)."""
+    def latencies(self, exclude: tuple[str, ...] = ()) -> dict[str, float]:
+        """Seconds from the fault to each node's exit (nodes killed by the fault, and ``exclude``d
+        ones — a frozen node thawed by the test — left out)."""
         assert self.fault_at is not None, "no fault recorded"
         return {n.node_id: n.exited_at - self.fault_at for n in self.nodes
-                if n.exited_at is not None and n.code not in (-signal.SIGKILL,)}
+                if n.exited_at is not None and n.code not in (-signal.SIGKILL,) and n.node_id not in exclude}
 
     def leftovers(self) -> list[psutil.Process]:
         """Live processes that carry this cluster's tag: nodes, entry scripts, grandchildren."""
@@ -307,15 +340,17 @@ class Cluster:
         return marker
 
 
-def row(c: Cluster, scenario: str, backend: str, marker: StopMarker | None, note: str = "") -> dict:
+def row(c: Cluster, scenario: str, backend: str, marker: StopMarker | None, note: str = "",
+        exclude: tuple[str, ...] = ()) -> dict:
     """One line of the fault matrix (printed by conftest, written by matrix.py)."""
-    lat = c.latencies()
+    lat = c.latencies(exclude)
     return {
         "scenario": scenario, "backend": backend, "fault": c.fault_what,
         "codes": {n.node_id: n.code for n in c.nodes},
         "latency": {k: round(v, 2) for k, v in lat.items()},
         "max_latency": round(max(lat.values()), 2) if lat else None,
-        "bound": BOUND,
+        "profile": c.profile.name,
+        "bound": c.profile.bound,
         "marker": f"{marker.outcome} by {marker.node}" if marker else "-",
         "reason": (marker.reason if marker else "").replace(c.workdir.display, "<wd>")[:110],
         "note": note,

@@ -169,8 +169,8 @@ def pytest_terminal_summary(terminalreporter):
         Path(out).write_text(json.dumps(MATRIX, indent=1))
     tr = terminalreporter
     tr.section("fault matrix: exit latency after the fault (s)")
-    tr.write_line(f"{'scenario':34} {'backend':7} {'max':>6} {'bound':>5}  per node / stop marker")
+    tr.write_line(f"{'scenario':34} {'backend':7} {'profile':10} {'max':>6} {'bound':>5}  per node / stop marker")
     for r in MATRIX:
         per = " ".join(f"{k.split('_')[-1]}={v}" for k, v in r["latency"].items())
-        tr.write_line(f"{r['scenario']:34} {r['backend']:7} {r['max_latency'] or '-':>6} {r['bound']:>5}  "
-                      f"{per} | {r['marker']}")
+        tr.write_line(f"{r['scenario']:34} {r['backend']:7} {r['profile']:10} {r['max_latency'] or '-':>6} "
+                      f"{r['bound']:>5}  {per} | {r['marker']}")

@@ -24,16 +24,52 @@ def workers_of(c):
     return [n for n in c.nodes if n.mode == "WORKER"]
 
 
-# -- dead nodes ----------------------------------------------------------------------------------
-def test_kill9_worker_mid_run(clusters, backend, record):
-    c = clusters(backend).start()
+# -- dead and frozen nodes ------------------------------------------------------------------------
+def kill9_worker(c, backend: str, record) -> None:
+    """A WORKER SIGKILLed mid-run: MAIN sees its channel connection drop (no heartbeat timeout)."""
+    c.start()
     c.wait_running()
     victim = c.nodes[1]
     c.signal(victim, signal.SIGKILL)
-    # its process ended: MAIN sees the control channel's connection drop (no heartbeat timeout)
     marker = c.assert_failed_everywhere(f"{victim.node_id}: lost on the control channel", first="MAIN",
                                         killed=(victim,))
     record(row(c, "kill -9 WORKER", backend, marker))
+
+
+def sigstop_worker(c, backend: str, record) -> None:
+    """A WORKER SIGSTOPped mid-run (frozen, its connection open): MAIN declares it lost once it
+    sent nothing for the heartbeat timeout — missed pings on the channel, or its heartbeat file —
+    and the cluster fails. Thawed afterwards, the frozen node ends too and leaves nothing behind."""
+    c.start()
+    c.wait_running()
+    victim = c.nodes[1]
+    c.signal(victim, signal.SIGSTOP)
+    others = [n for n in c.nodes if n is not victim]
+    try:
+        c.until(lambda: all(n.exited_at is not None for n in others), "the other nodes exited")
+    finally:
+        victim.proc.send_signal(signal.SIGCONT)
+    c.wait()
+    lost = (f"{victim.node_id}: lost on the control channel (no ping", f"{victim.node_id} stopped heart-beating")
+    marker = c.stop_marker()
+    assert marker is not None and marker.outcome == "failed" and marker.node == "MAIN", (marker, c.dump())
+    assert any(w in marker.reason for w in lost), (marker, c.dump())
+    for n in others:
+        assert n.code not in (0, None), c.dump()
+        assert f"{n.node_id} stopped: cluster " in n.last_line() and any(w in n.last_line() for w in lost), \
+            c.dump()
+    assert victim.code not in (0, None), c.dump()  # thawed into a failed cluster
+    c.assert_no_orphans()
+    record(row(c, "SIGSTOP WORKER", backend, marker, "frozen node thawed after the others exited",
+               exclude=(victim.node_id,)))
+
+
+def test_kill9_worker_mid_run(clusters, backend, record):
+    kill9_worker(clusters(backend), backend, record)
+
+
+def test_sigstop_worker_mid_run(clusters, record):
+    sigstop_worker(clusters("file"), "file", record)
 
 
 def test_kill9_main_mid_run(clusters, backend, record):
