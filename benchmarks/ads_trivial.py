@@ -29,9 +29,9 @@ class TrivialProvider(ClusterProvider):
         self.when_ready(self.export_configuration, [self.main_config_file])
 
     def run_code(self):
-        ret = subprocess.run([os.environ["OCI__ENTRY_SCRIPT"]])
+        ret = subprocess.run([os.environ["OCI__ENTRY_SCRIPT"]], check=False)
         if ret.returncode != 0:
-            raise Exception(f"the {self.mode} entry script failed", ret)
+            raise RuntimeError(f"the {self.mode} entry script failed", ret)
         self.code_execution_complete = True
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -97,19 +98,15 @@ class Nodes:
 
     def close(self) -> None:
         for p in self.procs:
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is gone
                 os.killpg(p.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
         for p in self.leftovers():
-            try:
+            with contextlib.suppress(psutil.Error):  # gone meanwhile
                 p.kill()
-            except Exception:  # noqa: BLE001 - already gone
-                pass
         for t in self._threads:
             t.join(timeout=10)
 
-    def __enter__(self) -> "Nodes":
+    def __enter__(self) -> Nodes:
         return self
 
     def __exit__(self, *exc) -> None:
