@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import subprocess
 import sys
+import threading
+import time
+import uuid
 from pathlib import Path
 
+import psutil
+
 RESULTS = Path(__file__).parent / "results"
+HANG_GUARD = 300  # s: a cluster still running then is a failure (a guard, never a measurement)
 
 
 def machine(**extra) -> dict:
@@ -21,3 +30,84 @@ def write_results(path: str | Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")
     print(f"wrote {path}")
+
+
+class Nodes:
+    """Benchmark processes, each in its own session and carrying a token in its environment.
+
+    ``start`` launches one (stdout and stderr to a log) and a thread that stamps its exit (wall
+    time, ``time.time()``, the clock of the nodes' log lines). ``close`` — also on error, as a
+    context manager — kills every process group left and then every process that still carries the
+    token (a node's children lead their own groups), so nothing outlives the measurement.
+    """
+
+    TOKEN = "FSM_BENCH_TOKEN"
+
+    def __init__(self) -> None:
+        self.token = uuid.uuid4().hex
+        self.procs: list = []
+        self.started: list[float] = []
+        self.exits: list[float | None] = []
+        self.codes: list[int | None] = []
+        self._threads: list = []
+
+    def start(self, argv: list[str], env: dict, log: str | Path) -> int:
+        i = len(self.procs)
+        self.exits.append(None)
+        self.codes.append(None)
+        self.started.append(time.time())
+        with open(log, "wb") as out:
+            p = subprocess.Popen(argv, env={**env, self.TOKEN: self.token}, stdout=out,
+                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.procs.append(p)
+
+        def wait() -> None:
+            code = p.wait()
+            self.exits[i] = time.time()
+            self.codes[i] = code
+
+        self._threads.append(threading.Thread(target=wait, daemon=True))
+        self._threads[-1].start()
+        return i
+
+    def running(self, which=None) -> list[int]:
+        return [i for i in (range(len(self.procs)) if which is None else which) if self.codes[i] is None]
+
+    def wait(self, timeout: float, which=None) -> bool:
+        """Until every process (of ``which``) exited (True) or ``timeout`` s passed (False)."""
+        deadline = time.monotonic() + timeout
+        while self.running(which):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        for i in range(len(self.procs)) if which is None else which:  # the exit stamp is written
+            while self.exits[i] is None:
+                time.sleep(0.001)
+        return True
+
+    def leftovers(self) -> list:
+        """Live processes (other than this one) that carry this object's token."""
+        me, out = os.getpid(), []
+        for p in psutil.process_iter():
+            try:
+                if p.pid != me and p.environ().get(self.TOKEN) == self.token:
+                    out.append(p)
+            except (psutil.Error, OSError):
+                continue
+        return out
+
+    def close(self) -> None:
+        for p in self.procs:
+            with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is gone
+                os.killpg(p.pid, signal.SIGKILL)
+        for p in self.leftovers():
+            with contextlib.suppress(psutil.Error):  # gone meanwhile
+                p.kill()
+        for t in self._threads:
+            t.join(timeout=10)
+
+    def __enter__(self) -> Nodes:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

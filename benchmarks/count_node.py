@@ -3,7 +3,9 @@ benchmarks.count_node:CountingCommandProvider`` with the repository on PYTHONPAT
 
 The node is the real ``fsm-cluster run`` bootstrap; only its filesystem is wrapped in a
 ``CountingFileSystem``. At exit it writes ``$BENCH_COUNT_DIR/<node>.json``: every storage call
-(wall time, phase, kind, file, found) and the wall time it entered each state.
+(wall time, phase, kind, file, found) and the wall time it entered each state. The bootstrap ends
+with ``os._exit`` (no atexit handlers), so this module wraps ``os._exit`` in the node's process to
+write the record first.
 """
 
 from __future__ import annotations
@@ -18,6 +20,18 @@ from pathlib import Path
 from benchmarks.counting import CountingFileSystem, attach
 from fsm_cluster.frameworks.command import CommandProvider
 
+_DUMPS: list = []
+_os_exit = os._exit
+
+
+def _exit_after_dumps(code: int) -> None:
+    for dump in _DUMPS:
+        dump()
+    _os_exit(code)
+
+
+os._exit = _exit_after_dumps
+
 
 class CountingCommandProvider(CommandProvider):
     def __init__(self, *args, **kwargs):
@@ -27,13 +41,18 @@ class CountingCommandProvider(CommandProvider):
         attach(self, self.counter)
         self.counter.clock = time.time  # wall: comparable with the S3 server's request log
         self.entered_wall = {"init": time.time()}
+        self._dumped = False
         atexit.register(self._dump)
+        _DUMPS.append(self._dump)
 
     def _after_state_change(self, event=None) -> None:
         self.entered_wall.setdefault(str(self.state), time.time())
         super()._after_state_change(event)
 
     def _dump(self) -> None:
+        if self._dumped:
+            return
+        self._dumped = True
         out = Path(os.environ["BENCH_COUNT_DIR"]) / f"{self.node_id}.json"
         out.write_text(json.dumps({"node": self.node_id, "mode": self.mode,
                                    "access_key": os.environ.get("AWS_ACCESS_KEY_ID"),

@@ -1,6 +1,6 @@
 """Run every benchmark (each one writes benchmarks/results/<name>.json), then the plot.
 
-    python benchmarks/run_all.py            # the full suite (~5 min on 2 cores)
+    python benchmarks/run_all.py            # the full suite (~12 min on 2 cores)
     python benchmarks/run_all.py --quick    # smaller sizes, 1 repetition (a smoke run)
 
 The machine may be shared: every benchmark records the load average before and after, and the
@@ -22,12 +22,14 @@ SUITE = {
     "scale": ["scale.py"],
     "formation": ["formation.py"],
     "storage": ["storage.py"],
+    "production": ["production.py"],
 }
 QUICK = {
     "imports": ["--reps", "3"],
     "scale": ["-n", "10", "100", "--reps", "1"],
     "formation": ["-n", "1", "4", "--reps", "1"],
     "storage": ["-n", "1", "--steady", "3"],
+    "production": ["--quick"],
 }
 
 

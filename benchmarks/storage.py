@@ -7,13 +7,18 @@ work dir lives on moto's S3 server on loopback, started in this process behind a
 that also counts the HTTP requests themselves, per node (each node signs with its own access key)
 and per phase (by the node's own transition times) — the unit a cloud provider bills.
 
-Steady state: MAIN's entry script sleeps ``--steady`` seconds with heartbeats on (local default
-OCI__HEARTBEAT_INTERVAL=0.5); requests per heartbeat interval are counted in a window inside each
-node's steady phase. Also measured: how many HTTP requests one listing of a cluster dir costs as
+Steady state: every node's entry script sleeps ``--steady`` seconds with heartbeats on (the local
+launcher's defaults: OCI__HEARTBEAT_INTERVAL=0.2; ``-e NAME=VALUE`` overrides a node variable, e.g.
+the production interval, or ``OCI__CONTROL=off``: the control channel is on by default in every
+node process); requests per heartbeat interval are counted in a window of whole intervals inside
+each node's steady phase (it starts half an interval after the node runs), so the steady phase
+must last a few intervals. Also measured: how many HTTP requests one listing of a cluster dir costs as
 the dir grows (S3 lists 1,000 keys per page).
 
     python benchmarks/storage.py                      # file and s3, N = 1 4 16 WORKERs
     python benchmarks/storage.py --backend file -n 4
+    python benchmarks/storage.py --backend file -n 8 --steady 45 -e OCI__HEARTBEAT_INTERVAL=10 \
+        -e OCI__HEARTBEAT_TIMEOUT=60        # production interval, channel on (3 intervals counted)
 """
 
 from __future__ import annotations
@@ -23,7 +28,6 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import RESULTS, machine, write_results  # noqa: E402
+from benchmarks.common import HANG_GUARD, RESULTS, Nodes, machine, write_results  # noqa: E402
 from benchmarks.counting import phase_of, spread  # noqa: E402
 from fsm_cluster.launch.local import LOCAL_DEFAULTS  # noqa: E402
 
@@ -110,14 +114,14 @@ def run_cluster(n: int, work_dir: str, entry: str, extra: dict, tmp: Path) -> li
     """1 MAIN + n WORKERs; returns each node's record (calls, entered) from count_node."""
     count_dir = tempfile.mkdtemp(dir=tmp)
     cluster = f"bench-{uuid.uuid4().hex[:6]}"
-    procs = []
-    for i in range(n + 1):
-        env = node_env(work_dir, "MAIN" if i == 0 else "WORKER", i, n, entry, count_dir, extra)
-        env["JOB_OCID"] = cluster
-        log = open(tmp / f"{cluster}-{i}.log", "wb")
-        procs.append(subprocess.Popen([sys.executable, "-m", "fsm_cluster", "run"], env=env,
-                                      stdout=log, stderr=subprocess.STDOUT))
-    codes = [p.wait(timeout=300) for p in procs]
+    with Nodes() as nodes:
+        for i in range(n + 1):
+            env = node_env(work_dir, "MAIN" if i == 0 else "WORKER", i, n, entry, count_dir, extra)
+            env["JOB_OCID"] = cluster
+            nodes.start([sys.executable, "-m", "fsm_cluster", "run"], env, tmp / f"{cluster}-{i}.log")
+        if not nodes.wait(HANG_GUARD):
+            raise SystemExit(f"N={n}: cluster still running after {HANG_GUARD} s")
+        codes = nodes.codes
     if any(codes):
         raise SystemExit(f"N={n}: cluster failed {codes}:\n" + (tmp / f"{cluster}-0.log").read_text()[-3000:])
     return [json.loads(p.read_text()) for p in sorted(Path(count_dir).glob("*.json"))]
@@ -240,9 +244,13 @@ def main(argv=None) -> int:
     ap.add_argument("-n", type=int, nargs="+", default=[1, 4, 16], help="WORKER counts")
     ap.add_argument("--steady", type=float, default=6.0, help="seconds MAIN's entry script runs")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("-e", "--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="override a node variable (e.g. OCI__HEARTBEAT_INTERVAL=10, OCI__CONTROL=off)")
     ap.add_argument("--out", default=str(RESULTS / "storage.json"))
     args = ap.parse_args(argv)
-    results = {"benchmark": "storage", "settings": LOCAL_DEFAULTS, "steady_s": args.steady, "rows": [],
+    overrides = dict(kv.split("=", 1) for kv in args.env)
+    results = {"benchmark": "storage", "settings": {**LOCAL_DEFAULTS, **overrides}, "steady_s": args.steady,
+               "rows": [],
                "machine": machine(load_avg_before=os.getloadavg())}
     print(f"{'backend':>7} {'N':>3} {'wrk form':>8} {'MAIN form':>9} {'wrk/intv':>8} {'MAIN/intv':>9} "
           f"{'wrk tear':>8} {'MAIN tear':>9} {'http wrk form':>13} {'http MAIN/intv':>14}")
@@ -257,9 +265,9 @@ def main(argv=None) -> int:
                 server = CountingS3Server()
                 bucket = f"bench-{uuid.uuid4().hex[:8]}"
                 server.make_bucket(bucket)
-                work_dir, extra = f"s3://{bucket}/wd", server.env
+                work_dir, extra = f"s3://{bucket}/wd", {**overrides, **server.env}
             else:
-                work_dir, extra = str(tmp / "wd"), {}
+                work_dir, extra = str(tmp / "wd"), overrides
             for n in args.n:
                 for rep in range(args.reps):
                     mark = len(server.requests) if server and backend == "s3" else 0
