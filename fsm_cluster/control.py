@@ -53,6 +53,9 @@ class Control:
         self.gone: set[str] = set()  # MAIN: roster nodes whose connection dropped
         self.tried: set[tuple[str, str]] = set()  # a worker: (address, life) it could not reach (logged once)
         self.joined_life: str | None = None  # a worker: the life of the MAIN it joined (None: unknown)
+        self.roster_came = False  # a worker: MAIN pushed its roster (its configuration is out)
+        self._state_fp = None  # a worker: the version of MAIN's state file it last read while joining
+        self.config_read_at = 0.0  # a worker: when it last read MAIN's configuration while on the channel
         self.outcome = None  # MAIN: the outcome it announced (sent to a node that joins later)
 
     def secret(self) -> bytes | None:
@@ -126,6 +129,22 @@ class Control:
             raise NodeFailure(f"{gone[0]}: lost on the control channel ({self.lost_early[gone[0]]})")
         self.server.broadcast_roster(n.roster, life=n.life)
 
+    def config_worth_reading(self) -> bool:
+        """A worker waiting for MAIN's configuration reads it at each poll, unless it is on MAIN's
+        channel and no roster came since it joined (MAIN pushes one when it writes its
+        configuration, and to a node that joins after that): then only once a heartbeat interval."""
+        if not self.carries_formation() or self.roster_came:
+            return True
+        now = self.node.clock.now()
+        if now - self.config_read_at >= self.node.settings.heartbeat_interval:
+            self.config_read_at = now
+            return True
+        return False
+
+    def _on_roster(self, msg) -> None:
+        self.roster_came = True
+        self.node.wake()
+
     def carries_formation(self) -> bool:
         """A worker on MAIN's channel: MAIN's roster push wakes its wait for MAIN's configuration,
         which then polls the work dir only once a heartbeat interval (the fallback)."""
@@ -152,22 +171,34 @@ class Control:
         return out
 
     # -- WORKER / PS ---------------------------------------------------------------------------
-    def look_early(self) -> None:
-        """A worker waiting for MAIN's configuration: join MAIN's channel as soon as MAIN's state
-        file names it (one small read per poll until joined), so that MAIN learns this node's
-        registration at once and can push the roster."""
-        if not self.enabled or self.client is not None or self.node.mode == "MAIN":
-            return
-        from .errors import ProtocolError
+    def look_early(self) -> bool:
+        """A worker waiting for MAIN's configuration, at each poll: join MAIN's channel as soon as
+        MAIN's state file names it (one small read per poll until joined), so that MAIN learns this
+        node's registration at once and can push the roster. Returns whether MAIN's configuration
+        is worth reading at this poll (on the channel: when the roster came, or once an interval)."""
+        if not self.enabled or self.node.mode == "MAIN":
+            return True
+        if self.client is None:
+            from .errors import ProtocolError
+            from .workdir import MAIN_NODE, config_name, state_name
 
-        n = self.node
-        try:
-            main = n.workdir.read_state("MAIN")
-        except ProtocolError:
-            return  # forged or torn: MAIN's configuration decides
-        if main is None or not main.control or (main.life and main.life == n.rendezvous.stale_life):
-            return
-        self._connect(main.control, main.life)
+            n = self.node
+            listing = n.workdir.listing()  # one request: which of MAIN's files are there (and the watch)
+            n.observe(listing)
+            fp = listing.get(state_name(MAIN_NODE))
+            if fp is None or fp == self._state_fp:
+                return config_name(MAIN_NODE) in listing
+            self._state_fp = fp
+            try:
+                main = n.workdir.read_state(MAIN_NODE)
+            except ProtocolError:
+                return True  # forged or torn: MAIN's configuration decides
+            if main is None or not main.control or (main.life and main.life == n.rendezvous.stale_life):
+                return config_name(MAIN_NODE) in listing  # MAIN serves no channel (or not this life's)
+            self._connect(main.control, main.life)
+            if self.client is None:
+                return config_name(MAIN_NODE) in listing
+        return self.config_worth_reading()
 
     def accepted(self, main_config) -> None:
         """A worker accepted MAIN's configuration: be on that life's channel (connect if not yet;
@@ -198,7 +229,7 @@ class Control:
                 return  # MAIN has not written its key file: it serves no channel yet
             client = ChannelClient(host, int(port), secret, hello, ping_interval=s.heartbeat_interval,
                                    timeout=s.heartbeat_timeout, on_outcome=self._on_outcome,
-                                   on_lost=self._on_lost, on_roster=lambda msg: n.wake())
+                                   on_lost=self._on_lost, on_roster=self._on_roster)
             client.connect()
         except (ChannelUnavailable, ValueError, OSError) as e:
             self.tried.add((address, life))
@@ -206,6 +237,7 @@ class Control:
                         "everything", n.node_id, address, e)
             return
         self.client, self.joined_life = client, life
+        self.config_read_at = n.clock.now()  # (read just before: MAIN's push tells when to read again)
         log.info("%s: joined MAIN's control channel at %s", n.node_id, address)
 
     # -- both ----------------------------------------------------------------------------------

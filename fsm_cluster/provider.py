@@ -1014,8 +1014,8 @@ class ClusterProvider:
     def main_published(self) -> bool:
         """A worker may go on: MAIN's configuration is accepted and, when a subclass redefines
         ``ready()`` (oracle-ads' TensorFlow provider waits for its own cluster.json), that too."""
-        if self.main_config is None:
-            self.control.look_early()  # join MAIN's channel as soon as its state file names it
+        if self.main_config is None and not self.control.look_early():
+            return False  # on MAIN's channel: its roster push says when the configuration is out
         if not self._take_main():
             return False
         return type(self).ready is ClusterProvider.ready or bool(self.ready())
