@@ -46,12 +46,18 @@ class LocalNodes:
 
     def start(self, modes=None):
         modes = modes or ["MAIN"] + ["WORKER"] * self.workers
-        for rank, mode in enumerate(modes):
-            log = open(self.tmp / f"node{rank}.log", "wb")
-            self.logs.append(self.tmp / f"node{rank}.log")
-            self.procs.append(subprocess.Popen([sys.executable, "-m", "fsm_cluster", "run"],
-                                               env=self.node_env(mode, rank), stdout=log,
-                                               stderr=subprocess.STDOUT))
+        for mode in modes:
+            self.start_node(mode)
+        return self
+
+    def start_node(self, mode: str):
+        """Start the next rank's node (in rank order: MAIN first)."""
+        rank = len(self.procs)
+        log = open(self.tmp / f"node{rank}.log", "wb")
+        self.logs.append(self.tmp / f"node{rank}.log")
+        self.procs.append(subprocess.Popen([sys.executable, "-m", "fsm_cluster", "run"],
+                                           env=self.node_env(mode, rank), stdout=log,
+                                           stderr=subprocess.STDOUT))
         return self
 
     def wait(self, timeout: float = 60) -> list[int]:

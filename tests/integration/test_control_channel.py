@@ -49,6 +49,34 @@ def test_the_outcome_reaches_every_node_over_the_channel(tmp_path):
         assert "complete by MAIN" in c.last_line(i)
 
 
+def _logged(c, rank: int, text: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in c.logs[rank].read_text():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"node {rank} never logged {text!r}:\n{c.dump()}")
+        time.sleep(0.05)
+
+
+def test_formation_runs_on_the_channel_events(tmp_path):
+    """A worker joins MAIN's channel while it waits (MAIN names it in its state file); once on
+    it, it reads MAIN's configuration only when MAIN's roster push comes, or once a heartbeat
+    interval — an hour here: a cluster that forms at all formed by the push. The last worker
+    starts after the others wait; MAIN's roster wait is woken by its registration."""
+    c = _nodes(tmp_path, OCI__ENTRY_SCRIPT=_entry(tmp_path, 1))
+    c.start(["MAIN", "WORKER"])
+    _logged(c, 1, "joined MAIN's control channel")
+    _logged(c, 0, "WORKER_w1 joined the control channel (1 joined)")
+    assert "MAIN_config.json" not in {p.name for p in c.state_dir().iterdir()}, c.dump()  # w2 missing
+    c.start_node("WORKER")
+    assert c.wait(timeout=60) == [0, 0, 0], c.dump()
+    for rank in (1, 2):
+        log = c.logs[rank].read_text()
+        assert log.index("joined MAIN's control channel") < log.index("waiting_for_main -> ready"), log
+    main_log = c.logs[0].read_text()
+    assert main_log.index("WORKER_w2 joined the control channel (2 joined)") < main_log.index(
+        "writing MAIN_config.json"), main_log
+
+
 @pytest.mark.parametrize("victim", [0, 1], ids=["MAIN", "WORKER"])
 def test_kill_9_of_a_node_ends_the_others_at_once(tmp_path, victim):
     c = _nodes(tmp_path, OCI__ENTRY_SCRIPT=_entry(tmp_path, 120), OCI__RUN_ON="all").start()
