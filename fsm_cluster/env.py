@@ -41,6 +41,11 @@ OCI__TIMEOUT = "OCI__TIMEOUT"
 OCI__HEARTBEAT_INTERVAL = "OCI__HEARTBEAT_INTERVAL"
 OCI__HEARTBEAT_TIMEOUT = "OCI__HEARTBEAT_TIMEOUT"
 OCI__TEARDOWN_GRACE = "OCI__TEARDOWN_GRACE"
+OCI__RESTART_POLICY = "OCI__RESTART_POLICY"  # Never | OnFailure | ExitCode (Kubeflow's restartPolicy)
+OCI__BACKOFF_LIMIT = "OCI__BACKOFF_LIMIT"  # restarts the whole cluster may take
+OCI__ACTIVE_DEADLINE_SECONDS = "OCI__ACTIVE_DEADLINE_SECONDS"  # the whole life's deadline (0: none)
+OCI__RESTART_COUNT = "OCI__RESTART_COUNT"  # restarts so far (what the entry script sees)
+OCI__REPLACES = "OCI__REPLACES"  # set by a launcher: the lost node this one replaces
 OCI__STORAGE_RETRY_BUDGET = "OCI__STORAGE_RETRY_BUDGET"  # seconds a storage call is retried
 OCI__CLUSTER_SECRET = "OCI__CLUSTER_SECRET"  # per-cluster HMAC key, from the launcher, never in the work dir
 OCI__EXPORTS = "OCI__EXPORTS"  # extra names a node may take from MAIN's config (comma separated)
@@ -150,6 +155,18 @@ class Settings(BaseModel):
     control: bool = Field(True, alias="OCI__CONTROL")
     control_port: int = Field(0, alias="OCI__CONTROL_PORT", ge=0, le=65535)
     teardown_grace: float = Field(5.0, alias=OCI__TEARDOWN_GRACE, ge=0, allow_inf_nan=False)
+    # Recovery (Kubeflow's run policy): whether a failed entry script / a lost node restarts the
+    # code (Never: today's behaviour, any failure ends the cluster; OnFailure: any; ExitCode: exit
+    # codes 128+ — signals, preemption — are retryable, 1–127 permanent), how many restarts the
+    # whole cluster may take, and a deadline for the whole life (0: none). MAIN decides with its
+    # own budget and deadline; a node's restart policy is its role's.
+    restart_policy: Literal["Never", "OnFailure", "ExitCode"] = Field("Never", alias=OCI__RESTART_POLICY)
+    backoff_limit: int = Field(6, alias=OCI__BACKOFF_LIMIT, ge=0, le=10_000)
+    active_deadline: float = Field(0.0, alias=OCI__ACTIVE_DEADLINE_SECONDS, ge=0, allow_inf_nan=False)
+    # Set by the node for its entry script (the cluster's restarts so far), and by a launcher on a
+    # node it starts in place of a lost one (the lost node's id: MAIN gives it that node's rank).
+    restart_count: int = Field(0, alias=OCI__RESTART_COUNT, ge=0)
+    replaces: str = Field("", alias=OCI__REPLACES, max_length=255)
     storage_retry_budget: float = Field(30.0, alias=OCI__STORAGE_RETRY_BUDGET, gt=0, allow_inf_nan=False)
     job_ocid: str = Field("Undefined", alias=JOB_OCID, min_length=1)
     job_run_ocid: str = Field(default_factory=lambda: f"local-{os.getpid()}-{time.time_ns()}", alias=JOB_RUN_OCID)
@@ -211,6 +228,15 @@ class Settings(BaseModel):
     @classmethod
     def _upper(cls, v):  # a module:Class provider keeps its case
         return v.strip().upper() if isinstance(v, str) and ":" not in v else (v.strip() if isinstance(v, str) else v)
+
+    @field_validator("restart_policy", mode="before")
+    @classmethod
+    def _policy(cls, v):
+        """Kubeflow's spellings, any case: never / onfailure / on_failure / exitcode / exit_code."""
+        if isinstance(v, str):
+            key = v.strip().lower().replace("_", "").replace("-", "")
+            return {"never": "Never", "onfailure": "OnFailure", "exitcode": "ExitCode", "": "Never"}.get(key, v)
+        return v
 
     @field_validator("run_on", mode="before")
     @classmethod
@@ -303,7 +329,8 @@ class Settings(BaseModel):
 _ALIASES = {f.alias for f in Settings.model_fields.values()}
 _OPTIONAL_NUMBERS = {"OCI__CONTROL_PORT", RANK, OCI__WORKER_COUNT, OCI__PS_COUNT, OCI__TIMEOUT, OCI__HEARTBEAT_INTERVAL,
                      OCI__HEARTBEAT_TIMEOUT, OCI__TEARDOWN_GRACE, SYNC_SLEEP, OCI__LIFE_SPAN,
-                     OCI__STORAGE_RETRY_BUDGET, POST_PROCESSING_WAIT}
+                     OCI__STORAGE_RETRY_BUDGET, POST_PROCESSING_WAIT, OCI__BACKOFF_LIMIT,
+                     OCI__ACTIVE_DEADLINE_SECONDS, OCI__RESTART_COUNT}
 
 
 def _variable(p: Problem) -> str:

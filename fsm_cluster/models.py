@@ -48,7 +48,7 @@ DENIED_ENV_NAMES = frozenset({
 _LOWER_HONOURED = frozenset({"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "FTP_PROXY"})
 # Who a node is: a peer's config may carry them (oracle-ads' TensorFlow provider writes OCI__MODE),
 # they stay in the file and are never exported into another node.
-IDENTITY_NAMES = frozenset({"OCI__MODE", "RANK", "JOB_OCID", "JOB_RUN_OCID"})
+IDENTITY_NAMES = frozenset({"OCI__MODE", "RANK", "JOB_OCID", "JOB_RUN_OCID", "OCI__REPLACES", "OCI__RESTART_COUNT"})
 # Whole families: the dynamic linker and libc tuning, interpreters' and tools' own start-up hooks,
 # credentials and endpoints of cloud SDKs, fsm_cluster's own contract (``OCI__START_ARGS`` is passed
 # to engine launchers: a ``--preload`` is code execution) and OCI's auth settings.
@@ -195,6 +195,18 @@ class StopMarker(_Shared):
     legacy: bool = Field(False, exclude=True)  # oracle-ads' bare "stop" file
 
 
+class RestartRecord(BaseModel):
+    """One restart of the cluster's code, as MAIN decided it (kept in MAIN's state file)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    count: int = Field(ge=1)  # 1 for the first restart
+    node: Identifier  # the node whose failure or loss caused it
+    reason: str = Field("", max_length=2000)
+    exit_code: int | None = None  # None: the node was lost (its process died or froze)
+    wall: float = 0.0  # when MAIN decided (for humans)
+    waiting_for: str = Field("", max_length=255)  # a lost node MAIN waits to see replaced ("": none)
+
+
 class NodeState(_Shared):
     """``<node>_state.json``: the node's lifecycle state and its heartbeat counter."""
 
@@ -219,6 +231,9 @@ class NodeState(_Shared):
     # MAIN: "host:port" of its control channel, from its first heartbeat on (workers join it while
     # they wait for MAIN's configuration).
     control: str = Field("", max_length=300)
+    # MAIN: the restarts of the cluster's code so far (recovery); workers learn a new one here when
+    # they are not on MAIN's control channel.
+    restarts: list[RestartRecord] = Field(default_factory=list, max_length=10_001)
 
 
 class DoneMarker(_Shared):
