@@ -26,12 +26,14 @@ import logging
 import secrets
 import threading
 
-from .errors import NodeFailure, StopRequested
+from .errors import CodeFailed, NodeFailure, NodeLost, RestartRequested, StopRequested
 
 log = logging.getLogger(__name__)
 
 CONTROL_KEY = "control"  # MAIN's NodeConfig.extra: "host:port" of its channel
 CHANNEL_KEY = "channel"  # a worker's NodeConfig.extra: true when it will join MAIN's channel
+RESTART_POLICY_KEY = "restart_policy"  # a worker's NodeConfig.extra: its role's OCI__RESTART_POLICY
+REPLACES_KEY = "replaces"  # a worker's NodeConfig.extra: the lost node it replaces (OCI__REPLACES)
 SECRET_FILE = "channel_secret"  # the channel's key, for nodes handed no OCI__CLUSTER_SECRET
 JOIN_GRACE = 10.0  # s MAIN waits at its end for roster nodes that have not joined the channel yet
 SLOW = 2  # with the channel up, the work-dir heartbeat and watch run every SLOW heartbeat intervals
@@ -92,7 +94,7 @@ class Control:
         try:
             self.server = ChannelServer(self.secret(), n.ip, s.control_port, timeout=s.heartbeat_timeout,
                                         on_register=self._on_register, on_lost=self._on_lost,
-                                        on_outcome=self._on_outcome).start()
+                                        on_outcome=self._on_outcome, on_failure=self._on_failure).start()
         except Exception as e:  # noqa: BLE001 - no channel (port, key file): the work dir carries everything
             log.warning("%s: control channel not started (%s); the work dir carries everything", n.node_id, e)
             return None
@@ -229,7 +231,8 @@ class Control:
                 return  # MAIN has not written its key file: it serves no channel yet
             client = ChannelClient(host, int(port), secret, hello, ping_interval=s.heartbeat_interval,
                                    timeout=s.heartbeat_timeout, on_outcome=self._on_outcome,
-                                   on_lost=self._on_lost, on_roster=self._on_roster)
+                                   on_lost=self._on_lost, on_roster=self._on_roster,
+                                   on_restart=self._on_restart)
             client.connect()
         except (ChannelUnavailable, ValueError, OSError) as e:
             self.tried.add((address, life))
@@ -257,7 +260,7 @@ class Control:
                     return
         if n.ending is not None or not (n.is_live() or n.state.value == "complete"):
             return
-        self._raise(NodeFailure(f"{peer}: lost on the control channel ({why})"))
+        self._raise(NodeLost(f"{peer}: lost on the control channel ({why})", peer))
 
     def _on_outcome(self, msg) -> None:
         n = self.node
@@ -275,6 +278,53 @@ class Control:
             n._defer(exc)
             return
         self._raise(exc)
+
+    # -- recovery ------------------------------------------------------------------------------
+    def _on_failure(self, msg) -> None:
+        """MAIN: a worker's code failed and its policy may retry: MAIN's thread decides."""
+        n = self.node
+        if n.ending is None and msg.node in {r.node for r in n.roster}:
+            self._raise(CodeFailed(f"{msg.node}: {msg.reason}", msg.node, msg.exit_code))
+
+    def _on_restart(self, msg) -> None:
+        """A worker: MAIN restarts the cluster's code."""
+        from .models import RestartRecord
+
+        n = self.node
+        if n.ending is not None or (msg.life and n.life and msg.life != n.life):
+            return
+        self._raise(RestartRequested(RestartRecord(count=msg.count, node=msg.node, reason=msg.reason,
+                                                   exit_code=msg.exit_code, waiting_for=msg.waiting_for)))
+
+    def asks_for_restart(self, e) -> bool:
+        """A worker whose own code failed, under a policy that may retry it: ask MAIN (True), which
+        answers with a restart or the cluster's failure. Not on MAIN's channel: False (it fails)."""
+        from .recovery import retryable
+
+        n = self.node
+        if not retryable(n.settings.restart_policy, e.code) or self.client is None or not self.client.connected:
+            return False
+        from .channel import FailureMsg
+
+        log.info("%s: %s; asking MAIN for a restart (OCI__RESTART_POLICY=%s)", n.node_id, e.reason,
+                 n.settings.restart_policy)
+        return self.client.send_failure(FailureMsg(node=n.node_id, exit_code=e.code, reason=e.reason[:4000]))
+
+    def announce_restart(self, record) -> None:
+        """MAIN: tell every node on the channel (the others read it in MAIN's state file)."""
+        if self.server is None:
+            return
+        from .channel import RestartMsg
+
+        self.server.broadcast(RestartMsg(count=record.count, node=record.node, reason=record.reason[:4000],
+                                         exit_code=record.exit_code, waiting_for=record.waiting_for,
+                                         life=self.node.life))
+
+    def forget(self, node: str) -> None:
+        """MAIN: ``node`` was lost and is being replaced: no longer expected on the channel."""
+        with self._lock:
+            self.registered.discard(node)
+            self.gone.discard(node)
 
     def _raise(self, exc: BaseException) -> None:
         if self.owner is not None:

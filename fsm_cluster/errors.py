@@ -39,6 +39,31 @@ class NodeFailure(Exception):
         self.exit_code = exit_code
 
 
+class NodeLost(NodeFailure):
+    """A peer's process died or froze (``node``): under a restart policy MAIN may replace it."""
+
+    def __init__(self, reason: str, node: str):
+        super().__init__(reason)
+        self.node = node
+
+
+class CodeFailed(NodeFailure):
+    """An entry script exited non-zero (``node``'s; ``code``): under a restart policy the cluster's
+    code may restart."""
+
+    def __init__(self, reason: str, node: str, code: int | None):
+        super().__init__(reason)
+        self.node, self.code = node, code
+
+
+class RestartRequested(Exception):
+    """MAIN restarts the cluster's code (``record``: a RestartRecord)."""
+
+    def __init__(self, record):
+        super().__init__(f"restart {record.count}: {record.reason}")
+        self.record = record
+
+
 class StopRequested(Exception):
     """Raised inside a node's life when the stop marker (or a signal, or the TTL) ends it."""
 

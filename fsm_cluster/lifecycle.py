@@ -7,7 +7,8 @@ The machine's model is the ClusterProvider, so every callback named below *is* a
 guard of ``teardown``. The runner only fires triggers; what happens on each edge lives in this table.
 
     init → configuring → waiting_for_main → ready → running → complete ─┐
-                     └──────(MAIN)────────┘                 └→ failed ──┴→ tearable → stopped
+                     └──────(MAIN)────────┘       ↑   ↓  └→ failed ──┴→ tearable → stopped
+                                             recovering (a restart: restarts_left)
 
 Any live state may ``fail`` or get a stop request (``request_stop`` → tearable); stopped is final.
 
@@ -33,6 +34,8 @@ class NodeStatus(str, Enum):
     3. ``waiting_for_main`` — a WORKER / PS registered and waits for MAIN's configuration
     4. ``ready`` — the roster is known and exported
     5. ``running`` — the engine and the entry script run
+       ``recovering`` — the cluster restarts its code (a failure a restart policy retries): the
+       entry script was ended; waiting (bounded) for a lost node's replacement, then running again
     6. ``complete`` — this node's code completed; MAIN decides when the cluster ends
     7. ``failed`` — this node failed (or learnt that the cluster did)
     8. ``tearable`` — the ending is known; children are torn down next
@@ -44,6 +47,7 @@ class NodeStatus(str, Enum):
     waiting_for_main = "waiting_for_main"
     ready = "ready"
     running = "running"
+    recovering = "recovering"
     complete = "complete"
     failed = "failed"
     tearable = "tearable"
@@ -65,7 +69,7 @@ class NodeStatus(str, Enum):
 
 
 _LIVE = frozenset({NodeStatus.init, NodeStatus.configuring, NodeStatus.waiting_for_main, NodeStatus.ready,
-                   NodeStatus.running})
+                   NodeStatus.running, NodeStatus.recovering})
 STATES = [s.value for s in NodeStatus]
 LIVE_STATES = [s.value for s in NodeStatus if s.is_live()]
 FINAL_STATES = [s.value for s in NodeStatus if s.is_final()]
@@ -134,6 +138,11 @@ TRANSITIONS = [
     # and run_code (the provider's adopt()); only the background sync starts here.
     {"trigger": "take_over", "source": "ready", "dest": "running", "after": "sync"},
     {"trigger": "succeed", "source": "running", "dest": "complete", "after": "publish_completion"},
+    # Recovery (a restart policy, MAIN's budget): the entry script ends, the node waits for a lost
+    # node's replacement if there is one, then the code runs again (OCI__RESTART_COUNT = restarts).
+    {"trigger": "recover", "source": ["running", "complete"], "dest": "recovering", "conditions": "restarts_left",
+     "after": "end_code"},
+    {"trigger": "resume", "source": "recovering", "dest": "running", "after": "run_code"},
     # The ending edges: their hooks are best effort (a failure is logged; the life goes on to stopped).
     {"trigger": "fail", "source": LIVE_STATES, "dest": "failed", "before": "execution_failed",
      "best_effort": True},

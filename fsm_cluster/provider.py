@@ -28,13 +28,13 @@ from typing import Any, Callable, Mapping, MutableMapping
 from . import entry
 from .clock import Backoff, Clock, SystemClock, wait_until
 from .env import (JOB_OCID, OCI__CLUSTER_ID, OCI__MAIN_IP, OCI__NODE_IP, OCI__NODE_LIST, OCI__NODE_RANK,
-                  OCI__WORKER_IP, OCI__WORLD_SIZE, WORLD_SIZE, Settings)
+                  OCI__RESTART_COUNT, OCI__WORKER_IP, OCI__WORLD_SIZE, WORLD_SIZE, Settings)
 from .errors import FsmClusterError, NodeFailure, StopRequested, WaitTimeout
 from .lifecycle import Ending, LifeEnded, NodeLifecycle, NodeStatus
-from .models import NodeConfig, NodeState, RosterEntry, StopMarker
+from .models import NodeConfig, NodeState, RestartRecord, RosterEntry, StopMarker
 from .process import OWNER_ENV, Child, ProcessGroup
 from .rendezvous import DONE_SUFFIX, Rendezvous
-from .control import CHANNEL_KEY, CONTROL_KEY
+from .control import CHANNEL_KEY, CONTROL_KEY, REPLACES_KEY, RESTART_POLICY_KEY
 from .watch import ClusterWatch
 from .workdir import MAIN_NODE, STOP, WorkDir, config_name, state_name
 
@@ -136,6 +136,15 @@ class ClusterProvider:
         self.scheme = self.workdir_protocol()
         self.code_execution_complete = False
         self._deferred: StopRequested | None = None  # the cluster completed while this node's code ran
+        # recovery (fsm_cluster.recovery): MAIN's decided restarts (a worker: those it learnt), the
+        # restart being taken (the guard of ``recover``), a worker's failed code awaiting MAIN's word
+        from .recovery import Budget
+
+        self.restarts: list = []
+        self._restart_taken = None
+        self._verdict_due: float | None = None
+        self._budget = Budget(settings.backoff_limit, settings.active_deadline)
+        self._born = self.clock.now()
         self._legacy_stop = False  # oracle-ads' bare stop file seen
         self._running_hook: str | None = None  # the table hook running now (set by the machine)
         self._adopted = None  # the keeper, while an oracle-ads-shaped runner drives (see adopt)
@@ -278,6 +287,12 @@ class ClusterProvider:
         extra = {CONTROL_KEY: self._control_address} if self._control_address else {}
         if self.mode != "MAIN" and self.control.enabled:
             extra[CHANNEL_KEY] = True  # MAIN waits for it on the channel at its end (never in vain)
+        if self.mode != "MAIN":
+            extra[RESTART_POLICY_KEY] = self.settings.restart_policy  # MAIN decides by the role's policy
+            if self.settings.replaces:
+                extra[REPLACES_KEY] = self.settings.replaces
+        elif self.restarts:
+            extra["restarts"] = len(self.restarts)
         cfg = NodeConfig(node=self.node_id, mode=self.mode, run_id=self.run_id, rank=self.settings.rank,
                          ip=self.ip, host=self.host, env=_json_values(conf), roster=roster, life=self.life,
                          extra=extra)
@@ -436,8 +451,126 @@ class ClusterProvider:
         return {**self.socket_env(), **self.environ}
 
     def entry_env(self) -> dict[str, str]:
-        """Environment of the entry script: :meth:`child_env` plus OCI__RUNTIME_PYTHON_PATH entries."""
-        return entry.environment(self.settings, self.child_env())
+        """Environment of the entry script: :meth:`child_env` plus OCI__RUNTIME_PYTHON_PATH entries,
+        and OCI__RESTART_COUNT (the cluster's restarts so far: a script resumes from its checkpoint)."""
+        env = entry.environment(self.settings, self.child_env())
+        env[OCI__RESTART_COUNT] = str(self.restart_count)
+        return env
+
+    # ------------------------------------------------------------------------------------------
+    # recovery (fsm_cluster.recovery): MAIN decides, every node restarts its code
+    # ------------------------------------------------------------------------------------------
+    @property
+    def restart_count(self) -> int:
+        known = (self.main_config.extra or {}).get("restarts", 0) if self.main_config is not None else 0
+        return max(len(self.restarts), known if isinstance(known, int) else 0)
+
+    def restarts_left(self) -> bool:
+        """Guard of ``recover``: a restart MAIN decided (within its backoffLimit and
+        activeDeadlineSeconds) is being taken."""
+        return self._restart_taken is not None
+
+    def end_code(self) -> None:
+        """Entering ``recovering``: end the entry script (its process group and what it left)."""
+        code, self.code_process = self.code_process, None
+        self.code_execution_complete = False
+        if code is not None and code.poll() is None:
+            from .process import sweep
+
+            sweep(groups=[code.pid], grace=self.settings.teardown_grace)
+        if code is not None and code in self.children.children:
+            self.children.children.remove(code)
+
+    def policy_of(self, node: str) -> str:
+        """The restart policy of ``node``'s role (MAIN's own, or what a worker registered)."""
+        if node == self.node_id:
+            return self.settings.restart_policy
+        cfg = self.rendezvous.workers.get(node)
+        return str((cfg.extra or {}).get(RESTART_POLICY_KEY, "Never")) if cfg is not None else "Never"
+
+    def recover_from(self, e: BaseException) -> None:
+        """A failure a restart policy may retry, or MAIN's restart: restart the code, or raise the
+        failure (the cluster ends as before)."""
+        from .errors import CodeFailed, NodeLost, RestartRequested
+
+        if self._handed is e:
+            self._handed = None  # taken (the interrupt is not raised again)
+        if isinstance(e, RestartRequested):
+            return self._restart(e.record)
+        lost = isinstance(e, NodeLost)
+        node = e.node
+        code = None if lost else e.code
+        if self.mode != "MAIN":
+            if isinstance(e, CodeFailed) and node == self.node_id and self.control.asks_for_restart(e):
+                self._verdict_due = self.clock.now() + self.settings.heartbeat_timeout
+                return
+            raise e
+        from .recovery import retryable
+
+        if node == self.node_id and lost or not retryable(self.policy_of(node), code):
+            raise e
+        refusal = self._budget.refusal(len(self.restarts), self.clock.now() - self._born)
+        if refusal:
+            raise NodeFailure(f"{refusal}: {e.reason}") from None
+        record = RestartRecord(count=len(self.restarts) + 1, node=node, reason=e.reason, exit_code=code,
+                               wall=self.clock.wall(), waiting_for=node if lost else "")
+        log.warning("%s: restart %d of %d: %s%s", self.node_id, record.count, self._budget.limit, e.reason,
+                    f"; waiting for {node} to be replaced" if lost else "")
+        self.restarts.append(record)
+        self.flush_state()  # the record: fsm-cluster status, launchers that replace lost nodes
+        self.control.announce_restart(record)
+        self._restart(record)
+
+    def _restart(self, record) -> None:
+        """Every node: end the code, wait for a lost node's replacement if any, run the code again."""
+        if self.mode != "MAIN" and all(r.count != record.count for r in self.restarts):
+            self.restarts.append(record)
+        self._verdict_due = None
+        self._restart_taken = record
+        try:
+            self.recover()
+        finally:
+            self._restart_taken = None
+        if record.waiting_for:
+            if self.mode == "MAIN":
+                self._await_replacement(record.waiting_for)
+            else:
+                self.wait_until(lambda: self._replaced(record.waiting_for), self.time_out,
+                                f"MAIN's configuration with {record.waiting_for} replaced")
+        log.info("%s: running the code again (restart %d)", self.node_id, record.count)
+        self.resume()
+
+    def _replaced(self, lost: str) -> bool:
+        """A worker: MAIN's configuration no longer lists ``lost`` (read again after a roster push)."""
+        cfg = self.rendezvous.read_main_config_again()
+        return cfg is not None and all(r.node != lost for r in cfg.roster)
+
+    def _await_replacement(self, lost: str) -> None:
+        """MAIN: wait (OCI__TIMEOUT) for a node started with OCI__REPLACES=<lost>; give it the lost
+        node's rank, publish the configuration again and push the roster."""
+        self.watch.peers.seen.pop(state_name(lost), None)
+        self.rendezvous.workers.pop(lost, None)
+        self.control.forget(lost)
+
+        def newcomer():
+            self.observe(self.workdir.listing())
+            for node, cfg in self.fetch_all_worker_info().items():
+                if (cfg.extra or {}).get(REPLACES_KEY) == lost and all(r.node != node for r in self.roster):
+                    return node
+            return None
+
+        new = self.wait_until(newcomer, self.time_out, f"a replacement of {lost} (a node with OCI__REPLACES={lost})")
+        cfg = self.rendezvous.workers[new]
+        roster = [RosterEntry(node=new, mode=cfg.mode, run_id=cfg.run_id, rank=r.rank, ip=cfg.ip, host=cfg.host)
+                  if r.node == lost else r for r in self.roster]
+        old = self.main_config
+        env = {**old.env, OCI__NODE_LIST: ",".join(r.ip for r in roster)}
+        self.rendezvous.register(old.model_copy(update={"roster": roster, "env": env,
+                                                        "extra": {**old.extra, "restarts": len(self.restarts)}}))
+        self.watch.expect(state_name(new), self.clock.now())
+        log.info("%s: %s replaces %s (rank %s)", self.node_id, new, lost,
+                 next(r.rank for r in roster if r.node == new))
+        self.control.publish_roster()
 
     def socket_env(self) -> dict[str, str]:
         """GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME for the interface holding this node's address,
@@ -762,7 +895,7 @@ class ClusterProvider:
             log.error("%s: could not write its state while ending: %s", self.node_id, e)
 
     def node_state(self) -> NodeState:
-        return NodeState(node=self.node_id, mode=self.mode, run_id=self.run_id, state=self.state,
+        return NodeState(restarts=list(self.restarts) if self.mode == "MAIN" else [], node=self.node_id, mode=self.mode, run_id=self.run_id, state=self.state,
                          reason=self.reason, heartbeat=self.heartbeat, transitions=self.transitions,
                          pid=os.getpid(), host=self.host, ip=self.ip, exit_code=self.exit_code,
                          started_wall=self._started_wall, entered_wall=self._entered_wall,

@@ -201,6 +201,20 @@ class Rendezvous:
         self.roster = list(cfg.roster)
         return cfg
 
+    def read_main_config_again(self) -> NodeConfig | None:
+        """A worker after MAIN replaced a lost node: MAIN's configuration of this life as it is now
+        (signed; still listing this node), or None while it cannot be taken."""
+        name = config_name(MAIN_NODE)
+        try:
+            cfg = self.workdir.read(name, NodeConfig)
+        except ProtocolError as e:
+            self.refuse(name, None, str(e))
+            return None
+        if cfg is None or cfg.life != self.life or not any(r.node == self.node_id for r in cfg.roster):
+            return None
+        self.main_config, self.roster = cfg, list(cfg.roster)
+        return cfg
+
     # -- exports ---------------------------------------------------------------------------------
     @staticmethod
     def exported(env: dict[str, str], names: Iterable[str] | None) -> tuple[dict[str, str], list[str]]:

@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 
-from .errors import FsmClusterError, NodeFailure, StopRequested
+from .errors import CodeFailed, FsmClusterError, NodeFailure, NodeLost, RestartRequested, StopRequested
 from .lifecycle import Ending, LifeEnded, NodeStatus
 
 log = logging.getLogger(__name__)
@@ -60,28 +60,44 @@ def form(p) -> None:
 
 
 def _watch(p) -> None:
-    """running / complete: watch the code, the engine, the cluster, until the node may tear down."""
+    """running / complete: watch the code, the engine, the cluster, until the node may tear down.
+    A failure a restart policy may retry, or MAIN's restart, goes through ``recover_from``: the
+    code runs again (recovering → running), or the failure ends the node as before."""
     while True:
-        if p.state is NodeStatus.running:
-            rc = p.code_status()
-            if rc is not None:
-                if rc != 0:
-                    raise NodeFailure(f"entry script exited with code {rc}")
-                p.succeed()
-        if p.is_main_node():
-            if p.state is NodeStatus.complete and p.tearable():
-                reason = ("code completed" if p.ephemeral
-                          else f"life span {p.settings.life_span} reached (code completed)")
-                p.end(Ending("complete" if p.ephemeral else "stopped", reason, 0, p.node_id))
+        try:
+            if _look(p):
                 return
-            if not p.ephemeral and p.reached_endoflife():
-                raise StopRequested(f"life span {p.settings.life_span} reached", 0, "stopped", p.node_id)
-        p.tick()
-        legacy = p.legacy_stop_ends()  # oracle-ads' stop file: once this node's own code is done
-        if legacy is not None:
-            p.end(legacy)
-            return
-        p.idle(min(p.seconds_to_next_tick(), p.settings.heartbeat_interval))
+        except (CodeFailed, NodeLost, RestartRequested) as e:
+            p.recover_from(e)
+
+
+def _look(p) -> bool:
+    """One round of the watch; True when the node may tear down."""
+    if p.state is NodeStatus.running:
+        rc = p.code_status()
+        if rc is not None and rc != 0 and p._verdict_due is None:
+            raise CodeFailed(f"entry script exited with code {rc}", p.node_id, rc)
+        if rc is not None and rc != 0 and p.clock.now() > p._verdict_due:
+            raise NodeFailure(f"entry script exited with code {rc} (MAIN did not answer its restart request)")
+        if rc == 0:
+            p.succeed()
+    if p.is_main_node() and p._budget.past_deadline(p.clock.now() - p._born):
+        raise NodeFailure(f"activeDeadlineSeconds {p._budget.deadline:g} exceeded")
+    if p.is_main_node():
+        if p.state is NodeStatus.complete and p.tearable():
+            reason = ("code completed" if p.ephemeral
+                      else f"life span {p.settings.life_span} reached (code completed)")
+            p.end(Ending("complete" if p.ephemeral else "stopped", reason, 0, p.node_id))
+            return True
+        if not p.ephemeral and p.reached_endoflife():
+            raise StopRequested(f"life span {p.settings.life_span} reached", 0, "stopped", p.node_id)
+    p.tick()
+    legacy = p.legacy_stop_ends()  # oracle-ads' stop file: once this node's own code is done
+    if legacy is not None:
+        p.end(legacy)
+        return True
+    p.idle(min(p.seconds_to_next_tick(), p.settings.heartbeat_interval))
+    return False
 
 
 def _install_signal_handlers(p):

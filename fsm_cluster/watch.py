@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
-from .errors import NodeFailure, ProtocolError, StopRequested
+from .errors import NodeFailure, NodeLost, ProtocolError, StopRequested
 from .lifecycle import NodeStatus
 from .models import NodeState, StopMarker
 from .peerwatch import EXPECTED, PeerWatch
@@ -186,8 +186,8 @@ class ClusterWatch:
                 raise NodeFailure(f"{peer} wrote no state file for {quiet:.0f} s after it "
                                   f"joined the cluster (timeout {self.timeout:g} s)")
             gone = "" if present(name) else " (its state file is gone)"
-            raise NodeFailure(f"{peer} stopped heart-beating: no change for {quiet:.0f} s "
-                              f"(timeout {self.timeout:g} s){gone}")
+            raise NodeLost(f"{peer} stopped heart-beating: no change for {quiet:.0f} s "
+                           f"(timeout {self.timeout:g} s){gone}", peer)
 
     def write_stop(self, marker: StopMarker) -> StopMarker | None:
         """Write this node's marker, first writer wins among this life's: a stop file that is

@@ -21,7 +21,7 @@ from typing import Any, Callable
 from pydantic import ValidationError
 
 from . import wire
-from .messages import SERVER_MESSAGE, Bye, Message, OutcomeMsg, Ping, Pong, Register, Roster, encode
+from .messages import SERVER_MESSAGE, Bye, FailureMsg, Message, OutcomeMsg, Ping, Pong, Register, RestartMsg, Roster, encode
 from .wire import ChannelUnavailable
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ class ChannelClient:
                  on_roster: Callable[[Roster], Any] | None = None,
                  on_outcome: Callable[[OutcomeMsg], Any] | None = None,
                  on_lost: Callable[[str], Any] | None = None, on_bye: Callable[[str], Any] | None = None,
+                 on_restart: Callable[[Any], Any] | None = None,
                  max_frame: int = wire.MAX_SERVER_FRAME):
         if not isinstance(hello, Register):
             raise TypeError("hello must be a Register message")
@@ -41,6 +42,7 @@ class ChannelClient:
         self.host, self.port, self.secret, self.hello = host, int(port), wire.check_secret(secret), hello
         self.ping_interval, self.timeout, self.connect_timeout = ping_interval, timeout, connect_timeout
         self.on_roster, self.on_outcome, self.on_lost, self.on_bye = on_roster, on_outcome, on_lost, on_bye
+        self.on_restart = on_restart
         self.max_frame = max_frame
         self.rtt: float | None = None  # the last ping's round trip (s)
         self._sock: socket.socket | None = None
@@ -88,6 +90,10 @@ class ChannelClient:
         return self
 
     # -- the owner's side --------------------------------------------------------------------------
+    def send_failure(self, msg: FailureMsg) -> bool:
+        """Ask MAIN whether the cluster restarts after this node's code failed."""
+        return self._send(msg)
+
     def send_outcome(self, msg: OutcomeMsg) -> bool:
         """Tell MAIN this node's end now. False when the channel is down (the work dir still tells it)."""
         return self._send(msg)
@@ -178,6 +184,8 @@ class ChannelClient:
             wire.call_back(self.on_roster, msg)
         elif isinstance(msg, OutcomeMsg):
             wire.call_back(self.on_outcome, msg)
+        elif isinstance(msg, RestartMsg):
+            wire.call_back(self.on_restart, msg)
         elif isinstance(msg, Bye):
             if msg.lost:  # MAIN gave this node up (it was frozen or unreachable): a loss, told by MAIN
                 self.declared_lost = msg.reason

@@ -83,6 +83,29 @@ class OutcomeMsg(_Message):
                           life=self.life)
 
 
+class FailureMsg(_Message):
+    """A node's own code failed under a restart policy that allows a retry: MAIN decides whether
+    the cluster restarts its code (``node`` must be the sender's registered name)."""
+
+    type: Literal["failure"] = "failure"
+    node: Identifier
+    exit_code: int | None = None
+    reason: _Text = ""
+
+
+class RestartMsg(_Message):
+    """MAIN restarts the cluster's code (restart ``count``), caused by ``node``; ``waiting_for``:
+    a lost node MAIN waits to see replaced before the code runs again ("" = at once)."""
+
+    type: Literal["restart"] = "restart"
+    count: int = Field(ge=1)
+    node: Identifier
+    reason: _Text = ""
+    exit_code: int | None = None
+    waiting_for: Annotated[str, Field(max_length=255)] = ""
+    life: _Life = ""
+
+
 class Bye(_Message):
     """The sender ends the connection on purpose (``reason`` says why); no loss is reported."""
 
@@ -93,9 +116,9 @@ class Bye(_Message):
     lost: bool = False
 
 
-ClientMessage = Annotated[Union[Register, Ping, OutcomeMsg, Bye], Field(discriminator="type")]
-ServerMessage = Annotated[Union[Roster, Pong, OutcomeMsg, Bye], Field(discriminator="type")]
-Message = Union[Register, Roster, Ping, Pong, OutcomeMsg, Bye]
+ClientMessage = Annotated[Union[Register, Ping, OutcomeMsg, FailureMsg, Bye], Field(discriminator="type")]
+ServerMessage = Annotated[Union[Roster, Pong, OutcomeMsg, RestartMsg, Bye], Field(discriminator="type")]
+Message = Union[Register, Roster, Ping, Pong, OutcomeMsg, FailureMsg, RestartMsg, Bye]
 
 CLIENT_MESSAGE: TypeAdapter = TypeAdapter(ClientMessage)
 SERVER_MESSAGE: TypeAdapter = TypeAdapter(ServerMessage)

@@ -50,14 +50,17 @@ class LocalNodes:
             self.start_node(mode)
         return self
 
-    def start_node(self, mode: str):
-        """Start the next rank's node (in rank order: MAIN first)."""
-        rank = len(self.procs)
-        log = open(self.tmp / f"node{rank}.log", "wb")
-        self.logs.append(self.tmp / f"node{rank}.log")
+    def start_node(self, mode: str, rank: int | None = None, **env):
+        """Start a node: the next rank's (in rank order: MAIN first), or ``rank``'s again with
+        ``env`` on top (e.g. a replacement: JOB_RUN_OCID, OCI__REPLACES). Its log is node<i>.log,
+        i its index in ``procs``."""
+        index = len(self.procs)
+        log = open(self.tmp / f"node{index}.log", "wb")
+        self.logs.append(self.tmp / f"node{index}.log")
         self.procs.append(subprocess.Popen([sys.executable, "-m", "fsm_cluster", "run"],
-                                           env=self.node_env(mode, rank), stdout=log,
-                                           stderr=subprocess.STDOUT))
+                                           env={**self.node_env(mode, index if rank is None else rank),
+                                                **{k: str(v) for k, v in env.items()}},
+                                           stdout=log, stderr=subprocess.STDOUT))
         return self
 
     def wait(self, timeout: float = 60) -> list[int]:

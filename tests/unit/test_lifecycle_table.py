@@ -11,7 +11,7 @@ from fsm_cluster.lifecycle import FINAL_STATES, LIVE_STATES, STATES, TRANSITIONS
 from fsm_cluster.provider import ClusterProvider
 
 HOOKS = ["begin_life", "fetch_code", "check_entry_script", "setup_configuration", "export_main_configuration", "start", "run_code", "sync",
-         "publish_completion", "execution_failed", "stop", "end_children", "final_sync"]
+         "publish_completion", "execution_failed", "stop", "end_children", "final_sync", "end_code"]
 
 
 class RecordingProvider(ClusterProvider):
@@ -58,6 +58,8 @@ def test_every_edge(t, src, mode):
         allowed = mode == "MAIN"
     if t.get("unless") == "is_main_node":
         allowed = mode != "MAIN"
+    if t.get("conditions") == "restarts_left":
+        p._restart_taken = object()  # a restart MAIN decided (see test_recover_needs_a_decided_restart)
     fired = getattr(p, t["trigger"])()
     if guard_main and not allowed:
         # The sibling edge with the opposite guard took the trigger instead.
@@ -116,3 +118,12 @@ def test_transitions_are_logged_with_node_source_destination_reason(caplog):
     p.reason = "because"
     p.configure()
     assert any("node=WORKER_r1 init -> configuring reason=because" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("src", ["running", "complete"])
+def test_recover_needs_a_decided_restart(src):
+    """``recover``'s guard (restarts_left): without a restart MAIN decided within its budget, the
+    node stays where it is and its code is not ended."""
+    p = RecordingProvider("WORKER")
+    p.lifecycle.machine.set_state(src, model=p)
+    assert p.recover() is False and p.state == src and "end_code" not in p.calls
