@@ -143,6 +143,7 @@ class ClusterProvider:
         self.restarts: list = []
         self._restart_taken = None
         self._verdict_due: float | None = None
+        self._awaited: set[str] = set()  # MAIN of an elastic engine: lost nodes whose replacement may come
         self._budget = Budget(settings.backoff_limit, settings.active_deadline)
         self._born = self.clock.now()
         self._legacy_stop = False  # oracle-ads' bare stop file seen
@@ -481,6 +482,10 @@ class ClusterProvider:
         if code is not None and code in self.children.children:
             self.children.children.remove(code)
 
+    # An elastic engine (Dask, Ray) survives a lost WORKER: its code goes on on the others while
+    # MAIN takes the replacement in; a rigid one (COMMAND, PyTorch, TensorFlow…) restarts its code.
+    ELASTIC = False
+
     def policy_of(self, node: str) -> str:
         """The restart policy of ``node``'s role (MAIN's own, or what a worker registered)."""
         if node == self.node_id:
@@ -496,6 +501,10 @@ class ClusterProvider:
         if self._handed is e:
             self._handed = None  # taken (the interrupt is not raised again)
         if isinstance(e, RestartRequested):
+            if e.record.waiting_for and self.ELASTIC:  # a peer lost; this engine goes on without it
+                log.info("%s: %s lost; the engine goes on while MAIN takes its replacement in", self.node_id,
+                         e.record.waiting_for)
+                return None
             return self._restart(e.record)
         lost = isinstance(e, NodeLost)
         node = e.node
@@ -519,6 +528,10 @@ class ClusterProvider:
         self.restarts.append(record)
         self.flush_state()  # the record: fsm-cluster status, launchers that replace lost nodes
         self.control.announce_restart(record)
+        if lost and self.ELASTIC:  # the engine goes on without it; the replacement joins when it comes
+            self._forget(node)
+            self._awaited.add(node)
+            return
         self._restart(record)
 
     def _restart(self, record) -> None:
@@ -545,21 +558,38 @@ class ClusterProvider:
         cfg = self.rendezvous.read_main_config_again()
         return cfg is not None and all(r.node != lost for r in cfg.roster)
 
-    def _await_replacement(self, lost: str) -> None:
-        """MAIN: wait (OCI__TIMEOUT) for a node started with OCI__REPLACES=<lost>; give it the lost
-        node's rank, publish the configuration again and push the roster."""
+    def _forget(self, lost: str) -> None:
+        """MAIN: ``lost`` is no longer watched or expected (its replacement will be)."""
         self.watch.peers.seen.pop(state_name(lost), None)
         self.rendezvous.workers.pop(lost, None)
         self.control.forget(lost)
 
-        def newcomer():
+    def _newcomer(self, lost: str, look: bool = True) -> str | None:
+        """MAIN: the node that registered with OCI__REPLACES=<lost>, if any (one listing)."""
+        if look:
             self.observe(self.workdir.listing())
-            for node, cfg in self.fetch_all_worker_info().items():
-                if (cfg.extra or {}).get(REPLACES_KEY) == lost and all(r.node != node for r in self.roster):
-                    return node
-            return None
+        for node, cfg in self.fetch_all_worker_info().items():
+            if (cfg.extra or {}).get(REPLACES_KEY) == lost and all(r.node != node for r in self.roster):
+                return node
+        return None
 
-        new = self.wait_until(newcomer, self.time_out, f"a replacement of {lost} (a node with OCI__REPLACES={lost})")
+    def _take_awaited(self) -> None:
+        """MAIN of an elastic engine, at each tick: a replacement that registered meanwhile joins."""
+        for lost in list(self._awaited):
+            new = self._newcomer(lost, look=False)  # the tick's own listing
+            if new is not None:
+                self._awaited.discard(lost)
+                self._take_replacement(lost, new)
+
+    def _await_replacement(self, lost: str) -> None:
+        """MAIN: wait (OCI__TIMEOUT) for a node started with OCI__REPLACES=<lost>; give it the lost
+        node's rank, publish the configuration again and push the roster."""
+        self._forget(lost)
+        new = self.wait_until(lambda: self._newcomer(lost), self.time_out,
+                              f"a replacement of {lost} (a node with OCI__REPLACES={lost})")
+        self._take_replacement(lost, new)
+
+    def _take_replacement(self, lost: str, new: str) -> None:
         cfg = self.rendezvous.workers[new]
         roster = [RosterEntry(node=new, mode=cfg.mode, run_id=cfg.run_id, rank=r.rank, ip=cfg.ip, host=cfg.host)
                   if r.node == lost else r for r in self.roster]
@@ -991,6 +1021,8 @@ class ClusterProvider:
 
     def _tick(self, engine: bool) -> None:
         self.watch.tick(self.state, self.flush_state)
+        if self._awaited and engine:
+            self._take_awaited()
         if engine and self.state is NodeStatus.running:
             self.check_engine()
 

@@ -103,6 +103,7 @@ ClusterStatus = namedtuple("ClusterStatus", ["worker_count"])
 class DaskProvider(EngineProvider):
     """Dask scheduler on MAIN, one ``dask worker`` per WORKER node."""
     KIND = "DASK"
+    ELASTIC = True  # a lost worker: the engine reschedules on the others; the replacement joins
     EXPORTS = (DASK_SCHEDULER_ADDRESS, SCHEDULER_IP, OCI__DASK_SCHEDULER_PORT)
 
     scheduler = None

@@ -37,6 +37,7 @@ DEFAULT_RAY_PORT = 6379
 class RayProvider(EngineProvider):
     """``ray start --head`` on MAIN, ``ray start --address`` on every WORKER."""
     KIND = "RAY"
+    ELASTIC = True  # a lost worker: the engine reschedules on the others; the replacement joins
     EXPORTS = (RAY_ADDRESS, OCI__RAY_PORT)
 
     # -- configuration ---------------------------------------------------------------------------

@@ -103,16 +103,27 @@ class EngineCluster(LocalNodes):
         if self.private_network and netns_available():
             self.net = PrivateNetwork()
             prefix = self.net.prefix()
+        self._prefix = prefix
         for rank, mode in enumerate(self.modes):
-            env = base_env(self.work_dir, self.cluster, self.cluster_type, self.workers, self.ps,
-                           **self.extra, **self.per_mode.get(mode, {}))
-            env.update({"OCI__MODE": mode, "RANK": str(rank),
-                        "JOB_RUN_OCID": "main" if mode == "MAIN" else f"{mode.lower()}{rank}"})
-            path = self.tmp / f"node{rank}.log"
-            self.logs.append(path)
-            self.procs.append(subprocess.Popen(prefix + [sys.executable, "-m", "fsm_cluster", "run"], env=env,
-                                               stdout=open(path, "wb"), stderr=subprocess.STDOUT,
-                                               start_new_session=True))
+            self.start_node(mode, rank)
+        return self
+
+    def start_node(self, mode: str, rank: int | None = None, **extra) -> "EngineCluster":
+        """Start a node of ``rank`` (``extra`` on top: a replacement's JOB_RUN_OCID, OCI__REPLACES)."""
+        index = len(self.procs)
+        rank = index if rank is None else rank
+        env = base_env(self.work_dir, self.cluster, self.cluster_type, self.workers, self.ps,
+                       **self.extra, **self.per_mode.get(mode, {}))
+        env.update({"OCI__MODE": mode, "RANK": str(rank),
+                    "JOB_RUN_OCID": "main" if mode == "MAIN" else f"{mode.lower()}{rank}"})
+        env.update({k: str(v) for k, v in extra.items()})
+        if index >= len(self.modes):
+            self.modes.append(mode)
+        path = self.tmp / f"node{index}.log"
+        self.logs.append(path)
+        self.procs.append(subprocess.Popen(getattr(self, "_prefix", []) + [sys.executable, "-m", "fsm_cluster", "run"],
+                                           env=env, stdout=open(path, "wb"), stderr=subprocess.STDOUT,
+                                           start_new_session=True))
         return self
 
     def wait(self, timeout: float = HANG_GUARD) -> list[int]:

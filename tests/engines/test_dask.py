@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import pytest
 
@@ -39,6 +41,55 @@ def test_dask_worker_killed_fails_every_node(tmp_path, engine_cluster):
         "OCI__ENTRY_SCRIPT_ARGS": f"--tasks 100000 --out {tmp_path / 'out'}",
     }, per_mode={"WORKER": {"OCI__START_ARGS": "--nthreads 1"}}).start()
     kill_worker_and_check(c)
+
+
+ELASTIC_JOB = """
+import json, os, sys, time
+from dask.distributed import Client, get_worker
+
+def task(x):
+    time.sleep(0.3)
+    return {"x": x, "worker": get_worker().name}
+
+out = sys.argv[1]
+client = Client()
+first = client.gather(client.map(task, range(8), pure=False))
+open(os.path.join(out, "phase1"), "w").close()  # the test kills a worker now
+deadline = time.monotonic() + 90
+while not any(str(w["name"]).endswith("-r1") for w in client.scheduler_info(n_workers=-1)["workers"].values()):
+    assert time.monotonic() < deadline, "the replacement never joined"
+    time.sleep(0.2)
+second = client.gather(client.map(task, range(8, 24), pure=False))
+json.dump({"first": first, "second": second}, open(os.path.join(out, "results.json"), "w"))
+"""
+
+
+def test_dask_loses_a_worker_and_finishes_on_its_replacement(tmp_path, engine_cluster):
+    """OnFailure: kill -9 of a WORKER's bootstrap (its dask worker dies with it) does not stop
+    MAIN's computation (Dask is elastic: MAIN records a restart and goes on); a node started with
+    OCI__REPLACES takes the lost node's rank and its dask worker joins; the computation finishes
+    with tasks on the replacement."""
+    out = tmp_path / "out"
+    out.mkdir()
+    job = tmp_path / "elastic.py"
+    job.write_text(ELASTIC_JOB)
+    c = engine_cluster(cluster_type="DASK", extra={
+        "OCI__ENTRY_SCRIPT": str(job), "OCI__ENTRY_SCRIPT_ARGS": str(out),
+        "OCI__RESTART_POLICY": "OnFailure", "OCI__BACKOFF_LIMIT": "1",
+    }, per_mode={"WORKER": {"OCI__START_ARGS": "--nthreads 1"}}).start()
+    c.wait_for(lambda: (out / "phase1").exists(), "the first half of the computation")
+    os.kill(c.procs[1].pid, signal.SIGKILL)
+    c.wait_for(lambda: (c.state("MAIN") or {}).get("restarts"), "MAIN recording the restart")
+    assert c.state("MAIN")["state"] == "running"  # MAIN's computation goes on
+    c.start_node("WORKER", rank=1, JOB_RUN_OCID="worker1-r1", OCI__REPLACES="WORKER_worker1")
+    codes = c.wait()
+    assert codes == [0, -signal.SIGKILL, 0, 0], c.dump()
+    result = json.loads((out / "results.json").read_text())
+    assert sorted(r["x"] for r in result["first"] + result["second"]) == list(range(24))
+    assert "WORKER_worker1-r1" in {r["worker"] for r in result["second"]}, result
+    [record] = c.state("MAIN")["restarts"]
+    assert record["node"] == "WORKER_worker1" and record["waiting_for"] == "WORKER_worker1", record
+    assert c.leftovers() == [], c.dump()
 
 
 def test_dask_tls_cluster_runs_the_example_over_mutual_tls(tmp_path, engine_cluster):
