@@ -291,7 +291,8 @@ class Control:
         from .models import RestartRecord
 
         n = self.node
-        if n.ending is not None or (msg.life and n.life and msg.life != n.life):
+        if n.ending is not None or (msg.life and n.life and msg.life != n.life) or \
+                msg.count <= n.watch.restarts_seen:
             return
         self._raise(RestartRequested(RestartRecord(count=msg.count, node=msg.node, reason=msg.reason,
                                                    exit_code=msg.exit_code, waiting_for=msg.waiting_for)))

@@ -538,6 +538,7 @@ class ClusterProvider:
         """Every node: end the code, wait for a lost node's replacement if any, run the code again."""
         if self.mode != "MAIN" and all(r.count != record.count for r in self.restarts):
             self.restarts.append(record)
+        self.watch.restarts_seen = max(self.watch.restarts_seen, record.count)
         self._verdict_due = None
         self._restart_taken = record
         try:

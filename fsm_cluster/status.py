@@ -300,6 +300,13 @@ class ClusterView:
         rec.update(heartbeat_age=age, heartbeat_age_estimated=estimated, liveness=liveness)
         return rec
 
+    def restarts(self) -> list[dict]:
+        """The restarts of the cluster's code MAIN decided (recovery): when, which node, why."""
+        for v in self.ordered():
+            if v.node == "MAIN" and v.state is not None:
+                return [r.model_dump() for r in v.state.restarts]
+        return []
+
     def record(self, *, watching: bool = False, stale_after: float = 60.0) -> dict:
         wall = time.time()
         outcome = self.stop.model_dump() if self.stop else None
@@ -312,6 +319,7 @@ class ClusterView:
             "outcome_error": self.stop_error,
             "ended": self.ended(),
             "counts": dict(sorted(self.counts().items())),
+            "restarts": self.restarts(),
             "nodes": [self.node_record(v, watching=watching, stale_after=stale_after, wall=wall)
                       for v in self.ordered()],
         }

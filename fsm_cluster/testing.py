@@ -173,7 +173,8 @@ class SimulatedProcessGroup(ProcessGroup):
 
 class SimulatedCodeProvider(CommandProvider):
     """COMMAND provider whose entry script is a simulated workload: ``code_seconds`` of virtual
-    time, then exit ``code_exit`` (per node: dicts keyed by rank are accepted)."""
+    time, then exit ``code_exit`` (per node: dicts keyed by rank are accepted; per restart: a list,
+    ``[first run, after restart 1, …]``)."""
 
     def __init__(self, *args, code_seconds: float | dict = 1.0, code_exit: int | dict = 0, **kwargs):
         super().__init__(*args, **kwargs)
@@ -194,11 +195,18 @@ class SimulatedCodeProvider(CommandProvider):
         if self.runs_code():
             self._code_started = self.clock.now()
 
+    def end_code(self) -> None:
+        self._code_started = None
+        super().end_code()
+
     def code_status(self) -> int | None:
         if self._code_started is None:
             return None
         if self.clock.now() - self._code_started >= self._per_node(self._code_seconds):
-            rc = int(self._per_node(self._code_exit))
+            rc = self._per_node(self._code_exit)
+            if isinstance(rc, (list, tuple)):  # per restart: [first run, after restart 1, …]
+                rc = rc[min(self.restart_count, len(rc) - 1)]
+            rc = int(rc)
             self.code_execution_complete = rc == 0
             return rc
         return None

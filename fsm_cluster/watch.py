@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
-from .errors import NodeFailure, NodeLost, ProtocolError, StopRequested
+from .errors import NodeFailure, NodeLost, ProtocolError, RestartRequested, StopRequested
 from .lifecycle import NodeStatus
 from .models import NodeState, StopMarker
 from .peerwatch import EXPECTED, PeerWatch
@@ -48,6 +48,7 @@ class ClusterWatch:
         self.legacy_marker: StopMarker | None = None
         self.main_state_seen = False  # a worker: from then on, watch MAIN by reading its state
         self.main_state_read = False  # a worker read MAIN's state file of this life at least once
+        self.restarts_seen = 0  # a worker: MAIN's restarts it has taken (learnt here or on the channel)
 
     def expect(self, state_file: str, now: float) -> None:
         """A peer that must write ``state_file`` (and keep changing it) from ``now`` on."""
@@ -132,6 +133,9 @@ class ClusterWatch:
         if main.life != self.rendezvous.life:  # not this life's: no news of MAIN
             return
         self.main_state_read = True
+        if len(main.restarts) > self.restarts_seen:  # MAIN restarted the code (nodes off its channel)
+            self.restarts_seen = len(main.restarts)
+            raise RestartRequested(main.restarts[-1])
         if main.stop is not None and self.stop_marker is None and self.rendezvous.belongs_here(main.stop):
             self.stop_marker = m = main.stop
             raise StopRequested(m.reason, m.exit_code, m.outcome, m.node)

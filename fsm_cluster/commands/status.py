@@ -155,4 +155,20 @@ def _table(view, args, *, watching: bool):
                                f" by {o['node']} (exit {o['exit_code']}): {o['reason'] or '-'}")
     notes = Text("~ = estimated from the nodes' wall clocks; ≥ = already in that state when watching began",
                  style="dim")
-    return Group(table, footer, notes)
+    return Group(table, footer, *_restart_lines(rec["restarts"]), notes)
+
+
+def _restart_lines(restarts: list[dict]) -> list:
+    """One line per restart of the cluster's code (recovery): when, which node, why."""
+    import datetime
+
+    from rich.text import Text
+
+    lines = []
+    for r in restarts:
+        when = datetime.datetime.fromtimestamp(r["wall"]).strftime("%H:%M:%S") if r["wall"] else "?"
+        why = "lost" if r["exit_code"] is None else f"exit {r['exit_code']}"
+        waiting = f"; replaced (waited for {r['waiting_for']})" if r["waiting_for"] else ""
+        lines.append(Text.assemble(("restart ", "bold"), (f"#{r['count']}", "bold yellow"),
+                                   f" at {when}: {r['node']} ({why}): {r['reason']}{waiting}"))
+    return lines

@@ -51,6 +51,14 @@ def test_on_failure_restarts_the_code_in_place_within_the_backoff_limit(tmp_path
     # every node ran its code three times, seeing the restart count
     assert sorted(_runs(tmp_path)) == sorted(f"{rank}:{k}" for rank in range(3) for k in range(3)), _runs(tmp_path)
     assert "complete" in c.last_line(0)
+    import subprocess
+    import sys
+
+    status = subprocess.run([sys.executable, "-m", "fsm_cluster", "status", str(c.state_dir())],
+                            capture_output=True, text=True, env={**c.node_env("MAIN", 0), "COLUMNS": "200"})
+    assert status.returncode == 0, status.stderr
+    assert "restart #1" in status.stdout and "restart #2" in status.stdout, status.stdout
+    assert "WORKER_w1 (exit 1)" in status.stdout, status.stdout
 
 
 def test_past_the_backoff_limit_the_cluster_fails_saying_so(tmp_path):

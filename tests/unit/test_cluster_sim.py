@@ -220,3 +220,27 @@ def test_state_file_carries_heartbeat_counter_that_grows():
     assert st["MAIN"].heartbeat >= 60 / 5
     assert st["WORKER_worker1"].heartbeat >= 60 / 5
     assert st["MAIN"].transitions == 6  # init→configuring→ready→running→complete→tearable→stopped
+
+
+def test_main_restarts_the_code_and_workers_follow_through_its_state_file():
+    """Virtual time, no control channel: MAIN's code fails once (OnFailure, backoffLimit 2); MAIN
+    records the restart in its state file; every worker reads it there at its next look and takes
+    recover → resume; the second run succeeds and the cluster completes."""
+    c = SimCluster(workers=2, OCI__RESTART_POLICY="OnFailure", OCI__BACKOFF_LIMIT=2, OCI__HEARTBEAT_INTERVAL=1)
+    codes = c.run(code_seconds=10, code_exit={0: [5, 0], "default": 0})
+    assert codes == [0, 0, 0]
+    main = c.workdir.read_state("MAIN")
+    assert [(r.count, r.node, r.exit_code) for r in main.restarts] == [(1, "MAIN", 5)]
+    for p in c.providers:
+        assert "recovering" in p.entered, p.node_id
+        assert p.entered["recovering"] >= 1010  # after the first run's 10 s
+    assert c.workdir.read_stop().outcome == "complete"
+
+
+def test_past_the_backoff_limit_on_virtual_time_every_node_fails_saying_so():
+    c = SimCluster(workers=1, OCI__RESTART_POLICY="OnFailure", OCI__BACKOFF_LIMIT=1, OCI__HEARTBEAT_INTERVAL=1)
+    codes = c.run(code_seconds=10, code_exit={0: [5, 6, 0], "default": 0})
+    assert codes == [1, 1]
+    stop = c.workdir.read_stop()
+    assert stop.outcome == "failed" and "backoffLimit 1 exceeded" in stop.reason, stop
+    assert len(c.workdir.read_state("MAIN").restarts) == 1

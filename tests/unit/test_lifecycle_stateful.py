@@ -14,15 +14,15 @@ from transitions import MachineError
 
 from fsm_cluster.clock import FakeClock
 from fsm_cluster.env import Settings
-from fsm_cluster.errors import NodeFailure, StopRequested, StorageError
+from fsm_cluster.errors import CodeFailed, NodeFailure, RestartRequested, StopRequested, StorageError
 from fsm_cluster.lifecycle import STATES, TRANSITIONS, LifeEnded, mode_states
-from fsm_cluster.models import StopMarker
+from fsm_cluster.models import RestartRecord, StopMarker
 from fsm_cluster.testing import SimulatedCodeProvider, node_env
 
 TRIGGERS = sorted({t["trigger"] for t in TRANSITIONS})
 HOOKS = ["begin_life", "fetch_code", "check_entry_script", "setup_configuration", "export_main_configuration",
          "start", "run_code", "sync",
-         "publish_completion", "execution_failed", "stop", "final_sync", "flush_state"]
+         "publish_completion", "execution_failed", "stop", "final_sync", "flush_state", "end_code"]
 ERRORS = {
     "node": lambda h: NodeFailure(f"{h} broke"),
     "storage": lambda h: StorageError(f"work dir: {h} still failing after 1 s of retries"),
@@ -40,7 +40,7 @@ class NodeLife(RuleBasedStateMachine):
         env = node_env(mode, 0 if mode == "MAIN" else 1, workers=0, work_dir="memory://life",
                        cluster=f"life-{uuid.uuid4().hex[:8]}", OCI__EPHEMERAL=str(int(ephemeral)),
                        OCI__HEARTBEAT_INTERVAL="1", OCI__HEARTBEAT_TIMEOUT="5", OCI__TIMEOUT="3",
-                       OCI__TEARDOWN_GRACE="0")
+                       OCI__TEARDOWN_GRACE="0", OCI__RESTART_POLICY="OnFailure", OCI__BACKOFF_LIMIT="2")
         self.clock = FakeClock()
         fs = fsspec.filesystem("memory")
         self.p = SimulatedCodeProvider(settings=Settings.from_env(env), clock=self.clock, fs=fs,
@@ -95,6 +95,28 @@ class NodeLife(RuleBasedStateMachine):
         self.p.watch.next_watch = self.clock.now()
         self.time_passes(0)
 
+    @precondition(lambda self: not self.ended and self.p.state in ("running", "complete"))
+    @rule(code=st.sampled_from([1, 3, 137, -9]))
+    def code_fails(self, code):
+        """The node's code fails under OnFailure (backoffLimit 2): MAIN restarts within its budget,
+        then fails saying so; a worker off MAIN's channel fails as before."""
+        try:
+            self.p.recover_from(CodeFailed(f"entry script exited with code {code}", self.p.node_id, code))
+        except Exception as e:  # noqa: BLE001 - what drive() does with it
+            self._end(e)
+
+    @precondition(lambda self: not self.ended and self.mode != "MAIN" and self.p.state in ("running", "complete"))
+    @rule()
+    def main_restarts(self):
+        """MAIN told this worker about a restart (within MAIN's budget)."""
+        count = len(self.p.restarts) + 1
+        if count > 2:
+            return
+        try:
+            self.p.recover_from(RestartRequested(RestartRecord(count=count, node="MAIN", reason="test")))
+        except Exception as e:  # noqa: BLE001
+            self._end(e)
+
     @precondition(lambda self: not self.ended)
     @rule(signame=st.sampled_from(["SIGTERM", "SIGINT"]))
     def signal(self, signame):
@@ -121,6 +143,7 @@ class NodeLife(RuleBasedStateMachine):
             assert self.p.state in mode_states(self.mode), (self.mode, self.p.state)
             if self.ended:
                 assert self.p.state in ("tearable", "stopped"), self.p.state
+            assert len(self.p.restarts) <= self.p.settings.backoff_limit  # a restart never exceeds the budget
 
     def teardown(self):
         if not hasattr(self, "p"):
