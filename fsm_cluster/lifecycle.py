@@ -140,7 +140,8 @@ TRANSITIONS = [
     {"trigger": "succeed", "source": "running", "dest": "complete", "after": "publish_completion"},
     # Recovery (a restart policy, MAIN's budget): the entry script ends, the node waits for a lost
     # node's replacement if there is one, then the code runs again (OCI__RESTART_COUNT = restarts).
-    {"trigger": "recover", "source": ["running", "complete"], "dest": "recovering", "conditions": "restarts_left",
+    {"trigger": "recover", "source": ["running", "complete", "recovering"], "dest": "recovering",
+     "conditions": "restarts_left",
      "after": "end_code"},
     {"trigger": "resume", "source": "recovering", "dest": "running", "after": "run_code"},
     # The ending edges: their hooks are best effort (a failure is logged; the life goes on to stopped).

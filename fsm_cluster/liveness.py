@@ -75,9 +75,25 @@ class _Stopped(Exception):
     """Wakes a simulated keeper when its hook returned."""
 
 
+_own = {"pending": 0}
+_own_lock = threading.Lock()
+
+
 def interrupt_thread(thread: threading.Thread) -> bool:
     """Make ``thread`` (the main thread) run its SIGINT handler now, also inside a blocking call."""
     if thread is not threading.main_thread() or signal.getsignal(signal.SIGINT) in (signal.SIG_DFL, signal.SIG_IGN):
         return False
+    with _own_lock:
+        _own["pending"] += 1
     signal.pthread_kill(thread.ident, signal.SIGINT)
     return True
+
+
+def own_interrupt() -> bool:
+    """In the SIGINT handler: whether this SIGINT is one :func:`interrupt_thread` sent (counted
+    off), not an operator's. One whose exception the node already took is then nothing to do."""
+    with _own_lock:
+        if _own["pending"] > 0:
+            _own["pending"] -= 1
+            return True
+    return False

@@ -142,6 +142,7 @@ class ClusterProvider:
 
         self.restarts: list = []
         self._restart_taken = None
+        self._restart_done = 0  # the last restart this node took to the end (code running again)
         self._verdict_due: float | None = None
         self._awaited: set[str] = set()  # MAIN of an elastic engine: lost nodes whose replacement may come
         self._budget = Budget(settings.backoff_limit, settings.active_deadline)
@@ -501,6 +502,8 @@ class ClusterProvider:
         if self._handed is e:
             self._handed = None  # taken (the interrupt is not raised again)
         if isinstance(e, RestartRequested):
+            if e.record.count <= self._restart_done:
+                return None  # taken already (it came both over the channel and in MAIN's state file)
             if e.record.waiting_for and self.ELASTIC:  # a peer lost; this engine goes on without it
                 log.info("%s: %s lost; the engine goes on while MAIN takes its replacement in", self.node_id,
                          e.record.waiting_for)
@@ -535,7 +538,21 @@ class ClusterProvider:
         self._restart(record)
 
     def _restart(self, record) -> None:
-        """Every node: end the code, wait for a lost node's replacement if any, run the code again."""
+        """Every node: end the code, wait for a lost node's replacement if any, run the code again.
+        A restart that arrives meanwhile (the channel interrupts; MAIN's state file is read at a
+        tick) is taken next, once; the same one again is ignored."""
+        from .errors import RestartRequested
+
+        while record is not None:
+            try:
+                self._restart_once(record)
+                record = None
+            except RestartRequested as e:
+                if self._handed is e:
+                    self._handed = None
+                record = e.record if e.record.count > self._restart_done else None
+
+    def _restart_once(self, record) -> None:
         if self.mode != "MAIN" and all(r.count != record.count for r in self.restarts):
             self.restarts.append(record)
         self.watch.restarts_seen = max(self.watch.restarts_seen, record.count)
@@ -553,6 +570,7 @@ class ClusterProvider:
                                 f"MAIN's configuration with {record.waiting_for} replaced")
         log.info("%s: running the code again (restart %d)", self.node_id, record.count)
         self.resume()
+        self._restart_done = max(self._restart_done, record.count)
 
     def _replaced(self, lost: str) -> bool:
         """A worker: MAIN's configuration no longer lists ``lost`` (read again after a roster push)."""

@@ -107,9 +107,14 @@ def _install_signal_handlers(p):
     previous = {}
 
     def handler(signum, frame):
+        from .liveness import own_interrupt
+
+        own = signum == signal.SIGINT and own_interrupt()
         handed = p.peek_handed()  # the keeper / the control channel interrupt with the cluster's ending
         if handed is not None and p.ending is None:
             raise handed
+        if own:
+            return  # sent again for an event the node already took (see ClusterProvider._insist)
         name = signal.Signals(signum).name
         if p.ending is None and (p.is_live() or p.state is NodeStatus.complete):
             raise StopRequested(f"{p.node_id} received {name}", 128 + signum, "stopped", p.node_id)
