@@ -183,18 +183,6 @@ class NodeConfig(_Shared):
         return {k: v if isinstance(v, str) else str(v) for k, v in self.env.items()}
 
 
-class StopMarker(_Shared):
-    """``stop``: the first writer decides the cluster's outcome; later writers never overwrite
-    (except over oracle-ads' bare ``stop`` text, which says no outcome: see LEGACY_STOP)."""
-
-    outcome: Outcome
-    node: Identifier
-    reason: str = ""
-    exit_code: int = 0
-    wall: float = 0.0
-    legacy: bool = Field(False, exclude=True)  # oracle-ads' bare "stop" file
-
-
 class RestartRecord(BaseModel):
     """One restart of the cluster's code, as MAIN decided it (kept in MAIN's state file)."""
 
@@ -205,6 +193,19 @@ class RestartRecord(BaseModel):
     exit_code: int | None = None  # None: the node was lost (its process died or froze)
     wall: float = 0.0  # when MAIN decided (for humans)
     waiting_for: str = Field("", max_length=255)  # a lost node MAIN waits to see replaced ("": none)
+
+
+class StopMarker(_Shared):
+    """``stop``: the first writer decides the cluster's outcome; later writers never overwrite
+    (except over oracle-ads' bare ``stop`` text, which says no outcome: see LEGACY_STOP)."""
+
+    outcome: Outcome
+    node: Identifier
+    reason: str = ""
+    exit_code: int = 0
+    wall: float = 0.0
+    legacy: bool = Field(False, exclude=True)  # oracle-ads' bare "stop" file
+    restarts: list[RestartRecord] = Field(default_factory=list, max_length=10_001)  # the life's, as its writer knew them
 
 
 class NodeState(_Shared):

@@ -189,8 +189,9 @@ except NodeDied:
     except subprocess.TimeoutExpired:
         pass
     os.killpg(0, signal.SIGKILL)
-if rc < 0:
-    signal.signal(-rc, signal.SIG_DFL)
+if rc < 0:  # die of the child's signal: the node sees what killed its code (an OOM kill is -9)
+    if -rc != signal.SIGKILL:  # (SIGKILL cannot be handled, nor set to its default)
+        signal.signal(-rc, signal.SIG_DFL)
     os.kill(os.getpid(), -rc)
 sys.exit(rc & 0xFF)
 """

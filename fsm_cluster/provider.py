@@ -756,7 +756,7 @@ class ClusterProvider:
     def marker(self, outcome: str, reason: str, exit_code: int = 0) -> StopMarker:
         """A stop marker from this node, for this life."""
         return StopMarker(outcome=outcome, node=self.node_id, reason=reason, exit_code=exit_code,
-                          wall=self.clock.wall(), life=self.life)
+                          wall=self.clock.wall(), life=self.life, restarts=list(self.restarts))
 
     def stop(self) -> None:
         """Write the stop marker (first writer wins; never overwrites) and end the children. Called

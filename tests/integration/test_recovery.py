@@ -24,7 +24,11 @@ def _script(tmp_path, body: str) -> str:
 
 # Rank 1 fails while OCI__RESTART_COUNT < FAILS; every rank appends "<rank>:<restart count>" to a file.
 FLAKY = """echo "$RANK:$OCI__RESTART_COUNT" >> "$OUT/runs"
-if [ "$RANK" = "1" ] && [ "$OCI__RESTART_COUNT" -lt "$FAILS" ]; then sleep 0.3; exit "$CODE"; fi
+if [ "$RANK" = "1" ] && [ "$OCI__RESTART_COUNT" -lt "$FAILS" ]; then
+  sleep 0.3
+  if [ "$CODE" = "SIGKILL" ]; then kill -9 $$; fi
+  exit "$CODE"
+fi
 sleep 1
 """
 
@@ -67,9 +71,12 @@ def test_past_the_backoff_limit_the_cluster_fails_saying_so(tmp_path):
     for i in range(3):
         assert "backoffLimit 2 exceeded: WORKER_w1: entry script exited with code 1" in c.last_line(i), c.dump()
     assert len(_main_state(c)["restarts"]) == 2
+    stop = json.loads((c.state_dir() / "stop").read_text())
+    assert stop["outcome"] == "failed" and [r["count"] for r in stop["restarts"]] == [1, 2], stop
 
 
-@pytest.mark.parametrize("code, restarted", [(1, False), (137, True)], ids=["exit-1-permanent", "exit-137-retried"])
+@pytest.mark.parametrize("code, restarted", [(1, False), (137, True), ("SIGKILL", True)],
+                         ids=["exit-1-permanent", "exit-137-retried", "sigkill-retried"])
 def test_exit_code_policy_retries_only_signals(tmp_path, code, restarted):
     c = _cluster(tmp_path, fails=1, code=code, policy="ExitCode").start()
     codes = c.wait(timeout=90)
@@ -119,3 +126,11 @@ def _main_state_or_empty(c) -> dict:
         return _main_state(c)
     except (OSError, ValueError):
         return {}
+
+
+def test_past_the_active_deadline_the_cluster_fails_saying_so(tmp_path):
+    c = LocalNodes(tmp_path, extra={"OCI__ENTRY_SCRIPT": _script(tmp_path, "sleep 60\n"), "OCI__RUN_ON": "all",
+                                    "OCI__RESTART_POLICY": "OnFailure", "OCI__ACTIVE_DEADLINE_SECONDS": "2"}).start()
+    assert c.wait(timeout=60) == [1, 1, 1], c.dump()
+    for i in range(3):
+        assert "activeDeadlineSeconds 2 exceeded" in c.last_line(i), c.dump()

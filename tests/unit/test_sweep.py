@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 
@@ -88,3 +89,16 @@ def test_a_node_group_sweeps_what_its_exited_children_left_behind():
     finally:
         if not gone(left):
             left.kill()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGSEGV])
+def test_a_child_killed_by_a_signal_is_reported_as_that_signal_through_its_guard(tmp_path, sig):
+    """The guard between a node and its child dies of the child's signal, so the node sees what
+    killed its code (an OOM kill is -9: retryable under OCI__RESTART_POLICY=ExitCode); SIGKILL
+    was reported as exit 1 (the guard failed to reset a handler SIGKILL cannot have)."""
+    script = tmp_path / "die.sh"
+    script.write_text(f"#!/bin/sh\nkill -{int(sig)} $$\nexit 3\n")
+    script.chmod(0o755)
+    group = ProcessGroup()
+    child = group.spawn("entry script", [str(script)], essential=False)
+    assert child.popen.wait(timeout=30) == -int(sig)
