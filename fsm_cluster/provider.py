@@ -364,6 +364,8 @@ class ClusterProvider:
         if cfg is not None and not known and self.mode != "MAIN" and not cfg.legacy:
             self.watch.joined(self.clock.now())
             self.control.accepted(cfg)
+            # A node that joins a life (a replacement) starts after its restarts so far: done.
+            self._restart_done = self.watch.restarts_seen = self.restart_count
         return cfg is not None
 
     def when_ready(self, func: Callable, *args, **kwargs):
