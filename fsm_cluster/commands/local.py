@@ -157,6 +157,9 @@ def handle(args) -> int:
         except FsmClusterError as e:
             cluster.say(f"could not upload the logs ({e}); they are in {cluster.log_dir}", "red")
     cluster.say(f"logs: {cluster.log_dir}/<node>.log · status: fsm-cluster status {wd.display}", "dim")
+    if result.replaced:
+        cluster.say(f"{len(result.replaced)} node(s) replaced: " +
+                    ", ".join(f"{lost} by {new}" for lost, new in result.replaced), "yellow")
     if result.leftovers_killed:
         cluster.say(f"killed {result.leftovers_killed} process(es) left behind by the nodes", "yellow")
     if result.exit_code == 0:
