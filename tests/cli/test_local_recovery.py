@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import threading
+from pathlib import Path
 
 import psutil
 import pytest
@@ -22,6 +23,8 @@ from fsm_cluster.workdir import WorkDir, state_name
 from .clihelp import HANG_GUARD, clean_env, cli, popen, wait_for, write_train
 
 pytestmark = pytest.mark.integration
+
+RECOVERY_FIXTURE = Path(__file__).resolve().parents[1] / "spec" / "fixtures" / "fsm_recovery.yaml"
 
 # Each rank marks its start (rank, restart count, pid) and waits for the test's "go".
 ENTRY = """\
@@ -219,38 +222,20 @@ def test_kill_9_of_a_worker_under_on_failure_is_replaced_and_the_job_completes(t
                                                                              "WORKER_worker-1")]
 
 
-SPEC = """\
-kind: distributed
-apiVersion: v1.0
-spec:
-  cluster:
-    kind: COMMAND
-    spec:
-      workDir: /tmp/unused-by-local-runs
-      runOn: all
-      restartPolicy: ExitCode
-      backoffLimit: 3
-      activeDeadlineSeconds: 900
-      worker:
-        replicas: 2
-        restartPolicy: OnFailure
-  runtime:
-    spec:
-      entryPoint: entry.sh
-"""
 
 
 def test_local_spec_carries_the_recovery_keys_to_every_node(tmp_path):
-    """`fsm-cluster local -f`: the cluster's keys on every node, the workers' own policy on the
-    workers; an OCI__REPLACES exported by the shell never reaches a node (only a launcher sets it)."""
-    (tmp_path / "train.yaml").write_text(SPEC)
-    entry = tmp_path / "entry.sh"
-    entry.write_text('#!/bin/sh\necho "rank $RANK: $OCI__RESTART_POLICY $OCI__BACKOFF_LIMIT '
-                     '$OCI__ACTIVE_DEADLINE_SECONDS replaces=[$OCI__REPLACES]"\n')
-    entry.chmod(0o755)
-    r = cli("local", "--no-progress", "-f", tmp_path / "train.yaml", "--work-dir", tmp_path / "wd",
-            cwd=tmp_path, env=clean_env(OCI__REPLACES="WORKER_someone"))
+    """`fsm-cluster local -f`: the cluster's keys on every node, a role's own policy on its nodes;
+    an OCI__REPLACES exported by the shell never reaches a node (only a launcher sets it)."""
+    spec = tmp_path / "train.yaml"
+    spec.write_text(RECOVERY_FIXTURE.read_text().replace("ephemeral: true", "runOn: all"))
+    (tmp_path / "train.py").write_text(
+        'import os\nprint("rank {RANK}: {OCI__RESTART_POLICY} {OCI__BACKOFF_LIMIT} '
+        '{OCI__ACTIVE_DEADLINE_SECONDS} replaces=[{r}]".format(r=os.environ.get("OCI__REPLACES", ""), '
+        '**os.environ), flush=True)\n')
+    r = cli("local", "--no-progress", "-f", spec, "--work-dir", tmp_path / "wd", cwd=tmp_path,
+            env=clean_env(OCI__REPLACES="WORKER_someone"))
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "rank 0: ExitCode 3 900 replaces=[]" in r.stdout
-    assert "rank 1: OnFailure 3 900 replaces=[]" in r.stdout
-    assert "rank 2: OnFailure 3 900 replaces=[]" in r.stdout
+    assert "rank 0: Never 2 3600 replaces=[]" in r.stdout
+    assert "rank 1: ExitCode 2 3600 replaces=[]" in r.stdout
+    assert "rank 2: ExitCode 2 3600 replaces=[]" in r.stdout

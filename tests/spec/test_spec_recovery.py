@@ -19,32 +19,10 @@ from fsm_cluster.jobspec import (ClusterConfigToJobSpecConverter, json_schema, l
 
 RECOVERY = ("OCI__RESTART_POLICY", "OCI__BACKOFF_LIMIT", "OCI__ACTIVE_DEADLINE_SECONDS")
 
-SPEC = """\
-kind: distributed
-apiVersion: v1.0
-spec:
-  cluster:
-    kind: COMMAND
-    spec:
-      workDir: /tmp/fsm-recovery
-      ephemeral: true
-      restartPolicy: onFailure
-      backoffLimit: 2
-      activeDeadlineSeconds: 3600
-      main:
-        name: head
-        restartPolicy: Never
-      worker:
-        name: node
-        replicas: 2
-        restartPolicy: exit_code
-      ps:
-        replicas: 0
-  runtime:
-    kind: python
-    spec:
-      entryPoint: train.py
-"""
+FIXTURE = Path(__file__).parent / "fixtures" / "fsm_recovery.yaml"
+# Kubeflow's spellings in other cases, as a hand-written spec may have them
+SPEC = FIXTURE.read_text().replace("restartPolicy: OnFailure", "restartPolicy: onFailure").replace(
+    "restartPolicy: ExitCode", "restartPolicy: exit_code")
 
 
 def line_of(text: str, needle: str) -> int:
@@ -164,7 +142,7 @@ def test_the_json_schema_knows_the_keys_and_refuses_run_wide_ones_per_role():
 
     schema = json.loads(json.dumps(json_schema()))
     # the schema offers an editor Kubeflow's spellings (the loader takes any case)
-    good = yaml.safe_load(SPEC.replace("onFailure", "OnFailure").replace("exit_code", "ExitCode"))
+    good = yaml.safe_load(FIXTURE.read_text())
     jsonschema.validate(good, schema)
     bad = yaml.safe_load(SPEC.replace("        restartPolicy: exit_code", "        backoffLimit: 3"))
     with pytest.raises(jsonschema.ValidationError):
