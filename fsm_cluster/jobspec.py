@@ -47,14 +47,15 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import SkipJsonSchema
 
-from .env import (JOB_RUN_OCID, OCI__ACTIVE_DEADLINE_SECONDS, OCI__BACKOFF_LIMIT, OCI__CA_DOWNLOAD_LOCATION, OCI__CERTIFICATE_AUTHORITY_OCID,
+from .env import (JOB_RUN_OCID, OCI__ACTIVE_DEADLINE_SECONDS, OCI__BACKOFF_LIMIT,
+                  OCI__CA_DOWNLOAD_LOCATION, OCI__CERTIFICATE_AUTHORITY_OCID,
                   OCI__CERTIFICATE_DOWNLOAD_LOCATION, OCI__CERTIFICATE_KEY_DOWNLOAD_LOCATION,
                   OCI__CERTIFICATE_OCID, OCI__CLUSTER_TYPE, OCI__CODE_DIR, OCI__ENTRY_SCRIPT,
                   OCI__ENTRY_SCRIPT_ARGS, OCI__ENTRY_SCRIPT_KWARGS, OCI__EPHEMERAL, OCI__LIFE_SPAN,
-                  OCI__MODE, OCI__PS_COUNT, OCI__RESTART_POLICY, OCI__RUN_ON, OCI__RUNTIME_GIT_BRANCH,
-                  OCI__RUNTIME_GIT_COMMIT, OCI__RUNTIME_GIT_SECRET_ID, OCI__RUNTIME_PYTHON_PATH,
-                  OCI__RUNTIME_TYPE, OCI__RUNTIME_URI, OCI__START_ARGS, OCI__WORK_DIR,
-                  OCI__WORKER_COUNT, RANK)
+                  OCI__MODE, OCI__PS_COUNT, OCI__RESTART_POLICY, OCI__RUN_ON,
+                  OCI__RUNTIME_GIT_BRANCH, OCI__RUNTIME_GIT_COMMIT, OCI__RUNTIME_GIT_SECRET_ID,
+                  OCI__RUNTIME_PYTHON_PATH, OCI__RUNTIME_TYPE, OCI__RUNTIME_URI, OCI__START_ARGS,
+                  OCI__WORK_DIR, OCI__WORKER_COUNT, RANK)
 from .errors import SpecError
 from .registry import (BUILTIN_SPEC_BUILDERS, SPEC_BUILDERS_GROUP, ClusterProviderFactory, import_object,
                        known_kinds, lookup)

@@ -48,7 +48,8 @@ LOCAL_DEFAULTS = {
 }
 # Set by the launcher for every node; a value inherited from the shell would be wrong.
 OWNED = (OCI__MODE, RANK, JOB_OCID, JOB_RUN_OCID, OCI__WORK_DIR, OCI__SELF_IP, OCI__CLUSTER_SECRET,
-         OCI__REPLACES, OCI__RESTART_COUNT, "WORLD_SIZE", "OCI__NODE_RANK", "OCI__MAIN_IP", "OCI__WORLD_SIZE", "OCI__NODE_LIST", "OCI__NODE_IP")
+         OCI__REPLACES, OCI__RESTART_COUNT, "WORLD_SIZE", "OCI__NODE_RANK", "OCI__MAIN_IP",
+         "OCI__WORLD_SIZE", "OCI__NODE_LIST", "OCI__NODE_IP")
 CONTRACT = (OCI__WORKER_COUNT, OCI__PS_COUNT, OCI__CLUSTER_TYPE, OCI__ENTRY_SCRIPT,
             OCI__ENTRY_SCRIPT_ARGS, OCI__ENTRY_SCRIPT_KWARGS, OCI__RUN_ON)
 
@@ -568,8 +569,8 @@ class LocalCluster:
     def _fail_on_exit(self, plan: NodePlan, code: int, why: str = "") -> None:
         # A node that died without a word (crash, bad environment, killed) would leave the others
         # waiting for it until a timeout; the launcher, as the platform, says so at once.
-        self._write_marker(StopMarker(outcome="failed", node=plan.node_id,
-                                      reason=f"{plan.name} exited with code {code}{why}{self._last_words(plan.name)}",
+        reason = f"{plan.name} exited with code {code}{why}{self._last_words(plan.name)}"
+        self._write_marker(StopMarker(outcome="failed", node=plan.node_id, reason=reason,
                                       exit_code=code if 0 < code < 256 else 1, wall=time.time()))
 
     def _plan(self, name: str) -> NodePlan:

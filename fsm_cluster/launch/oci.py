@@ -299,7 +299,8 @@ class Replacer:
             new = replacement(run, ocid, record.count)
             why = f" ({record.reason})" if record.reason else ""
             try:
-                created = self.client.create_job_run(run_details(self.submitted.plan, self.submitted.job_id, new)).data
+                details = run_details(self.submitted.plan, self.submitted.job_id, new)
+                created = self.client.create_job_run(details).data
             except Exception as e:
                 self.out(f"restart {record.count}{why}: cannot create the run replacing {run['name']} "
                          f"(rank {run['rank']}): {describe_error(e)}")

@@ -106,9 +106,9 @@ def no_process_left(family: list[psutil.Process]) -> bool:
     return [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
 
 
-def start_cluster(tmp_path, *env: str):
-    """1 MAIN + 2 WORKERs running ENTRY on every node under OnFailure (backoffLimit 2), once every
-    entry script started: (launcher, marks folder, cluster dir)."""
+def start_cluster(tmp_path, *env: str, workers: int = 2):
+    """1 MAIN + ``workers`` WORKERs running ENTRY on every node under OnFailure (backoffLimit 2),
+    once every entry script started: (launcher, marks folder, cluster dir)."""
     marks = tmp_path / "marks"
     marks.mkdir()
     (tmp_path / "entry.py").write_text(ENTRY)
@@ -116,12 +116,12 @@ def start_cluster(tmp_path, *env: str):
     options = ["-e", "OCI__RESTART_POLICY=OnFailure", "-e", "OCI__BACKOFF_LIMIT=2", "-e", f"MARK_DIR={marks}"]
     for pair in env:
         options += ["-e", pair]
-    launcher = Launcher("--workers", "2", "--run-on", "all", "--work-dir", wd, "--cluster-id", "c",
+    launcher = Launcher("--workers", workers, "--run-on", "all", "--work-dir", wd, "--cluster-id", "c",
                         *options, "--", "python", "entry.py", cwd=tmp_path)
     try:
-        wait_for(lambda: len(started(marks)) == 3 or launcher.proc.poll() is not None,
+        wait_for(lambda: len(started(marks)) == 1 + workers or launcher.proc.poll() is not None,
                  "every entry script to start")
-        assert len(started(marks)) == 3, launcher.out
+        assert len(started(marks)) == 1 + workers, launcher.out
     except BaseException:
         launcher.proc.kill()
         raise
@@ -198,6 +198,28 @@ def test_a_restart_record_of_main_gets_the_lost_node_replaced(tmp_path):
     assert no_process_left(family)
     # each record was served once: one replacement per record, no more
     assert launcher.out.count("is replaced by") == 2
+
+
+def test_a_lost_node_main_never_decides_on_fails_the_cluster_after_main_s_heartbeat_timeout(tmp_path):
+    """No node side needed: MAIN is frozen (SIGSTOP) when the only WORKER is killed, so neither a
+    restart record nor a stop marker comes; the launcher fails the cluster once MAIN's heartbeat
+    timeout (3 s) and a margin passed, naming the node. MAIN, let go, ends with the cluster."""
+    launcher, _, cluster = start_cluster(tmp_path, "OCI__HEARTBEAT_TIMEOUT=3", workers=1)
+    main_pid = node_pid(cluster, "MAIN")
+    with launcher:
+        os.kill(main_pid, signal.SIGSTOP)
+        try:
+            kill_node(cluster, "WORKER_worker-1")
+            wait_for(lambda: (cluster / "stop").exists() or launcher.proc.poll() is not None,
+                     "the launcher's verdict")
+        finally:
+            os.kill(main_pid, signal.SIGCONT)
+        code = launcher.finish()
+    assert code == 1, launcher.out
+    assert "worker-1 exited with code -9; MAIN decides whether it is replaced" in launcher.out
+    assert ("cluster failed on worker-1: worker-1 exited with code -9 (MAIN recorded no restart for it "
+            "within 8 s)") in launcher.out
+    assert "replaced by" not in launcher.out
 
 
 @pytest.mark.xfail(reason="node side of issue 15 not merged yet", strict=False)
