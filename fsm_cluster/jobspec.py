@@ -45,15 +45,17 @@ import yaml
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError,
                       WithJsonSchema, field_validator)
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import SkipJsonSchema
 
-from .env import (JOB_RUN_OCID, OCI__CA_DOWNLOAD_LOCATION, OCI__CERTIFICATE_AUTHORITY_OCID,
+from .env import (JOB_RUN_OCID, OCI__ACTIVE_DEADLINE_SECONDS, OCI__BACKOFF_LIMIT,
+                  OCI__CA_DOWNLOAD_LOCATION, OCI__CERTIFICATE_AUTHORITY_OCID,
                   OCI__CERTIFICATE_DOWNLOAD_LOCATION, OCI__CERTIFICATE_KEY_DOWNLOAD_LOCATION,
                   OCI__CERTIFICATE_OCID, OCI__CLUSTER_TYPE, OCI__CODE_DIR, OCI__ENTRY_SCRIPT,
                   OCI__ENTRY_SCRIPT_ARGS, OCI__ENTRY_SCRIPT_KWARGS, OCI__EPHEMERAL, OCI__LIFE_SPAN,
-                  OCI__MODE, OCI__PS_COUNT, OCI__RUN_ON, OCI__RUNTIME_GIT_BRANCH,
-                  OCI__RUNTIME_GIT_COMMIT, OCI__RUNTIME_GIT_SECRET_ID, OCI__RUNTIME_PYTHON_PATH,
-                  OCI__RUNTIME_TYPE, OCI__RUNTIME_URI, OCI__START_ARGS, OCI__WORK_DIR,
-                  OCI__WORKER_COUNT, RANK)
+                  OCI__MODE, OCI__PS_COUNT, OCI__RESTART_POLICY, OCI__RUN_ON,
+                  OCI__RUNTIME_GIT_BRANCH, OCI__RUNTIME_GIT_COMMIT, OCI__RUNTIME_GIT_SECRET_ID,
+                  OCI__RUNTIME_PYTHON_PATH, OCI__RUNTIME_TYPE, OCI__RUNTIME_URI, OCI__START_ARGS,
+                  OCI__WORK_DIR, OCI__WORKER_COUNT, RANK)
 from .errors import SpecError
 from .registry import (BUILTIN_SPEC_BUILDERS, SPEC_BUILDERS_GROUP, ClusterProviderFactory, import_object,
                        known_kinds, lookup)
@@ -367,6 +369,27 @@ class GroupConfig(_Model):
         return (opts if isinstance(opts, str) else " ".join(opts or [])).strip()
 
 
+def _policy_name(v: Any) -> Any:
+    """Kubeflow's ``restartPolicy`` spellings in any case (``onFailure``, ``exit_code``...), as the
+    nodes read ``OCI__RESTART_POLICY``; anything else is left for the type to refuse."""
+    if isinstance(v, str):
+        key = v.strip().lower().replace("_", "").replace("-", "")
+        return {"never": "Never", "onfailure": "OnFailure", "exitcode": "ExitCode"}.get(key, v)
+    return v
+
+
+def _no_bool(v: Any) -> Any:
+    if isinstance(v, bool):  # YAML's true/false would otherwise count as 1/0
+        raise ValueError(f"must be a whole number (got {str(v).lower()})")
+    return v
+
+
+RestartPolicy = Annotated[Literal["Never", "OnFailure", "ExitCode"] | None, BeforeValidator(_policy_name)]
+WholeNumber = Annotated[int | None, BeforeValidator(_no_bool)]
+# Run-wide recovery keys (Kubeflow's runPolicy): a node group names them only to be refused.
+RUN_WIDE = {"backoff_limit": "backoffLimit", "active_deadline_seconds": "activeDeadlineSeconds"}
+
+
 class NodeGroup(_Model):
     """``main`` / ``worker`` / ``ps``."""
 
@@ -374,6 +397,11 @@ class NodeGroup(_Model):
     image: str | None = None
     replicas: int | None = Field(None, ge=0)
     config: GroupConfig | None = None
+    # Recovery: this role's restartPolicy (overrides the cluster's). backoffLimit and
+    # activeDeadlineSeconds are the whole cluster's: here they are an error (semantic_problems).
+    restart_policy: RestartPolicy = None
+    backoff_limit: SkipJsonSchema[Any] = Field(None, exclude=True)
+    active_deadline_seconds: SkipJsonSchema[Any] = Field(None, exclude=True)
 
     @property
     def conf(self) -> GroupConfig:
@@ -408,6 +436,11 @@ class ClusterBody(_Model):
     ephemeral: bool = True
     life_span: str | None = None
     run_on: Literal["main", "all"] | None = None
+    # Recovery (Kubeflow's restartPolicy and runPolicy): Never (the default: any failure ends the
+    # cluster) / OnFailure / ExitCode; the restarts the whole cluster may take; its whole life.
+    restart_policy: RestartPolicy = None
+    backoff_limit: WholeNumber = Field(None, ge=0, le=10_000)
+    active_deadline_seconds: WholeNumber = Field(None, ge=1)
     certificate: Certificate | None = None
     config: GroupConfig | None = None
     main: NodeGroup = Field(default_factory=NodeGroup)
@@ -776,6 +809,12 @@ def semantic_problems(spec: ClusterSpec):
     body = spec.cluster
     if body.main.replicas not in (None, 1):
         yield c + ("main", "replicas"), f"must be 1: a cluster has exactly one MAIN (got {body.main.replicas})"
+    for role in MODES:
+        group = body.group(role)
+        for attr, key in RUN_WIDE.items():
+            if group is not None and attr in group.model_fields_set:
+                yield c + (role, key), (f"is run-wide (as in Kubeflow's runPolicy): set it once as "
+                                        f"spec.cluster.spec.{key}; a role may only override restartPolicy")
     if body.ps is not None and body.ps.count() > 0 and ":" not in spec.cluster_type \
             and not FrameworkSpecBuilderFactory.accepts_ps(spec.cluster_type):
         with_ps = " / ".join(FrameworkSpecBuilderFactory.kinds_with_ps())
@@ -972,6 +1011,9 @@ class ClusterConfigToJobSpecConverter:
         optional = {
             OCI__LIFE_SPAN: c.life_span,
             OCI__RUN_ON: c.run_on,
+            OCI__RESTART_POLICY: c.restart_policy,
+            OCI__BACKOFF_LIMIT: _text(c.backoff_limit),
+            OCI__ACTIVE_DEADLINE_SECONDS: _text(c.active_deadline_seconds),
             OCI__ENTRY_SCRIPT_ARGS: entry_args(rt.spec.args),
             OCI__ENTRY_SCRIPT_KWARGS: entry_kwargs(rt.spec.kwargs),
             OCI__CODE_DIR: rt.spec.code_dir,
@@ -1013,6 +1055,8 @@ class ClusterConfigToJobSpecConverter:
         cmd_args = (conf.cmd_args or "").strip()
         if cmd_args:
             env[OCI__START_ARGS] = cmd_args
+        if isinstance(group, NodeGroup) and group.restart_policy:
+            env[OCI__RESTART_POLICY] = group.restart_policy  # this role's, over the cluster's
         env[OCI__MODE] = MODES[job_type]
         info = {"name": group.name or job_type, "envVars": {k: str(v) for k, v in env.items()}}
         if isinstance(group, NodeGroup):

@@ -79,6 +79,8 @@ def message(err: dict, fields: Sequence[str] = (), patterns: Mapping[str, str] |
         return f"must be ≥ {ctx.get('ge')}{shown}"
     if t == "greater_than":
         return f"must be > {ctx.get('gt')}{shown}"
+    if t == "less_than_equal":
+        return f"must be ≤ {ctx.get('le')}{shown}"
     if t == "literal_error":
         return f"must be {ctx.get('expected')}{shown}"
     if t in ("int_parsing", "int_type", "int_from_float"):

@@ -20,7 +20,11 @@ nodes are starting stops the start and tears down those started).
 Node limit: a local cluster may have at most as many nodes as this machine can run (the tightest
 of available memory at ~40 MiB per node, 32 nodes per CPU, and RLIMIT_NPROC); --max-nodes N or
 FSM_CLUSTER_MAX_NODES=N sets another limit. Logs and generated scripts are owner-only (0600 files,
-0700 folders): entry scripts may print secrets."""
+0700 folders): entry scripts may print secrets.
+
+Recovery (docs/recovery.md): under a restart policy other than Never (spec restartPolicy, or
+-e OCI__RESTART_POLICY=OnFailure), a WORKER/PS whose process is lost is started again, same rank,
+with OCI__REPLACES, when MAIN records a restart waiting for it; MAIN itself is never replaced."""
 
 
 def register(sub) -> None:
@@ -157,6 +161,9 @@ def handle(args) -> int:
         except FsmClusterError as e:
             cluster.say(f"could not upload the logs ({e}); they are in {cluster.log_dir}", "red")
     cluster.say(f"logs: {cluster.log_dir}/<node>.log · status: fsm-cluster status {wd.display}", "dim")
+    if result.replaced:
+        cluster.say(f"{len(result.replaced)} node(s) replaced: " +
+                    ", ".join(f"{lost} by {new}" for lost, new in result.replaced), "yellow")
     if result.leftovers_killed:
         cluster.say(f"killed {result.leftovers_killed} process(es) left behind by the nodes", "yellow")
     if result.exit_code == 0:

@@ -37,7 +37,9 @@ def register(sub) -> None:
                         "(default: the spec's; oracle-ads' \"@image\" is <registry>:<tag> from the "
                         "[main] section of ./config.ini, as `ads opctl` reads it)")
     add_strict_option(p)
-    p.add_argument("--watch", action="store_true", help="follow the runs' states until they end")
+    p.add_argument("--watch", action="store_true",
+                   help="follow the runs' states until they end; a WORKER/PS run lost while MAIN's "
+                        "goes on is replaced when MAIN records a restart waiting for it")
     p.add_argument("--interval", type=float, default=15.0, help="--watch: seconds between polls (15)")
     p.add_argument("--auth", choices=["api_key", "resource_principal", "instance_principal",
                                       "security_token"],
@@ -68,23 +70,34 @@ def handle(args) -> int:
         print("# dry run: nothing is created")
         print(yaml.safe_dump(dry_run_document(p), sort_keys=False, width=1000), end="")
         return 0
-    client = data_science_client(args)
+    auth = oci_auth(args)
+    client = data_science_client(args, auth)
     submitted = submit(p, client)
     print(f"follow it with: fsm-cluster status {submitted.cluster_dir} --watch")
     if args.watch:
-        return watch(client, submitted, interval=args.interval)
+        from ..runtime.oci_auth import storage_options
+
+        # the work dir is read for MAIN's restart records (a lost node's replacement)
+        return watch(client, submitted, interval=args.interval,
+                     storage_options=storage_options(submitted.work_dir, auth))
     return 0
 
 
-def data_science_client(args):
-    import oci
-
+def oci_auth(args) -> dict:
     from ..env import OCI_CONFIG_LOCATION, OCI_IAM_TYPE, config_profile
-    from ..runtime.oci_auth import get_oci_auth, make_client
+    from ..runtime.oci_auth import get_oci_auth
 
-    auth = get_oci_auth(args.auth or os.environ.get(OCI_IAM_TYPE) or "api_key",
+    return get_oci_auth(args.auth or os.environ.get(OCI_IAM_TYPE) or "api_key",
                         args.profile or config_profile(os.environ),
                         args.oci_config or os.environ.get(OCI_CONFIG_LOCATION, ""))
+
+
+def data_science_client(args, auth: dict | None = None):
+    import oci
+
+    from ..runtime.oci_auth import make_client
+
+    auth = dict(oci_auth(args) if auth is None else auth)
     if args.endpoint:
         auth["service_endpoint"] = args.endpoint
     return make_client(oci.data_science.DataScienceClient, auth)

@@ -29,13 +29,13 @@ from typing import Iterable, Mapping
 from .. import secretstore
 from ..env import (JOB_OCID, JOB_RUN_OCID, OCI__CLUSTER_SECRET, OCI__CLUSTER_TYPE, OCI__CODE_DIR,
                    OCI__ENTRY_SCRIPT, OCI__ENTRY_SCRIPT_ARGS, OCI__ENTRY_SCRIPT_KWARGS, OCI__HEARTBEAT_INTERVAL,
-                   OCI__HEARTBEAT_TIMEOUT, OCI__MODE, OCI__PS_COUNT, OCI__RUN_ON, OCI__TIMEOUT,
-                   OCI__WORK_DIR, OCI__WORKER_COUNT, RANK)
+                   OCI__HEARTBEAT_TIMEOUT, OCI__MODE, OCI__PS_COUNT, OCI__REPLACES, OCI__RESTART_COUNT,
+                   OCI__RUN_ON, OCI__TIMEOUT, OCI__WORK_DIR, OCI__WORKER_COUNT, RANK)
 from ..env import Settings
 from ..errors import FsmClusterError, SpecError
 from ..jobspec import NodePlan, load_spec, node_environments
-from ..models import StopMarker
-from ..workdir import WorkDir
+from ..models import RestartRecord, StopMarker
+from ..workdir import MAIN_NODE, WorkDir
 
 OCI__SELF_IP = "OCI__SELF_IP"
 
@@ -48,7 +48,8 @@ LOCAL_DEFAULTS = {
 }
 # Set by the launcher for every node; a value inherited from the shell would be wrong.
 OWNED = (OCI__MODE, RANK, JOB_OCID, JOB_RUN_OCID, OCI__WORK_DIR, OCI__SELF_IP, OCI__CLUSTER_SECRET,
-         "WORLD_SIZE", "OCI__NODE_RANK", "OCI__MAIN_IP", "OCI__WORLD_SIZE", "OCI__NODE_LIST", "OCI__NODE_IP")
+         OCI__REPLACES, OCI__RESTART_COUNT, "WORLD_SIZE", "OCI__NODE_RANK", "OCI__MAIN_IP",
+         "OCI__WORLD_SIZE", "OCI__NODE_LIST", "OCI__NODE_IP")
 CONTRACT = (OCI__WORKER_COUNT, OCI__PS_COUNT, OCI__CLUSTER_TYPE, OCI__ENTRY_SCRIPT,
             OCI__ENTRY_SCRIPT_ARGS, OCI__ENTRY_SCRIPT_KWARGS, OCI__RUN_ON)
 
@@ -87,6 +88,7 @@ class Outcome:
     reason: str = ""
     node_exit_codes: dict[str, int | None] = field(default_factory=dict)
     leftovers_killed: int = 0
+    replaced: list[tuple[str, str]] = field(default_factory=list)  # (lost node, its replacement)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -322,12 +324,26 @@ def prefix_style(plan: NodePlan, index: int) -> str:
     return PREFIX_STYLES[(index - 1) % len(PREFIX_STYLES)]
 
 
-def _pdeathsig():  # pragma: no cover - runs in the child between fork and exec
-    """Linux: the node gets SIGTERM if the launcher dies without cleaning up (kill -9)."""
-    try:
-        import ctypes
+_PRCTL = None  # libc's prctl, looked up in the launcher: a replacement forks while threads run
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+def _load_prctl() -> None:
+    global _PRCTL
+    if _PRCTL is None:
+        try:
+            import ctypes
+
+            _PRCTL = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+        except Exception:  # noqa: BLE001 - best effort; the psutil sweep is the guarantee
+            _PRCTL = False
+
+
+def _pdeathsig():  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the node gets SIGTERM if the launcher dies without cleaning up (kill -9). The
+    child only calls the function found beforehand (no import, no lock another thread may hold)."""
+    try:
+        if _PRCTL:
+            _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except Exception:  # noqa: BLE001 - best effort; the psutil sweep is the guarantee
         pass
 
@@ -355,6 +371,22 @@ class LocalCluster:
         self.cwd = cwd
         self.procs: dict[str, subprocess.Popen] = {}
         self.exit_codes: dict[str, int | None] = {p.name: None for p in plans}
+        self.size = len(plans)  # the cluster's nodes (replacements take a lost node's place)
+        # Recovery (issue 15): MAIN decides; this launcher replaces a node that MAIN's state file
+        # records a restart waiting for. ``lost``: nodes whose process ended while the cluster had
+        # no stop marker and whose restart policy is not Never (name → when, on our clock);
+        # ``served``: the counts of the records already acted on.
+        self.lost: dict[str, float] = {}
+        self.served: set[int] = set()
+        self.replaced: list[tuple[str, str]] = []
+        self.killed_for_restart: set[str] = set()
+        timeout = float(plans[0].env.get(OCI__HEARTBEAT_TIMEOUT, "60"))
+        # MAIN sees a loss at once on its channel, else within its heartbeat timeout: a node lost
+        # with no record and no stop marker by then fails the cluster as a node lost under Never.
+        self.decide_within = timeout + max(5.0, 5 * interval)
+        # While a node is lost the launcher looks at the work dir (MAIN's state, the stop marker)
+        # this often, whatever the heartbeat: the replacement should not wait for a slow poll.
+        self.lost_poll = min(self.poll, 0.2 if workdir.local else 2.0)
         self.lines: queue.Queue = queue.Queue()
         self.readers: list[threading.Thread] = []
         self.tracked: dict[int, object] = {}  # pid → psutil.Process (every descendant ever seen)
@@ -408,11 +440,13 @@ class LocalCluster:
     def _counts_text(self) -> str:
         counts = self.view.counts()
         known = sum(counts.values())
-        pending = len(self.plans) - known
+        pending = self.size - known
         parts = [f"{c} {s}" for s, c in sorted(counts.items(), key=lambda kv: -kv[1])]
         if pending > 0:
             parts.append(f"{pending} starting")
-        return f"{len(self.plans)} nodes: " + ", ".join(parts)
+        if self.replaced:
+            parts.append(f"{len(self.replaced)} replaced")
+        return f"{self.size} nodes: " + ", ".join(parts)
 
     def _status_renderable(self):
         from rich.text import Text
@@ -430,32 +464,44 @@ class LocalCluster:
         """Start every node, unless a signal arrives meanwhile: then no further node is started
         (the loop tears down those that were)."""
         make_private_dirs(self.log_dir)
-        preexec = _pdeathsig if sys.platform.startswith("linux") else None
+        if sys.platform.startswith("linux"):
+            _load_prctl()
         for plan in self.plans:
             if self.interrupts:
                 skipped = len(self.plans) - len(self.procs)
                 self.say(f"interrupted while starting: {skipped} node(s) not started", "yellow")
                 break
-            log_path = os.path.join(self.log_dir, f"{plan.name}.log")
-            # owner-only: entry scripts print secrets (O_TRUNC: a file left there is emptied)
-            os.close(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
-            os.chmod(log_path, 0o600)
-            try:
-                self.procs[plan.name] = subprocess.Popen(
-                    [sys.executable, "-m", "fsm_cluster", "run"], env=plan.env, cwd=self.cwd,
-                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    start_new_session=True, preexec_fn=preexec)
-            except OSError as e:  # out of processes or memory: those started tear down
-                reason = f"could not start {plan.name}: {e.strerror or e}"
-                self.say(reason, "red")
-                self._write_marker(StopMarker(outcome="failed", node="launcher", reason=reason,
-                                              exit_code=EXIT_FAILED, wall=time.time()))
+            if not self._spawn(plan):
                 break
-        for name, proc in self.procs.items():  # threads only after every fork (preexec_fn and threads don't mix)
-            t = threading.Thread(target=self._reader, name=f"out-{name}", daemon=True,
-                                 args=(name, proc.stdout, os.path.join(self.log_dir, f"{name}.log")))
-            t.start()
-            self.readers.append(t)
+        for name in self.procs:  # threads only after every fork
+            self._follow(name)
+
+    def _spawn(self, plan: NodePlan) -> bool:
+        """Start one node (its own log file, its own session); False when it could not be started
+        (then the failed stop marker is written: those started tear down)."""
+        log_path = os.path.join(self.log_dir, f"{plan.name}.log")
+        # owner-only: entry scripts print secrets (O_TRUNC: a file left there is emptied)
+        os.close(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+        os.chmod(log_path, 0o600)
+        try:
+            self.procs[plan.name] = subprocess.Popen(
+                [sys.executable, "-m", "fsm_cluster", "run"], env=plan.env, cwd=self.cwd,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, preexec_fn=_pdeathsig if sys.platform.startswith("linux") else None)
+        except OSError as e:  # out of processes or memory
+            reason = f"could not start {plan.name}: {e.strerror or e}"
+            self.say(reason, "red")
+            self._write_marker(StopMarker(outcome="failed", node="launcher", reason=reason,
+                                          exit_code=EXIT_FAILED, wall=time.time()))
+            return False
+        return True
+
+    def _follow(self, name: str) -> None:
+        """Stream the node's output to the console and its log file."""
+        t = threading.Thread(target=self._reader, name=f"out-{name}", daemon=True,
+                             args=(name, self.procs[name].stdout, os.path.join(self.log_dir, f"{name}.log")))
+        t.start()
+        self.readers.append(t)
 
     def _track_descendants(self) -> None:
         import psutil
@@ -507,15 +553,91 @@ class LocalCluster:
             self.terminated = True
 
     def _on_node_exit(self, name: str, code: int) -> None:
-        plan = next(p for p in self.plans if p.name == name)
+        plan = self._plan(name)
         self.exit_codes[name] = code
         if code == 0 or self.interrupted_at is not None:
             return
+        if plan.mode != "MAIN" and self._may_restart(plan):
+            self._refresh_view()
+            if self.view.stop is None:
+                # MAIN decides (a restart record waiting for this node, or the stop marker).
+                self.lost[name] = time.monotonic()
+                self.say(f"{name} exited with code {code}; MAIN decides whether it is replaced", "yellow")
+                return
+        self._fail_on_exit(plan, code)
+
+    def _fail_on_exit(self, plan: NodePlan, code: int, why: str = "") -> None:
         # A node that died without a word (crash, bad environment, killed) would leave the others
         # waiting for it until a timeout; the launcher, as the platform, says so at once.
-        self._write_marker(StopMarker(outcome="failed", node=plan.node_id,
-                                      reason=f"{name} exited with code {code}{self._last_words(name)}",
+        reason = f"{plan.name} exited with code {code}{why}{self._last_words(plan.name)}"
+        self._write_marker(StopMarker(outcome="failed", node=plan.node_id, reason=reason,
                                       exit_code=code if 0 < code < 256 else 1, wall=time.time()))
+
+    def _plan(self, name: str) -> NodePlan:
+        return next(p for p in self.plans if p.name == name)
+
+    @staticmethod
+    def _may_restart(plan: NodePlan) -> bool:
+        """Whether MAIN may restart the cluster for this node's loss: its role's restart policy is
+        not Never (MAIN alone decides; the launcher never counts a budget)."""
+        try:
+            return Settings.from_env(plan.env).restart_policy != "Never"
+        except FsmClusterError:
+            return False
+
+    # -- recovery: replacing a node MAIN waits for -----------------------------------------------
+    def _serve_restarts(self, now: float) -> None:
+        """Act on MAIN's restart records (MAIN's state file, as the last look read it): a record
+        waiting for a node of this cluster that no replacement answered yet gets one."""
+        if self.view.stop is not None or self.interrupted_at is not None:
+            self.lost.clear()  # the cluster has its outcome: nothing is replaced any more
+            return
+        main = self.view.nodes.get(MAIN_NODE)
+        for record in (main.state.restarts if main is not None and main.state is not None else ()):
+            if record.count in self.served or not record.waiting_for:
+                continue
+            plan = next((p for p in self.plans if p.node_id == record.waiting_for), None)
+            if plan is None or plan.name not in self.procs:
+                continue  # not a node this launcher started
+            if self.exit_codes[plan.name] is None:
+                self._end_frozen(plan)  # MAIN lost it (silent, cut off) while its process lives
+                continue
+            self.served.add(record.count)
+            self.lost.pop(plan.name, None)
+            self._replace(plan, record)
+        for name, since in list(self.lost.items()):
+            if now - since > self.decide_within:
+                del self.lost[name]
+                self._fail_on_exit(self._plan(name), self.exit_codes[name] or 1,
+                                   f" (MAIN recorded no restart for it within {self.decide_within:g} s)")
+
+    def _end_frozen(self, plan: NodePlan) -> None:
+        if plan.name in self.killed_for_restart:
+            return
+        self.killed_for_restart.add(plan.name)
+        self.say(f"MAIN lost {plan.name} while its process lives: killing it to replace it", "yellow")
+        try:
+            os.killpg(self.procs[plan.name].pid, signal.SIGKILL)  # its own session: pgid == pid
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def _replace(self, lost: NodePlan, record: RestartRecord) -> None:
+        """Start the lost node again: its environment unchanged (mode, rank, every variable) but
+        for ``OCI__REPLACES`` (the lost node's id) and a new run id, ``<old run id>-r<k>``."""
+        run_id = f"{lost.env[JOB_RUN_OCID]}-r{record.count}"
+        plan = replace(lost, name=run_id, env={**lost.env, JOB_RUN_OCID: run_id, OCI__REPLACES: lost.node_id})
+        self.plans.append(plan)
+        self.exit_codes[plan.name] = None
+        self.styles[plan.name] = self.styles.get(lost.name, "bold")
+        self.width = max(self.width, len(plan.name) + 2)
+        why = f": {record.reason}" if record.reason else ""
+        self.say(f"restart {record.count}{why}; {lost.name} (rank {lost.rank}) is replaced by {plan.name}",
+                 "yellow")
+        if self._spawn(plan):
+            self.replaced.append((lost.name, plan.name))
+            self._follow(plan.name)
+        else:
+            self.exit_codes[plan.name] = EXIT_FAILED
 
     def _write_marker(self, marker: StopMarker) -> None:
         """The launcher decides the outcome (first writer wins); a storage error is said, not fatal."""
@@ -568,10 +690,12 @@ class LocalCluster:
             for sig, h in previous.items():
                 signal.signal(sig, h)
         self._refresh_view()
-        return self._outcome(leftovers)
+        result = self._outcome(leftovers)
+        result.replaced = list(self.replaced)
+        return result
 
     def _loop(self, live) -> None:
-        next_poll = 0.0
+        last_poll = float("-inf")
         handled = 0
         while True:
             self._drain()
@@ -589,10 +713,11 @@ class LocalCluster:
                         self._on_node_exit(name, code)
             if all(self.exit_codes[name] is not None for name in self.procs):  # those started
                 return
-            if now >= next_poll:
-                next_poll = now + self.poll
+            if now - last_poll >= (self.lost_poll if self.lost else self.poll):
+                last_poll = now
                 self._track_descendants()
                 self._refresh_view()
+                self._serve_restarts(now)
                 if self.view.stop is not None and self.marker_seen_at is None:
                     self.marker_seen_at = now
                 if live is not None:
@@ -623,7 +748,8 @@ class LocalCluster:
         marker = self._launcher_marker or self.view.stop
         codes = dict(self.exit_codes)
         names = {p.node_id: p.name for p in self.plans}
-        bad = [(n, c) for n, c in codes.items() if c not in (0, None)]
+        replaced = {lost for lost, _ in self.replaced}  # their loss was answered by a replacement
+        bad = [(n, c) for n, c in codes.items() if c not in (0, None) and n not in replaced]
         if marker is None:
             if bad:
                 n, c = bad[0]

@@ -9,6 +9,12 @@ The job's environment carries a fresh cluster secret (``OCI__CLUSTER_SECRET``) w
 sign and check every file of the work dir: it reaches them through the Data Science API, never
 the work dir; the dry run masks it, and ``submit`` keeps it on this machine for ``fsm-cluster stop``
 and ``status`` (:mod:`fsm_cluster.secretstore`).
+
+``watch`` follows the runs and, for recovery (issue 15), replaces a lost WORKER/PS run: when one
+ends other than SUCCEEDED while MAIN's run goes on, and MAIN's state file in the work dir records a
+restart waiting for that node (``WORKER_<run OCID>``), a new run is created with the lost run's
+environment plus ``OCI__REPLACES``. MAIN alone decides (its restart policy, its budget); the
+watcher never creates more replacements than MAIN's records, and MAIN itself is never replaced.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .. import secretstore
+from ..env import OCI__REPLACES
 from ..errors import FsmClusterError
 from ..jobspec import ClusterConfigToJobSpecConverter, ClusterSpec
 from ..runtime.oci_auth import describe_error
@@ -55,6 +62,8 @@ class Submitted:
     job_id: str
     runs: list[tuple[dict, str]] = field(default_factory=list)  # (run info, run OCID)
     work_dir: str = ""
+    plan: Plan | None = None  # what was submitted (a replacement run is made from it)
+    secret: str | None = field(default=None, repr=False)  # the cluster's: MAIN's state is signed
 
     @property
     def cluster_dir(self) -> str:
@@ -141,7 +150,8 @@ def run_details(p: Plan, job_id: str, run: dict):
         job_configuration_override_details=m.DefaultJobConfigurationDetails(
             job_type="DEFAULT", environment_variables=run["envVars"]),
         job_environment_configuration_override_details=image,
-        freeform_tags={"fsm_cluster_mode": run["mode"], "fsm_cluster_rank": str(run["rank"])},
+        freeform_tags={"fsm_cluster_mode": run["mode"], "fsm_cluster_rank": str(run["rank"]),
+                       **({"fsm_cluster_replaces": run["replaces"]} if run.get("replaces") else {})},
     )
 
 
@@ -171,7 +181,8 @@ def submit(p: Plan, client, out: Callable[[str], None] = print) -> Submitted:
         job = client.create_job(job_details(p)).data
     except Exception as e:
         raise SubmitError(f"cannot create the job: {describe_error(e)}") from None
-    result = Submitted(job_id=job.id, work_dir=p.work_dir)
+    result = Submitted(job_id=job.id, work_dir=p.work_dir, plan=p,
+                       secret=p.job["envVars"][secretstore.OCI__CLUSTER_SECRET])
     secretstore.save(result.cluster_dir, p.job["envVars"][secretstore.OCI__CLUSTER_SECRET])
     out(f"job {job.display_name}: {job.id}")
     if job.lifecycle_state != "ACTIVE":
@@ -230,13 +241,86 @@ def _cleanup_retry():
         retry_base_sleep_time_seconds=1).get_retry_strategy()
 
 
+def node_id(run: dict, ocid: str) -> str:
+    """The node a run is in the work dir: ``MAIN``, ``WORKER_<run OCID>``, ``PS_<run OCID>``."""
+    return "MAIN" if run["mode"] == "MAIN" else f"{run['mode']}_{ocid}"
+
+
+def replacement(run: dict, ocid: str, count: int) -> dict:
+    """The run that replaces ``run`` (lost) for MAIN's restart ``count``: its environment (mode,
+    rank, every variable) and ``OCI__REPLACES``; its name says whom it replaces."""
+    base = run.get("base", run["name"])
+    lost = node_id(run, ocid)
+    return {**run, "base": base, "name": f"{base}-r{count} (replaces rank {run['rank']})", "replaces": lost,
+            "envVars": {**run["envVars"], OCI__REPLACES: lost}}
+
+
+class Replacer:
+    """Creates the runs that MAIN's restart records wait for (see the module doc)."""
+
+    def __init__(self, client, submitted: Submitted, out: Callable[[str], None],
+                 storage_options: dict | None = None):
+        self.client, self.submitted, self.out = client, submitted, out
+        self.storage_options = storage_options
+        self.served: set[int] = set()  # MAIN's records acted on (by count)
+        self.replaced: set[str] = set()  # OCIDs of the lost runs replaced
+        self._workdir = None
+        self._unreadable: str | None = None
+
+    def main_restarts(self) -> list:
+        """MAIN's restart records, read from the work dir (checked with the cluster's secret); an
+        unreadable or forged state file counts as no record (said once per reason)."""
+        from ..workdir import WorkDir
+
+        try:
+            if self._workdir is None:
+                self._workdir = WorkDir(self.submitted.work_dir, self.submitted.job_id,
+                                        storage_options=self.storage_options, secret=self.submitted.secret)
+            state = self._workdir.read_state("MAIN")
+        except FsmClusterError as e:
+            if str(e) != self._unreadable:
+                self._unreadable = str(e)
+                self.out(f"cannot read MAIN's state (no replacement without its record): {e}")
+            return []
+        return list(state.restarts) if state is not None else []
+
+    def serve(self, lost: list[tuple[dict, str]]) -> None:
+        """Replace each of ``lost`` (WORKER/PS runs ended other than SUCCEEDED) that a record of
+        MAIN waits for; each record once."""
+        by_node = {node_id(run, ocid): (run, ocid) for run, ocid in lost if ocid not in self.replaced}
+        if not by_node:
+            return
+        for record in self.main_restarts():
+            if record.count in self.served or record.waiting_for not in by_node:
+                continue
+            run, ocid = by_node.pop(record.waiting_for)
+            self.served.add(record.count)
+            self.replaced.add(ocid)
+            new = replacement(run, ocid, record.count)
+            why = f" ({record.reason})" if record.reason else ""
+            try:
+                details = run_details(self.submitted.plan, self.submitted.job_id, new)
+                created = self.client.create_job_run(details).data
+            except Exception as e:
+                self.out(f"restart {record.count}{why}: cannot create the run replacing {run['name']} "
+                         f"(rank {run['rank']}): {describe_error(e)}")
+                continue
+            self.submitted.runs.append((new, created.id))
+            self.out(f"restart {record.count}{why}: {run['name']} ({run['mode']}, rank {run['rank']}) "
+                     f"is replaced by run {new['name']}: {created.id}")
+
+
 def watch(client, submitted: Submitted, out: Callable[[str], None] = print, interval: float = 10.0,
-          sleep: Callable[[float], None] = time.sleep, max_polls: int | None = None) -> int:
-    """Print every run's state changes until all runs ended; 0 when MAIN succeeded, else 1."""
+          sleep: Callable[[float], None] = time.sleep, max_polls: int | None = None,
+          storage_options: dict | None = None) -> int:
+    """Print every run's state changes until all runs ended; 0 when MAIN succeeded, else 1. A
+    WORKER/PS run lost while MAIN's goes on is replaced when MAIN's state records a restart
+    waiting for it (:class:`Replacer`; ``storage_options`` for the work dir)."""
     last: dict[str, str] = {}
     polls = 0
+    replacer = Replacer(client, submitted, out, storage_options)
     while True:
-        for run, ocid in submitted.runs:
+        for run, ocid in list(submitted.runs):
             if last.get(ocid) in TERMINAL:
                 continue
             try:
@@ -249,8 +333,11 @@ def watch(client, submitted: Submitted, out: Callable[[str], None] = print, inte
                 out(f"{run['name']} ({run['mode']}): {state}" + (f" {detail}" if detail else ""))
                 last[ocid] = state
         polls += 1
+        main = next(ocid for run, ocid in submitted.runs if run["mode"] == "MAIN")
+        if last.get(main) not in TERMINAL:
+            replacer.serve([(run, ocid) for run, ocid in submitted.runs
+                            if run["mode"] != "MAIN" and last.get(ocid) in TERMINAL and last[ocid] != "SUCCEEDED"])
         if all(last.get(ocid) in TERMINAL for _, ocid in submitted.runs):
-            main = next(ocid for run, ocid in submitted.runs if run["mode"] == "MAIN")
             return 0 if last[main] == "SUCCEEDED" else 1
         if max_polls is not None and polls >= max_polls:
             return 1
