@@ -222,7 +222,6 @@ def test_a_lost_node_main_never_decides_on_fails_the_cluster_after_main_s_heartb
     assert "replaced by" not in launcher.out
 
 
-@pytest.mark.xfail(reason="node side of issue 15 not merged yet", strict=False)
 def test_kill_9_of_a_worker_under_on_failure_is_replaced_and_the_job_completes(tmp_path):
     """End to end: MAIN sees the loss, records a restart waiting for the lost WORKER, the launcher
     starts the replacement (same rank, OCI__REPLACES), it registers, the code completes: exit 0."""
@@ -243,8 +242,9 @@ def test_kill_9_of_a_worker_under_on_failure_is_replaced_and_the_job_completes(t
     assert [(r["count"], r["node"]) for r in restarts] == [(1, "WORKER_worker-1")]
     # rank 1 ran the code twice: the lost node, then its replacement
     assert len([m for m in started(marks) if m.startswith("started-1-")]) == 2, started(marks)
-
-
+    status = cli("status", cluster, env=clean_env(COLUMNS="200"))
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.count("restart #") == 1 and "WORKER_worker-1 (lost)" in status.stdout, status.stdout
 
 
 def test_local_spec_carries_the_recovery_keys_to_every_node(tmp_path):
