@@ -23,6 +23,7 @@ SUITE = {
     "formation": ["formation.py"],
     "storage": ["storage.py"],
     "production": ["production.py"],
+    "recovery": ["recovery.py"],
 }
 QUICK = {
     "imports": ["--reps", "3"],
@@ -30,6 +31,7 @@ QUICK = {
     "formation": ["-n", "1", "4", "--reps", "1"],
     "storage": ["-n", "1", "--steady", "3"],
     "production": ["--quick"],
+    "recovery": ["--quick"],
 }
 
 
