@@ -583,6 +583,7 @@ class ClusterProvider:
         """MAIN: ``lost`` is no longer watched or expected (its replacement will be)."""
         self.watch.peers.seen.pop(state_name(lost), None)
         self.rendezvous.workers.pop(lost, None)
+        self.rendezvous.lost.add(lost)
         self.control.forget(lost)
 
     def _newcomer(self, lost: str, look: bool = True) -> str | None:

@@ -41,6 +41,7 @@ class Rendezvous:
         self.stale_stop: tuple | None = None  # fingerprint of a stop marker to ignore
         self.refused: dict[str, tuple[tuple | None, str]] = {}  # file → (fingerprint, why)
         self._done: set[str] = set()
+        self.lost: set[str] = set()  # MAIN: nodes lost and replaced (recovery): never accepted again
 
     # -- refusals ----------------------------------------------------------------------------------
     def refuse(self, name: str, fp: tuple | None, why: str) -> None:
@@ -145,7 +146,7 @@ class Rendezvous:
         for name, fp in listing.items():
             parsed = node_of(name)
             if not (parsed and parsed[1] == "config" and parsed[0] != MAIN_NODE) or \
-                    parsed[0] in self.workers or self.is_refused(name, fp):
+                    parsed[0] in self.workers or parsed[0] in self.lost or self.is_refused(name, fp):
                 continue
             try:
                 cfg = self.workdir.read(name, NodeConfig)

@@ -96,8 +96,11 @@ def test_a_lost_worker_is_replaced_and_the_cluster_completes(tmp_path):
     """kill -9 of a WORKER's bootstrap: MAIN records a restart waiting for its replacement; the
     survivors end their code and wait (recovering); a node started with OCI__REPLACES=WORKER_w1
     (what a launcher does) gets rank 1; every node runs the code again and the cluster completes."""
+    # The code runs longer than the heartbeat timeout after the restart: the lost node's files stay
+    # in the work dir, and MAIN must not take them (and its silence) for a node again.
     c = LocalNodes(tmp_path, extra={"OCI__ENTRY_SCRIPT": _script(tmp_path, FLAKY.replace("sleep 1", "sleep 3")),
                                     "OCI__RUN_ON": "all", "OUT": str(tmp_path), "FAILS": 0, "CODE": 1,
+                                    "OCI__HEARTBEAT_TIMEOUT": "1.5", "OCI__HEARTBEAT_INTERVAL": "0.3",
                                     "OCI__RESTART_POLICY": "OnFailure", "OCI__BACKOFF_LIMIT": 2}).start()
     deadline = time.monotonic() + 60
     while len(_runs_or_empty(tmp_path)) < 3:
@@ -115,6 +118,7 @@ def test_a_lost_worker_is_replaced_and_the_cluster_completes(tmp_path):
     roster = json.loads((c.state_dir() / "MAIN_config.json").read_text())["fsm_cluster"]["roster"]
     assert [(r["node"], r["rank"]) for r in roster] == [("MAIN", 0), ("WORKER_w1-r1", 1), ("WORKER_w2", 2)]
     assert sorted(_runs(tmp_path)) == ["0:0", "0:1", "1:0", "1:1", "2:0", "2:1"], _runs(tmp_path)
+    assert len(_main_state(c)["restarts"]) == 1, _main_state(c)["restarts"]
 
 
 def _runs_or_empty(tmp_path) -> list[str]:
