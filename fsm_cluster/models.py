@@ -208,6 +208,24 @@ class StopMarker(_Shared):
     restarts: list[RestartRecord] = Field(default_factory=list, max_length=10_001)  # the life's, as its writer knew them
 
 
+class GpuUsage(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    util_percent: float = Field(ge=0)
+    mem_used_mib: float = Field(ge=0)
+    mem_total_mib: float = Field(ge=0)
+
+
+class Resources(BaseModel):
+    """What the node and everything it started use, sampled at the heartbeat that wrote the file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    cpu_percent: float = Field(ge=0)  # summed over processes: 200 = two cores busy
+    rss_bytes: int = Field(ge=0)
+    mem_percent: float = Field(ge=0)  # of the machine's memory
+    processes: int = Field(ge=0)
+    gpus: list[GpuUsage] = Field(default_factory=list, max_length=64)
+
+
 class NodeState(_Shared):
     """``<node>_state.json``: the node's lifecycle state and its heartbeat counter."""
 
@@ -235,6 +253,7 @@ class NodeState(_Shared):
     # MAIN: the restarts of the cluster's code so far (recovery); workers learn a new one here when
     # they are not on MAIN's control channel.
     restarts: list[RestartRecord] = Field(default_factory=list, max_length=10_001)
+    resources: Resources | None = None  # CPU / memory (/ GPU) of the node and its processes
 
 
 class DoneMarker(_Shared):

@@ -127,6 +127,7 @@ class ClusterProvider:
         self._tick_lock = threading.Lock()  # the node's thread and its keeper tick, never both at once
         self._handed: BaseException | None = None
         self._wake = threading.Event()  # set by the control channel: a wait looks again at once
+        self._sampler = None  # resource figures for the heartbeat (fsm_cluster.resources)
         self._began = False  # begin_life took its first look
         self._ticked_at = self.clock.now()  # the node's own thread last ticked (the keeper stands by)
         # seed attribute names
@@ -952,7 +953,22 @@ class ClusterProvider:
                          pid=os.getpid(), host=self.host, ip=self.ip, exit_code=self.exit_code,
                          started_wall=self._started_wall, entered_wall=self._entered_wall,
                          state_wall=self.clock.wall(), stop=self.stop_marker, life=self.life,
-                         control=self._control_address or "")
+                         control=self._control_address or "", resources=self._resources())
+
+    def _resources(self):
+        """CPU / memory (/ GPU) of this node and what it started; none on a simulated clock (one
+        process plays every node there)."""
+        if self.clock_simulated:
+            return None
+        if self._sampler is None:
+            from .resources import Sampler
+
+            self._sampler = Sampler()
+        try:
+            return self._sampler.sample()
+        except Exception as e:  # noqa: BLE001 - figures for humans never end a node
+            log.debug("%s: resource sample failed: %s", self.node_id, e)
+            return None
 
     def flush_state(self) -> None:
         self.workdir.write(state_name(self.node_id), self.node_state())

@@ -260,6 +260,7 @@ class ClusterView:
             "pid": s.pid if s else None,
             "state": v.state_name, "reason": s.reason if s else "",
             "heartbeat": s.heartbeat if s else None,
+            "resources": s.resources.model_dump() if s and s.resources else None,
             "transitions": s.transitions if s else None,
             "exit_code": s.exit_code if s else None,
             "state_wall": s.state_wall if s else None,
