@@ -19,6 +19,7 @@ COMMANDS = {
     "run": "Run one node of a cluster (the bootstrap inside every container).",
     "local": "Run a whole cluster on this machine as subprocesses.",
     "status": "Show every node of a cluster, read from its work dir.",
+    "timeline": "Draw a cluster's life: one lane per node over time (svg, png or html).",
     "stop": "Write the stop marker: the cluster tears down.",
     "diagram": "Render the node lifecycle state machine.",
     "submit": "Create an OCI Data Science job and one run per node from a cluster spec.",

@@ -226,6 +226,19 @@ class Resources(BaseModel):
     gpus: list[GpuUsage] = Field(default_factory=list, max_length=64)
 
 
+class Transition(BaseModel):
+    """One transition of a node's life (its timeline): the state entered, when (wall clock: for
+    humans), and the node's reason then."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    state: str = Field(max_length=64)
+    wall: float = 0.0
+    reason: str = Field("", max_length=300)
+
+
+MAX_HISTORY = 500  # transitions kept in a state file (a life takes ~8; restarts add 2 each)
+
+
 class NodeState(_Shared):
     """``<node>_state.json``: the node's lifecycle state and its heartbeat counter."""
 
@@ -254,6 +267,7 @@ class NodeState(_Shared):
     # they are not on MAIN's control channel.
     restarts: list[RestartRecord] = Field(default_factory=list, max_length=10_001)
     resources: Resources | None = None  # CPU / memory (/ GPU) of the node and its processes
+    history: list[Transition] = Field(default_factory=list, max_length=MAX_HISTORY)  # the timeline
 
 
 class DoneMarker(_Shared):

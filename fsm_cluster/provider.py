@@ -128,6 +128,7 @@ class ClusterProvider:
         self._handed: BaseException | None = None
         self._wake = threading.Event()  # set by the control channel: a wait looks again at once
         self._sampler = None  # resource figures for the heartbeat (fsm_cluster.resources)
+        self._history: list = []  # the node's transitions (its timeline, in its state file)
         self._began = False  # begin_life took its first look
         self._ticked_at = self.clock.now()  # the node's own thread last ticked (the keeper stands by)
         # seed attribute names
@@ -934,6 +935,11 @@ class ClusterProvider:
     def _after_state_change(self, event=None) -> None:
         self.transitions += 1
         self._entered_wall = self.clock.wall()
+        from .models import MAX_HISTORY, Transition
+
+        self._history.append(Transition(state=self.state.value, wall=self._entered_wall,
+                                        reason=(self.reason or "")[:300]))
+        del self._history[:-MAX_HISTORY]
         log.info("transition node=%s %s -> %s reason=%s", self.node_id, self._source_state, self.state,
                  self.reason or "-")
         self.watch.changed()
@@ -953,7 +959,8 @@ class ClusterProvider:
                          pid=os.getpid(), host=self.host, ip=self.ip, exit_code=self.exit_code,
                          started_wall=self._started_wall, entered_wall=self._entered_wall,
                          state_wall=self.clock.wall(), stop=self.stop_marker, life=self.life,
-                         control=self._control_address or "", resources=self._resources())
+                         control=self._control_address or "", resources=self._resources(),
+                         history=list(self._history))
 
     def _resources(self):
         """CPU / memory (/ GPU) of this node and what it started; none on a simulated clock (one

@@ -153,8 +153,8 @@ def _table(view, args, *, watching: bool):
         colour = {"complete": "green", "failed": "red", "stopped": "yellow"}[o["outcome"]]
         footer = Text.assemble(("outcome: ", "bold"), (o["outcome"], f"bold {colour}"),
                                f" by {o['node']} (exit {o['exit_code']}): {o['reason'] or '-'}")
-    notes = Text("~ = estimated from the nodes' wall clocks; ≥ = already in that state when watching began",
-                 style="dim")
+    notes = Text("~ = estimated from the nodes' wall clocks; ≥ = already in that state when watching began; "
+                 f"the life as a picture: fsm-cluster timeline {rec['work_dir']} -o life.svg", style="dim")
     return Group(table, footer, *_restart_lines(rec["restarts"]), notes)
 
 
