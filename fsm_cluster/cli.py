@@ -20,6 +20,7 @@ COMMANDS = {
     "local": "Run a whole cluster on this machine as subprocesses.",
     "status": "Show every node of a cluster, read from its work dir.",
     "timeline": "Draw a cluster's life: one lane per node over time (svg, png or html).",
+    "dump": "Ask every live node for the stacks of its running code (py-spy), without stopping it.",
     "stop": "Write the stop marker: the cluster tears down.",
     "diagram": "Render the node lifecycle state machine.",
     "submit": "Create an OCI Data Science job and one run per node from a cluster spec.",

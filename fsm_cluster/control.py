@@ -232,7 +232,7 @@ class Control:
             client = ChannelClient(host, int(port), secret, hello, ping_interval=s.heartbeat_interval,
                                    timeout=s.heartbeat_timeout, on_outcome=self._on_outcome,
                                    on_lost=self._on_lost, on_roster=self._on_roster,
-                                   on_restart=self._on_restart)
+                                   on_restart=self._on_restart, on_dump=lambda msg: n.dump_stacks(msg.id))
             client.connect()
         except (ChannelUnavailable, ValueError, OSError) as e:
             self.tried.add((address, life))
@@ -320,6 +320,13 @@ class Control:
         self.server.broadcast(RestartMsg(count=record.count, node=record.node, reason=record.reason[:4000],
                                          exit_code=record.exit_code, waiting_for=record.waiting_for,
                                          life=self.node.life))
+
+    def broadcast_dump(self, request_id: str) -> None:
+        """MAIN: ask every node on the channel for its stacks."""
+        if self.server is not None:
+            from .channel import DumpMsg
+
+            self.server.broadcast(DumpMsg(id=request_id[:64]))
 
     def forget(self, node: str) -> None:
         """MAIN: ``node`` was lost and is being replaced: no longer expected on the channel."""

@@ -1066,6 +1066,8 @@ class ClusterProvider:
 
     def _tick(self, engine: bool) -> None:
         self.watch.tick(self.state, self.flush_state)
+        if self.mode == "MAIN" and engine:
+            self._look_for_dump_request()
         if self._awaited and engine:
             self._take_awaited()
         if engine and self.state is NodeStatus.running:
@@ -1130,6 +1132,45 @@ class ClusterProvider:
             from .process import become_subreaper
 
             become_subreaper(False)  # set by the runner for the life (see runner._own_process)
+
+    # ------------------------------------------------------------------------------------------
+    # diagnostics (fsm_cluster.stacks): `fsm-cluster dump`
+    # ------------------------------------------------------------------------------------------
+    def _look_for_dump_request(self) -> None:
+        """MAIN: a ``dump_request`` in its last listing (once per version): every node on the
+        channel and MAIN itself write the stacks of their running code."""
+        from .stacks import DUMP_REQUEST
+
+        fp = self.watch.listing.get(DUMP_REQUEST)
+        if fp is None or fp == getattr(self, "_dump_fp", None):
+            return
+        self._dump_fp = fp
+        data = self.workdir.read_bytes(DUMP_REQUEST, 1024) or b""
+        request = data.decode(errors="replace").strip()[:64] or "dump"
+        log.info("%s: stacks requested (%s): asking every node", self.node_id, request)
+        self.control.broadcast_dump(request)
+        self.dump_stacks(request)
+
+    def dump_stacks(self, request: str) -> None:
+        """Write the stacks of this node's running code to ``diagnostics/<node>.stacks.txt`` (on a
+        thread: py-spy takes a moment, and the code goes on)."""
+        import threading
+
+        from .stacks import DIAGNOSTICS, code_processes, stacks_text
+
+        code = self.code_process
+
+        def write() -> None:
+            try:
+                procs = code_processes(code.pid) if code is not None and code.poll() is None else []
+                text = stacks_text(self.node_id, procs, f"fsm-cluster dump, request {request}")
+                self.workdir.write_bytes(f"{DIAGNOSTICS}/{self.node_id}.stacks.txt", text.encode())
+                log.info("%s: stacks written to %s", self.node_id,
+                         self.workdir.url(f"{DIAGNOSTICS}/{self.node_id}.stacks.txt"))
+            except Exception as e:  # noqa: BLE001 - diagnostics never end a node
+                log.warning("%s: could not write its stacks: %s", self.node_id, e)
+
+        threading.Thread(target=write, name="fsm-cluster-stacks", daemon=True).start()
 
     def own_code_running(self) -> bool:
         """This node's own code is still running: the entry script, or a ``run_code`` that blocks

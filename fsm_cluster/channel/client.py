@@ -21,7 +21,7 @@ from typing import Any, Callable
 from pydantic import ValidationError
 
 from . import wire
-from .messages import SERVER_MESSAGE, Bye, FailureMsg, Message, OutcomeMsg, Ping, Pong, Register, RestartMsg, Roster, encode
+from .messages import SERVER_MESSAGE, Bye, DumpMsg, FailureMsg, Message, OutcomeMsg, Ping, Pong, Register, RestartMsg, Roster, encode
 from .wire import ChannelUnavailable
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ class ChannelClient:
                  on_roster: Callable[[Roster], Any] | None = None,
                  on_outcome: Callable[[OutcomeMsg], Any] | None = None,
                  on_lost: Callable[[str], Any] | None = None, on_bye: Callable[[str], Any] | None = None,
-                 on_restart: Callable[[Any], Any] | None = None,
+                 on_restart: Callable[[Any], Any] | None = None, on_dump: Callable[[Any], Any] | None = None,
                  max_frame: int = wire.MAX_SERVER_FRAME):
         if not isinstance(hello, Register):
             raise TypeError("hello must be a Register message")
@@ -42,7 +42,7 @@ class ChannelClient:
         self.host, self.port, self.secret, self.hello = host, int(port), wire.check_secret(secret), hello
         self.ping_interval, self.timeout, self.connect_timeout = ping_interval, timeout, connect_timeout
         self.on_roster, self.on_outcome, self.on_lost, self.on_bye = on_roster, on_outcome, on_lost, on_bye
-        self.on_restart = on_restart
+        self.on_restart, self.on_dump = on_restart, on_dump
         self.max_frame = max_frame
         self.rtt: float | None = None  # the last ping's round trip (s)
         self._sock: socket.socket | None = None
@@ -186,6 +186,8 @@ class ChannelClient:
             wire.call_back(self.on_outcome, msg)
         elif isinstance(msg, RestartMsg):
             wire.call_back(self.on_restart, msg)
+        elif isinstance(msg, DumpMsg):
+            wire.call_back(self.on_dump, msg)
         elif isinstance(msg, Bye):
             if msg.lost:  # MAIN gave this node up (it was frozen or unreachable): a loss, told by MAIN
                 self.declared_lost = msg.reason

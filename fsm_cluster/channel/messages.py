@@ -106,6 +106,13 @@ class RestartMsg(_Message):
     life: _Life = ""
 
 
+class DumpMsg(_Message):
+    """MAIN asks every node for the stacks of its running code (``fsm-cluster dump``)."""
+
+    type: Literal["dump"] = "dump"
+    id: Annotated[str, Field(max_length=64)]
+
+
 class Bye(_Message):
     """The sender ends the connection on purpose (``reason`` says why); no loss is reported."""
 
@@ -117,8 +124,8 @@ class Bye(_Message):
 
 
 ClientMessage = Annotated[Union[Register, Ping, OutcomeMsg, FailureMsg, Bye], Field(discriminator="type")]
-ServerMessage = Annotated[Union[Roster, Pong, OutcomeMsg, RestartMsg, Bye], Field(discriminator="type")]
-Message = Union[Register, Roster, Ping, Pong, OutcomeMsg, FailureMsg, RestartMsg, Bye]
+ServerMessage = Annotated[Union[Roster, Pong, OutcomeMsg, RestartMsg, DumpMsg, Bye], Field(discriminator="type")]
+Message = Union[Register, Roster, Ping, Pong, OutcomeMsg, FailureMsg, RestartMsg, DumpMsg, Bye]
 
 CLIENT_MESSAGE: TypeAdapter = TypeAdapter(ClientMessage)
 SERVER_MESSAGE: TypeAdapter = TypeAdapter(ServerMessage)

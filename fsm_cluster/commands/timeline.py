@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from . import cluster_arguments
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -10,8 +12,7 @@ def register(sub) -> None:
                     "and draw one lane per node over wall-clock time: each state a coloured span, the "
                     "restarts, the stop marker and the first failure marked. Live clusters too (their "
                     "lanes end at each node's last heartbeat).")
-    p.add_argument("work_dir", metavar="WORK_DIR", help="<work_dir>/<cluster_id>, or a work dir holding one cluster")
-    p.add_argument("--cluster-id", help="the cluster to draw when WORK_DIR holds several")
+    cluster_arguments(p, "draw")
     p.add_argument("-o", "--output", default="life.svg",
                    help="the picture; its suffix picks the format: .svg (default life.svg), .png or .html")
     p.set_defaults(handler=handle)

@@ -1,0 +1,58 @@
+"""``fsm-cluster dump WORK_DIR``: every live node writes the stacks of its running code (py-spy) to
+``diagnostics/<node>.stacks.txt`` in the cluster dir; the cluster goes on."""
+
+from __future__ import annotations
+
+import time
+
+from . import cluster_arguments
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "dump", help="ask every live node for the stacks of its running code, without stopping it",
+        description="Write a dump request in the cluster dir; MAIN picks it up at its next look (every "
+                    "heartbeat interval or two) and asks every node on its control channel; each writes "
+                    "diagnostics/<node>.stacks.txt (py-spy of its entry script and the processes under "
+                    "it). With --wait, wait for the files of every live node and print where they are.")
+    cluster_arguments(p, "ask")
+    p.add_argument("--wait", type=float, default=120.0, metavar="SECONDS",
+                   help="wait this long for every live node's stacks (default 120; 0: just ask)")
+    p.set_defaults(handler=handle)
+
+
+def handle(args) -> int:
+    import secrets
+
+    from ..errors import FsmClusterError
+    from ..stacks import DIAGNOSTICS, DUMP_REQUEST
+    from ..status import ClusterView, open_cluster
+
+    if args.wait < 0:
+        raise FsmClusterError(f"--wait {args.wait:g}: must not be negative")
+    wd = open_cluster(args.work_dir, args.cluster_id)
+    view = ClusterView(wd)
+    view.refresh()
+    if view.ended():
+        raise FsmClusterError(f"{wd.display}: the cluster has ended ({view.stop.outcome}): no code to dump")
+    live = [v.node for v in view.ordered() if v.state is not None and v.state.state not in ("stopped",)]
+    request = secrets.token_hex(4)
+    asked_at = time.time()
+    wd.write_bytes(DUMP_REQUEST, request.encode())
+    print(f"asked {len(live)} live node(s) for their stacks (request {request})")
+    if not args.wait:
+        return 0
+    deadline = time.monotonic() + args.wait
+    pending = set(live)
+    while pending and time.monotonic() < deadline:
+        for node in sorted(pending):
+            data = wd.read_bytes(f"{DIAGNOSTICS}/{node}.stacks.txt", 4 << 20)
+            if data is not None and f"request {request}" in data.decode(errors="replace")[:400]:
+                print(wd.url(f"{DIAGNOSTICS}/{node}.stacks.txt"))
+                pending.discard(node)
+        time.sleep(0.2)
+    if pending:
+        raise FsmClusterError(f"no stacks within {args.wait:g} s from: {', '.join(sorted(pending))} "
+                              f"(asked at {time.strftime('%H:%M:%S', time.localtime(asked_at))}; a node "
+                              "off MAIN's control channel is not asked)")
+    return 0

@@ -1,0 +1,60 @@
+"""`fsm-cluster dump` on a live 1 + 2 cluster: three stacks files naming where each entry script
+is, and the cluster goes on to complete."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from .localnodes import LocalNodes
+
+pytestmark = pytest.mark.integration
+
+STUCK = """import os, sys, time
+def waiting_in_a_named_function():
+    deadline = time.time() + float(sys.argv[1])
+    while time.time() < deadline:
+        time.sleep(0.1)
+open(os.path.join(sys.argv[2], os.environ["RANK"]), "w").close()
+waiting_in_a_named_function()
+"""
+
+
+def test_dump_writes_every_live_nodes_stacks_and_the_cluster_goes_on(tmp_path):
+    from fsm_cluster.stacks import py_spy
+
+    if py_spy() is None:
+        pytest.skip("py-spy not installed: pip install py-spy (CI installs it)")
+    entry = tmp_path / "stuck.py"
+    entry.write_text(STUCK)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    c = LocalNodes(tmp_path, extra={"OCI__ENTRY_SCRIPT": str(entry), "OCI__RUN_ON": "all",
+                                    "OCI__ENTRY_SCRIPT_ARGS": f"8 {marks}"}).start()
+    deadline = time.monotonic() + 60
+    while len(list(marks.iterdir())) < 3:
+        assert time.monotonic() < deadline and all(p.poll() is None for p in c.procs), c.dump()
+        time.sleep(0.1)
+    r = subprocess.run([sys.executable, "-m", "fsm_cluster", "dump", str(c.state_dir()), "--wait", "60"],
+                       capture_output=True, text=True, env=c.node_env("MAIN", 0))
+    assert r.returncode == 0, r.stdout + r.stderr
+    files = sorted((c.state_dir() / "diagnostics").iterdir())
+    assert [f.name for f in files] == ["MAIN.stacks.txt", "WORKER_w1.stacks.txt", "WORKER_w2.stacks.txt"]
+    for f in files:
+        text = f.read_text()
+        assert "waiting_in_a_named_function" in text and "stuck.py" in text, text
+    assert all(p.poll() is None for p in c.procs)  # nothing stopped
+    assert c.wait(timeout=60) == [0, 0, 0], c.dump()
+
+
+def test_dump_of_an_ended_cluster_is_one_clear_error(tmp_path):
+    c = LocalNodes(tmp_path, workers=1, extra={"OCI__ENTRY_SCRIPT": shutil.which("true")}).start()
+    assert c.wait(timeout=60) == [0, 0], c.dump()
+    r = subprocess.run([sys.executable, "-m", "fsm_cluster", "dump", str(c.state_dir())],
+                       capture_output=True, text=True, env=c.node_env("MAIN", 0))
+    assert r.returncode != 0 and "the cluster has ended (complete)" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
