@@ -100,7 +100,7 @@ def _console():
     """Rich console; when piped, wide enough that a table is never cut (it takes what it needs)."""
     from rich.console import Console
 
-    return Console() if sys.stdout.isatty() else Console(width=200)
+    return Console() if sys.stdout.isatty() else Console(width=260)
 
 
 def _age(seconds, *, estimate=False, at_least=False) -> str:
@@ -124,7 +124,7 @@ def _table(view, args, *, watching: bool):
     rec = view.record(watching=watching, stale_after=args.stale_after)
     title = f"cluster {rec['cluster_id']} · {rec['work_dir']}"
     table = Table(title=title, title_justify="left", expand=False)
-    for col in ("node", "mode", "rank", "run id", "address", "state", "in state", "heartbeat", "cpu", "memory"):
+    for col in ("node", "mode", "rank", "run id", "address", "state", "in state", "heartbeat", "cpu · mem"):
         table.add_column(col, no_wrap=True)
     table.add_column("reason", overflow="fold", min_width=12)
     for n in rec["nodes"]:
@@ -141,7 +141,7 @@ def _table(view, args, *, watching: bool):
                       n["address"], Text(n["state"], style=STATE_STYLES.get(n["state"], "")),
                       _age(n["time_in_state"], estimate=n["time_in_state_estimated"],
                            at_least=n["time_in_state_at_least"]),
-                      Text(beat, style=style or ""), *_usage(n["resources"]),
+                      Text(beat, style=style or ""), _usage(n["resources"]),
                       Text(n["error"], style="red") if n["error"] else (n["reason"] or ""))
     o = rec["outcome"]
     if rec["outcome_error"]:
@@ -158,17 +158,16 @@ def _table(view, args, *, watching: bool):
     return Group(table, footer, *_restart_lines(rec["restarts"]), notes)
 
 
-def _usage(res: dict | None) -> tuple[str, str]:
-    """(cpu, memory) cells: the node's processes at its last heartbeat (GPUs: utilisation and memory)."""
+def _usage(res: dict | None) -> str:
+    """The node's processes at its last heartbeat: CPU, memory (and each GPU's utilisation, memory)."""
     if not res:
-        return "—", "—"
+        return "—"
     from ..resources import human_bytes
 
-    cpu, mem = f"{res['cpu_percent']:.0f}% ({res['processes']} proc)", human_bytes(res["rss_bytes"])
+    cell = f"{res['cpu_percent']:.0f}% · {human_bytes(res['rss_bytes'])}"
     for g in res["gpus"]:
-        cpu += f" gpu {g['util_percent']:.0f}%"
-        mem += f" gpu {g['mem_used_mib']:.0f}/{g['mem_total_mib']:.0f} MiB"
-    return cpu, mem
+        cell += f" · gpu {g['util_percent']:.0f}% {g['mem_used_mib']:.0f}/{g['mem_total_mib']:.0f} MiB"
+    return cell
 
 
 def _restart_lines(restarts: list[dict]) -> list:

@@ -39,4 +39,4 @@ def test_heartbeats_carry_cpu_and_memory_and_status_shows_them(tmp_path):
     status = subprocess.run([sys.executable, "-m", "fsm_cluster", "status", str(c.state_dir())],
                             capture_output=True, text=True, env={**c.node_env("MAIN", 0), "COLUMNS": "220"})
     assert status.returncode == 0, status.stderr
-    assert "MiB" in status.stdout and "proc)" in status.stdout, status.stdout
+    assert "cpu · mem" in status.stdout and "% · " in status.stdout and "MiB" in status.stdout, status.stdout
