@@ -24,11 +24,22 @@ class Sampler:
         self._me = psutil.Process()
         self._procs: dict[int, object] = {}
         self._smi = shutil.which("nvidia-smi")
-        self._cpu_at = 0.0  # when CPU was last measured, and the figure (kept for a second: a state
-        self._cpu = 0.0  # change writes again within ms, too short a span for a CPU percentage)
+        self._cpu_at = 0.0  # when the figures were last taken, and the CPU one (a state change writes
+        self._cpu = 0.0  # again within ms: too short a span for a CPU percentage, and a /proc scan each)
         self._gpu: list = []
+        self._last = None  # the last figures (reused within MIN_SPAN)
 
     def sample(self):
+        """The figures, taken at most once per MIN_SPAN (a scan of the node's process tree reads
+        /proc; state changes and short heartbeat intervals reuse the last one)."""
+        import time
+
+        if self._last is not None and time.monotonic() - self._cpu_at < MIN_SPAN:
+            return self._last
+        self._last = self._take()
+        return self._last
+
+    def _take(self):
         from .models import GpuUsage, Resources
 
         psutil = self._psutil
@@ -40,21 +51,17 @@ class Sampler:
         self._procs = procs
         import time
 
-        now = time.monotonic()
-        measure = now - self._cpu_at >= MIN_SPAN
         cpu = rss = 0.0
         alive = 0
         for p in procs.values():
             try:
                 with p.oneshot():
-                    if measure:
-                        cpu += p.cpu_percent(None)
+                    cpu += p.cpu_percent(None)  # since this process's previous sample (≥ MIN_SPAN ago)
                     rss += p.memory_info().rss
                 alive += 1
             except psutil.Error:
                 continue
-        if measure:
-            self._cpu_at, self._cpu, self._gpu = now, cpu, self._gpus(GpuUsage)
+        self._cpu_at, self._cpu, self._gpu = time.monotonic(), cpu, self._gpus(GpuUsage)
         total = psutil.virtual_memory().total
         return Resources(cpu_percent=round(self._cpu, 1), rss_bytes=int(rss), processes=alive,
                          mem_percent=round(100.0 * rss / total, 2) if total else 0.0, gpus=self._gpu)
