@@ -15,7 +15,12 @@ pytest.importorskip("ray", reason="Ray not installed: pip install 'ray[default]'
 
 from .cluster import EXAMPLES, kill_worker_and_check, netns_available  # noqa: E402
 
-pytestmark = [pytest.mark.engine, pytest.mark.integration,
+# Ray's own `ray start` gives up after a hard-coded 30 s when its raylet has not registered with
+# the head's GCS ("The current node timed out during startup"): on a 2-core CI machine with three
+# Ray nodes starting at once this happened in 2 of ~4 full runs (each test passes alone). That
+# failure, and only it, is run once more (pytest-rerunfailures); any other failure is not.
+RAY_STARTUP = pytest.mark.flaky(reruns=1, only_rerun=["timed out during startup"])
+pytestmark = [RAY_STARTUP, pytest.mark.engine, pytest.mark.integration,
               pytest.mark.skipif(not netns_available(),
                                  reason="Ray binds every interface: needs a private network namespace "
                                         "(unshare -n, as root) to stay off the machine's network")]
