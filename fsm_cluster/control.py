@@ -94,7 +94,8 @@ class Control:
         try:
             self.server = ChannelServer(self.secret(), n.ip, s.control_port, timeout=s.heartbeat_timeout,
                                         on_register=self._on_register, on_lost=self._on_lost,
-                                        on_outcome=self._on_outcome, on_failure=self._on_failure).start()
+                                        on_outcome=self._on_outcome, on_failure=self._on_failure,
+                                        on_quiet=self._on_quiet).start()
         except Exception as e:  # noqa: BLE001 - no channel (port, key file): the work dir carries everything
             log.warning("%s: control channel not started (%s); the work dir carries everything", n.node_id, e)
             return None
@@ -285,6 +286,22 @@ class Control:
         n = self.node
         if n.ending is None and msg.node in {r.node for r in n.roster}:
             self._raise(CodeFailed(f"{msg.node}: {msg.reason}", msg.node, msg.exit_code))
+
+    # -- the stall watchdog (fsm_cluster.stall) ------------------------------------------------
+    def _on_quiet(self, msg) -> None:
+        """MAIN: a node's code is quiet (or active again)."""
+        dog = self.node.stall_watchdog
+        if dog is not None:
+            dog.note(msg.node, msg.since, msg.ended)
+
+    def send_quiet(self, since: float | None, ended: bool) -> bool:
+        """A worker: tell MAIN its code's quiet now. False when not on MAIN's channel (its state file
+        tells)."""
+        if self.client is None or not self.client.connected:
+            return False
+        from .channel import QuietMsg
+
+        return self.client.send_quiet(QuietMsg(node=self.node.node_id, since=since, ended=ended))
 
     def _on_restart(self, msg) -> None:
         """A worker: MAIN restarts the cluster's code."""

@@ -45,6 +45,7 @@ OCI__RESTART_POLICY = "OCI__RESTART_POLICY"  # Never | OnFailure | ExitCode (Kub
 OCI__BACKOFF_LIMIT = "OCI__BACKOFF_LIMIT"  # restarts the whole cluster may take
 OCI__ACTIVE_DEADLINE_SECONDS = "OCI__ACTIVE_DEADLINE_SECONDS"  # the whole life's deadline (0: none)
 OCI__RESTART_COUNT = "OCI__RESTART_COUNT"  # restarts so far (what the entry script sees)
+OCI__STALL_TIMEOUT = "OCI__STALL_TIMEOUT"  # s of no output / progress on every node: a stall (0: off)
 OCI__REPLACES = "OCI__REPLACES"  # set by a launcher: the lost node this one replaces
 OCI__STORAGE_RETRY_BUDGET = "OCI__STORAGE_RETRY_BUDGET"  # seconds a storage call is retried
 OCI__CLUSTER_SECRET = "OCI__CLUSTER_SECRET"  # per-cluster HMAC key, from the launcher, never in the work dir
@@ -167,6 +168,9 @@ class Settings(BaseModel):
     # node it starts in place of a lost one (the lost node's id: MAIN gives it that node's rank).
     restart_count: int = Field(0, alias=OCI__RESTART_COUNT, ge=0)
     replaces: str = Field("", alias=OCI__REPLACES, max_length=255)
+    # The stall watchdog (fsm_cluster.stall): no output or progress from the code on any node for
+    # this long fails the cluster, with every node's stacks in the work dir (0: off, the default).
+    stall_timeout: float = Field(0.0, alias=OCI__STALL_TIMEOUT, ge=0, allow_inf_nan=False)
     storage_retry_budget: float = Field(30.0, alias=OCI__STORAGE_RETRY_BUDGET, gt=0, allow_inf_nan=False)
     job_ocid: str = Field("Undefined", alias=JOB_OCID, min_length=1)
     job_run_ocid: str = Field(default_factory=lambda: f"local-{os.getpid()}-{time.time_ns()}", alias=JOB_RUN_OCID)
@@ -330,7 +334,7 @@ _ALIASES = {f.alias for f in Settings.model_fields.values()}
 _OPTIONAL_NUMBERS = {"OCI__CONTROL_PORT", RANK, OCI__WORKER_COUNT, OCI__PS_COUNT, OCI__TIMEOUT, OCI__HEARTBEAT_INTERVAL,
                      OCI__HEARTBEAT_TIMEOUT, OCI__TEARDOWN_GRACE, SYNC_SLEEP, OCI__LIFE_SPAN,
                      OCI__STORAGE_RETRY_BUDGET, POST_PROCESSING_WAIT, OCI__BACKOFF_LIMIT,
-                     OCI__ACTIVE_DEADLINE_SECONDS, OCI__RESTART_COUNT}
+                     OCI__ACTIVE_DEADLINE_SECONDS, OCI__RESTART_COUNT, OCI__STALL_TIMEOUT}
 
 
 def _variable(p: Problem) -> str:

@@ -47,7 +47,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import SkipJsonSchema
 
-from .env import (JOB_RUN_OCID, OCI__ACTIVE_DEADLINE_SECONDS, OCI__BACKOFF_LIMIT,
+from .env import (JOB_RUN_OCID, OCI__ACTIVE_DEADLINE_SECONDS, OCI__BACKOFF_LIMIT, OCI__STALL_TIMEOUT,
                   OCI__CA_DOWNLOAD_LOCATION, OCI__CERTIFICATE_AUTHORITY_OCID,
                   OCI__CERTIFICATE_DOWNLOAD_LOCATION, OCI__CERTIFICATE_KEY_DOWNLOAD_LOCATION,
                   OCI__CERTIFICATE_OCID, OCI__CLUSTER_TYPE, OCI__CODE_DIR, OCI__ENTRY_SCRIPT,
@@ -441,6 +441,8 @@ class ClusterBody(_Model):
     restart_policy: RestartPolicy = None
     backoff_limit: WholeNumber = Field(None, ge=0, le=10_000)
     active_deadline_seconds: WholeNumber = Field(None, ge=1)
+    # The stall watchdog (fsm_cluster.stall): seconds without output or progress on every node.
+    stall_timeout: Annotated[float | None, BeforeValidator(_no_bool)] = Field(None, gt=0, allow_inf_nan=False)
     certificate: Certificate | None = None
     config: GroupConfig | None = None
     main: NodeGroup = Field(default_factory=NodeGroup)
@@ -1014,6 +1016,7 @@ class ClusterConfigToJobSpecConverter:
             OCI__RESTART_POLICY: c.restart_policy,
             OCI__BACKOFF_LIMIT: _text(c.backoff_limit),
             OCI__ACTIVE_DEADLINE_SECONDS: _text(c.active_deadline_seconds),
+            OCI__STALL_TIMEOUT: _text(c.stall_timeout),
             OCI__ENTRY_SCRIPT_ARGS: entry_args(rt.spec.args),
             OCI__ENTRY_SCRIPT_KWARGS: entry_kwargs(rt.spec.kwargs),
             OCI__CODE_DIR: rt.spec.code_dir,

@@ -268,6 +268,11 @@ class NodeState(_Shared):
     restarts: list[RestartRecord] = Field(default_factory=list, max_length=10_001)
     resources: Resources | None = None  # CPU / memory (/ GPU) of the node and its processes
     history: list[Transition] = Field(default_factory=list, max_length=MAX_HISTORY)  # the timeline
+    # The stall watchdog (OCI__STALL_TIMEOUT): since when (wall) this node's code has been quiet,
+    # once it has been for the timeout or ended (None: active). Read by MAIN for nodes off its channel.
+    quiet_since: float | None = Field(None, allow_inf_nan=False)
+    # MAIN: the last stacks request (fsm-cluster dump, or the watchdog); nodes off its channel read it.
+    dump: str = Field("", max_length=64)
 
 
 class DoneMarker(_Shared):

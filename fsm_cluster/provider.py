@@ -128,6 +128,10 @@ class ClusterProvider:
         self._handed: BaseException | None = None
         self._wake = threading.Event()  # set by the control channel: a wait looks again at once
         self._sampler = None  # resource figures for the heartbeat (fsm_cluster.resources)
+        self._stall = None  # the stall watchdog (fsm_cluster.stall), made on first use
+        self._tmp: str | None = None  # this node's own temporary folder (progress file, faulthandler)
+        self._dump_request = ""  # MAIN: the last stacks request (mirrored in its state file)
+        self._dumped: set[str] = set()  # stacks requests this node answered
         self._history: list = []  # the node's transitions (its timeline, in its state file)
         self._began = False  # begin_life took its first look
         self._ticked_at = self.clock.now()  # the node's own thread last ticked (the keeper stands by)
@@ -461,7 +465,32 @@ class ClusterProvider:
         and OCI__RESTART_COUNT (the cluster's restarts so far: a script resumes from its checkpoint)."""
         env = entry.environment(self.settings, self.child_env())
         env[OCI__RESTART_COUNT] = str(self.restart_count)
+        if self.stall_watchdog is not None:
+            from .stall import OCI__PROGRESS_FILE
+
+            env[OCI__PROGRESS_FILE] = self._scratch("progress")
+            env.setdefault("PYTHONUNBUFFERED", "1")  # output is the code's sign of life: not held in a buffer
+        from .stacks import arm_faulthandler
+
+        arm_faulthandler(env, self._scratch("faulthandler"), self.stall_watchdog is not None)
         return env
+
+    def _scratch(self, name: str) -> str:
+        """A path in this node's own temporary folder (local disk; removed at the end of its life)."""
+        if self._tmp is None:
+            import tempfile
+
+            self._tmp = tempfile.mkdtemp(prefix=f"fsm-cluster-{os.getpid()}-")
+        return os.path.join(self._tmp, name)
+
+    @property
+    def stall_watchdog(self):
+        """The stall watchdog (OCI__STALL_TIMEOUT) of a node that runs code on the real clock, else None."""
+        if self._stall is None and self.settings.stall_timeout > 0 and not self.clock_simulated and self.runs_code():
+            from .stall import Watchdog
+
+            self._stall = Watchdog(self, self.settings.stall_timeout)
+        return self._stall
 
     # ------------------------------------------------------------------------------------------
     # recovery (fsm_cluster.recovery): MAIN decides, every node restarts its code
@@ -645,8 +674,23 @@ class ClusterProvider:
             self.code_execution_complete = True
             return
         cwd = self.settings.code_dir if os.path.isdir(self.settings.code_dir) else None
-        self.code_process = self.children.spawn("entry script", cmd, env=self.entry_env(), cwd=cwd,
-                                                essential=False)
+        env = self.entry_env()
+        dog = self.stall_watchdog
+        if dog is None:
+            self.code_process = self.children.spawn("entry script", cmd, env=env, cwd=cwd, essential=False)
+            return
+        import subprocess
+
+        from .stall import OCI__PROGRESS_FILE, Activity
+
+        progress = env[OCI__PROGRESS_FILE]
+        open(progress, "a").close()
+        activity = Activity(progress)
+        self.code_process = self.children.spawn("entry script", cmd, env=env, cwd=cwd, essential=False,
+                                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        activity.pump(self.code_process.popen.stdout, 1, "stdout")
+        activity.pump(self.code_process.popen.stderr, 2, "stderr")
+        dog.code_started(activity)
 
     def code_status(self) -> int | None:
         """None while the code runs (or this node has none); its exit code once it ended."""
@@ -921,6 +965,12 @@ class ClusterProvider:
         except Exception as e:  # noqa: BLE001 - the exit code still tells
             log.error("%s: could not write final state: %s", self.node_id, e)
         self.control.close()  # before the last line: it stays the node's summary
+        if self._stall is not None:
+            self._stall.close()
+        if self._tmp is not None:
+            import shutil
+
+            shutil.rmtree(self._tmp, ignore_errors=True)
         outcome = m.outcome if m is not None else ("complete" if code == 0 else "failed")
         log.log(logging.INFO if code == 0 else logging.ERROR, "%s stopped: cluster %s; exit %d; reason: %s",
                 self.node_id, outcome, code, self.reason or "-")
@@ -960,7 +1010,8 @@ class ClusterProvider:
                          started_wall=self._started_wall, entered_wall=self._entered_wall,
                          state_wall=self.clock.wall(), stop=self.stop_marker, life=self.life,
                          control=self._control_address or "", resources=self._resources(),
-                         history=list(self._history))
+                         history=list(self._history), dump=self._dump_request if self.mode == "MAIN" else "",
+                         quiet_since=self._stall.quiet_since() if self._stall is not None else None)
 
     def _resources(self):
         """CPU / memory (/ GPU) of this node and what it started; none on a simulated clock (one
@@ -1070,6 +1121,12 @@ class ClusterProvider:
             self._look_for_dump_request()
         if self._awaited and engine:
             self._take_awaited()
+        asked = self.watch.dump_request
+        if asked and asked not in self._dumped and self.mode != "MAIN":  # off MAIN's channel: its state file
+            if self.own_code_running():
+                self.dump_stacks(asked)
+            else:
+                self._dumped.add(asked)
         if engine and self.state is NodeStatus.running:
             self.check_engine()
 
@@ -1148,29 +1205,45 @@ class ClusterProvider:
         data = self.workdir.read_bytes(DUMP_REQUEST, 1024) or b""
         request = data.decode(errors="replace").strip()[:64] or "dump"
         log.info("%s: stacks requested (%s): asking every node", self.node_id, request)
-        self.control.broadcast_dump(request)
-        self.dump_stacks(request)
+        self.request_stacks(request)
 
-    def dump_stacks(self, request: str) -> None:
+    def request_stacks(self, request: str, wait: bool = False) -> None:
+        """MAIN: every node writes its stacks — over the channel, and in MAIN's state file for the
+        nodes off it (written at the next tick) — and MAIN its own."""
+        self._dump_request = request[:64]
+        self.control.broadcast_dump(request)
+        self.watch.changed()
+        self.dump_stacks(request, wait=wait)
+
+    def dump_stacks(self, request: str, wait: bool = False) -> None:
         """Write the stacks of this node's running code to ``diagnostics/<node>.stacks.txt`` (on a
-        thread: py-spy takes a moment, and the code goes on)."""
+        thread unless ``wait``: py-spy takes a moment, and the code goes on). Once per request (it
+        may come over the channel and in MAIN's state file)."""
         import threading
 
         from .stacks import DIAGNOSTICS, code_processes, stacks_text
 
+        if request in self._dumped:
+            return
+        self._dumped.add(request)
         code = self.code_process
+        why = f"the stall watchdog, request {request}" if request.startswith("stall-") else \
+            f"fsm-cluster dump, request {request}"
 
         def write() -> None:
             try:
                 procs = code_processes(code.pid) if code is not None and code.poll() is None else []
-                text = stacks_text(self.node_id, procs, f"fsm-cluster dump, request {request}")
+                text = stacks_text(self.node_id, procs, why, self._tmp and os.path.join(self._tmp, "faulthandler"))
                 self.workdir.write_bytes(f"{DIAGNOSTICS}/{self.node_id}.stacks.txt", text.encode())
                 log.info("%s: stacks written to %s", self.node_id,
                          self.workdir.url(f"{DIAGNOSTICS}/{self.node_id}.stacks.txt"))
             except Exception as e:  # noqa: BLE001 - diagnostics never end a node
                 log.warning("%s: could not write its stacks: %s", self.node_id, e)
 
-        threading.Thread(target=write, name="fsm-cluster-stacks", daemon=True).start()
+        if wait:
+            write()
+        else:
+            threading.Thread(target=write, name="fsm-cluster-stacks", daemon=True).start()
 
     def own_code_running(self) -> bool:
         """This node's own code is still running: the entry script, or a ``run_code`` that blocks

@@ -1,12 +1,19 @@
 """Stacks of a node's running code, without stopping it: ``py-spy dump`` of the entry script and
 every process under it (py-spy from the node's own Python environment, else PATH). Written to
 ``<work_dir>/<cluster>/diagnostics/<node>.stacks.txt``. ``fsm-cluster dump WORK_DIR`` asks every
-live node for them (a request file MAIN picks up, then the control channel)."""
+live node for them (a request file MAIN picks up, then the control channel and MAIN's state file);
+the stall watchdog (:mod:`fsm_cluster.stall`) does too.
+
+Where py-spy cannot read a process (not installed, or no ptrace permission: a container without
+SYS_PTRACE), the file says so, and the Python processes of the entry script answer through
+:mod:`faulthandler` instead: the node arms it (:func:`arm_faulthandler`) when py-spy is missing or
+the stall watchdog is on, and sends SIGUSR2 to the processes that registered (Python frames only)."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -21,6 +28,48 @@ def py_spy() -> str | None:
     return shutil.which("py-spy", path=scripts) or shutil.which("py-spy")
 
 
+FAULTHANDLER_DIR = "FSM_CLUSTER_FAULTHANDLER_DIR"
+FAULTHANDLER_SIGNAL = signal.SIGUSR2
+FAULTHANDLER_WAIT = 3.0  # s a process has to write its stacks after the signal
+
+
+def arm_faulthandler(env: dict, folder: str, always: bool) -> None:
+    """Give the entry script's Python processes faulthandler stacks on SIGUSR2 (see
+    ``fsm_cluster/faultsite/sitecustomize.py``): when ``always`` (the stall watchdog is on) or
+    when py-spy is not installed."""
+    if not (always or py_spy() is None) or env.get(FAULTHANDLER_DIR) == "off":
+        return
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    site = os.path.join(os.path.dirname(os.path.abspath(__file__)), "faultsite")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (site, env.get("PYTHONPATH", "")) if p)
+    env[FAULTHANDLER_DIR] = folder
+
+
+def faulthandler_stacks(pid: int, folder: str | None) -> str | None:
+    """The Python stacks a process armed by :func:`arm_faulthandler` writes on SIGUSR2; None when
+    it did not register (not a Python process of the entry script: the signal would end it)."""
+    if not folder or not os.path.exists(os.path.join(folder, f"{pid}.ready")):
+        return None
+    out = os.path.join(folder, f"{pid}.txt")
+    try:
+        start = os.path.getsize(out)
+        os.kill(pid, FAULTHANDLER_SIGNAL)
+    except OSError as e:
+        return f"(faulthandler: {e})"
+    deadline = time.monotonic() + FAULTHANDLER_WAIT
+    size = start
+    while time.monotonic() < deadline:  # written by the process's C handler at once; until it settles
+        time.sleep(0.1)
+        now = os.path.getsize(out)
+        if now > start and now == size:
+            break
+        size = now
+    with open(out, "rb") as f:
+        f.seek(start)
+        text = f.read().decode(errors="replace").rstrip()
+    return text or "(faulthandler: the process wrote nothing: its main thread may be held outside Python)"
+
+
 def code_processes(root_pid: int) -> list:
     """The entry script's process and everything under it (psutil Processes)."""
     import psutil
@@ -32,36 +81,52 @@ def code_processes(root_pid: int) -> list:
         return []
 
 
-def stacks_text(node: str, procs: list, why: str) -> str:
+def stacks_text(node: str, procs: list, why: str, faulthandler_dir: str | None = None) -> str:
     """One text: a header, then per process its command line and ``py-spy dump`` (native frames
-    where py-spy can), or why it could not be read."""
+    where py-spy can), or why it could not be read and, for a Python process of the entry script,
+    its faulthandler stacks."""
     import psutil
 
     spy = py_spy()
     out = [f"# stacks of {node}'s code ({why}) at {time.strftime('%Y-%m-%d %H:%M:%S %z')}", ""]
     if not procs:
         out.append("(no code running on this node)")
+    from .process import GUARD
+
     for p in procs:
         try:
-            cmd = " ".join(p.cmdline()) or p.name()
+            argv = p.cmdline()
         except psutil.Error:
             continue
-        out.append(f"## pid {p.pid}: {cmd}")
-        if spy is None:
-            out.append("py-spy is not installed in this node's environment (pip install py-spy): no stacks")
+        if GUARD in argv:  # the node's process guard (process.GUARD) waits on its child: no stacks
+            out += [f"## pid {p.pid}: fsm_cluster's process guard of {' '.join(argv[argv.index(GUARD) + 4:])}", ""]
             continue
-        try:
-            r = subprocess.run([spy, "dump", "--pid", str(p.pid), "--native"], capture_output=True, text=True,
-                               timeout=PYSPY_TIMEOUT)
-            if r.returncode != 0 and "native" in r.stderr.lower():  # native frames unsupported here
-                r = subprocess.run([spy, "dump", "--pid", str(p.pid)], capture_output=True, text=True,
-                                   timeout=PYSPY_TIMEOUT)
-        except (OSError, subprocess.SubprocessError) as e:
-            out.append(f"py-spy could not run: {e}")
-            continue
-        if r.returncode == 0:
-            out.append(r.stdout.rstrip())
-        else:  # not a Python process, or no ptrace permission (containers without SYS_PTRACE)
-            out.append(f"py-spy could not read it: {r.stderr.strip()[:500]}")
+        out.append(f"## pid {p.pid}: {' '.join(argv) or p.name()}")
+        read = _py_spy_dump(spy, p.pid)
+        if read[0]:
+            out.append(read[1])
+        else:  # not installed, not a Python process, or no ptrace permission (no SYS_PTRACE)
+            out.append(read[1])
+            fallback = faulthandler_stacks(p.pid, faulthandler_dir)
+            if fallback is not None:
+                out.append("faulthandler stacks instead (Python frames only):")
+                out.append(fallback)
         out.append("")
     return "\n".join(out) + "\n"
+
+
+def _py_spy_dump(spy: str | None, pid: int) -> tuple[bool, str]:
+    """``(True, stacks)`` or ``(False, why not)``."""
+    if spy is None:
+        return False, "py-spy is not installed in this node's environment (pip install py-spy): no py-spy stacks"
+    try:
+        r = subprocess.run([spy, "dump", "--pid", str(pid), "--native"], capture_output=True, text=True,
+                           timeout=PYSPY_TIMEOUT)
+        if r.returncode != 0 and "native" in r.stderr.lower():  # native frames unsupported here
+            r = subprocess.run([spy, "dump", "--pid", str(pid)], capture_output=True, text=True,
+                               timeout=PYSPY_TIMEOUT)
+    except (OSError, subprocess.SubprocessError) as e:
+        return False, f"py-spy could not run: {e}"
+    if r.returncode == 0:
+        return True, r.stdout.rstrip()
+    return False, f"py-spy could not read it: {r.stderr.strip()[:500]}"

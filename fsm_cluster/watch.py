@@ -49,6 +49,7 @@ class ClusterWatch:
         self.main_state_seen = False  # a worker: from then on, watch MAIN by reading its state
         self.main_state_read = False  # a worker read MAIN's state file of this life at least once
         self.restarts_seen = 0  # a worker: MAIN's restarts it has taken (learnt here or on the channel)
+        self.dump_request = ""  # a worker: MAIN's last stacks request, from its state file
 
     def expect(self, state_file: str, now: float) -> None:
         """A peer that must write ``state_file`` (and keep changing it) from ``now`` on."""
@@ -133,6 +134,7 @@ class ClusterWatch:
         if main.life != self.rendezvous.life:  # not this life's: no news of MAIN
             return
         self.main_state_read = True
+        self.dump_request = main.dump
         if len(main.restarts) > self.restarts_seen:  # MAIN restarted the code (nodes off its channel)
             self.restarts_seen = len(main.restarts)
             raise RestartRequested(main.restarts[-1])

@@ -331,10 +331,12 @@ class WorkDir:
         data = self.read_bytes(name, getattr(cls, "MAX_BYTES", MAX_READ))
         return None if data is None else self.parse(name, data, cls)
 
-    def listing(self) -> dict[str, tuple]:
-        """One request: every file directly under the cluster dir with a change fingerprint."""
+    def listing(self, folder: str = "") -> dict[str, tuple]:
+        """One request: every file directly under the cluster dir (or its ``folder``) with a change
+        fingerprint."""
+        where = self.path(folder) if folder else self.root
         try:
-            entries = self._call("ls", lambda: self.fs.ls(self.root, detail=True, refresh=True), "listing")
+            entries = self._call("ls", lambda: self.fs.ls(where, detail=True, refresh=True), "listing")
         except FileNotFoundError:
             return {}
         out = {}

@@ -50,11 +50,11 @@ reachability check for operators, and the peer process of the tests and benchmar
 """
 
 from .client import ChannelClient
-from .messages import Bye, DumpMsg, FailureMsg, OutcomeMsg, Ping, Pong, Register, RestartMsg, Roster
+from .messages import Bye, DumpMsg, FailureMsg, OutcomeMsg, QuietMsg, Ping, Pong, Register, RestartMsg, Roster
 from .secretfile import load_or_create_secret, read_secret
 from .server import ChannelServer
 from .wire import MAX_CLIENT_FRAME, MAX_SERVER_FRAME, ChannelUnavailable
 
 __all__ = ["ChannelClient", "ChannelServer", "ChannelUnavailable", "Register", "Roster", "Ping", "Pong",
-           "FailureMsg", "RestartMsg", "DumpMsg",
+           "FailureMsg", "RestartMsg", "DumpMsg", "QuietMsg",
            "OutcomeMsg", "Bye", "load_or_create_secret", "read_secret", "MAX_CLIENT_FRAME", "MAX_SERVER_FRAME"]

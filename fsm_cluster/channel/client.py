@@ -94,6 +94,10 @@ class ChannelClient:
         """Ask MAIN whether the cluster restarts after this node's code failed."""
         return self._send(msg)
 
+    def send_quiet(self, msg) -> bool:
+        """Tell MAIN this node's code is quiet (or active again): the stall watchdog."""
+        return self._send(msg)
+
     def send_outcome(self, msg: OutcomeMsg) -> bool:
         """Tell MAIN this node's end now. False when the channel is down (the work dir still tells it)."""
         return self._send(msg)

@@ -106,6 +106,16 @@ class RestartMsg(_Message):
     life: _Life = ""
 
 
+class QuietMsg(_Message):
+    """A node's stall watchdog (OCI__STALL_TIMEOUT): its code has been quiet since ``since`` (wall
+    time) for the timeout, or ended (``ended``); ``since`` None: active again."""
+
+    type: Literal["quiet"] = "quiet"
+    node: Identifier
+    since: float | None = Field(default=None, allow_inf_nan=False)
+    ended: bool = False
+
+
 class DumpMsg(_Message):
     """MAIN asks every node for the stacks of its running code (``fsm-cluster dump``)."""
 
@@ -123,9 +133,9 @@ class Bye(_Message):
     lost: bool = False
 
 
-ClientMessage = Annotated[Union[Register, Ping, OutcomeMsg, FailureMsg, Bye], Field(discriminator="type")]
+ClientMessage = Annotated[Union[Register, Ping, OutcomeMsg, FailureMsg, QuietMsg, Bye], Field(discriminator="type")]
 ServerMessage = Annotated[Union[Roster, Pong, OutcomeMsg, RestartMsg, DumpMsg, Bye], Field(discriminator="type")]
-Message = Union[Register, Roster, Ping, Pong, OutcomeMsg, FailureMsg, RestartMsg, DumpMsg, Bye]
+Message = Union[Register, Roster, Ping, Pong, OutcomeMsg, FailureMsg, QuietMsg, RestartMsg, DumpMsg, Bye]
 
 CLIENT_MESSAGE: TypeAdapter = TypeAdapter(ClientMessage)
 SERVER_MESSAGE: TypeAdapter = TypeAdapter(ServerMessage)

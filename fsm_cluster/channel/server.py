@@ -26,7 +26,8 @@ from typing import Any, Callable, Iterable
 from pydantic import ValidationError
 
 from . import wire
-from .messages import CLIENT_MESSAGE, Bye, FailureMsg, Message, OutcomeMsg, Ping, Pong, Register, Roster, encode
+from .messages import (CLIENT_MESSAGE, Bye, FailureMsg, Message, OutcomeMsg, Ping, Pong, QuietMsg, Register, Roster,
+                       encode)
 
 log = logging.getLogger(__name__)
 
@@ -69,18 +70,19 @@ class ChannelServer:
     (frozen or unreachable). ``on_outcome(msg)``: a node told its end (``msg.node`` is always the
     sender's registered name). ``on_bye(node, reason)``: a node left on purpose.
     ``on_failure(msg)``: a node's code failed and it asks whether the cluster restarts (FailureMsg).
+    ``on_quiet(msg)``: a node's stall watchdog says its code is quiet, or active again (QuietMsg).
     """
 
     def __init__(self, secret: bytes, host: str = "127.0.0.1", port: int = 0, *,
                  on_register: OnRegister | None = None, on_lost: OnLost | None = None,
                  on_outcome: OnOutcome | None = None, on_bye: OnBye | None = None,
-                 on_failure: Callable | None = None,
+                 on_failure: Callable | None = None, on_quiet: Callable | None = None,
                  timeout: float = 60.0, auth_timeout: float = 5.0, max_frame: int = wire.MAX_CLIENT_FRAME,
                  max_connections: int = 4096, max_backlog: int = 64 * 1024 * 1024):
         self.secret = wire.check_secret(secret)
         self.host, self.port = host, port
         self.on_register, self.on_lost, self.on_outcome, self.on_bye = on_register, on_lost, on_outcome, on_bye
-        self.on_failure = on_failure
+        self.on_failure, self.on_quiet = on_failure, on_quiet
         self.timeout, self.auth_timeout = timeout, auth_timeout
         self.max_frame, self.max_connections, self.max_backlog = max_frame, max_connections, max_backlog
         self._sel: selectors.BaseSelector | None = None
@@ -288,10 +290,11 @@ class ChannelServer:
             wire.call_back(self.on_register, msg, conn.id)
         elif isinstance(msg, Ping):
             self._write_frame(conn, encode(Pong(seq=msg.seq)))
-        elif isinstance(msg, (OutcomeMsg, FailureMsg)):
+        elif isinstance(msg, (OutcomeMsg, FailureMsg, QuietMsg)):
             if msg.node != conn.node:
                 raise wire.FrameError(f"{msg.type} for {msg.node!r} sent by {conn.node!r}")
-            wire.call_back(self.on_outcome if isinstance(msg, OutcomeMsg) else self.on_failure, msg)
+            wire.call_back({OutcomeMsg: self.on_outcome, FailureMsg: self.on_failure,
+                            QuietMsg: self.on_quiet}[type(msg)], msg)
         elif isinstance(msg, Bye):
             node = conn.node
             self._close_conn(conn)

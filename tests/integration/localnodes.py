@@ -33,6 +33,7 @@ class LocalNodes:
     extra: dict = field(default_factory=dict)
     procs: list = field(default_factory=list)
     logs: list = field(default_factory=list)
+    launcher: list = field(default_factory=list)  # a command the nodes run under (e.g. setpriv …)
 
     def __post_init__(self):
         self.work_dir = str(self.tmp / "wd")
@@ -57,7 +58,7 @@ class LocalNodes:
         index = len(self.procs)
         log = open(self.tmp / f"node{index}.log", "wb")
         self.logs.append(self.tmp / f"node{index}.log")
-        self.procs.append(subprocess.Popen([sys.executable, "-m", "fsm_cluster", "run"],
+        self.procs.append(subprocess.Popen([*self.launcher, sys.executable, "-m", "fsm_cluster", "run"],
                                            env={**self.node_env(mode, index if rank is None else rank),
                                                 **{k: str(v) for k, v in env.items()}},
                                            stdout=log, stderr=subprocess.STDOUT))

@@ -25,7 +25,8 @@ waiting_in_a_named_function()
 """
 
 
-def test_dump_writes_every_live_nodes_stacks_and_the_cluster_goes_on(tmp_path):
+@pytest.mark.parametrize("control", ["on", "off"])  # off: workers learn the request from MAIN's state file
+def test_dump_writes_every_live_nodes_stacks_and_the_cluster_goes_on(tmp_path, control):
     from fsm_cluster.stacks import py_spy
 
     if py_spy() is None:
@@ -37,7 +38,7 @@ def test_dump_writes_every_live_nodes_stacks_and_the_cluster_goes_on(tmp_path):
     marks = tmp_path / "marks"
     marks.mkdir()
     c = LocalNodes(tmp_path, extra={"OCI__ENTRY_SCRIPT": str(entry), "OCI__RUN_ON": "all",
-                                    "OCI__ENTRY_SCRIPT_ARGS": f"8 {marks}"}).start()
+                                    "OCI__ENTRY_SCRIPT_ARGS": f"8 {marks}", "OCI__CONTROL": control}).start()
     deadline = time.monotonic() + 60
     while len(list(marks.iterdir())) < 3:
         assert time.monotonic() < deadline and all(p.poll() is None for p in c.procs), c.dump()

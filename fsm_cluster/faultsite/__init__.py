@@ -1,0 +1,1 @@
+"""The folder an entry script gets on its PYTHONPATH for faulthandler stacks (see sitecustomize.py)."""
