@@ -226,6 +226,19 @@ class Resources(BaseModel):
     gpus: list[GpuUsage] = Field(default_factory=list, max_length=64)
 
 
+MAX_USAGE = 256  # resource samples a state file keeps (older ones are thinned, the whole life stays)
+
+
+class Usage(BaseModel):
+    """One resource sample of the node's history (the timeline's resource panel)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    wall: float
+    cpu: float = Field(ge=0)  # percent, summed over processes
+    rss: int = Field(ge=0)  # bytes
+    gpu: float | None = Field(None, ge=0)  # mean utilisation of the node's GPUs, percent
+
+
 class Transition(BaseModel):
     """One transition of a node's life (its timeline): the state entered, when (wall clock: for
     humans), and the node's reason then."""
@@ -241,6 +254,10 @@ MAX_HISTORY = 500  # transitions kept in a state file (a life takes ~8; restarts
 
 class NodeState(_Shared):
     """``<node>_state.json``: the node's lifecycle state and its heartbeat counter."""
+
+    # its timeline (≤ 500 transitions with reasons: ≤ 200 KB), usage (≤ 256 samples: ≤ 20 KB) and
+    # MAIN's restarts (≤ 10,001 records at backoffLimit's bound)
+    MAX_BYTES: ClassVar[int] = 4 * 1024 * 1024
 
     node: NodeName
     mode: Mode
@@ -268,6 +285,7 @@ class NodeState(_Shared):
     restarts: list[RestartRecord] = Field(default_factory=list, max_length=10_001)
     resources: Resources | None = None  # CPU / memory (/ GPU) of the node and its processes
     history: list[Transition] = Field(default_factory=list, max_length=MAX_HISTORY)  # the timeline
+    usage: list[Usage] = Field(default_factory=list, max_length=MAX_USAGE)  # resources over the life
     # The stall watchdog (OCI__STALL_TIMEOUT): since when (wall) this node's code has been quiet,
     # once it has been for the timeout or ended (None: active). Read by MAIN for nodes off its channel.
     quiet_since: float | None = Field(None, allow_inf_nan=False)

@@ -129,6 +129,8 @@ class ClusterProvider:
         self._wake = threading.Event()  # set by the control channel: a wait looks again at once
         self._sampler = None  # resource figures for the heartbeat (fsm_cluster.resources)
         self._stall = None  # the stall watchdog (fsm_cluster.stall), made on first use
+        self._usage: list = []  # resource samples over the life (models.Usage)
+        self._usage_step = max(1.0, self.settings.heartbeat_interval)  # (figures are taken once a second at most)
         self._tmp: str | None = None  # this node's own temporary folder (progress file, faulthandler)
         self._dump_request = ""  # MAIN: the last stacks request (mirrored in its state file)
         self._dumped: set[str] = set()  # stacks requests this node answered
@@ -1010,7 +1012,7 @@ class ClusterProvider:
                          started_wall=self._started_wall, entered_wall=self._entered_wall,
                          state_wall=self.clock.wall(), stop=self.stop_marker, life=self.life,
                          control=self._control_address or "", resources=self._resources(),
-                         history=list(self._history), dump=self._dump_request if self.mode == "MAIN" else "",
+                         history=list(self._history), usage=list(self._usage), dump=self._dump_request if self.mode == "MAIN" else "",
                          quiet_since=self._stall.quiet_since() if self._stall is not None else None)
 
     def _resources(self):
@@ -1023,10 +1025,28 @@ class ClusterProvider:
 
             self._sampler = Sampler()
         try:
-            return self._sampler.sample()
+            sample = self._sampler.sample()
         except Exception as e:  # noqa: BLE001 - figures for humans never end a node
             log.debug("%s: resource sample failed: %s", self.node_id, e)
             return None
+        self._record_usage(sample)
+        return sample
+
+    def _record_usage(self, sample) -> None:
+        """Keep the sample in the node's usage history, one per ``_usage_step`` s (a heartbeat
+        interval, 1 s at the least, at first); a full history drops every other sample and doubles the step, so it
+        always spans the whole life in at most MAX_USAGE samples."""
+        from .models import MAX_USAGE, Usage
+
+        now = self.clock.wall()
+        if self._usage and now - self._usage[-1].wall < self._usage_step:
+            return
+        gpus = [g.util_percent for g in sample.gpus]
+        self._usage.append(Usage(wall=now, cpu=sample.cpu_percent, rss=sample.rss_bytes,
+                                 gpu=sum(gpus) / len(gpus) if gpus else None))
+        if len(self._usage) >= MAX_USAGE:
+            self._usage = self._usage[::2]
+            self._usage_step *= 2
 
     def flush_state(self) -> None:
         self.workdir.write(state_name(self.node_id), self.node_state())

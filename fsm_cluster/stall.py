@@ -99,7 +99,8 @@ class Watchdog:
     def __init__(self, node, timeout: float) -> None:
         self.node = node
         self.timeout = timeout
-        self.every = max(0.05, min(1.0, timeout / 10))
+        # checks: a few per interval (a stall is seen within the timeout and one interval)
+        self.every = max(0.05, min(1.0, timeout / 10, node.settings.heartbeat_interval / 4))
         self.activity: Activity | None = None
         self.reports: dict[str, tuple[float, bool]] = {}  # MAIN: node → (quiet since, code ended)
         self._read_at: dict[str, float] = {}  # MAIN: when it last read an off-channel node's state
@@ -169,7 +170,9 @@ class Watchdog:
         self.reported = key
         n = self.node
         if not n.control.send_quiet(None if mine is None else mine[0], bool(mine and mine[1])):
-            n.watch.changed()
+            with n._tick_lock:  # off the channel: the state file says it now (not at the next beat)
+                if n.ending is None:
+                    n.flush_state()
 
     def quiet_since(self) -> float | None:
         """For the node's state file (nodes off the channel report there)."""
@@ -207,10 +210,11 @@ class Watchdog:
         return stalled if stalled >= self.timeout else None
 
     def _read_report(self, peer: str) -> tuple[float, bool] | None:
-        """An off-channel node's report, from its state file (read at most once an interval)."""
+        """An off-channel node's report, from its state file (read at most twice an interval, and
+        only while every other node's code is quiet)."""
         n = self.node
         now = time.monotonic()
-        if now - self._read_at.get(peer, 0.0) < n.settings.heartbeat_interval:
+        if now - self._read_at.get(peer, 0.0) < n.settings.heartbeat_interval / 2:
             return self._file_reports.get(peer)
         self._read_at[peer] = now
         try:

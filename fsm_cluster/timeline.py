@@ -23,6 +23,7 @@ class Lane:
 
     node: str
     spans: list[tuple[str, float, float]] = field(default_factory=list)
+    usage: list = field(default_factory=list)  # models.Usage samples (the resource panel)
 
 
 @dataclass
@@ -59,7 +60,7 @@ def life_of(view) -> Life:
     for v in view.ordered():
         if v.state is None:
             continue
-        lanes.append(Lane(v.node, spans_of(v.state)))
+        lanes.append(Lane(v.node, spans_of(v.state), list(v.state.usage)))
         if v.node == "MAIN":
             restarts = list(v.state.restarts)
         for t in v.state.history:
@@ -86,7 +87,13 @@ def draw(life: Life, path: str):
     n = len(life.lanes)
     t0 = life.start
     height = min(60.0, max(2.5, 0.22 * n + 1.5))
-    fig, ax = plt.subplots(figsize=(12, height))
+    measured = [lane for lane in life.lanes if lane.usage]
+    if measured:  # the lanes on top, CPU and memory over the same time below
+        fig, (ax, cpu_ax, mem_ax) = plt.subplots(3, 1, sharex=True, figsize=(12, height + 3.5),
+                                                 gridspec_kw={"height_ratios": [height, 1.6, 1.6]})
+        draw_usage(measured, t0, cpu_ax, mem_ax)
+    else:
+        fig, ax = plt.subplots(figsize=(12, height))
     for i, lane in enumerate(life.lanes):
         y = n - 1 - i
         for state, a, b in lane.spans:
@@ -113,7 +120,7 @@ def draw(life: Life, path: str):
         ax.set_yticklabels([lane.node if (n - 1 - k) % 10 == 0 else "" for k, lane in
                             enumerate(reversed(life.lanes))], fontsize=5)
     ax.set_ylim(-1, n)
-    ax.set_xlabel("seconds since the first node started (wall clock of each node)")
+    (fig.axes[-1] if measured else ax).set_xlabel("seconds since the first node started (wall clock of each node)")
     ax.grid(axis="x", linewidth=0.3)
     used = sorted({s for lane in life.lanes for s, _, _ in lane.spans}, key=list(COLOURS).index)
     ax.legend(handles=[Patch(color=COLOURS[s], label=s) for s in used if s in COLOURS], fontsize=7,
@@ -135,3 +142,43 @@ def draw(life: Life, path: str):
         fig.savefig(path, format=fmt, dpi=120)
     plt.close(fig)
     return fig
+
+
+MAX_LINES = 12  # nodes drawn one line each in the resource panels; more: their mean and range
+
+
+def draw_usage(lanes: list[Lane], t0: float, cpu_ax, mem_ax) -> None:
+    """CPU (percent, summed over the node's processes) and resident memory (GiB) of each node over
+    time: a line per node (label ``<node>:cpu`` / ``<node>:mem``), or for many nodes the mean
+    (``mean:cpu``) and the min–max range across them."""
+    series = {"cpu": (cpu_ax, lambda u: u.cpu, "CPU %"), "mem": (mem_ax, lambda u: u.rss / 2**30, "memory GiB")}
+    for key, (axis, value, title) in series.items():
+        if len(lanes) <= MAX_LINES:
+            for lane in lanes:
+                axis.plot([u.wall - t0 for u in lane.usage], [value(u) for u in lane.usage], linewidth=0.9,
+                          label=f"{lane.node}:{key}")
+            axis.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0),
+                        labels=[lane.node for lane in lanes])
+        else:
+            xs, lo, hi, mean = _across(lanes, value, t0)
+            axis.fill_between(xs, lo, hi, alpha=0.3, linewidth=0, label=f"range:{key}")
+            axis.plot(xs, mean, linewidth=1, label=f"mean:{key}")
+            axis.annotate(f"{len(lanes)} nodes: mean and range", (0.005, 0.92), xycoords="axes fraction", fontsize=7,
+                          va="top")
+        axis.set_ylabel(title, fontsize=8)
+        axis.grid(linewidth=0.3)
+
+
+def _across(lanes: list[Lane], value, t0: float, bins: int = 200):
+    """Mean and range of ``value`` across nodes, per time bin (each node's last sample in it)."""
+    start = min(u.wall for lane in lanes for u in lane.usage)
+    end = max(u.wall for lane in lanes for u in lane.usage)
+    width = max((end - start) / bins, 1e-6)
+    cells: dict[int, dict[str, float]] = {}
+    for lane in lanes:
+        for u in lane.usage:
+            cells.setdefault(int((u.wall - start) / width), {})[lane.node] = value(u)
+    keys = sorted(cells)
+    xs = [start + (k + 0.5) * width - t0 for k in keys]
+    vals = [list(cells[k].values()) for k in keys]
+    return xs, [min(v) for v in vals], [max(v) for v in vals], [sum(v) / len(v) for v in vals]

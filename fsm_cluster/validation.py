@@ -78,7 +78,8 @@ def message(err: dict, fields: Sequence[str] = (), patterns: Mapping[str, str] |
     if t == "greater_than_equal":
         return f"must be ≥ {ctx.get('ge')}{shown}"
     if t == "greater_than":
-        return f"must be > {ctx.get('gt')}{shown}"
+        bound = ctx.get("gt")
+        return f"must be > {int(bound) if isinstance(bound, float) and bound.is_integer() else bound}{shown}"
     if t == "less_than_equal":
         return f"must be ≤ {ctx.get('le')}{shown}"
     if t == "literal_error":
@@ -87,6 +88,8 @@ def message(err: dict, fields: Sequence[str] = (), patterns: Mapping[str, str] |
         return f"must be an integer{shown}"
     if t in ("float_parsing", "float_type"):
         return f"must be a number{shown}"
+    if t == "finite_number":
+        return f"must be a finite number{shown}"
     if t in ("bool_parsing", "bool_type"):
         return f"must be true or false{shown}"
     if t == "string_type":

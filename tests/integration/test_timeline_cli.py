@@ -30,6 +30,13 @@ def test_timeline_of_a_real_failed_cluster(tmp_path):
         assert r.stdout.startswith(f"{tmp_path / name}: 3 node(s) over")
     svg = (tmp_path / "life.svg").read_text()
     assert "first failure: WORKER_w2" in svg and "stop: failed by WORKER_w2" in svg
+    # every node recorded its resources over the life: the picture has the CPU and memory panels
+    import json
+
+    for node in ("MAIN", "WORKER_w1", "WORKER_w2"):
+        usage = json.loads((c.state_dir() / f"{node}_state.json").read_text())["usage"]
+        assert usage and all(u["rss"] > 0 for u in usage), (node, usage)
+    assert "CPU %" in svg and "memory GiB" in svg
     assert (tmp_path / "life.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "life.html").read_text().startswith("<!doctype html>")
     bad = _cli(c, "timeline", c.state_dir(), "-o", tmp_path / "life.gif")

@@ -67,3 +67,62 @@ def test_the_drawn_spans_are_the_recorded_transitions(tmp_path, workers, fails):
                if ":" in coll.get_label()}
     for state, rgba in colours.items():
         assert rgba == pytest.approx(matplotlib.colors.to_rgba(COLOURS[state]))
+
+
+def _life_with_usage(nodes: int):
+    from fsm_cluster.models import Usage
+    from fsm_cluster.timeline import Lane, Life
+
+    lanes = []
+    for i in range(nodes):
+        usage = [Usage(wall=100.0 + k, cpu=10.0 * i + k, rss=(i + 1) * 2**30 + k) for k in range(0, 20, 2)]
+        lanes.append(Lane(f"N{i}", [("running", 100.0, 120.0)], usage))
+    return Life(lanes)
+
+
+def test_the_resource_panels_draw_each_nodes_recorded_samples(tmp_path):
+    from fsm_cluster.timeline import draw
+
+    life = _life_with_usage(3)
+    fig = draw(life, str(tmp_path / "life.png"))
+    assert len(fig.axes) == 3  # lanes, CPU, memory
+    for axis, key, value in ((fig.axes[1], "cpu", lambda u: u.cpu), (fig.axes[2], "mem", lambda u: u.rss / 2**30)):
+        lines = {ln.get_label(): ln for ln in axis.get_lines()}
+        assert sorted(lines) == [f"N{i}:{key}" for i in range(3)]
+        for lane in life.lanes:
+            ln = lines[f"{lane.node}:{key}"]
+            assert list(ln.get_xdata()) == pytest.approx([u.wall - life.start for u in lane.usage])
+            assert list(ln.get_ydata()) == pytest.approx([value(u) for u in lane.usage])
+
+
+def test_for_many_nodes_the_panels_draw_the_mean_and_range(tmp_path):
+    from fsm_cluster.timeline import draw
+
+    life = _life_with_usage(40)
+    fig = draw(life, str(tmp_path / "life.svg"))
+    (mean,) = [ln for ln in fig.axes[1].get_lines() if ln.get_label() == "mean:cpu"]
+    # at each sample time the 40 nodes' CPU is 10 i + k: mean 195 + k
+    assert list(mean.get_ydata()) == pytest.approx([195.0 + k for k in range(0, 20, 2)])
+    assert list(mean.get_xdata()) == pytest.approx([k for k in range(0, 20, 2)], abs=0.1)
+
+
+def test_a_full_usage_history_is_thinned_and_still_spans_the_life():
+    from fsm_cluster.models import MAX_USAGE, Resources
+    from fsm_cluster.provider import ClusterProvider
+
+    class Clock:
+        t = 1000.0
+
+        def wall(self):
+            return self.t
+
+    p = ClusterProvider.__new__(ClusterProvider)
+    p.clock, p._usage, p._usage_step = Clock(), [], 1.0
+    sample = Resources(cpu_percent=50, rss_bytes=1, mem_percent=0.1, processes=1)
+    for k in range(3 * MAX_USAGE):
+        p.clock.t = 1000.0 + k
+        p._record_usage(sample)
+    assert len(p._usage) < MAX_USAGE
+    assert p._usage[0].wall == 1000.0 and p._usage[-1].wall >= 1000.0 + 3 * MAX_USAGE - 1 - p._usage_step
+    gaps = {b.wall - a.wall for a, b in zip(p._usage, p._usage[1:])}
+    assert max(gaps) <= p._usage_step

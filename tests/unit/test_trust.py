@@ -217,8 +217,8 @@ def test_hijack_names_in_a_shared_config_are_refused_naming_them(name):
 
 def test_reads_are_bounded_whatever_the_file_size():
     wd = WorkDir("memory://bounded", "c1")
-    wd.fs.pipe_file(wd.path("MAIN_state.json"), b" " * (1 << 20))
-    with pytest.raises(ProtocolError, match="MAIN_state.json: larger than 65536 bytes"):
+    wd.fs.pipe_file(wd.path("MAIN_state.json"), b" " * (5 << 20))
+    with pytest.raises(ProtocolError, match="MAIN_state.json: larger than 4194304 bytes"):
         wd.read_state("MAIN")
     with pytest.raises(ValueError, match="node\n  String should match pattern"):
         NodeConfig(node="../MAIN", mode="MAIN", run_id="m", ip="1.1.1.1")
