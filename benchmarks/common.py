@@ -23,6 +23,26 @@ def machine(**extra) -> dict:
     return {"cpus": os.cpu_count(), "python": sys.version.split()[0], "load_avg": os.getloadavg(), **extra}
 
 
+def cluster_bench(name: str, doc: str, argv=None, more=None):
+    """The command line every node-cluster benchmark shares (``-n`` WORKERs, ``--reps``, ``--quick``
+    for 1 repetition written under results/tmp, ``--out``; ``more(parser)`` adds its own): returns
+    (args, repetitions, output path, the results dict to fill)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("-n", type=int, default=2, help="WORKERs (default 2)")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help=f"1 repetition, results/tmp/{name}.json")
+    ap.add_argument("--out", default=None)
+    if more is not None:
+        more(ap)
+    args = ap.parse_args(argv)
+    reps = 1 if args.quick else args.reps
+    out = Path(args.out or (RESULTS / ("tmp" if args.quick else "") / f"{name}.json"))
+    return args, reps, out, {"benchmark": name, "workers": args.n, "reps": reps, "machine_before": machine(),
+                             "rows": []}
+
+
 def write_results(path: str | Path, data: dict) -> None:
     """Write ``data`` (with the load at the end of the run added) as pretty JSON; say where."""
     data.setdefault("machine", machine())["load_avg_after"] = os.getloadavg()

@@ -18,7 +18,6 @@ Medians over ``--reps``; writes benchmarks/results/recovery.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -32,7 +31,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import formation  # noqa: E402
-from benchmarks.common import RESULTS, Nodes, machine, write_results  # noqa: E402
+from benchmarks.common import Nodes, cluster_bench, machine, write_results  # noqa: E402
 from fsm_cluster.launch.local import LOCAL_DEFAULTS  # noqa: E402
 
 SETTINGS = {"local": dict(LOCAL_DEFAULTS),
@@ -128,15 +127,7 @@ def in_place(n: int, tmp: Path, overrides: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("-n", type=int, default=2, help="WORKERs (default 2)")
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--quick", action="store_true", help="1 repetition, results/tmp/recovery.json")
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args(argv)
-    reps = 1 if args.quick else args.reps
-    out = Path(args.out or (RESULTS / ("tmp" if args.quick else "") / "recovery.json"))
-    results = {"benchmark": "recovery", "workers": args.n, "reps": reps, "machine_before": machine(), "rows": []}
+    args, reps, out, results = cluster_bench("recovery", __doc__, argv)
     print(f"{'setting':<11} {'what':<46} {'median':>8}  all")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)

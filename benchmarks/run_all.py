@@ -24,6 +24,7 @@ SUITE = {
     "storage": ["storage.py"],
     "production": ["production.py"],
     "recovery": ["recovery.py"],
+    "stall": ["stall.py"],
 }
 QUICK = {
     "imports": ["--reps", "3"],
@@ -32,6 +33,7 @@ QUICK = {
     "storage": ["-n", "1", "--steady", "3"],
     "production": ["--quick"],
     "recovery": ["--quick"],
+    "stall": ["--quick", "--only", "local"],
 }
 
 

@@ -14,7 +14,6 @@ the control channel and without it (workers then report in their state files).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -25,7 +24,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import formation  # noqa: E402
-from benchmarks.common import RESULTS, Nodes, machine, write_results  # noqa: E402
+from benchmarks.common import Nodes, cluster_bench, machine, write_results  # noqa: E402
 from fsm_cluster.launch.local import LOCAL_DEFAULTS  # noqa: E402
 
 SETTINGS = {
@@ -33,26 +32,7 @@ SETTINGS = {
     "production": ({"OCI__HEARTBEAT_INTERVAL": "10", "OCI__HEARTBEAT_TIMEOUT": "60", "OCI__STALL_TIMEOUT": "30"},
                    30.0, 10.0),
 }
-DEADLOCK = """import os, sys, threading, time
-a, b = threading.Lock(), threading.Lock()
-def one():
-    with a:
-        time.sleep(0.2)
-        with b:
-            pass
-def two():
-    with b:
-        time.sleep(0.2)
-        with a:
-            pass
-print("last words", flush=True)
-open(os.path.join(sys.argv[1], os.environ["RANK"]), "w").write(repr(time.time()))
-ts = [threading.Thread(target=one), threading.Thread(target=two)]
-for t in ts:
-    t.start()
-for t in ts:
-    t.join()
-"""
+DEADLOCK = Path(__file__).resolve().parents[1] / "examples" / "stall" / "deadlock.py"  # stamps, then hangs
 
 
 def collecting_at(log: Path) -> float | None:
@@ -64,9 +44,7 @@ def collecting_at(log: Path) -> float | None:
 
 def one_run(n: int, tmp: Path, overrides: dict, control: str) -> dict:
     stamps = Path(tempfile.mkdtemp(dir=tmp))
-    entry = tmp / "deadlock.py"
-    entry.write_text(DEADLOCK)
-    cmds = formation.cluster_cmds(n, str(entry), tmp, {**overrides, "OCI__RUN_ON": "all", "OCI__CONTROL": control,
+    cmds = formation.cluster_cmds(n, str(DEADLOCK), tmp, {**overrides, "OCI__RUN_ON": "all", "OCI__CONTROL": control,
                                                        "OCI__ENTRY_SCRIPT_ARGS": str(stamps)}, base={})
     guard = float(overrides["OCI__STALL_TIMEOUT"]) * 3 + 120
     with Nodes() as nodes:
@@ -85,16 +63,8 @@ def one_run(n: int, tmp: Path, overrides: dict, control: str) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("-n", type=int, default=2, help="WORKERs (default 2)")
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--quick", action="store_true", help="1 repetition, results/tmp/stall.json")
-    ap.add_argument("--only", choices=sorted(SETTINGS), default=None)
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args(argv)
-    reps = 1 if args.quick else args.reps
-    out = Path(args.out or (RESULTS / ("tmp" if args.quick else "") / "stall.json"))
-    results = {"benchmark": "stall", "workers": args.n, "reps": reps, "machine_before": machine(), "rows": []}
+    args, reps, out, results = cluster_bench(
+        "stall", __doc__, argv, lambda ap: ap.add_argument("--only", choices=sorted(SETTINGS), default=None))
     print(f"{'setting':<11} {'channel':<8} {'what':<38} {'bound':>7} {'median':>8}  all")
     ok = True
     with tempfile.TemporaryDirectory() as d:

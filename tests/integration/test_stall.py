@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,26 +16,8 @@ from .localnodes import LocalNodes
 
 pytestmark = pytest.mark.integration
 
-# Every node: deadlock two threads on two locks (each holds one, wants the other).
-DEADLOCK = """import sys, threading, time
-a, b = threading.Lock(), threading.Lock()
-def one():
-    with a:
-        time.sleep(0.3)
-        with b:
-            pass
-def two():
-    with b:
-        time.sleep(0.3)
-        with a:
-            pass
-print("starting", flush=True)
-ts = [threading.Thread(target=one), threading.Thread(target=two)]
-for t in ts:
-    t.start()
-for t in ts:
-    t.join()
-"""
+# Every node: two threads deadlock on two locks (each holds one, wants the other).
+DEADLOCK = Path(__file__).resolve().parents[2] / "examples" / "stall" / "deadlock.py"
 
 # torchrun, two nodes: rank 0 waits in an all-reduce that rank 1 never joins (it waits on an event).
 ALLREDUCE = """import threading
@@ -84,9 +67,7 @@ def needs_py_spy():
 @pytest.mark.parametrize("control", ["on", "off"])
 def test_a_threading_deadlock_on_every_node_is_failed_with_stacks(tmp_path, control):
     needs_py_spy()
-    entry = tmp_path / "deadlock.py"
-    entry.write_text(DEADLOCK)
-    c = LocalNodes(tmp_path, workers=1, extra={"OCI__ENTRY_SCRIPT": str(entry), "OCI__RUN_ON": "all",
+    c = LocalNodes(tmp_path, workers=1, extra={"OCI__ENTRY_SCRIPT": str(DEADLOCK), "OCI__RUN_ON": "all",
                                                "OCI__STALL_TIMEOUT": "3", "OCI__CONTROL": control}).start()
     codes = c.wait(timeout=120)
     assert codes == [1, 1], c.dump()
@@ -96,7 +77,7 @@ def test_a_threading_deadlock_on_every_node_is_failed_with_stacks(tmp_path, cont
     assert f"stacks in {c.state_dir()}/diagnostics/" in marker["reason"], marker
     found = stacks(c)
     assert sorted(found) == ["MAIN", "WORKER_w1"], c.dump()
-    for node, text in found.items():
+    for text in found.values():
         assert "the stall watchdog" in text and "deadlock.py" in text, text
         # the two threads each wait in the `with` of the other lock, in one() and two()
         assert "one (" in text and "two (" in text, text

@@ -11,14 +11,10 @@ from fsm_cluster.env import Settings
 from fsm_cluster.errors import SpecError, SettingsError
 from fsm_cluster.jobspec import ClusterConfigToJobSpecConverter, load_spec, node_environments
 
+from .test_spec_recovery import line_of, write
+
 SPEC = (Path(__file__).parent / "fixtures" / "fsm_recovery.yaml").read_text().replace(
     "      backoffLimit: 2\n", "      backoffLimit: 2\n      stallTimeout: 900\n")
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "train.yaml"
-    path.write_text(text)
-    return path
 
 
 def test_stall_timeout_reaches_every_node(tmp_path):
@@ -43,7 +39,7 @@ def test_without_it_the_watchdog_is_off(tmp_path):
 def test_a_bad_value_is_one_error_naming_file_path_and_line(tmp_path, value, message):
     text = SPEC.replace("stallTimeout: 900", f"stallTimeout: {value}")
     path = write(tmp_path, text)
-    line = next(i for i, t in enumerate(text.splitlines(), 1) if "stallTimeout" in t)
+    line = line_of(text, "stallTimeout")
     with pytest.raises(SpecError) as e:
         load_spec(path, environ={})
     assert str(e.value) == f"{path}: spec.cluster.spec.stallTimeout: {message}, line {line}"
