@@ -5,6 +5,8 @@ node's stacks in <work_dir>/<cluster>/diagnostics/, naming where each thread wai
     OCI__STALL_TIMEOUT=5 fsm-cluster local examples/stall/cluster.yaml
 
     python deadlock.py [STAMP_DIR]   # STAMP_DIR: write <RANK> there with the time of the last output
+
+DEADLOCK_RANKS=1,2 (optional): only those ranks hang, the others end at once.
 """
 
 import os
@@ -29,6 +31,10 @@ def two():
             pass
 
 
+ranks = os.environ.get("DEADLOCK_RANKS")
+if ranks and os.environ.get("RANK", "0") not in ranks.split(","):
+    print("this rank does not hang", flush=True)
+    sys.exit(0)
 print("starting two threads that will deadlock", flush=True)
 if len(sys.argv) > 1:
     with open(os.path.join(sys.argv[1], os.environ.get("RANK", "0")), "w") as f:

@@ -64,24 +64,30 @@ def needs_py_spy():
         pytest.skip("py-spy not installed: pip install py-spy (CI installs it)")
 
 
-@pytest.mark.parametrize("control", ["on", "off"])
-def test_a_threading_deadlock_on_every_node_is_failed_with_stacks(tmp_path, control):
+@pytest.mark.parametrize("control, ranks", [("on", "1"), ("off", "0,1,2")], ids=["one-rank", "every-rank-off-channel"])
+def test_a_threading_deadlock_is_failed_with_the_stuck_ranks_stacks(tmp_path, control, ranks):
+    """One rank deadlocks while the others end (their code is done: quiet too), over the control
+    channel; or every rank, with the workers reporting in their state files."""
     needs_py_spy()
-    c = LocalNodes(tmp_path, workers=1, extra={"OCI__ENTRY_SCRIPT": str(DEADLOCK), "OCI__RUN_ON": "all",
-                                               "OCI__STALL_TIMEOUT": "3", "OCI__CONTROL": control}).start()
+    c = LocalNodes(tmp_path, workers=2, extra={"OCI__ENTRY_SCRIPT": str(DEADLOCK), "OCI__RUN_ON": "all",
+                                               "DEADLOCK_RANKS": ranks, "OCI__STALL_TIMEOUT": "3",
+                                               "OCI__CONTROL": control}).start()
     codes = c.wait(timeout=120)
-    assert codes == [1, 1], c.dump()
+    assert codes == [1, 1, 1], c.dump()
     marker = json.loads((c.state_dir() / "stop").read_text())
     assert marker["outcome"] == "failed" and marker["node"] == "MAIN", marker
     assert marker["reason"].startswith("stalled for "), marker
     assert f"stacks in {c.state_dir()}/diagnostics/" in marker["reason"], marker
     found = stacks(c)
-    assert sorted(found) == ["MAIN", "WORKER_w1"], c.dump()
-    for text in found.values():
-        assert "the stall watchdog" in text and "deadlock.py" in text, text
-        # the two threads each wait in the `with` of the other lock, in one() and two()
-        assert "one (" in text and "two (" in text, text
-    for i in range(2):
+    assert sorted(found) == ["MAIN", "WORKER_w1", "WORKER_w2"], c.dump()
+    for node, rank in (("MAIN", "0"), ("WORKER_w1", "1"), ("WORKER_w2", "2")):
+        text = found[node]
+        assert "the stall watchdog" in text, text
+        if rank in ranks.split(","):  # each thread waits to acquire the other's lock, in one() and two()
+            assert "one (deadlock.py:" in text and "two (deadlock.py:" in text and "acquire_lock" in text, text
+        else:
+            assert "(no code running on this node)" in text, text
+    for i in range(3):
         assert "stalled for" in c.last_line(i), c.dump()
 
 
