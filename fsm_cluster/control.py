@@ -39,6 +39,11 @@ JOIN_GRACE = 10.0  # s MAIN waits at its end for roster nodes that have not join
 SLOW = 2  # with the channel up, the work-dir heartbeat and watch run every SLOW heartbeat intervals
 
 
+def failure_name(node: str) -> str:
+    """The failure request file of a node off MAIN's channel (see :meth:`Control.asks_for_restart`)."""
+    return f"{node}_failure.json"
+
+
 class Control:
     """One per node; inert (``enabled`` False) when the channel is off for this node."""
 
@@ -59,6 +64,7 @@ class Control:
         self._state_fp = None  # a worker: the version of MAIN's state file it last read while joining
         self.config_read_at = 0.0  # a worker: when it last read MAIN's configuration while on the channel
         self.outcome = None  # MAIN: the outcome it announced (sent to a node that joins later)
+        self._failure_fps: dict[str, tuple] = {}  # MAIN: failure request files taken (by version)
 
     def secret(self) -> bytes | None:
         """The channel's key: OCI__CLUSTER_SECRET; for nodes handed none (started by hand), a random
@@ -316,17 +322,53 @@ class Control:
 
     def asks_for_restart(self, e) -> bool:
         """A worker whose own code failed, under a policy that may retry it: ask MAIN (True), which
-        answers with a restart or the cluster's failure. Not on MAIN's channel: False (it fails)."""
+        answers with a restart or the cluster's failure — over the channel, or off it through a
+        request file (``<node>_failure.json``) MAIN reads at its next look, answered in MAIN's
+        state file. False: the node fails (no retry, or the request could not be written)."""
         from .recovery import retryable
 
         n = self.node
-        if not retryable(n.settings.restart_policy, e.code) or self.client is None or not self.client.connected:
+        if not retryable(n.settings.restart_policy, e.code):
             return False
-        from .channel import FailureMsg
-
         log.info("%s: %s; asking MAIN for a restart (OCI__RESTART_POLICY=%s)", n.node_id, e.reason,
                  n.settings.restart_policy)
-        return self.client.send_failure(FailureMsg(node=n.node_id, exit_code=e.code, reason=e.reason[:4000]))
+        if self.client is not None and self.client.connected:
+            from .channel import FailureMsg
+
+            if self.client.send_failure(FailureMsg(node=n.node_id, exit_code=e.code, reason=e.reason[:4000])):
+                return True
+        # off the channel: a request file MAIN finds at its next look (its answer: its state file)
+        from .models import FailureRequest
+
+        try:
+            n.workdir.write(failure_name(n.node_id), FailureRequest(node=n.node_id, exit_code=e.code,
+                                                                    reason=e.reason[:4000], life=n.life))
+        except Exception as err:  # noqa: BLE001 - the node fails as without a policy
+            log.warning("%s: could not ask MAIN for a restart: %s", n.node_id, err)
+            return False
+        return True
+
+    def failure_requests(self) -> None:
+        """MAIN, at each look: a roster node's failure request file (each version once, of this
+        life) is that node's ``failure`` message."""
+        n = self.node
+        members = {r.node for r in n.roster}
+        for node in members - {n.node_id}:
+            name = failure_name(node)
+            fp = n.watch.listing.get(name)
+            if fp is None or self._failure_fps.get(name) == fp:
+                continue
+            self._failure_fps[name] = fp
+            from .models import FailureRequest
+
+            try:
+                req = n.workdir.read(name, FailureRequest)
+            except Exception as e:  # noqa: BLE001 - forged / unreadable: refused, logged once
+                log.warning("%s: %s refused: %s", n.node_id, name, e)
+                continue
+            if req is None or req.node != node or (req.life and req.life != n.life) or n.ending is not None:
+                continue
+            raise CodeFailed(f"{node}: {req.reason}", node, req.exit_code)
 
     def announce_restart(self, record) -> None:
         """MAIN: tell every node on the channel (the others read it in MAIN's state file)."""

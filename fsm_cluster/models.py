@@ -293,6 +293,15 @@ class NodeState(_Shared):
     dump: str = Field("", max_length=64)
 
 
+class FailureRequest(_Shared):
+    """``<node>_failure.json``: a node off MAIN's control channel whose code failed under a restart
+    policy that may retry it asks MAIN to decide (over the channel: a ``failure`` message)."""
+
+    node: NodeName
+    exit_code: int | None = None
+    reason: str = Field("", max_length=4096)
+
+
 class DoneMarker(_Shared):
     """``<node>_done``: a node that ran code under OCI__RUN_ON=all finished it."""
 

@@ -1139,6 +1139,8 @@ class ClusterProvider:
         self.watch.tick(self.state, self.flush_state)
         if self.mode == "MAIN" and engine:
             self._look_for_dump_request()
+            if self.state in (NodeStatus.running, NodeStatus.complete):
+                self.control.failure_requests()
         if self._awaited and engine:
             self._take_awaited()
         asked = self.watch.dump_request

@@ -33,10 +33,10 @@ sleep 1
 """
 
 
-def _cluster(tmp_path, fails: int, code: int = 1, policy: str = "OnFailure", limit: int = 2) -> LocalNodes:
+def _cluster(tmp_path, fails: int, code: int = 1, policy: str = "OnFailure", limit: int = 2, **extra) -> LocalNodes:
     return LocalNodes(tmp_path, extra={"OCI__ENTRY_SCRIPT": _script(tmp_path, FLAKY), "OCI__RUN_ON": "all",
                                        "OUT": str(tmp_path), "FAILS": fails, "CODE": code,
-                                       "OCI__RESTART_POLICY": policy, "OCI__BACKOFF_LIMIT": limit})
+                                       "OCI__RESTART_POLICY": policy, "OCI__BACKOFF_LIMIT": limit, **extra})
 
 
 def _main_state(c) -> dict:
@@ -47,8 +47,9 @@ def _runs(tmp_path) -> list[str]:
     return (tmp_path / "runs").read_text().split()
 
 
-def test_on_failure_restarts_the_code_in_place_within_the_backoff_limit(tmp_path):
-    c = _cluster(tmp_path, fails=2).start()
+@pytest.mark.parametrize("control", ["on", "off"])  # off: the worker asks through a request file
+def test_on_failure_restarts_the_code_in_place_within_the_backoff_limit(tmp_path, control):
+    c = _cluster(tmp_path, fails=2, OCI__CONTROL=control).start()
     assert c.wait(timeout=90) == [0, 0, 0], c.dump()
     restarts = _main_state(c)["restarts"]
     assert [(r["count"], r["node"], r["exit_code"]) for r in restarts] == [(1, "WORKER_w1", 1), (2, "WORKER_w1", 1)]

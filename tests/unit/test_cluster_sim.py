@@ -237,6 +237,20 @@ def test_main_restarts_the_code_and_workers_follow_through_its_state_file():
     assert c.workdir.read_stop().outcome == "complete"
 
 
+def test_a_workers_failure_reaches_main_through_a_request_file_off_the_channel():
+    """Virtual time, no control channel: WORKER_worker1's code (run on every node) fails once; it
+    asks MAIN for a restart through WORKER_worker1_failure.json, MAIN restarts every node's code,
+    and the cluster completes."""
+    c = SimCluster(workers=2, OCI__RESTART_POLICY="OnFailure", OCI__BACKOFF_LIMIT=2, OCI__HEARTBEAT_INTERVAL=1,
+                   OCI__RUN_ON="all")
+    codes = c.run(code_seconds=10, code_exit={1: [4, 0], "default": 0})
+    assert codes == [0, 0, 0]
+    main = c.workdir.read_state("MAIN")
+    assert [(r.count, r.node, r.exit_code) for r in main.restarts] == [(1, "WORKER_worker1", 4)]
+    assert all("recovering" in p.entered for p in c.providers)
+    assert c.workdir.read_stop().outcome == "complete"
+
+
 def test_past_the_backoff_limit_on_virtual_time_every_node_fails_saying_so():
     c = SimCluster(workers=1, OCI__RESTART_POLICY="OnFailure", OCI__BACKOFF_LIMIT=1, OCI__HEARTBEAT_INTERVAL=1)
     codes = c.run(code_seconds=10, code_exit={0: [5, 6, 0], "default": 0})
