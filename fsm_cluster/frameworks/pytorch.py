@@ -34,6 +34,7 @@ MASTER_ADDR = "MASTER_ADDR"
 MASTER_PORT = "MASTER_PORT"
 NODE_RANK = "NODE_RANK"
 OCI__PYTORCH_NPROC_PER_NODE = "OCI__PYTORCH_NPROC_PER_NODE"
+OCI__PYTORCH_MIN_NODES = "OCI__PYTORCH_MIN_NODES"  # elastic: torchrun --nnodes MIN:N over c10d
 DEFAULT_MASTER_PORT = 29400
 
 
@@ -52,12 +53,20 @@ def gpu_count(environ) -> int:
 
 
 def torchrun_command(*, nnodes: int, node_rank: int, nproc: int, master_addr: str, master_port: int,
-                     script: list[str], extra: list[str] = ()) -> list[str]:
+                     script: list[str], extra: list[str] = (), min_nodes: int | None = None,
+                     rdzv_id: str = "", host: bool = False, restarts: int = 0) -> list[str]:
     """The torchrun command line for one node. ``script`` is ``[python, file.py, args…]`` or
-    ``[executable, args…]`` (then ``--no-python``)."""
-    cmd = [*engine_command("torchrun", "pytorch", "torch.distributed.run"),
-           f"--nnodes={nnodes}", f"--node-rank={node_rank}", f"--nproc-per-node={nproc}",
-           f"--master-addr={master_addr}", f"--master-port={master_port}", "--max-restarts=0", *extra]
+    ``[executable, args…]`` (then ``--no-python``). ``min_nodes``: elastic — torchrun's c10d
+    rendezvous on MAIN (``host``: this node hosts it) for ``min_nodes:nnodes`` nodes, ``restarts``
+    worker-group restarts after a failure (a node that leaves or joins re-forms the group)."""
+    launcher = engine_command("torchrun", "pytorch", "torch.distributed.run")
+    if min_nodes is None:
+        cmd = [*launcher, f"--nnodes={nnodes}", f"--node-rank={node_rank}", f"--nproc-per-node={nproc}",
+               f"--master-addr={master_addr}", f"--master-port={master_port}", "--max-restarts=0", *extra]
+    else:
+        cmd = [*launcher, f"--nnodes={min_nodes}:{nnodes}", f"--nproc-per-node={nproc}",
+               "--rdzv-backend=c10d", f"--rdzv-endpoint={master_addr}:{master_port}", f"--rdzv-id={rdzv_id}",
+               f"--rdzv-conf=is_host={int(host)},last_call_timeout=2", f"--max-restarts={restarts}", *extra]
     if script[0] == sys.executable and len(script) > 1 and script[1].endswith(".py"):
         return cmd + script[1:]
     return cmd + ["--no-python"] + script
@@ -77,6 +86,15 @@ class PyTorchProvider(EngineProvider):
             conf[MASTER_PORT] = str(port_setting(self.settings.variables, MASTER_PORT, DEFAULT_MASTER_PORT, self.ip))
         return conf
 
+    @property
+    def ELASTIC(self) -> bool:  # noqa: N802 - the provider attribute recovery reads
+        """OCI__PYTORCH_MIN_NODES set: torchrun's elastic rendezvous keeps the survivors training
+        when a node is lost (down to that many nodes) and takes the replacement in."""
+        return self.min_nodes() is not None
+
+    def min_nodes(self) -> int | None:
+        return int_setting(self.settings.variables, OCI__PYTORCH_MIN_NODES, None)
+
     def nproc_per_node(self) -> int:
         n = int_setting(self.settings.variables, OCI__PYTORCH_NPROC_PER_NODE, None)
         return n if n is not None else max(1, gpu_count(self.settings.variables))
@@ -87,9 +105,14 @@ class PyTorchProvider(EngineProvider):
             addr = self.exported[MASTER_ADDR]
         except (KeyError, ValueError):
             raise NodeFailure("MASTER_ADDR / MASTER_PORT missing from MAIN's configuration") from None
+        least = self.min_nodes()
+        if least is not None and not 1 <= least <= self.world_size:
+            raise NodeFailure(f"{OCI__PYTORCH_MIN_NODES}={least}: must be between 1 and the {self.world_size} nodes")
         cmd = torchrun_command(nnodes=self.world_size, node_rank=self.rank, nproc=self.nproc_per_node(),
                                master_addr=addr, master_port=port, script=cmd,
-                               extra=start_args(self.settings.variables))
+                               extra=start_args(self.settings.variables), min_nodes=least,
+                               rdzv_id=self.settings.cluster_id, host=self.mode == "MAIN",
+                               restarts=self.settings.backoff_limit)
         log.info("%s: %s", self.node_id, shlex.join(cmd))
         return cmd
 
@@ -103,4 +126,4 @@ class PyTorchProvider(EngineProvider):
 class PyTorchSpecBuilder(EngineSpecBuilder):
     PROVIDER = PyTorchProvider
     PORTS = (MASTER_PORT,)
-    COUNTS = (OCI__PYTORCH_NPROC_PER_NODE,)
+    COUNTS = (OCI__PYTORCH_NPROC_PER_NODE, OCI__PYTORCH_MIN_NODES)
