@@ -12,14 +12,14 @@
   every node's torchrun succeeded, and fails everywhere when one fails.
 * Elastic (``OCI__PYTORCH_MIN_NODES`` = MIN, 1 <= MIN <= N): ``torchrun --nnodes MIN:N
   --rdzv-backend c10d --rdzv-endpoint A:M --rdzv-id <cluster id> --local-addr <node address>
-  --max-restarts <backoffLimit>``, the rendezvous store hosted by MAIN's agent (``is_host``). A
-  lost WORKER does not restart the cluster's code (the provider is ELASTIC): the survivors'
-  agents re-form the group without it (once its rendezvous keep-alive expires) and go on from the
-  script's checkpoint; the replacement's agent waits for the next round, and the running agents,
-  seeing a node waiting, restart their workers to take it in. Group ranks are then torchrun's
-  (``GROUP_RANK``), not ``NODE_RANK``. Each round's workers get a store of their own on the
-  round's rank 0 (``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``): with the store shared from the first
-  round, a node joining later waits in vain for that round's ``MASTER_ADDR``.
+  --max-restarts <backoffLimit, 0 under Never>``, the rendezvous store on MAIN's agent
+  (``is_host``). A lost WORKER does not restart the cluster's code (the provider is ELASTIC): the
+  survivors' agents re-form the group without it (once its rendezvous keep-alive expires) and go on
+  from the script's checkpoint; the replacement's agent waits for the next round, and the running
+  agents, seeing a node waiting, restart their workers to take it in. Group ranks are then
+  torchrun's (``GROUP_RANK``), not ``NODE_RANK``. Each round's workers get a store of their own on
+  the round's rank 0 (``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``): with the store shared from the
+  first round, a node joining later waits in vain for that round's ``MASTER_ADDR``.
 * ``GLOO_SOCKET_IFNAME`` / ``NCCL_SOCKET_IFNAME`` default to the interface holding the node's
   address (``lo`` on a loopback cluster), so collectives use the network the cluster formed on.
 * Spec side (:class:`PyTorchSpecBuilder`): ``OCI__RUN_ON=all``; ``MASTER_PORT``,
@@ -144,9 +144,10 @@ class PyTorchProvider(EngineProvider):
         except (KeyError, ValueError):
             raise NodeFailure("MASTER_ADDR / MASTER_PORT missing from MAIN's configuration") from None
         least = self.min_nodes()
+        # torchrun retries its workers (whatever their exit code) only where the role's policy retries
         elastic = None if least is None else Elastic(
             min_nodes=least, run_id=self.settings.cluster_id, host=self.mode == "MAIN", local_addr=self.ip,
-            restarts=self.settings.backoff_limit)
+            restarts=0 if self.settings.restart_policy == "Never" else self.settings.backoff_limit)
         cmd = torchrun_command(nnodes=self.world_size, node_rank=self.rank, nproc=self.nproc_per_node(),
                                master_addr=addr, master_port=port, script=cmd,
                                extra=start_args(self.settings.variables), elastic=elastic)

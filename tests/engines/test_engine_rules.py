@@ -139,7 +139,8 @@ def test_pytorch_min_nodes_makes_the_node_an_elastic_torchrun_agent(tmp_path):
     load_spec_text(spec("PYTORCH", workers=2, env={"OCI__PYTORCH_MIN_NODES": "3"}), environ={})
     for mode, host in (("MAIN", "1"), ("WORKER", "0")):
         p = node(PyTorchProvider, tmp_path, mode=mode, exported=exported, OCI__PYTORCH_MIN_NODES="2",
-                 OCI__BACKOFF_LIMIT="4", OCI__PYTORCH_NPROC_PER_NODE="1", OCI__SELF_IP="10.0.0.7")
+                 OCI__BACKOFF_LIMIT="4", OCI__PYTORCH_NPROC_PER_NODE="1", OCI__SELF_IP="10.0.0.7",
+                 OCI__RESTART_POLICY="OnFailure")
         assert p.ELASTIC is True
         cmd = p.entry_command()
         assert cmd[:10] == ["torchrun", "--nnodes=2:3", "--nproc-per-node=1", "--rdzv-backend=c10d",
@@ -147,6 +148,8 @@ def test_pytorch_min_nodes_makes_the_node_an_elastic_torchrun_agent(tmp_path):
                             f"--rdzv-conf=is_host={host},last_call_timeout=2", "--local-addr=10.0.0.7",
                             "--max-restarts=4", str(tmp_path / "train.py")]
         assert p.entry_env()["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] == "1"
+    never = node(PyTorchProvider, tmp_path, exported=exported, OCI__PYTORCH_MIN_NODES="2", OCI__RESTART_POLICY="Never")
+    assert "--max-restarts=0" in never.entry_command()  # torchrun retries no worker the policy would not
     rigid = node(PyTorchProvider, tmp_path, exported=exported, OCI__PYTORCH_NPROC_PER_NODE="1")
     assert rigid.ELASTIC is False and "--node-rank=0" in rigid.entry_command()
     assert "TORCH_DISABLE_SHARE_RDZV_TCP_STORE" not in rigid.entry_env()
