@@ -518,8 +518,9 @@ class ClusterProvider:
         if code is not None and code in self.children.children:
             self.children.children.remove(code)
 
-    # An elastic engine (Dask, Ray) survives a lost WORKER: its code goes on on the others while
-    # MAIN takes the replacement in; a rigid one (COMMAND, PyTorch, TensorFlow…) restarts its code.
+    # An elastic engine (Dask, Ray, PyTorch with OCI__PYTORCH_MIN_NODES) survives a lost WORKER: its
+    # code goes on on the others while MAIN takes the replacement in; a rigid one (COMMAND, static
+    # PyTorch, TensorFlow…) restarts its code.
     ELASTIC = False
 
     def policy_of(self, node: str) -> str:

@@ -10,10 +10,20 @@
   honouring ``CUDA_VISIBLE_DEVICES``), else 1.
 * The code runs on every node (OCI__RUN_ON is ``all`` for PyTorch): the cluster completes when
   every node's torchrun succeeded, and fails everywhere when one fails.
+* Elastic (``OCI__PYTORCH_MIN_NODES`` = MIN, 1 <= MIN <= N): ``torchrun --nnodes MIN:N
+  --rdzv-backend c10d --rdzv-endpoint A:M --rdzv-id <cluster id> --local-addr <node address>
+  --max-restarts <backoffLimit, 0 under Never>``, the rendezvous store on MAIN's agent
+  (``is_host``). A lost WORKER does not restart the cluster's code (the provider is ELASTIC): the
+  survivors' agents re-form the group without it (once its rendezvous keep-alive expires) and go on
+  from the script's checkpoint; the replacement's agent waits for the next round, and the running
+  agents, seeing a node waiting, restart their workers to take it in. Group ranks are then
+  torchrun's (``GROUP_RANK``), not ``NODE_RANK``. Each round's workers get a store of their own on
+  the round's rank 0 (``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``): with the store shared from the
+  first round, a node joining later waits in vain for that round's ``MASTER_ADDR``.
 * ``GLOO_SOCKET_IFNAME`` / ``NCCL_SOCKET_IFNAME`` default to the interface holding the node's
   address (``lo`` on a loopback cluster), so collectives use the network the cluster formed on.
-* Spec side (:class:`PyTorchSpecBuilder`): ``OCI__RUN_ON=all``; ``MASTER_PORT`` and
-  ``OCI__PYTORCH_NPROC_PER_NODE`` are checked as the node reads them.
+* Spec side (:class:`PyTorchSpecBuilder`): ``OCI__RUN_ON=all``; ``MASTER_PORT``,
+  ``OCI__PYTORCH_NPROC_PER_NODE`` and ``OCI__PYTORCH_MIN_NODES`` are checked as the node reads them.
 """
 
 from __future__ import annotations
@@ -23,9 +33,11 @@ import shlex
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
+from typing import Mapping
 
 from ..errors import NodeFailure
-from ._common import engine_command, int_setting, port_setting, start_args
+from ._common import RuleError, engine_command, int_setting, port_setting, start_args
 from ._engine import EngineProvider, EngineSpecBuilder
 
 log = logging.getLogger(__name__)
@@ -34,7 +46,10 @@ MASTER_ADDR = "MASTER_ADDR"
 MASTER_PORT = "MASTER_PORT"
 NODE_RANK = "NODE_RANK"
 OCI__PYTORCH_NPROC_PER_NODE = "OCI__PYTORCH_NPROC_PER_NODE"
+OCI__PYTORCH_MIN_NODES = "OCI__PYTORCH_MIN_NODES"  # elastic: torchrun --nnodes MIN:N over c10d
 DEFAULT_MASTER_PORT = 29400
+# torch's agents share the first round's store with their workers unless told not to (see the doc)
+UNSHARED_STORE = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
 
 
 def gpu_count(environ) -> int:
@@ -51,13 +66,45 @@ def gpu_count(environ) -> int:
     return sum(1 for line in out.splitlines() if line.startswith("GPU "))
 
 
+def min_nodes(environ: Mapping[str, str], nodes: int) -> int | None:
+    """OCI__PYTORCH_MIN_NODES of a cluster of ``nodes`` nodes (None: unset, torchrun is static);
+    a RuleError unless it is a whole number from 1 to ``nodes``."""
+    least = int_setting(environ, OCI__PYTORCH_MIN_NODES, None)
+    if least is not None and least > nodes:
+        raise RuleError(f"{OCI__PYTORCH_MIN_NODES}: must be at most the cluster's {nodes} nodes "
+                        f"(MAIN and the WORKERs; got {least})", OCI__PYTORCH_MIN_NODES)
+    return least
+
+
+@dataclass(frozen=True)
+class Elastic:
+    """torchrun's elastic (c10d) rendezvous for one node: ``min_nodes`` of the cluster's nodes
+    keep training; ``run_id`` names the rendezvous (the cluster's id); ``host``: this node's agent
+    hosts its store (MAIN); ``local_addr`` the node's address, published to the others when its
+    agent is a round's rank 0; ``restarts`` worker-group restarts after a failure (joins and
+    departures do not count)."""
+    min_nodes: int
+    run_id: str
+    host: bool
+    local_addr: str
+    restarts: int
+
+
 def torchrun_command(*, nnodes: int, node_rank: int, nproc: int, master_addr: str, master_port: int,
-                     script: list[str], extra: list[str] = ()) -> list[str]:
+                     script: list[str], extra: list[str] = (), elastic: Elastic | None = None) -> list[str]:
     """The torchrun command line for one node. ``script`` is ``[python, file.py, args…]`` or
-    ``[executable, args…]`` (then ``--no-python``)."""
-    cmd = [*engine_command("torchrun", "pytorch", "torch.distributed.run"),
-           f"--nnodes={nnodes}", f"--node-rank={node_rank}", f"--nproc-per-node={nproc}",
-           f"--master-addr={master_addr}", f"--master-port={master_port}", "--max-restarts=0", *extra]
+    ``[executable, args…]`` (then ``--no-python``). ``elastic``: the c10d rendezvous at
+    ``master_addr:master_port`` for ``min_nodes:nnodes`` nodes instead of the static one."""
+    cmd = engine_command("torchrun", "pytorch", "torch.distributed.run")
+    if elastic is None:
+        cmd += [f"--nnodes={nnodes}", f"--node-rank={node_rank}", f"--nproc-per-node={nproc}",
+                f"--master-addr={master_addr}", f"--master-port={master_port}", "--max-restarts=0"]
+    else:
+        cmd += [f"--nnodes={elastic.min_nodes}:{nnodes}", f"--nproc-per-node={nproc}", "--rdzv-backend=c10d",
+                f"--rdzv-endpoint={master_addr}:{master_port}", f"--rdzv-id={elastic.run_id}",
+                f"--rdzv-conf=is_host={int(elastic.host)},last_call_timeout=2",
+                f"--local-addr={elastic.local_addr}", f"--max-restarts={elastic.restarts}"]
+    cmd += extra
     if script[0] == sys.executable and len(script) > 1 and script[1].endswith(".py"):
         return cmd + script[1:]
     return cmd + ["--no-python"] + script
@@ -77,6 +124,15 @@ class PyTorchProvider(EngineProvider):
             conf[MASTER_PORT] = str(port_setting(self.settings.variables, MASTER_PORT, DEFAULT_MASTER_PORT, self.ip))
         return conf
 
+    @property
+    def ELASTIC(self) -> bool:  # noqa: N802 - the provider attribute recovery reads
+        """OCI__PYTORCH_MIN_NODES set: torchrun's elastic rendezvous keeps the survivors training
+        when a WORKER is lost and takes its replacement in (MAIN restarts no code)."""
+        return self.min_nodes() is not None
+
+    def min_nodes(self) -> int | None:
+        return min_nodes(self.settings.variables, self.world_size)
+
     def nproc_per_node(self) -> int:
         n = int_setting(self.settings.variables, OCI__PYTORCH_NPROC_PER_NODE, None)
         return n if n is not None else max(1, gpu_count(self.settings.variables))
@@ -87,9 +143,14 @@ class PyTorchProvider(EngineProvider):
             addr = self.exported[MASTER_ADDR]
         except (KeyError, ValueError):
             raise NodeFailure("MASTER_ADDR / MASTER_PORT missing from MAIN's configuration") from None
+        least = self.min_nodes()
+        # torchrun retries its workers (whatever their exit code) only where the role's policy retries
+        elastic = None if least is None else Elastic(
+            min_nodes=least, run_id=self.settings.cluster_id, host=self.mode == "MAIN", local_addr=self.ip,
+            restarts=0 if self.settings.restart_policy == "Never" else self.settings.backoff_limit)
         cmd = torchrun_command(nnodes=self.world_size, node_rank=self.rank, nproc=self.nproc_per_node(),
                                master_addr=addr, master_port=port, script=cmd,
-                               extra=start_args(self.settings.variables))
+                               extra=start_args(self.settings.variables), elastic=elastic)
         log.info("%s: %s", self.node_id, shlex.join(cmd))
         return cmd
 
@@ -97,6 +158,8 @@ class PyTorchProvider(EngineProvider):
         env = super().entry_env()
         env[NODE_RANK] = str(self.rank)
         env.setdefault("OMP_NUM_THREADS", "1")
+        if self.ELASTIC:
+            env.update(UNSHARED_STORE)
         return env
 
 
@@ -104,3 +167,7 @@ class PyTorchSpecBuilder(EngineSpecBuilder):
     PROVIDER = PyTorchProvider
     PORTS = (MASTER_PORT,)
     COUNTS = (OCI__PYTORCH_NPROC_PER_NODE,)
+
+    def check(self, env: dict[str, str]) -> None:
+        super().check(env)
+        min_nodes(env, 1 + self._replicas("worker"))

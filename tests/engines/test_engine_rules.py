@@ -120,6 +120,41 @@ def test_a_bad_process_count_is_the_same_error_on_both_sides(tmp_path, calls):
     assert str(e.value) == message and calls == ["validate_count"]
 
 
+@pytest.mark.parametrize("bad,rule", [("0", "must be a whole number >= 1 (got '0')"),
+                                      ("4", "must be at most the cluster's 3 nodes (MAIN and the WORKERs; got 4)")])
+def test_a_bad_pytorch_min_nodes_is_the_same_error_on_both_sides(tmp_path, bad, rule):
+    message = f"OCI__PYTORCH_MIN_NODES: {rule}"
+    text = spec("PYTORCH", workers=2, env={"OCI__PYTORCH_MIN_NODES": bad})
+    line = line_of(text, f'value: "{bad}"')
+    assert spec_error(text) == f"<spec>: spec.cluster.spec.config.env[0].value: {message}, line {line}"
+    p = node(PyTorchProvider, tmp_path, exported={"MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29400"},
+             OCI__PYTORCH_MIN_NODES=bad)
+    with pytest.raises(SettingsError) as e:
+        p.entry_command()
+    assert str(e.value) == message
+
+
+def test_pytorch_min_nodes_makes_the_node_an_elastic_torchrun_agent(tmp_path):
+    exported = {"MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29400"}
+    load_spec_text(spec("PYTORCH", workers=2, env={"OCI__PYTORCH_MIN_NODES": "3"}), environ={})
+    for mode, host in (("MAIN", "1"), ("WORKER", "0")):
+        p = node(PyTorchProvider, tmp_path, mode=mode, exported=exported, OCI__PYTORCH_MIN_NODES="2",
+                 OCI__BACKOFF_LIMIT="4", OCI__PYTORCH_NPROC_PER_NODE="1", OCI__SELF_IP="10.0.0.7",
+                 OCI__RESTART_POLICY="OnFailure")
+        assert p.ELASTIC is True
+        cmd = p.entry_command()
+        assert cmd[:10] == ["torchrun", "--nnodes=2:3", "--nproc-per-node=1", "--rdzv-backend=c10d",
+                            "--rdzv-endpoint=10.0.0.1:29400", f"--rdzv-id={p.settings.cluster_id}",
+                            f"--rdzv-conf=is_host={host},last_call_timeout=2", "--local-addr=10.0.0.7",
+                            "--max-restarts=4", str(tmp_path / "train.py")]
+        assert p.entry_env()["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] == "1"
+    never = node(PyTorchProvider, tmp_path, exported=exported, OCI__PYTORCH_MIN_NODES="2", OCI__RESTART_POLICY="Never")
+    assert "--max-restarts=0" in never.entry_command()  # torchrun retries no worker the policy would not
+    rigid = node(PyTorchProvider, tmp_path, exported=exported, OCI__PYTORCH_NPROC_PER_NODE="1")
+    assert rigid.ELASTIC is False and "--node-rank=0" in rigid.entry_command()
+    assert "TORCH_DISABLE_SHARE_RDZV_TCP_STORE" not in rigid.entry_env()
+
+
 def test_the_same_bad_horovod_np_is_refused_by_the_spec_and_by_the_node(tmp_path, calls):
     message = ("Horovod needs 1 <= OCI__HOROVOD_MIN_NP <= OCI__HOROVOD_NP <= OCI__HOROVOD_MAX_NP "
                "(got 4, 3, 3)")
