@@ -225,11 +225,11 @@ def test_a_launcher_needs_an_entry_script(tmp_path, cls):
 def test_horovod_discovery_files_do_not_depend_on_call_order(tmp_path):
     p = node(HorovodProvider, tmp_path)
     env = p.entry_env()  # before the command is built
-    cache = env["OCI__HOROVOD_DISCOVERY_CACHE"]
-    assert Path(cache).is_file() and '"roster"' in Path(cache).read_text()
+    cache, roster = env["OCI__HOROVOD_DISCOVERY_CACHE"], env["OCI__HOROVOD_DISCOVERY_ROSTER"]
+    assert Path(roster).is_file() and '"roster"' in Path(roster).read_text()
     cmd = p.entry_command()
     script = cmd[cmd.index("--host-discovery-script") + 1]
-    assert Path(script).parent == Path(cache).parent and Path(script).is_file()
+    assert Path(script).parent == Path(cache).parent == Path(roster).parent and Path(script).is_file()
     assert p.entry_env()["OCI__HOROVOD_DISCOVERY_CACHE"] == cache  # one scratch dir, written once
     p.stop()
     assert not Path(cache).parent.exists()
