@@ -245,3 +245,16 @@ def test_pyproject_entry_points_name_the_builtin_classes():
         assert BUILTIN[kind].split(":")[0] == BUILTIN_SPEC_BUILDERS[kind].split(":")[0]
         builder = FrameworkSpecBuilderFactory.get(kind)
         assert builder.PROVIDER is ClusterProviderFactory.get_provider_class(kind) and builder.KIND == kind
+
+
+# -- Ray: a worker waits for the head to be alive in its GCS --------------------------------------
+def test_the_gcs_probe_waits_for_the_head_or_says_it_cannot_ask(monkeypatch):
+    from fsm_cluster.frameworks import _ray_nodes
+
+    monkeypatch.setattr(_ray_nodes.time, "sleep", lambda s: None)
+    answers = iter([0, 0, 1])
+    monkeypatch.setattr(_ray_nodes, "alive_in_gcs", lambda address: lambda: next(answers))
+    assert _ray_nodes.main(["--gcs", "127.0.0.1:6379", "1"]) == 0
+    assert next(answers, "asked until alive") == "asked until alive"
+    monkeypatch.setattr(_ray_nodes, "alive_in_gcs", lambda address: None)  # a Ray without that client
+    assert _ray_nodes.main(["--gcs", "127.0.0.1:6379", "1"]) == _ray_nodes.NO_GCS_CLIENT

@@ -20,7 +20,9 @@ from .cluster import EXAMPLES, kill_worker_and_check, netns_available  # noqa: E
 # Ray's own `ray start` gives up after a hard-coded 30 s when its raylet has not registered with
 # the head's GCS ("The current node timed out during startup"): on a 2-core CI machine with three
 # Ray nodes starting at once this happened in 2 of ~4 full runs (each test passes alone). That
-# failure, and only it, is run once more (pytest-rerunfailures); any other failure is not.
+# failure, and only it, is run once more (pytest-rerunfailures); any other failure is not. Since
+# then a worker starts its raylet only once the head's is alive in the GCS (RayProvider.start_worker),
+# which takes the head's start out of the workers' 30 s; the rerun stays as a guard.
 RAY_STARTUP = pytest.mark.flaky(reruns=1, only_rerun=["timed out during startup"])
 pytestmark = [RAY_STARTUP, pytest.mark.engine, pytest.mark.integration,
               pytest.mark.skipif(not netns_available(),
