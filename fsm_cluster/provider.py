@@ -518,9 +518,9 @@ class ClusterProvider:
         if code is not None and code in self.children.children:
             self.children.children.remove(code)
 
-    # An elastic engine (Dask, Ray, PyTorch with OCI__PYTORCH_MIN_NODES) survives a lost WORKER: its
-    # code goes on on the others while MAIN takes the replacement in; a rigid one (COMMAND, static
-    # PyTorch, TensorFlow…) restarts its code.
+    # An elastic engine (Dask, Ray, Horovod, PyTorch with OCI__PYTORCH_MIN_NODES) survives a lost
+    # WORKER: its code goes on on the others while MAIN takes the replacement in; a rigid one
+    # (COMMAND, static PyTorch, TensorFlow…) restarts its code.
     ELASTIC = False
 
     def policy_of(self, node: str) -> str:
@@ -541,6 +541,7 @@ class ClusterProvider:
             if e.record.count <= self._restart_done:
                 return None  # taken already (it came both over the channel and in MAIN's state file)
             if e.record.waiting_for and self.ELASTIC:  # a peer lost; this engine goes on without it
+                self._restart_done = e.record.count  # taken (it may come both over the channel and in the file)
                 log.info("%s: %s lost; the engine goes on while MAIN takes its replacement in", self.node_id,
                          e.record.waiting_for)
                 return None
@@ -570,6 +571,7 @@ class ClusterProvider:
         if lost and self.ELASTIC:  # the engine goes on without it; the replacement joins when it comes
             self._forget(node)
             self._awaited.add(node)
+            self.members_changed()
             return
         self._restart(record)
 
@@ -657,6 +659,15 @@ class ClusterProvider:
         log.info("%s: %s replaces %s (rank %s)", self.node_id, new, lost,
                  next(r.rank for r in roster if r.node == new))
         self.control.publish_roster()
+        self.members_changed()
+
+    def members(self) -> list:
+        """MAIN: the roster without the nodes lost and not yet replaced (an elastic engine runs on these)."""
+        return [r for r in self.roster if r.node not in self.rendezvous.lost]
+
+    def members_changed(self) -> None:
+        """MAIN of an elastic engine: a WORKER was lost, or its replacement taken in (see
+        :meth:`members`). Engines that keep their own list of hosts override this."""
 
     def socket_env(self) -> dict[str, str]:
         """GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME for the interface holding this node's address,

@@ -13,12 +13,22 @@ import horovod.torch as hvd
 import torch
 
 
+def progress(out: str, value: dict) -> None:
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "progress.json.tmp"), "w") as f:
+        json.dump(value, f)
+    os.replace(os.path.join(out, "progress.json.tmp"), os.path.join(out, "progress.json"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--step-sleep", type=float, default=0.0, help="pause per epoch (demos)")
     parser.add_argument("--out", default=os.environ.get("OCI__SYNC_DIR"),
                         help="folder for rank<N>.json (default: OCI__SYNC_DIR; none: no file)")
+    parser.add_argument("--until", metavar="FILE",
+                        help="train past --epochs until FILE exists (rank 0 looks each epoch; demos, tests); "
+                             "rank 0 writes <out>/progress.json at each commit")
     args = parser.parse_args()
 
     hvd.init()
@@ -26,23 +36,34 @@ def main() -> None:
     model = torch.nn.Linear(1, 1)
     optimizer = hvd.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1),
                                          named_parameters=model.named_parameters())
-    state = hvd.elastic.TorchState(model=model, optimizer=optimizer, epoch=0)
+    # sizes: the world size of every epoch, kept in the committed state like the model
+    state = hvd.elastic.TorchState(model=model, optimizer=optimizer, epoch=0, sizes=[])
+
+    def more(state) -> bool:
+        if state.epoch < args.epochs or not args.until:
+            return state.epoch < args.epochs
+        seen = torch.tensor([int(hvd.rank() == 0 and os.path.exists(args.until))])
+        return not hvd.broadcast(seen, root_rank=0, name="until").item()
 
     @hvd.elastic.run
     def train(state):
         rank, size = hvd.rank(), hvd.size()
         x = torch.linspace(-1, 1, 64).unsqueeze(1)[rank::size]
         y = 2 * x + 1
-        while state.epoch < args.epochs:
+        while more(state):
             optimizer.zero_grad()
             loss = torch.nn.functional.mse_loss(model(x), y)
             loss.backward()
             optimizer.step()  # gradients averaged over every rank
             time.sleep(args.step_sleep)
             state.epoch += 1
+            state.sizes = state.sizes + [size]
             state.commit()
+            if args.until and args.out and rank == 0:
+                progress(args.out, {"epoch": state.epoch, "size": size})
         total = hvd.allreduce(torch.tensor([float(rank + 1)]), op=hvd.Sum)
         return {"rank": rank, "size": size, "allreduce_sum": total.item(), "loss": loss.item(),
+                "epochs": state.epoch, "sizes": state.sizes,
                 "weight": model.weight.item(), "host": os.environ.get("HOROVOD_HOSTNAME", "")}
 
     result = train(state)

@@ -1,8 +1,10 @@
 """Horovod's host discovery script: print ``<host>:<slots>`` for every live node of the cluster.
 
-``horovodrun --host-discovery-script`` runs this every few seconds (as a small shell wrapper MAIN
+``horovodrun --host-discovery-script`` runs this every second (as a small shell wrapper MAIN
 writes). It reads the work dir named by the node environment it inherits (OCI__WORK_DIR,
-OCI__CLUSTER_ID) with one listing per call (plus one read of MAIN's roster, cached):
+OCI__CLUSTER_ID) with one listing per call, for the nodes of a roster file MAIN's node keeps
+(OCI__HOROVOD_DISCOVERY_ROSTER: the roster it verified, without a lost WORKER, with its replacement
+once taken in; without that variable, MAIN's configuration in the work dir):
 
 * a node is live while its state file keeps changing (its heartbeat): a node whose state file has
   not changed for OCI__HOROVOD_DISCOVERY_STALE seconds (default: half OCI__HEARTBEAT_TIMEOUT) drops
@@ -21,6 +23,7 @@ import time
 from typing import Mapping
 
 OCI__HOROVOD_DISCOVERY_CACHE = "OCI__HOROVOD_DISCOVERY_CACHE"
+OCI__HOROVOD_DISCOVERY_ROSTER = "OCI__HOROVOD_DISCOVERY_ROSTER"
 OCI__HOROVOD_DISCOVERY_STALE = "OCI__HOROVOD_DISCOVERY_STALE"
 OCI__HOROVOD_SLOTS = "OCI__HOROVOD_SLOTS"
 
@@ -48,6 +51,26 @@ def live_hosts(listing: Mapping[str, object], roster: list[dict], slots: int, st
     return [f"{host}:{n}" for host, n in counts.items()]
 
 
+def read_json(path: str | None) -> dict:
+    """A small JSON file's object; {} when there is none (or it cannot be read)."""
+    if not path or not os.path.exists(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            found = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def write_json(path: str, value: dict) -> None:
+    """Replace ``path`` at once (a reader never sees half a file)."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(value, f)
+    os.replace(tmp, path)
+
+
 def main(environ: Mapping[str, str] | None = None) -> int:
     env = os.environ if environ is None else environ
     from ..models import NodeConfig
@@ -62,27 +85,17 @@ def main(environ: Mapping[str, str] | None = None) -> int:
         print(f"horovod discovery: bad environment ({e})", file=sys.stderr)
         return 2
     cache_path = env.get(OCI__HOROVOD_DISCOVERY_CACHE)
-    cache: dict = {}
-    if cache_path and os.path.exists(cache_path):
-        try:
-            with open(cache_path, encoding="utf-8") as f:
-                cache = json.load(f)
-        except (OSError, ValueError):
-            cache = {}
+    seen = read_json(cache_path).get("seen", {})
     wd = WorkDir(work_dir, cluster)
-    roster = cache.get("roster")
-    if not roster:
+    roster = read_json(env.get(OCI__HOROVOD_DISCOVERY_ROSTER)).get("roster")
+    if roster is None:
         main_cfg = wd.read(config_name("MAIN"), NodeConfig)
         if main_cfg is None:
             return 0  # no cluster yet: no hosts
         roster = [{"node": r.node, "ip": r.ip} for r in main_cfg.roster]
-    seen = cache.get("seen", {})
     lines = live_hosts(wd.listing(), roster, slots, stale, seen, time.monotonic())
     if cache_path:
-        tmp = f"{cache_path}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"roster": roster, "seen": seen}, f)
-        os.replace(tmp, cache_path)
+        write_json(cache_path, {"seen": seen})
     for line in lines:
         print(line)
     return 0

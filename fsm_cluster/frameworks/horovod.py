@@ -4,8 +4,12 @@
   --host-discovery-script <script> --gloo --network-interfaces <nic> [OCI__START_ARGS]
   <entry script> <args>``. The discovery script (:mod:`._horovod_discovery`) prints ``host:slots``
   for the nodes whose heartbeat is live in the work dir, so a node that stops beating drops out
-  and Horovod re-forms (elastic); the cluster itself still fails once a node misses
-  OCI__HEARTBEAT_TIMEOUT.
+  and Horovod re-forms (elastic). Without a restart policy the cluster still fails once a node is
+  lost; with one (OnFailure / ExitCode) MAIN keeps horovodrun running (``ELASTIC``): the lost
+  WORKER leaves discovery at once (:meth:`HorovodProvider.members_changed`), the ranks left go on
+  from their last commit (down to ``--min-np``), and the replacement's slots join when MAIN takes it
+  in — horovodrun grows back, also when every node shares one address (``127.0.0.1:3`` →
+  ``127.0.0.1:2`` → ``127.0.0.1:3``: Horovod counts more slots on a known host as hosts added).
 * WORKER nodes start nothing: horovodrun reaches them (locally by spawning, across machines over
   SSH as ADS images provide it, ``-p`` / ``-i`` in OCI__START_ARGS) and they wait for the stop marker.
 * horovodrun is the entry script's process: its failure fails the cluster, its success completes it.
@@ -47,7 +51,8 @@ from ..errors import NodeFailure
 from ._common import (RuleError, engine_command, int_setting, interface_of, setting, start_args, validate_count,
                       validate_flag, validate_port)
 from ._engine import EngineProvider, EngineSpecBuilder
-from ._horovod_discovery import OCI__HOROVOD_DISCOVERY_CACHE, OCI__HOROVOD_SLOTS
+from ._horovod_discovery import (OCI__HOROVOD_DISCOVERY_CACHE, OCI__HOROVOD_DISCOVERY_ROSTER, OCI__HOROVOD_SLOTS,
+                                  write_json)
 from .pytorch import gpu_count
 
 log = logging.getLogger(__name__)
@@ -138,6 +143,7 @@ class HorovodProvider(EngineProvider):
     KIND = "HOROVOD"
     EXPORTS = (OCI__HOROVOD_SLOTS,)
     CODE_RUNS_ON = "main"  # horovodrun on MAIN starts every rank
+    ELASTIC = True  # a lost worker: horovodrun shrinks (min-np) and grows back with the replacement
     LAUNCHER = "horovodrun"
     _scratch: str | None = None  # this node's scratch dir (discovery script and cache), once written
 
@@ -148,17 +154,28 @@ class HorovodProvider(EngineProvider):
             conf[OCI__HOROVOD_SLOTS] = str(slots if slots is not None else max(1, gpu_count(self.settings.variables)))
         return conf
 
-    def discovery_files(self) -> tuple[str, str]:
-        """``(discovery script, its cache file)`` in this node's scratch dir, written on the first
-        call. The cache starts from the roster this node verified (signature, life): discovery never
-        takes the hosts from a MAIN_config.json someone else could have written since."""
+    def discovery_files(self) -> tuple[str, str, str]:
+        """``(discovery script, its cache file, the roster file)`` in this node's scratch dir,
+        written on the first call. The roster file is the roster this node verified (signature,
+        life), kept by :meth:`members_changed`: discovery never takes the hosts from a
+        MAIN_config.json someone else could have written since."""
         if self._scratch is None:
             self._scratch = tempfile.mkdtemp(prefix="fsm-horovod-")
-            with open(os.path.join(self._scratch, "discovery_cache.json"), "w", encoding="utf-8") as f:
-                json.dump({"roster": [{"node": r.node, "ip": r.ip} for r in self.roster], "seen": {}}, f)
             discovery_wrapper(os.path.join(self._scratch, "discover_hosts.sh"))
-        return (os.path.join(self._scratch, "discover_hosts.sh"),
-                os.path.join(self._scratch, "discovery_cache.json"))
+            self._write_members()
+        return tuple(os.path.join(self._scratch, name)
+                     for name in ("discover_hosts.sh", "discovery_cache.json", "discovery_roster.json"))
+
+    def _write_members(self) -> None:
+        write_json(os.path.join(self._scratch, "discovery_roster.json"),
+                   {"roster": [{"node": r.node, "ip": r.ip} for r in self.members()]})
+
+    def members_changed(self) -> None:
+        """A lost WORKER leaves the hosts at once (horovodrun shrinks at its next discovery);
+        its replacement joins them (horovodrun grows back)."""
+        if self._scratch is not None:
+            self._write_members()
+            log.info("%s: Horovod hosts now %s", self.node_id, ", ".join(r.node for r in self.members()))
 
     def wrap_entry(self, cmd: list[str]) -> list[str]:
         variables = self.settings.variables
@@ -180,7 +197,7 @@ class HorovodProvider(EngineProvider):
 
     def entry_env(self) -> dict[str, str]:
         env = super().entry_env()
-        env[OCI__HOROVOD_DISCOVERY_CACHE] = self.discovery_files()[1]
+        _, env[OCI__HOROVOD_DISCOVERY_CACHE], env[OCI__HOROVOD_DISCOVERY_ROSTER] = self.discovery_files()
         if self.interface:  # found by socket_env() in super().entry_env()
             env.setdefault("HOROVOD_GLOO_IFACE", self.interface)
         return env

@@ -2,8 +2,9 @@
 
 * MAIN publishes the head's address (``RAY_ADDRESS`` = ``<ip>:<port>``; port ``OCI__RAY_PORT``,
   default 6379, a free one on a loopback cluster) and starts ``ray start --head --block``.
-* Every WORKER waits until the head accepts connections, then runs ``ray start --address <head>
-  --block``. ``--block`` keeps ``ray start`` in the foreground, so the node watches it like any
+* Every WORKER waits until the head accepts connections and its GCS lists the head node alive
+  (Ray gives a raylet a fixed 30 s to register, which a worker starting alongside a head still
+  coming up may miss on a small machine), then runs ``ray start --address <head> --block``. ``--block`` keeps ``ray start`` in the foreground, so the node watches it like any
   engine daemon, and its process group (with every Ray daemon) ends with the node: no machine-wide
   ``ray stop``, which would also stop other Ray clusters on the host.
 * MAIN waits until ``ray.nodes()`` lists every node alive, then runs the entry script with
@@ -26,6 +27,7 @@ import tempfile
 from ..errors import NodeFailure
 from ._common import engine_command, free_port, is_loopback, port_setting, start_args, tcp_open
 from ._engine import EngineProvider, EngineSpecBuilder
+from ._ray_nodes import NO_GCS_CLIENT
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +85,15 @@ class RayProvider(EngineProvider):
         self.spawn("ray head", cmd)
 
     def start_worker(self) -> None:
+        """``ray start --address <head>`` once the head's raylet is alive in its GCS, not just once
+        the GCS port is open: a raylet that starts while the head is still coming up (a small,
+        busy machine) may miss Ray's fixed 30 s limit to register ("The current node timed out
+        during startup")."""
         host, port = self.head_address.rsplit(":", 1)
         self.wait_until(lambda: tcp_open(host, int(port)), self.time_out, f"the Ray head at {self.head_address}")
+        rc = self._ask_ray(["--gcs", self.head_address, "1"], f"the Ray head at {self.head_address} to be alive")
+        if rc == NO_GCS_CLIENT:
+            log.info("%s: this Ray has no GCS client to ask: starting without waiting for the head", self.node_id)
         cmd = self._ray("--address", self.head_address) + self._local_isolation(head=False) + \
             start_args(self.settings.variables)
         self.spawn("ray worker", cmd)
@@ -93,23 +102,26 @@ class RayProvider(EngineProvider):
         """Block (ticking heartbeats) until every node of the roster is alive in ``ray.nodes()``,
         asked by a child process (:mod:`._ray_nodes`): the node never becomes a Ray driver."""
         want = len(self.roster)
-        probe = self.children.spawn(
-            "ray nodes probe", [sys.executable, "-m", "fsm_cluster.frameworks._ray_nodes", self.head_address,
-                                str(want)], env=self.child_env(), essential=False)
+        rc = self._ask_ray([self.head_address, str(want)], f"{want} Ray node(s) to be alive")
+        if rc != 0:
+            raise NodeFailure(f"asking Ray for its nodes failed (exit code {rc})")
+        log.info("%s: all %d Ray nodes alive at %s", self.node_id, want, self.head_address)
 
-        def all_alive():
+    def _ask_ray(self, args: list[str], what: str) -> int:
+        """Run :mod:`._ray_nodes` with ``args`` and wait (ticking; OCI__TIMEOUT) for its exit code."""
+        probe = self.children.spawn("ray nodes probe", [sys.executable, "-m", "fsm_cluster.frameworks._ray_nodes",
+                                                        *args], env=self.child_env(), essential=False)
+
+        def ended():
             self.check_engine()
-            rc = probe.poll()
-            if rc not in (None, 0):
-                raise NodeFailure(f"asking Ray for its nodes failed (exit code {rc})")
-            return rc == 0
+            return probe.poll() is not None
 
         try:
-            self.wait_until(all_alive, self.time_out, f"{want} Ray node(s) to be alive")
+            self.wait_until(ended, self.time_out, what)
         finally:
             if probe.poll() is None:
                 probe.popen.kill()
-        log.info("%s: all %d Ray nodes alive at %s", self.node_id, want, self.head_address)
+        return probe.poll()
 
     def entry_env(self) -> dict[str, str]:
         env = super().entry_env()

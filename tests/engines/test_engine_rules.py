@@ -260,11 +260,11 @@ def test_a_launcher_needs_an_entry_script(tmp_path, cls):
 def test_horovod_discovery_files_do_not_depend_on_call_order(tmp_path):
     p = node(HorovodProvider, tmp_path)
     env = p.entry_env()  # before the command is built
-    cache = env["OCI__HOROVOD_DISCOVERY_CACHE"]
-    assert Path(cache).is_file() and '"roster"' in Path(cache).read_text()
+    cache, roster = env["OCI__HOROVOD_DISCOVERY_CACHE"], env["OCI__HOROVOD_DISCOVERY_ROSTER"]
+    assert Path(roster).is_file() and '"roster"' in Path(roster).read_text()
     cmd = p.entry_command()
     script = cmd[cmd.index("--host-discovery-script") + 1]
-    assert Path(script).parent == Path(cache).parent and Path(script).is_file()
+    assert Path(script).parent == Path(cache).parent == Path(roster).parent and Path(script).is_file()
     assert p.entry_env()["OCI__HOROVOD_DISCOVERY_CACHE"] == cache  # one scratch dir, written once
     p.stop()
     assert not Path(cache).parent.exists()
@@ -280,3 +280,16 @@ def test_pyproject_entry_points_name_the_builtin_classes():
         assert BUILTIN[kind].split(":")[0] == BUILTIN_SPEC_BUILDERS[kind].split(":")[0]
         builder = FrameworkSpecBuilderFactory.get(kind)
         assert builder.PROVIDER is ClusterProviderFactory.get_provider_class(kind) and builder.KIND == kind
+
+
+# -- Ray: a worker waits for the head to be alive in its GCS --------------------------------------
+def test_the_gcs_probe_waits_for_the_head_or_says_it_cannot_ask(monkeypatch):
+    from fsm_cluster.frameworks import _ray_nodes
+
+    monkeypatch.setattr(_ray_nodes.time, "sleep", lambda s: None)
+    answers = iter([0, 0, 1])
+    monkeypatch.setattr(_ray_nodes, "alive_in_gcs", lambda address: lambda: next(answers))
+    assert _ray_nodes.main(["--gcs", "127.0.0.1:6379", "1"]) == 0
+    assert next(answers, "asked until alive") == "asked until alive"
+    monkeypatch.setattr(_ray_nodes, "alive_in_gcs", lambda address: None)  # a Ray without that client
+    assert _ray_nodes.main(["--gcs", "127.0.0.1:6379", "1"]) == _ray_nodes.NO_GCS_CLIENT

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -67,6 +68,23 @@ def test_discovery_drops_nodes_that_stopped_beating_or_finished(tmp_path):
 def test_discovery_adds_up_slots_of_nodes_sharing_an_address(tmp_path):
     wd, env = make_cluster(tmp_path, {"MAIN": "127.0.0.1", "WORKER_a": "127.0.0.1", "WORKER_b": "10.1.1.1"})
     assert discover(tmp_path, env) == "127.0.0.1:4\n10.1.1.1:2\n"
+
+
+def test_discovery_hosts_the_nodes_of_the_roster_file_mains_node_keeps(tmp_path):
+    """MAIN's node rewrites the roster file when a WORKER is lost (out at once, whatever its state
+    file says) and when its replacement is taken in (in, under its own node id)."""
+    wd, env = make_cluster(tmp_path, {"MAIN": "127.0.0.1", "WORKER_a": "127.0.0.1", "WORKER_b": "127.0.0.1"})
+    roster = tmp_path / "roster.json"
+    env["OCI__HOROVOD_DISCOVERY_ROSTER"] = str(roster)
+
+    def hosts(*nodes):
+        roster.write_text(json.dumps({"roster": [{"node": n, "ip": "127.0.0.1"} for n in nodes]}))
+        return discover(tmp_path, env)
+
+    assert hosts("MAIN", "WORKER_a", "WORKER_b") == "127.0.0.1:6\n"
+    assert hosts("MAIN", "WORKER_b") == "127.0.0.1:4\n"  # WORKER_a lost
+    wd.write_bytes("WORKER_a-r1_state.json", b'{"heartbeat": 1}')
+    assert hosts("MAIN", "WORKER_a-r1", "WORKER_b") == "127.0.0.1:6\n"  # its replacement
 
 
 def test_discovery_before_main_published_prints_nothing(tmp_path):
@@ -138,3 +156,50 @@ def test_the_horovod_images_variables_drive_a_real_run(tmp_path, engine_cluster)
     timeline = (sync / "timeline.json").read_text()
     assert '"ph"' in timeline, timeline[:500]  # Chrome trace events
     assert c.leftovers() == [], c.dump()
+
+
+def read_json(path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+@needs_horovod
+@pytest.mark.integration
+def test_horovod_loses_a_worker_trains_on_and_grows_back_with_its_replacement(tmp_path, engine_cluster):
+    """OnFailure, min-np 2: kill -9 of a WORKER node does not stop horovodrun on MAIN (Horovod is
+    elastic: MAIN records a restart, drops the node from discovery, and the ranks left re-form at
+    size 2 and keep training from their last commit); a node started with OCI__REPLACES is taken
+    in, discovery counts it, and horovodrun grows back to 3; the job completes with one model."""
+    out, stop = tmp_path / "out", tmp_path / "stop"
+    c = engine_cluster(cluster_type="HOROVOD", extra={
+        "OCI__ENTRY_SCRIPT": str(EXAMPLES / "horovod" / "train.py"),
+        "OCI__ENTRY_SCRIPT_ARGS": f"--epochs 3 --until {stop} --step-sleep 0.1 --out {out}",
+        "OCI__HOROVOD_SLOTS": "1", "OCI__HOROVOD_MIN_NP": "2",
+        "OCI__RESTART_POLICY": "OnFailure", "OCI__BACKOFF_LIMIT": "1"}).start()
+    progress = out / "progress.json"
+    c.wait_for(lambda: read_json(progress).get("size") == 3, "training at size 3")
+    os.kill(c.procs[1].pid, signal.SIGKILL)
+    c.wait_for(lambda: (c.state("MAIN") or {}).get("restarts"), "MAIN recording the restart")
+    assert c.state("MAIN")["state"] == "running"  # horovodrun goes on
+    shrunk = c.wait_for(lambda: read_json(progress) if read_json(progress).get("size") == 2 else None,
+                        "training at size 2 without the lost node")
+    c.start_node("WORKER", rank=1, JOB_RUN_OCID="worker1-r1", OCI__REPLACES="WORKER_worker1")
+    c.wait_for(lambda: read_json(progress).get("size") == 3 and read_json(progress)["epoch"] > shrunk["epoch"],
+               "training at size 3 again with the replacement")
+    stop.touch()
+    codes = c.wait()
+    assert codes == [0, -signal.SIGKILL, 0, 0], c.dump()
+    results = [json.loads((out / f"rank{r}.json").read_text()) for r in range(3)]
+    for r, res in enumerate(results):
+        assert res["rank"] == r and res["size"] == 3 and res["allreduce_sum"] == 1 + 2 + 3, res
+    assert len({res["weight"] for res in results}) == 1  # one model
+    sizes = results[0]["sizes"]  # every epoch once, at the size it ran at: 3, then 2, then 3 again
+    assert len(sizes) == results[0]["epochs"] and all(res["sizes"] == sizes for res in results), results
+    assert [s for i, s in enumerate(sizes) if i == 0 or sizes[i - 1] != s] == [3, 2, 3], sizes
+    [record] = c.state("MAIN")["restarts"]
+    assert record["waiting_for"] == "WORKER_worker1", record
+    assert c.stop_marker()["outcome"] == "complete"
+    left = c.leftovers()
+    assert left == [], (left, c.dump())
