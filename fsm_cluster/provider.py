@@ -470,14 +470,14 @@ class ClusterProvider:
         if self.stall_watchdog is not None:
             from .stall import OCI__PROGRESS_FILE
 
-            env[OCI__PROGRESS_FILE] = self._scratch("progress")
+            env[OCI__PROGRESS_FILE] = self._node_tmp("progress")
             env.setdefault("PYTHONUNBUFFERED", "1")  # output is the code's sign of life: not held in a buffer
         from .stacks import arm_faulthandler
 
-        arm_faulthandler(env, self._scratch("faulthandler"), self.stall_watchdog is not None)
+        arm_faulthandler(env, self._node_tmp("faulthandler"), self.stall_watchdog is not None)
         return env
 
-    def _scratch(self, name: str) -> str:
+    def _node_tmp(self, name: str) -> str:
         """A path in this node's own temporary folder (local disk; removed at the end of its life)."""
         if self._tmp is None:
             import tempfile
