@@ -550,9 +550,11 @@ class ClusterProvider:
         node = e.node
         code = None if lost else e.code
         if self.mode != "MAIN":
-            if isinstance(e, CodeFailed) and node == self.node_id and self.control.asks_for_restart(e):
-                self._verdict_due = self.clock.now() + self.settings.heartbeat_timeout
-                return
+            if isinstance(e, CodeFailed) and node == self.node_id:
+                self._verdict_due = self.clock.now() + self.settings.heartbeat_timeout  # (before MAIN may answer)
+                if self.control.asks_for_restart(e):
+                    return
+                self._verdict_due = None
             raise e
         from .recovery import retryable
 

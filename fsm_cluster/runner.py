@@ -63,12 +63,20 @@ def _watch(p) -> None:
     """running / complete: watch the code, the engine, the cluster, until the node may tear down.
     A failure a restart policy may retry, or MAIN's restart, goes through ``recover_from``: the
     code runs again (recovering → running), or the failure ends the node as before."""
+    pending = taking = None
     while True:
         try:
-            if _look(p):
+            if pending is not None:
+                taking, pending = pending, None
+                p.recover_from(taking)
+                taking = None
+            elif _look(p):
                 return
         except (CodeFailed, NodeLost, RestartRequested) as e:
-            p.recover_from(e)
+            if e is taking:
+                raise  # recover_from gives it up: the node fails as without a policy
+            # (a new one can be raised into recover_from itself: MAIN's answer may come before it returned)
+            pending, taking = e, None
 
 
 def _look(p) -> bool:
