@@ -57,13 +57,18 @@ class Activity:
         """Copy ``source`` (the child's pipe) to ``fd`` chunk by chunk as it comes, noting the time."""
 
         def run() -> None:
+            writable = True
             try:
                 while True:
                     data = os.read(source.fileno(), 65536)
                     if not data:
                         break
                     self.last = time.time()
-                    _write_all(fd, data)
+                    if writable:
+                        try:
+                            _write_all(fd, data)
+                        except OSError:  # the node's own output is gone (its reader died): keep
+                            writable = False  # draining, or the code would block on a full pipe
             except OSError:
                 pass
             finally:

@@ -77,3 +77,22 @@ def test_progress_touches_the_progress_file(tmp_path, monkeypatch):
     assert os.stat(path).st_mtime > 1000
     monkeypatch.delenv("OCI__PROGRESS_FILE")
     fsm_cluster.progress()  # outside a node: nothing, no error
+
+
+def test_the_output_pump_keeps_draining_when_the_nodes_own_output_is_gone(tmp_path):
+    """The node's stdout closed (its reader died): the code must not block on a full pipe."""
+    from fsm_cluster.stall import Activity
+
+    r, w = os.pipe()
+    os.close(r)  # writes to w now fail (EPIPE)
+    p = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdout.write('x' * (1 << 20)); print('done')"],
+                         stdout=subprocess.PIPE)
+    activity = Activity(None)
+    before = activity.last
+    t = activity.pump(p.stdout, w, "stdout")
+    try:
+        assert p.wait(timeout=60) == 0  # 1 MiB through a 64 KiB pipe: drained
+        t.join(timeout=10)
+        assert not t.is_alive() and activity.last > before
+    finally:
+        os.close(w)
