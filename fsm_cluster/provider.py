@@ -1066,6 +1066,12 @@ class ClusterProvider:
         self.workdir.write(state_name(self.node_id), self.node_state())
         self.watch.written()
 
+    def write_state_now(self) -> None:
+        """From another thread (the stall watchdog): write the state file now, between ticks."""
+        with self._tick_lock:
+            if self.ending is None:
+                self.flush_state()
+
     def kept_alive(self):
         """Context for the live part of the life: a :class:`~fsm_cluster.liveness.Keeper` beats and
         watches in the background, so a hook that blocks (for hours) never makes this node look

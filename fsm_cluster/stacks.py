@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 DUMP_REQUEST = "dump_request"  # written by `fsm-cluster dump`
@@ -24,8 +23,10 @@ PYSPY_TIMEOUT = 30.0
 
 
 def py_spy() -> str | None:
-    scripts = os.path.dirname(sys.executable)
-    return shutil.which("py-spy", path=scripts) or shutil.which("py-spy")
+    """py-spy from the node's own Python environment (activated or not), else PATH."""
+    from .frameworks._common import scripts_dirs
+
+    return shutil.which("py-spy", path=os.pathsep.join(scripts_dirs())) or shutil.which("py-spy")
 
 
 FAULTHANDLER_DIR = "FSM_CLUSTER_FAULTHANDLER_DIR"

@@ -175,9 +175,7 @@ class Watchdog:
         self.reported = key
         n = self.node
         if not n.control.send_quiet(None if mine is None else mine[0], bool(mine and mine[1])):
-            with n._tick_lock:  # off the channel: the state file says it now (not at the next beat)
-                if n.ending is None:
-                    n.flush_state()
+            n.write_state_now()  # off the channel: the state file says it now (not at the next beat)
 
     def quiet_since(self) -> float | None:
         """For the node's state file (nodes off the channel report there)."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
+from . import cluster_arguments
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -13,9 +15,7 @@ def register(sub) -> None:
                     "address, state, time in state, heartbeat, last reason, and the outcome once it "
                     "ended. A single snapshot can only estimate ages from the nodes' wall clocks "
                     "(marked ~); --watch judges heartbeats on this machine's clock.")
-    p.add_argument("work_dir", metavar="WORK_DIR",
-                   help="<work_dir>/<cluster_id>, or a work dir holding one cluster")
-    p.add_argument("--cluster-id", help="the cluster to show when WORK_DIR holds several")
+    cluster_arguments(p, "show")
     p.add_argument("--json", action="store_true",
                    help="machine-readable output (with --watch: one JSON document per line per sample)")
     p.add_argument("--watch", action="store_true",
