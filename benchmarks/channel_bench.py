@@ -1,6 +1,6 @@
 """The control channel (issue 14): what it costs to import and how fast it tells.
 
-* import: ``python -X importtime -c 'import fsm_cluster.channel'`` alone, and what it adds after
+* import: ``python -X importtime -c 'import fsm_cluster.wire.channel'`` alone, and what it adds after
   the node bootstrap's imports (``benchmarks/imports.py``'s "node bootstrap"), median of ``--reps``;
 * connect: connect + authenticate + register, from ``connect()`` in this process to MAIN's
   ``on_register`` in a ``serve`` process (sequential, ``--connects`` times): latency and connections
@@ -37,7 +37,7 @@ from benchmarks.channel_peers import Peer  # noqa: E402
 from benchmarks.common import RESULTS, machine, write_results  # noqa: E402
 from benchmarks.imports import TARGETS, importtime  # noqa: E402
 
-from fsm_cluster.channel import ChannelClient, Register  # noqa: E402
+from fsm_cluster.wire.channel import ChannelClient, Register
 
 PRODUCTION = ["--ping-interval", "10", "--timeout", "60"]
 
@@ -49,10 +49,10 @@ def ms(seconds: float) -> float:
 def channel_import(reps: int) -> dict:
     alone, added = [], []
     for _ in range(reps):
-        rows = importtime("import fsm_cluster.channel")
-        alone.append(next(c for n, _, c, _ in rows if n == "fsm_cluster.channel") / 1e6)
-        rows = importtime(TARGETS["node bootstrap"] + "; import fsm_cluster.channel")
-        added.append(next(c for n, _, c, _ in rows if n == "fsm_cluster.channel") / 1e6)
+        rows = importtime("import fsm_cluster.wire.channel")
+        alone.append(next(c for n, _, c, _ in rows if n == "fsm_cluster.wire.channel") / 1e6)
+        rows = importtime(TARGETS["node bootstrap"] + "; import fsm_cluster.wire.channel")
+        added.append(next(c for n, _, c, _ in rows if n == "fsm_cluster.wire.channel") / 1e6)
     return {"alone_ms": ms(statistics.median(alone)), "after_bootstrap_ms": ms(statistics.median(added))}
 
 
@@ -168,7 +168,7 @@ def main(argv=None) -> int:
     out: dict = {"benchmark": "channel", "machine": machine()}
 
     out["import"] = channel_import(max(3, args.reps))
-    print(f"import fsm_cluster.channel: {out['import']['alone_ms']} ms alone, "
+    print(f"import fsm_cluster.wire.channel: {out['import']['alone_ms']} ms alone, "
           f"{out['import']['after_bootstrap_ms']} ms added after the node bootstrap's imports")
     out["connect"] = connects(secret, args.connects)
     c = out["connect"]

@@ -1,4 +1,4 @@
-"""Peer processes of the control channel (``python -m fsm_cluster.channel serve|connect``) for
+"""Peer processes of the control channel (``python -m fsm_cluster.wire.channel serve|connect``) for
 the benchmarks and the process tests: their JSON-line events, gathered as they come."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ class Peer:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OCI__")}
         env.update(OCI__CLUSTER_SECRET=secret.decode(), PYTHONUNBUFFERED="1",
                    PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
-        self.proc = subprocess.Popen([sys.executable, "-m", "fsm_cluster.channel", *args], env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "fsm_cluster.wire.channel", *args], env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.events: list[dict] = []
         self.stderr: list[str] = []

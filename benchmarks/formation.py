@@ -30,7 +30,7 @@ if __package__ in (None, ""):
 
 from benchmarks.common import HANG_GUARD, RESULTS, Nodes, machine, write_results  # noqa: E402
 from benchmarks.imports import measure as measure_imports  # noqa: E402
-from fsm_cluster.launch.local import LOCAL_DEFAULTS  # noqa: E402
+from fsm_cluster.launch.local import LOCAL_DEFAULTS
 
 TRANSITION = re.compile(r"^(\S+ \S+) .*transition node=(\S+) \S+ -> (\w+)")
 STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")

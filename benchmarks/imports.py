@@ -25,7 +25,7 @@ from benchmarks.common import RESULTS, machine, write_results  # noqa: E402
 TARGETS = {
     "fsm_cluster.runner": "import fsm_cluster.runner",
     "node bootstrap": ("import fsm_cluster.cli, fsm_cluster.commands.run, fsm_cluster.runner, "
-                       "fsm_cluster.registry, fsm_cluster.frameworks.command, fsm_cluster.workdir, "
+                       "fsm_cluster.registry, fsm_cluster.frameworks.command, fsm_cluster.wire.workdir, "
                        "fsspec.implementations.local, tenacity, psutil, transitions"),
 }
 

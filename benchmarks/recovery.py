@@ -32,7 +32,7 @@ if __package__ in (None, ""):
 
 from benchmarks import formation  # noqa: E402
 from benchmarks.common import Nodes, cluster_bench, machine, write_results  # noqa: E402
-from fsm_cluster.launch.local import LOCAL_DEFAULTS  # noqa: E402
+from fsm_cluster.launch.local import LOCAL_DEFAULTS
 
 SETTINGS = {"local": dict(LOCAL_DEFAULTS),
             "production": {"OCI__HEARTBEAT_INTERVAL": "10", "OCI__HEARTBEAT_TIMEOUT": "60"}}

@@ -34,8 +34,8 @@ if __package__ in (None, ""):
 
 from benchmarks.common import RESULTS, machine, write_results  # noqa: E402
 from benchmarks.counting import CountingFileSystem, attach, spread  # noqa: E402
-from fsm_cluster.runner import drive  # noqa: E402
-from fsm_cluster.testing import SimulatedCluster, SimulatedCodeProvider  # noqa: E402
+from fsm_cluster.runner import drive
+from fsm_cluster.testing import SimulatedCluster, SimulatedCodeProvider
 
 
 class TimedNode(SimulatedCodeProvider):

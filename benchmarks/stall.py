@@ -25,7 +25,7 @@ if __package__ in (None, ""):
 
 from benchmarks import formation  # noqa: E402
 from benchmarks.common import Nodes, cluster_bench, machine, write_results  # noqa: E402
-from fsm_cluster.launch.local import LOCAL_DEFAULTS  # noqa: E402
+from fsm_cluster.launch.local import LOCAL_DEFAULTS
 
 SETTINGS = {
     "local": ({**LOCAL_DEFAULTS, "OCI__STALL_TIMEOUT": "3"}, 3.0, float(LOCAL_DEFAULTS["OCI__HEARTBEAT_INTERVAL"])),

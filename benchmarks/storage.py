@@ -41,7 +41,7 @@ if __package__ in (None, ""):
 
 from benchmarks.common import HANG_GUARD, RESULTS, Nodes, machine, write_results  # noqa: E402
 from benchmarks.counting import phase_of, spread  # noqa: E402
-from fsm_cluster.launch.local import LOCAL_DEFAULTS  # noqa: E402
+from fsm_cluster.launch.local import LOCAL_DEFAULTS
 
 CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
 
@@ -190,7 +190,7 @@ def listing_pages(server: CountingS3Server, bucket: str, sizes=(100, 999, 1000, 
     """HTTP requests of one ``WorkDir.listing()`` of a cluster dir holding ``size`` files."""
     import s3fs
 
-    from fsm_cluster.workdir import WorkDir
+    from fsm_cluster.wire.workdir import WorkDir
 
     fs = s3fs.S3FileSystem(key="lister", secret="x", client_kwargs={"endpoint_url": server.endpoint,
                                                                        "region_name": "us-east-1"})

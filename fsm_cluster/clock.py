@@ -47,7 +47,7 @@ class SystemClock:
     def interrupt(self, handle, exc: BaseException) -> bool:
         """Raise ``exc`` in thread ``handle`` at once (main thread only: a SIGINT its handler
         turns into ``exc``); False when that cannot be done."""
-        from .liveness import interrupt_thread
+        from .node.liveness import interrupt_thread
 
         return interrupt_thread(handle)
 

@@ -152,7 +152,7 @@ class Settings(BaseModel):
     timeout: float = Field(600.0, alias=OCI__TIMEOUT, gt=0, allow_inf_nan=False)
     heartbeat_interval: float = Field(10.0, alias=OCI__HEARTBEAT_INTERVAL, gt=0, allow_inf_nan=False)
     heartbeat_timeout: float = Field(60.0, alias=OCI__HEARTBEAT_TIMEOUT, gt=0, allow_inf_nan=False)
-    # The control channel (fsm_cluster.control): on unless OCI__CONTROL is off/0/false; MAIN's port
+    # The control channel (fsm_cluster.wire.control): on unless OCI__CONTROL is off/0/false; MAIN's port
     # (0: an ephemeral one, published in its configuration).
     control: bool = Field(True, alias="OCI__CONTROL")
     control_port: int = Field(0, alias="OCI__CONTROL_PORT", ge=0, le=65535)
@@ -169,7 +169,7 @@ class Settings(BaseModel):
     # node it starts in place of a lost one (the lost node's id: MAIN gives it that node's rank).
     restart_count: int = Field(0, alias=OCI__RESTART_COUNT, ge=0)
     replaces: str = Field("", alias=OCI__REPLACES, max_length=255)
-    # The stall watchdog (fsm_cluster.stall): no output or progress from the code on any node for
+    # The stall watchdog (fsm_cluster.observe.stall): no output or progress from the code on any node for
     # this long fails the cluster, with every node's stacks in the work dir (0: off, the default).
     stall_timeout: float = Field(0.0, alias=OCI__STALL_TIMEOUT, ge=0, allow_inf_nan=False)
     storage_retry_budget: float = Field(30.0, alias=OCI__STORAGE_RETRY_BUDGET, gt=0, allow_inf_nan=False)
@@ -256,7 +256,7 @@ class Settings(BaseModel):
     @field_validator("job_ocid", "job_run_ocid")
     @classmethod
     def _identifier(cls, v: str):
-        from .models import check_identifier
+        from .wire.models import check_identifier
 
         return check_identifier(v, "value")
 

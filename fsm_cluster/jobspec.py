@@ -441,7 +441,7 @@ class ClusterBody(_Model):
     restart_policy: RestartPolicy = None
     backoff_limit: WholeNumber = Field(None, ge=0, le=10_000)
     active_deadline_seconds: WholeNumber = Field(None, ge=1)
-    # The stall watchdog (fsm_cluster.stall): seconds without output or progress on every node.
+    # The stall watchdog (fsm_cluster.observe.stall): seconds without output or progress on every node.
     stall_timeout: Annotated[float | None, BeforeValidator(_no_bool)] = Field(None, gt=0, allow_inf_nan=False)
     certificate: Certificate | None = None
     config: GroupConfig | None = None

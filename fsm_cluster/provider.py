@@ -1,19 +1,19 @@
 """ClusterProvider: the seed's contract (every method name of oracle-ads' ClusterProvider), a
 facade over the parts that do the work.
 
-A provider is the model of the node's lifecycle machine (:mod:`fsm_cluster.lifecycle`): its hooks
+A provider is the model of the node's lifecycle machine (:mod:`fsm_cluster.node.lifecycle`): its hooks
 are the machine's callbacks. Framework providers (``fsm_cluster/frameworks/``) override only the
 engine hooks: ``configuration``, ``setup_extra_configs``, ``start_main`` / ``start_worker`` /
 ``start_ps``, ``wrap_entry`` / ``entry_env``, ``check_cluster_status``; oracle-ads subclasses
 override the same names. The work is done by parts the provider owns, each in its own module:
 
-* :class:`~fsm_cluster.rendezvous.Rendezvous` — registrations, MAIN's configuration and roster,
+* :class:`~fsm_cluster.wire.rendezvous.Rendezvous` — registrations, MAIN's configuration and roster,
   exports, lives, done markers, refused files;
-* :class:`~fsm_cluster.watch.ClusterWatch` — heartbeat, the look at the cluster each interval,
+* :class:`~fsm_cluster.wire.watch.ClusterWatch` — heartbeat, the look at the cluster each interval,
   peers' liveness, the stop marker;
-* :mod:`fsm_cluster.entry` — the entry script as a command and its environment;
-* :class:`~fsm_cluster.liveness.Keeper` — heartbeats and the watch while a hook blocks;
-* the ending (:class:`~fsm_cluster.lifecycle.Ending`) taken through the transition table here.
+* :mod:`fsm_cluster.node.entry` — the entry script as a command and its environment;
+* :class:`~fsm_cluster.node.liveness.Keeper` — heartbeats and the watch while a hook blocks;
+* the ending (:class:`~fsm_cluster.node.lifecycle.Ending`) taken through the transition table here.
 """
 
 from __future__ import annotations
@@ -25,18 +25,18 @@ import threading
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, MutableMapping
 
-from . import entry
+from .node import entry
 from .clock import Backoff, Clock, SystemClock, wait_until
 from .env import (JOB_OCID, OCI__CLUSTER_ID, OCI__MAIN_IP, OCI__NODE_IP, OCI__NODE_LIST, OCI__NODE_RANK,
                   OCI__RESTART_COUNT, OCI__WORKER_IP, OCI__WORLD_SIZE, WORLD_SIZE, Settings)
 from .errors import FsmClusterError, NodeFailure, StopRequested, WaitTimeout
-from .lifecycle import Ending, LifeEnded, NodeLifecycle, NodeStatus
-from .models import NodeConfig, NodeState, RestartRecord, RosterEntry, StopMarker
-from .process import OWNER_ENV, Child, ProcessGroup
-from .rendezvous import DONE_SUFFIX, Rendezvous
-from .control import CHANNEL_KEY, CONTROL_KEY, REPLACES_KEY, RESTART_POLICY_KEY
-from .watch import ClusterWatch
-from .workdir import MAIN_NODE, STOP, WorkDir, config_name, state_name
+from .node.lifecycle import Ending, LifeEnded, NodeLifecycle, NodeStatus
+from .wire.models import NodeConfig, NodeState, RestartRecord, RosterEntry, StopMarker
+from .runtime.process import OWNER_ENV, Child, ProcessGroup
+from .wire.rendezvous import DONE_SUFFIX, Rendezvous
+from .wire.control import CHANNEL_KEY, CONTROL_KEY, REPLACES_KEY, RESTART_POLICY_KEY
+from .wire.watch import ClusterWatch
+from .wire.workdir import MAIN_NODE, STOP, WorkDir, config_name, state_name
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class ClusterProvider:
                                retry_budget=settings.storage_retry_budget,
                                secret=settings.cluster_secret or None)
         self.rendezvous = Rendezvous(self.workdir, self.node_id, self.mode)
-        from .control import Control
+        from .wire.control import Control
 
         self.control = Control(self)  # the control channel (off without a secret or on a simulated clock)
         self._control_address: str | None = None
@@ -127,8 +127,8 @@ class ClusterProvider:
         self._tick_lock = threading.Lock()  # the node's thread and its keeper tick, never both at once
         self._handed: BaseException | None = None
         self._wake = threading.Event()  # set by the control channel: a wait looks again at once
-        self._sampler = None  # resource figures for the heartbeat (fsm_cluster.resources)
-        self._stall = None  # the stall watchdog (fsm_cluster.stall), made on first use
+        self._sampler = None  # resource figures for the heartbeat (fsm_cluster.observe.resources)
+        self._stall = None  # the stall watchdog (fsm_cluster.observe.stall), made on first use
         self._usage: list = []  # resource samples over the life (models.Usage)
         self._usage_step = max(1.0, self.settings.heartbeat_interval)  # (figures are taken once a second at most)
         self._tmp: str | None = None  # this node's own temporary folder (progress file, faulthandler)
@@ -144,9 +144,9 @@ class ClusterProvider:
         self.scheme = self.workdir_protocol()
         self.code_execution_complete = False
         self._deferred: StopRequested | None = None  # the cluster completed while this node's code ran
-        # recovery (fsm_cluster.recovery): MAIN's decided restarts (a worker: those it learnt), the
+        # recovery (fsm_cluster.node.recovery): MAIN's decided restarts (a worker: those it learnt), the
         # restart being taken (the guard of ``recover``), a worker's failed code awaiting MAIN's word
-        from .recovery import Budget
+        from .node.recovery import Budget
 
         self.restarts: list = []
         self._restart_taken = None
@@ -228,7 +228,7 @@ class ClusterProvider:
         s = self.settings
         if not (s.oci_iam_type or self.workdir_protocol() == "oci"):
             return {}
-        from .oci_support import get_oci_auth
+        from .node.identity import get_oci_auth
 
         return get_oci_auth(s.oci_iam_type, s.oci_config_profile, s.oci_config_location)
 
@@ -244,7 +244,7 @@ class ClusterProvider:
         if self_ip:
             return self_ip
         if job_ocid.startswith("ocid1.") and authinfo:
-            from .oci_support import find_self_ip_in_job
+            from .node.identity import find_self_ip_in_job
 
             ip, interface = find_self_ip_in_job(authinfo, job_ocid)
             if not isinstance(self, type):
@@ -443,7 +443,7 @@ class ClusterProvider:
             self.entry_script_path()
 
     def entry_script_path(self) -> str | None:
-        """The entry script's path (see :mod:`fsm_cluster.entry`)."""
+        """The entry script's path (see :mod:`fsm_cluster.node.entry`)."""
         return entry.script_path(self.settings)
 
     def entry_command(self) -> list[str] | None:
@@ -468,11 +468,11 @@ class ClusterProvider:
         env = entry.environment(self.settings, self.child_env())
         env[OCI__RESTART_COUNT] = str(self.restart_count)
         if self.stall_watchdog is not None:
-            from .stall import OCI__PROGRESS_FILE
+            from .observe.stall import OCI__PROGRESS_FILE
 
             env[OCI__PROGRESS_FILE] = self._node_tmp("progress")
             env.setdefault("PYTHONUNBUFFERED", "1")  # output is the code's sign of life: not held in a buffer
-        from .stacks import arm_faulthandler
+        from .observe.stacks import arm_faulthandler
 
         arm_faulthandler(env, self._node_tmp("faulthandler"), self.stall_watchdog is not None)
         return env
@@ -489,13 +489,13 @@ class ClusterProvider:
     def stall_watchdog(self):
         """The stall watchdog (OCI__STALL_TIMEOUT) of a node that runs code on the real clock, else None."""
         if self._stall is None and self.settings.stall_timeout > 0 and not self.clock_simulated and self.runs_code():
-            from .stall import Watchdog
+            from .observe.stall import Watchdog
 
             self._stall = Watchdog(self, self.settings.stall_timeout)
         return self._stall
 
     # ------------------------------------------------------------------------------------------
-    # recovery (fsm_cluster.recovery): MAIN decides, every node restarts its code
+    # recovery (fsm_cluster.node.recovery): MAIN decides, every node restarts its code
     # ------------------------------------------------------------------------------------------
     @property
     def restart_count(self) -> int:
@@ -512,7 +512,7 @@ class ClusterProvider:
         code, self.code_process = self.code_process, None
         self.code_execution_complete = False
         if code is not None and code.poll() is None:
-            from .process import sweep
+            from .runtime.process import sweep
 
             sweep(groups=[code.pid], grace=self.settings.teardown_grace)
         if code is not None and code in self.children.children:
@@ -556,7 +556,7 @@ class ClusterProvider:
                     return
                 self._verdict_due = None
             raise e
-        from .recovery import retryable
+        from .node.recovery import retryable
 
         if node == self.node_id and lost or not retryable(self.policy_of(node), code):
             raise e
@@ -697,7 +697,7 @@ class ClusterProvider:
             return
         import subprocess
 
-        from .stall import OCI__PROGRESS_FILE, Activity
+        from .observe.stall import OCI__PROGRESS_FILE, Activity
 
         progress = env[OCI__PROGRESS_FILE]
         open(progress, "a").close()
@@ -1001,7 +1001,7 @@ class ClusterProvider:
     def _after_state_change(self, event=None) -> None:
         self.transitions += 1
         self._entered_wall = self.clock.wall()
-        from .models import MAX_HISTORY, Transition
+        from .wire.models import MAX_HISTORY, Transition
 
         self._history.append(Transition(state=self.state.value, wall=self._entered_wall,
                                         reason=(self.reason or "")[:300]))
@@ -1035,7 +1035,7 @@ class ClusterProvider:
         if self.clock_simulated:
             return None
         if self._sampler is None:
-            from .resources import Sampler
+            from .observe.resources import Sampler
 
             self._sampler = Sampler()
         try:
@@ -1050,7 +1050,7 @@ class ClusterProvider:
         """Keep the sample in the node's usage history, one per ``_usage_step`` s (a heartbeat
         interval, 1 s at the least, at first); a full history drops every other sample and doubles the step, so it
         always spans the whole life in at most MAX_USAGE samples."""
-        from .models import MAX_USAGE, Usage
+        from .wire.models import MAX_USAGE, Usage
 
         now = self.clock.wall()
         if self._usage and now - self._usage[-1].wall < self._usage_step:
@@ -1073,12 +1073,12 @@ class ClusterProvider:
                 self.flush_state()
 
     def kept_alive(self):
-        """Context for the live part of the life: a :class:`~fsm_cluster.liveness.Keeper` beats and
+        """Context for the live part of the life: a :class:`~fsm_cluster.node.liveness.Keeper` beats and
         watches in the background, so a hook that blocks (for hours) never makes this node look
         dead, and a stop or failure meanwhile still interrupts it (none on a FakeClock)."""
         import contextlib
 
-        from .liveness import Keeper
+        from .node.liveness import Keeper
 
         return Keeper(self) if Keeper.available(self.clock) else contextlib.nullcontext()
 
@@ -1228,17 +1228,17 @@ class ClusterProvider:
             self.finish_life()
         finally:
             self._adopted.__exit__(None, None, None)
-            from .process import become_subreaper
+            from .runtime.process import become_subreaper
 
             become_subreaper(False)  # set by the runner for the life (see runner._own_process)
 
     # ------------------------------------------------------------------------------------------
-    # diagnostics (fsm_cluster.stacks): `fsm-cluster dump`
+    # diagnostics (fsm_cluster.observe.stacks): `fsm-cluster dump`
     # ------------------------------------------------------------------------------------------
     def _look_for_dump_request(self) -> None:
         """MAIN: a ``dump_request`` in its last listing (once per version): every node on the
         channel and MAIN itself write the stacks of their running code."""
-        from .stacks import DUMP_REQUEST
+        from .observe.stacks import DUMP_REQUEST
 
         fp = self.watch.listing.get(DUMP_REQUEST)
         if fp is None or fp == getattr(self, "_dump_fp", None):
@@ -1263,7 +1263,7 @@ class ClusterProvider:
         may come over the channel and in MAIN's state file)."""
         import threading
 
-        from .stacks import DIAGNOSTICS, code_processes, stacks_text
+        from .observe.stacks import DIAGNOSTICS, code_processes, stacks_text
 
         if request in self._dumped:
             return

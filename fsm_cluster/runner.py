@@ -3,7 +3,7 @@
 The life reads top to bottom in :func:`drive`: configure, (MAIN) wait for the roster, publish or
 wait for MAIN's configuration, launch, then watch until the node may tear down. Every way it can
 end — success, a failure anywhere, a stop marker, a signal, the end of a TTL — becomes one
-:class:`~fsm_cluster.lifecycle.Ending` that the provider takes through the transition table to
+:class:`~fsm_cluster.node.lifecycle.Ending` that the provider takes through the transition table to
 ``tearable`` (``provider.end``), then ``finish_life`` takes it to ``stopped`` and returns the exit
 code. A hook that fails inside a trigger ends the life through the machine's own exception path
 (the trigger raises ``LifeEnded``).
@@ -18,7 +18,7 @@ import sys
 import threading
 
 from .errors import CodeFailed, FsmClusterError, NodeFailure, NodeLost, RestartRequested, StopRequested
-from .lifecycle import Ending, LifeEnded, NodeStatus
+from .node.lifecycle import Ending, LifeEnded, NodeStatus
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def _install_signal_handlers(p):
     previous = {}
 
     def handler(signum, frame):
-        from .liveness import own_interrupt
+        from .node.liveness import own_interrupt
 
         own = signum == signal.SIGINT and own_interrupt()
         handed = p.peek_handed()  # the keeper / the control channel interrupt with the cluster's ending
@@ -141,7 +141,7 @@ def _install_signal_handlers(p):
 def _own_process(on: bool = True) -> None:
     """While the node lives, its process reaps its orphaned descendants, so teardown finds them
     (``fsm-cluster run``, a run script's ``ClusterRunner().run()``, an oracle-ads-shaped runner)."""
-    from .process import become_subreaper
+    from .runtime.process import become_subreaper
 
     become_subreaper(on)
 
@@ -195,7 +195,7 @@ class ClusterRunner:
     def _prepare(self) -> None:
         """Logging (when the node is started by a user's run script, not the CLI) and the masking
         of secret values of the node's environment in every log line."""
-        from .security import install_log_redaction
+        from .runtime.security import install_log_redaction
 
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.INFO, stream=sys.stderr,

@@ -20,7 +20,7 @@ import uuid
 from typing import Any, Callable
 
 from .frameworks.command import CommandProvider
-from .process import ProcessGroup
+from .runtime.process import ProcessGroup
 
 
 class VirtualClock:

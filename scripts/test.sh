@@ -58,7 +58,7 @@ if ! command -v dot >/dev/null 2>&1; then
   fi
 fi
 
-if "$VPY" -c "import fsm_cluster.diagrams" 2>/dev/null; then
+if "$VPY" -c "import fsm_cluster.observe.diagrams" 2>/dev/null; then
   step "state_diagrams/ up to date"
   "$VENV/bin/fsm-cluster" diagram --check --out state_diagrams
 fi

@@ -1,4 +1,4 @@
-"""``fsm-cluster diagram``: render the node lifecycle from fsm_cluster.lifecycle."""
+"""``fsm-cluster diagram``: render the node lifecycle from fsm_cluster.node.lifecycle."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def register(sub) -> None:
 def handle(args) -> int:
     import os
 
-    from .. import diagrams
+    from ..observe import diagrams
     from ..cli import os_errors_name
     from ..errors import FsmClusterError
 
@@ -45,7 +45,7 @@ def handle(args) -> int:
                 print(f"  {line}", file=sys.stderr)
             print(f"regenerate with: fsm-cluster diagram --out {directory}", file=sys.stderr)
             return 1
-        print(f"state diagrams in {directory}/ match fsm_cluster/lifecycle.py")
+        print(f"state diagrams in {directory}/ match fsm_cluster/node/lifecycle.py")
         return 0
 
     if args.out:

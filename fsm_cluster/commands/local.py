@@ -61,7 +61,7 @@ def register(sub) -> None:
 
 def _parse_env(pairs: list[str]) -> dict[str, str]:
     from ..errors import FsmClusterError
-    from ..models import ENV_NAME_RE
+    from ..wire.models import ENV_NAME_RE
 
     out = {}
     for pair in pairs:
@@ -97,7 +97,7 @@ def handle(args) -> int:
     from ..cli import os_errors_name
     from ..errors import FsmClusterError
     from ..launch import local as L
-    from ..status import cluster_id_option
+    from ..observe.status import cluster_id_option
     from ._spec import reading
 
     command = list(args.entry or [])

@@ -34,7 +34,7 @@ def register(sub) -> None:
 
 def handle(args) -> int:
     from ..errors import FsmClusterError
-    from ..status import ClusterView, open_cluster
+    from ..observe.status import ClusterView, open_cluster
 
     if args.interval <= 0 or args.stale_after <= 0:
         raise FsmClusterError("--interval and --stale-after must be positive")
@@ -53,7 +53,7 @@ def handle(args) -> int:
 
 
 def _diagram(view, args) -> int:
-    from .. import diagrams
+    from ..observe import diagrams
     from .diagram import write_output
 
     node = view.find(args.diagram)
@@ -162,7 +162,7 @@ def _usage(res: dict | None) -> str:
     """The node's processes at its last heartbeat: CPU, memory (and each GPU's utilisation, memory)."""
     if not res:
         return "—"
-    from ..resources import human_bytes
+    from ..observe.resources import human_bytes
 
     cell = f"{res['cpu_percent']:.0f}% · {human_bytes(res['rss_bytes'])}"
     for g in res["gpus"]:

@@ -20,8 +20,8 @@ def register(sub) -> None:
 
 def handle(args) -> int:
     from ..cli import os_errors_name
-    from ..status import ClusterView, open_cluster
-    from ..timeline import draw, life_of
+    from ..observe.status import ClusterView, open_cluster
+    from ..observe.timeline import draw, life_of
 
     view = ClusterView(open_cluster(args.work_dir, args.cluster_id))
     view.refresh()

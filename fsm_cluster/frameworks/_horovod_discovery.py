@@ -31,9 +31,9 @@ OCI__HOROVOD_SLOTS = "OCI__HOROVOD_SLOTS"
 def live_hosts(listing: Mapping[str, object], roster: list[dict], slots: int, stale: float,
                cache: dict, now: float) -> list[str]:
     """``host:slots`` lines, in rank order of first appearance. ``cache`` (a
-    :class:`~fsm_cluster.peerwatch.PeerWatch` as JSON: {state file: [fingerprint, changed at]}) is
+    :class:`~fsm_cluster.wire.peerwatch.PeerWatch` as JSON: {state file: [fingerprint, changed at]}) is
     updated in place."""
-    from ..peerwatch import PeerWatch
+    from ..wire.peerwatch import PeerWatch
 
     watch = PeerWatch.from_json(cache)
     counts: dict[str, int] = {}
@@ -73,8 +73,8 @@ def write_json(path: str, value: dict) -> None:
 
 def main(environ: Mapping[str, str] | None = None) -> int:
     env = os.environ if environ is None else environ
-    from ..models import NodeConfig
-    from ..workdir import WorkDir, config_name
+    from ..wire.models import NodeConfig
+    from ..wire.workdir import WorkDir, config_name
 
     try:
         work_dir, cluster = env["OCI__WORK_DIR"], env["OCI__CLUSTER_ID"]

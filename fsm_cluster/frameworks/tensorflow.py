@@ -26,7 +26,7 @@ import sys
 
 from ..env import OCI__PS_COUNT, OCI__WORKER_COUNT
 from ..errors import NodeFailure
-from ..models import RosterEntry
+from ..wire.models import RosterEntry
 from ._common import RuleError, port_setting
 from ._engine import EngineProvider, EngineSpecBuilder
 

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping
 
-from .. import secretstore
+from ..wire import secretstore
 from ..env import (JOB_OCID, JOB_RUN_OCID, OCI__CLUSTER_SECRET, OCI__CLUSTER_TYPE, OCI__CODE_DIR,
                    OCI__ENTRY_SCRIPT, OCI__ENTRY_SCRIPT_ARGS, OCI__ENTRY_SCRIPT_KWARGS, OCI__HEARTBEAT_INTERVAL,
                    OCI__HEARTBEAT_TIMEOUT, OCI__MODE, OCI__PS_COUNT, OCI__REPLACES, OCI__RESTART_COUNT,
@@ -34,8 +34,8 @@ from ..env import (JOB_OCID, JOB_RUN_OCID, OCI__CLUSTER_SECRET, OCI__CLUSTER_TYP
 from ..env import Settings
 from ..errors import FsmClusterError, SpecError
 from ..jobspec import NodePlan, load_spec, node_environments
-from ..models import RestartRecord, StopMarker
-from ..workdir import MAIN_NODE, WorkDir
+from ..wire.models import RestartRecord, StopMarker
+from ..wire.workdir import MAIN_NODE, WorkDir
 
 OCI__SELF_IP = "OCI__SELF_IP"
 
@@ -402,7 +402,7 @@ class LocalCluster:
         self.width = max(len(p.name) for p in plans) + 2
         self.styles = {p.name: prefix_style(p, i) for i, p in enumerate(plans)}
         self._launcher_marker: StopMarker | None = None
-        from ..status import ClusterView
+        from ..observe.status import ClusterView
 
         self.view = ClusterView(workdir)
         self._last_counts: str = ""
@@ -522,7 +522,7 @@ class LocalCluster:
 
     def _kill_everything(self) -> int:
         """SIGKILL every node's process group and every descendant ever seen; count the killed."""
-        from ..process import sweep
+        from ..runtime.process import sweep
 
         live = [p.pid for p in self.procs.values() if p.poll() is None]
         return len(sweep(seen=list(self.tracked.values()), descendants=True, groups=live, grace=0, wait=5))

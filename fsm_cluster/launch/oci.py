@@ -8,7 +8,7 @@ already created are cancelled and :class:`SubmitError` names them.
 The job's environment carries a fresh cluster secret (``OCI__CLUSTER_SECRET``) with which the nodes
 sign and check every file of the work dir: it reaches them through the Data Science API, never
 the work dir; the dry run masks it, and ``submit`` keeps it on this machine for ``fsm-cluster stop``
-and ``status`` (:mod:`fsm_cluster.secretstore`).
+and ``status`` (:mod:`fsm_cluster.wire.secretstore`).
 
 ``watch`` follows the runs and, for recovery (issue 15), replaces a lost WORKER/PS run: when one
 ends other than SUCCEEDED while MAIN's run goes on, and MAIN's state file in the work dir records a
@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .. import secretstore
+from ..wire import secretstore
 from ..env import OCI__REPLACES
 from ..errors import FsmClusterError
 from ..jobspec import ClusterConfigToJobSpecConverter, ClusterSpec
@@ -270,7 +270,7 @@ class Replacer:
     def main_restarts(self) -> list:
         """MAIN's restart records, read from the work dir (checked with the cluster's secret); an
         unreadable or forged state file counts as no record (said once per reason)."""
-        from ..workdir import WorkDir
+        from ..wire.workdir import WorkDir
 
         try:
             if self._workdir is None:

@@ -195,7 +195,7 @@ class ArtifactSync:
     def _put(self, fs, local: str, remote: str) -> None:
         import tenacity
 
-        from ..workdir import is_transient
+        from ..wire.workdir import is_transient
 
         if self._local:
             parent = posixpath.dirname(remote)

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from fsm_cluster import diagrams
-from fsm_cluster.lifecycle import STATES, TRANSITIONS, mode_states
+from fsm_cluster.observe import diagrams
+from fsm_cluster.node.lifecycle import STATES, TRANSITIONS, mode_states
 
 from .clihelp import REPO, cli, clean_env
 
@@ -20,7 +20,7 @@ HAS_DOT = shutil.which("dot") is not None
 def test_committed_state_diagrams_match_the_code():
     r = cli("diagram", "--check", cwd=REPO)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "match fsm_cluster/lifecycle.py" in r.stdout
+    assert "match fsm_cluster/node/lifecycle.py" in r.stdout
 
 
 @pytest.fixture

@@ -16,9 +16,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from fsm_cluster import secretstore
-from fsm_cluster.models import RestartRecord
-from fsm_cluster.workdir import WorkDir, state_name
+from fsm_cluster.wire import secretstore
+from fsm_cluster.wire.models import RestartRecord
+from fsm_cluster.wire.workdir import WorkDir, state_name
 
 from .clihelp import HANG_GUARD, clean_env, cli, popen, wait_for, write_train
 

@@ -27,7 +27,7 @@ import psutil
 import pytest
 
 import fsm_cluster
-from fsm_cluster.process import sweep as end_processes
+from fsm_cluster.runtime.process import sweep as end_processes
 from cli.clihelp import clean_env
 
 pytestmark = pytest.mark.integration

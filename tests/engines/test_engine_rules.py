@@ -19,7 +19,7 @@ from fsm_cluster.frameworks.pytorch import PyTorchProvider
 from fsm_cluster.frameworks.ray import RayProvider
 from fsm_cluster.frameworks.tensorflow import TensorFlowProvider
 from fsm_cluster.jobspec import FrameworkSpecBuilderFactory, load_spec_text, node_environments
-from fsm_cluster.models import RosterEntry
+from fsm_cluster.wire.models import RosterEntry
 from fsm_cluster.registry import (BUILTIN, BUILTIN_SPEC_BUILDERS, PROVIDERS_GROUP, SPEC_BUILDERS_GROUP,
                                   ClusterProviderFactory)
 

@@ -12,8 +12,8 @@ import sys
 import pytest
 
 from fsm_cluster.frameworks.horovod import discovery_wrapper, horovodrun_command
-from fsm_cluster.models import NodeConfig, RosterEntry
-from fsm_cluster.workdir import WorkDir
+from fsm_cluster.wire.models import NodeConfig, RosterEntry
+from fsm_cluster.wire.workdir import WorkDir
 
 from .cluster import EXAMPLES, kill_worker_and_check
 

@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("torch", reason="PyTorch not installed: pip install torch==2.13.0 (CPU build)")
 
-from fsm_cluster.frameworks.pytorch import Elastic, torchrun_command  # noqa: E402
+from fsm_cluster.frameworks.pytorch import Elastic, torchrun_command
 
 from .cluster import EXAMPLES, kill_worker_and_check  # noqa: E402
 

@@ -10,8 +10,8 @@ import pytest
 
 tf = pytest.importorskip("tensorflow", reason="TensorFlow not installed: pip install tensorflow-cpu")
 
-from fsm_cluster.frameworks.tensorflow import task_of, tf_config, tf_layout  # noqa: E402
-from fsm_cluster.models import RosterEntry  # noqa: E402
+from fsm_cluster.frameworks.tensorflow import task_of, tf_config, tf_layout
+from fsm_cluster.wire.models import RosterEntry
 
 from .cluster import EXAMPLES, kill_worker_and_check  # noqa: E402
 

@@ -27,8 +27,8 @@ from typing import Callable
 
 import psutil
 
-from fsm_cluster.models import NodeState, StopMarker
-from fsm_cluster.workdir import WorkDir, state_name
+from fsm_cluster.wire.models import NodeState, StopMarker
+from fsm_cluster.wire.workdir import WorkDir, state_name
 
 TAG = "FSM_FAULT_TAG"
 GRACE = 1.0  # OCI__TEARDOWN_GRACE

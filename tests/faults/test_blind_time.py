@@ -13,7 +13,7 @@ from fsm_cluster.clock import FakeClock
 from fsm_cluster.env import Settings
 from fsm_cluster.errors import NodeFailure
 from fsm_cluster.frameworks.command import CommandProvider
-from fsm_cluster.models import NodeConfig
+from fsm_cluster.wire.models import NodeConfig
 from fsm_cluster.testing import node_env
 
 

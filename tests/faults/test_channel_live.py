@@ -28,9 +28,9 @@ from engines.cluster import PrivateNetwork, netns_available
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fsm_cluster.channel import ChannelClient, ChannelUnavailable, wire
-from fsm_cluster.channel.messages import encode
-from fsm_cluster.models import NodeConfig
+from fsm_cluster.wire.channel import ChannelClient, ChannelUnavailable, wire
+from fsm_cluster.wire.channel.messages import encode
+from fsm_cluster.wire.models import NodeConfig
 from tests.unit.test_channel import json_values, messageish
 from tests.unit.test_channel_kit import closed_by_peer, hello, raw_authenticated
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from fsm_cluster.models import NodeConfig, RosterEntry
+from fsm_cluster.wire.models import NodeConfig, RosterEntry
 
 from .cluster import row
 

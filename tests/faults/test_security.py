@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fsm_cluster.security import RedactingFilter, install_log_redaction, is_secret_name, redact, secret_values
+from fsm_cluster.runtime.security import RedactingFilter, install_log_redaction, is_secret_name, redact, secret_values
 
 PEM_KEY = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAx7\nabc/def+ghi==\n-----END RSA PRIVATE KEY-----"
 

@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 
-from fsm_cluster.models import StopMarker
-from fsm_cluster.workdir import WorkDir
+from fsm_cluster.wire.models import StopMarker
+from fsm_cluster.wire.workdir import WorkDir
 
 RACERS = 8
 ROUNDS = 4

@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from fsm_cluster.errors import SettingsError
-from fsm_cluster.oci_support import OciError, find_self_ip_in_job, interfaces
+from fsm_cluster.node.identity import OciError, find_self_ip_in_job, interfaces
 from fsm_cluster.runtime.oci_auth import get_oci_auth, storage_options
 
 SUBNET = "ocid1.subnet.oc1.iad.fakesubnet"
@@ -152,7 +152,7 @@ def test_oci_auth_does_not_import_oci_support():
     imported = {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert not [m for m in imported if "oci_support" in m]
-    from fsm_cluster import oci_support
+    from fsm_cluster.node import identity as oci_support
     from fsm_cluster.runtime import oci_auth
 
     assert oci_support.get_oci_auth is oci_auth.get_oci_auth

@@ -16,8 +16,8 @@ import pytest
 from fsm_cluster.commands.submit import data_science_client
 from fsm_cluster.jobspec import load_spec
 from fsm_cluster.launch.oci import plan, submit, watch
-from fsm_cluster.models import NodeState, RestartRecord
-from fsm_cluster.workdir import WorkDir, state_name
+from fsm_cluster.wire.models import NodeState, RestartRecord
+from fsm_cluster.wire.workdir import WorkDir, state_name
 
 FIXTURE = Path(__file__).resolve().parents[1] / "spec" / "fixtures" / "fsm_recovery.yaml"
 INFRASTRUCTURE = """\

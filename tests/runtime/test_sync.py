@@ -16,7 +16,7 @@ import pytest
 from fsm_cluster.clock import FakeClock
 from fsm_cluster.runtime.sync import (ArtifactSync, create_sync_script, get_sync_loc,
                                       get_sync_script, workspace_base)
-from fsm_cluster.workdir import WorkDir
+from fsm_cluster.wire.workdir import WorkDir
 
 
 def eventually(predicate, timeout=10.0, what="condition"):
@@ -190,7 +190,7 @@ NODE = textwrap.dedent("""\
     import os, signal, sys, time
     from fsm_cluster.env import Settings
     from fsm_cluster.runtime.sync import ArtifactSync
-    from fsm_cluster.workdir import WorkDir
+    from fsm_cluster.wire.workdir import WorkDir
 
     s = Settings.from_env()
     sync = ArtifactSync(s, WorkDir(s.work_dir, s.cluster_id))

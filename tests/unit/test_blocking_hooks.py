@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 
-from fsm_cluster.models import StopMarker
+from fsm_cluster.wire.models import StopMarker
 from fsm_cluster.provider import ClusterProvider
 from fsm_cluster.testing import SimulatedCodeProvider
 
@@ -74,7 +74,7 @@ def test_children_are_ended_even_when_the_stop_marker_cannot_be_written(tmp_path
 
     from fsm_cluster.env import Settings
     from fsm_cluster.errors import StorageError
-    from fsm_cluster.lifecycle import Ending
+    from fsm_cluster.node.lifecycle import Ending
 
     env = {"OCI__MODE": "MAIN", "OCI__WORK_DIR": str(tmp_path), "OCI__SELF_IP": "127.0.0.1",
            "OCI__TEARDOWN_GRACE": "1"}

@@ -16,10 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from fsm_cluster.channel import (ChannelUnavailable, OutcomeMsg, Ping, Register, load_or_create_secret,
+from fsm_cluster.wire.channel import (ChannelUnavailable, OutcomeMsg, Ping, Register, load_or_create_secret,
                                  read_secret, wire)
-from fsm_cluster.channel.messages import CLIENT_MESSAGE, SERVER_MESSAGE, encode
-from fsm_cluster.models import StopMarker
+from fsm_cluster.wire.channel.messages import CLIENT_MESSAGE, SERVER_MESSAGE, encode
+from fsm_cluster.wire.models import StopMarker
 from tests.unit.test_channel_kit import (OTHER_SECRET, SECRET, Kit, closed_by_peer, hello,
                                          raw_authenticated)
 

@@ -7,7 +7,7 @@ import socket
 import threading
 import time
 
-from fsm_cluster.channel import ChannelClient, ChannelServer, Register, wire
+from fsm_cluster.wire.channel import ChannelClient, ChannelServer, Register, wire
 
 SECRET = b"test-cluster-secret-0123456789abcdef"
 OTHER_SECRET = b"another-clusters-secret-0123456789ab"

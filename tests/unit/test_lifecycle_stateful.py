@@ -15,8 +15,8 @@ from transitions import MachineError
 from fsm_cluster.clock import FakeClock
 from fsm_cluster.env import Settings
 from fsm_cluster.errors import CodeFailed, NodeFailure, RestartRequested, StopRequested, StorageError
-from fsm_cluster.lifecycle import STATES, TRANSITIONS, LifeEnded, mode_states
-from fsm_cluster.models import RestartRecord, StopMarker
+from fsm_cluster.node.lifecycle import STATES, TRANSITIONS, LifeEnded, mode_states
+from fsm_cluster.wire.models import RestartRecord, StopMarker
 from fsm_cluster.testing import SimulatedCodeProvider, node_env
 
 TRIGGERS = sorted({t["trigger"] for t in TRANSITIONS})

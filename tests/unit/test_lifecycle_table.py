@@ -7,7 +7,7 @@ from transitions import MachineError
 
 from fsm_cluster.clock import FakeClock
 from fsm_cluster.env import Settings
-from fsm_cluster.lifecycle import FINAL_STATES, LIVE_STATES, STATES, TRANSITIONS, mode_states, mode_transitions
+from fsm_cluster.node.lifecycle import FINAL_STATES, LIVE_STATES, STATES, TRANSITIONS, mode_states, mode_transitions
 from fsm_cluster.provider import ClusterProvider
 
 HOOKS = ["begin_life", "fetch_code", "check_entry_script", "setup_configuration", "export_main_configuration", "start", "run_code", "sync",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from fsm_cluster.peerwatch import EXPECTED, PeerWatch
+from fsm_cluster.wire.peerwatch import EXPECTED, PeerWatch
 
 
 def test_a_changing_fingerprint_is_alive_a_frozen_one_goes_silent():

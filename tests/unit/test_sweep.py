@@ -13,7 +13,7 @@ import sys
 import psutil
 import pytest
 
-from fsm_cluster.process import OWNER_ENV, ProcessGroup, sweep
+from fsm_cluster.runtime.process import OWNER_ENV, ProcessGroup, sweep
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process groups and psutil environ: Linux")
 
@@ -65,7 +65,7 @@ def test_a_process_ignoring_sigterm_is_killed_after_the_grace_period_with_a_warn
                              stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
         assert child.stdout.readline().strip() == "ready"
-        with caplog.at_level(logging.WARNING, logger="fsm_cluster.process"):
+        with caplog.at_level(logging.WARNING, logger="fsm_cluster.runtime.process"):
             killed = sweep(groups=[child.pid], grace=0.3)
         assert [p.pid for p in killed] == [child.pid]
         assert child.wait(timeout=5) == -9

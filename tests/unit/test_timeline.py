@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from fsm_cluster.models import NodeState, Transition
-from fsm_cluster.status import ClusterView
-from fsm_cluster.timeline import COLOURS, life_of, spans_of
+from fsm_cluster.wire.models import NodeState, Transition
+from fsm_cluster.observe.status import ClusterView
+from fsm_cluster.observe.timeline import COLOURS, life_of, spans_of
 
 from .simcluster import SimCluster
 
@@ -51,7 +51,7 @@ def test_the_drawn_spans_are_the_recorded_transitions(tmp_path, workers, fails):
     if fails:
         assert [r.count for r in life.restarts] == [1] and life.first_failure is not None
         assert any(s == "recovering" for lane in life.lanes for s, _, _ in lane.spans)
-    from fsm_cluster.timeline import draw
+    from fsm_cluster.observe.timeline import draw
 
     fig = draw(life, str(tmp_path / "life.svg"))
     assert (tmp_path / "life.svg").read_text().startswith("<?xml")
@@ -70,8 +70,8 @@ def test_the_drawn_spans_are_the_recorded_transitions(tmp_path, workers, fails):
 
 
 def _life_with_usage(nodes: int):
-    from fsm_cluster.models import Usage
-    from fsm_cluster.timeline import Lane, Life
+    from fsm_cluster.wire.models import Usage
+    from fsm_cluster.observe.timeline import Lane, Life
 
     lanes = []
     for i in range(nodes):
@@ -81,7 +81,7 @@ def _life_with_usage(nodes: int):
 
 
 def test_the_resource_panels_draw_each_nodes_recorded_samples(tmp_path):
-    from fsm_cluster.timeline import draw
+    from fsm_cluster.observe.timeline import draw
 
     life = _life_with_usage(3)
     fig = draw(life, str(tmp_path / "life.png"))
@@ -96,7 +96,7 @@ def test_the_resource_panels_draw_each_nodes_recorded_samples(tmp_path):
 
 
 def test_for_many_nodes_the_panels_draw_the_mean_and_range(tmp_path):
-    from fsm_cluster.timeline import draw
+    from fsm_cluster.observe.timeline import draw
 
     life = _life_with_usage(40)
     fig = draw(life, str(tmp_path / "life.svg"))
@@ -107,7 +107,7 @@ def test_for_many_nodes_the_panels_draw_the_mean_and_range(tmp_path):
 
 
 def test_a_full_usage_history_is_thinned_and_still_spans_the_life():
-    from fsm_cluster.models import MAX_USAGE, Resources
+    from fsm_cluster.wire.models import MAX_USAGE, Resources
     from fsm_cluster.provider import ClusterProvider
 
     class Clock:

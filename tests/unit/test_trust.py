@@ -11,8 +11,8 @@ import pytest
 
 from fsm_cluster.env import Settings
 from fsm_cluster.errors import ProtocolError, SettingsError, SignatureError
-from fsm_cluster.models import NodeConfig, RosterEntry, StopMarker
-from fsm_cluster.workdir import WorkDir
+from fsm_cluster.wire.models import NodeConfig, RosterEntry, StopMarker
+from fsm_cluster.wire.workdir import WorkDir
 
 from .simcluster import SimCluster
 

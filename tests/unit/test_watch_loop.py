@@ -8,7 +8,7 @@ import pytest
 
 from fsm_cluster import runner
 from fsm_cluster.errors import CodeFailed, RestartRequested
-from fsm_cluster.models import RestartRecord
+from fsm_cluster.wire.models import RestartRecord
 
 
 class Node:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from fsm_cluster.clock import Backoff, FakeClock
-from fsm_cluster.lifecycle import NodeStatus
-from fsm_cluster.rendezvous import Rendezvous
-from fsm_cluster.watch import ClusterWatch
-from fsm_cluster.workdir import WorkDir
+from fsm_cluster.node.lifecycle import NodeStatus
+from fsm_cluster.wire.rendezvous import Rendezvous
+from fsm_cluster.wire.watch import ClusterWatch
+from fsm_cluster.wire.workdir import WorkDir
 
 
 def _requests_over(pace: int, intervals: int, mode: str = "MAIN", tmp=None) -> tuple[int, int]:

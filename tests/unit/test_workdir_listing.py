@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fsm_cluster.workdir import WorkDir
+from fsm_cluster.wire.workdir import WorkDir
 
 
 def test_subdirectories_are_the_folders_directly_under_the_dir(tmp_path):

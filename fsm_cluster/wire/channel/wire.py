@@ -27,7 +27,7 @@ import secrets
 import struct
 from typing import Callable
 
-from ..errors import FsmClusterError
+from ...errors import FsmClusterError
 
 MAGIC = b"FSMCTL1\n"
 NONCE = 32
@@ -59,7 +59,7 @@ def call_back(fn: Callable | None, *args) -> None:
     try:
         fn(*args)
     except Exception:  # noqa: BLE001 - the owner's bug must not stop the channel
-        logging.getLogger("fsm_cluster.channel").exception("control channel: callback %s failed",
+        logging.getLogger("fsm_cluster.wire.channel").exception("control channel: callback %s failed",
                                                             getattr(fn, "__name__", fn))
 
 

@@ -3,7 +3,7 @@ forbidden), validated straight from the frame's JSON bytes.
 
 A node sends :data:`ClientMessage` (``register`` first, then ``ping``/``outcome``/``bye``); MAIN
 sends :data:`ServerMessage` (``roster``, ``pong``, ``outcome``, ``bye``). A message of the wrong
-direction is invalid like any other. Field types are the shared files' (:mod:`fsm_cluster.models`):
+direction is invalid like any other. Field types are the shared files' (:mod:`fsm_cluster.wire.models`):
 a node name over the channel obeys the same rules as in the work dir.
 """
 

@@ -1,7 +1,7 @@
 """A WORKER's/PS's side of the control channel: one connection to MAIN and one thread.
 
 ``connect()`` runs in the caller's thread with a bounded time for each step (TCP connect, MAIN's
-greeting, its proof) and raises :class:`~fsm_cluster.channel.wire.ChannelUnavailable` with the
+greeting, its proof) and raises :class:`~fsm_cluster.wire.channel.wire.ChannelUnavailable` with the
 reason when the channel cannot be used. From then on a background thread pings MAIN every
 ``ping_interval``, reads MAIN's frames and calls back (on that thread; keep callbacks quick):
 ``on_roster(msg)``, ``on_outcome(msg)``, and when the connection ends without the node asking,

@@ -4,7 +4,7 @@ Each heartbeat interval a node writes its state file once (the beat) and looks o
 the directory (the stop marker, and the state-file fingerprints of the nodes it accepted); a
 worker lists it until it joined MAIN's life and MAIN's state file exists, then reads only that
 small file (MAIN's heartbeat counter and the stop marker MAIN mirrors into it). Liveness is a
-:class:`~fsm_cluster.peerwatch.PeerWatch` on this node's clock. A stop marker of this life ends
+:class:`~fsm_cluster.wire.peerwatch.PeerWatch` on this node's clock. A stop marker of this life ends
 the node (StopRequested); a forged one is refused; a peer silent past the heartbeat timeout, or
 MAIN's files gone, fail it (NodeFailure). ``write_stop`` is the first-writer-wins write of the
 node's own marker, replacing a forged or previous life's file.
@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
-from .errors import NodeFailure, NodeLost, ProtocolError, RestartRequested, StopRequested
-from .lifecycle import NodeStatus
+from ..errors import NodeFailure, NodeLost, ProtocolError, RestartRequested, StopRequested
+from ..node.lifecycle import NodeStatus
 from .models import NodeState, StopMarker
 from .peerwatch import EXPECTED, PeerWatch
 from .rendezvous import Rendezvous

@@ -12,8 +12,8 @@ stays the rendezvous, the record and the fallback: a node that cannot connect ra
 * :class:`ChannelClient` — WORKER/PS: ``ChannelClient(host, port, secret, Register(…),
   ping_interval=…, timeout=…, on_roster=…, on_outcome=…, on_lost=…).connect()``,
   ``send_outcome``, ``close``.
-* :mod:`~fsm_cluster.channel.messages` — the pydantic messages; :mod:`~fsm_cluster.channel.wire` —
-  the handshake and frames; :mod:`~fsm_cluster.channel.secretfile` — a 0600 secret file for nodes
+* :mod:`~fsm_cluster.wire.channel.messages` — the pydantic messages; :mod:`~fsm_cluster.wire.channel.wire` —
+  the handshake and frames; :mod:`~fsm_cluster.wire.channel.secretfile` — a 0600 secret file for nodes
   handed no secret.
 
 Wiring into a node's life (not done here; the channel changes how events arrive, not which
@@ -45,7 +45,7 @@ states exist):
   (``nodes()``).
 
 Standard library + pydantic only (the bootstrap imports pydantic already). ``python -m
-fsm_cluster.channel serve|connect`` runs either side from a shell (JSON lines on stdout): a
+fsm_cluster.wire.channel serve|connect`` runs either side from a shell (JSON lines on stdout): a
 reachability check for operators, and the peer process of the tests and benchmarks.
 """
 

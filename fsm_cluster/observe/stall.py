@@ -130,7 +130,7 @@ class Watchdog:
     def quiet(self) -> tuple[float, bool] | None:
         """``(since, ended)`` when this node's code was quiet for the timeout or has ended; None
         while it is active (or between a restart's end and start)."""
-        from .lifecycle import NodeStatus
+        from ..node.lifecycle import NodeStatus
 
         n, a = self.node, self.activity
         if a is None:
@@ -232,7 +232,7 @@ class Watchdog:
 
     def fire(self, stalled: float) -> None:
         """MAIN: collect every node's stacks, then fail the cluster."""
-        from .errors import NodeFailure
+        from ..errors import NodeFailure
         from .stacks import DIAGNOSTICS
 
         n = self.node

@@ -98,7 +98,7 @@ class Ending:
     def from_exception(cls, exc: BaseException, node: str, *, learnt: bool = False) -> "Ending":
         """The ending an exception escaping the life stands for (``learnt``: a stop marker this
         node read, rather than a signal or its own life span)."""
-        from .errors import FsmClusterError, NodeFailure, StopRequested, StorageError
+        from ..errors import FsmClusterError, NodeFailure, StopRequested, StorageError
 
         if isinstance(exc, StopRequested):
             if learnt and exc.outcome == "failed":

@@ -14,8 +14,8 @@ import logging
 import socket
 from typing import Iterator
 
-from .errors import FsmClusterError
-from .runtime.oci_auth import describe_error, get_oci_auth, make_client
+from ..errors import FsmClusterError
+from ..runtime.oci_auth import describe_error, get_oci_auth, make_client
 
 __all__ = ["OciError", "address_in", "find_self_ip_in_job", "get_oci_auth", "interfaces"]
 log = logging.getLogger(__name__)

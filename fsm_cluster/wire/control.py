@@ -1,4 +1,4 @@
-"""The node's side of the control channel (:mod:`fsm_cluster.channel`): how its events reach the
+"""The node's side of the control channel (:mod:`fsm_cluster.wire.channel`): how its events reach the
 node's life.
 
 MAIN serves the channel from the moment it begins its life and publishes the address in its state
@@ -26,7 +26,7 @@ import logging
 import secrets
 import threading
 
-from .errors import CodeFailed, NodeFailure, NodeLost, RestartRequested, StopRequested
+from ..errors import CodeFailed, NodeFailure, NodeLost, RestartRequested, StopRequested
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ class Control:
         if not self.enabled or self.node.mode == "MAIN":
             return True
         if self.client is None:
-            from .errors import ProtocolError
+            from ..errors import ProtocolError
             from .workdir import MAIN_NODE, config_name, state_name
 
             n = self.node
@@ -293,7 +293,7 @@ class Control:
         if n.ending is None and msg.node in {r.node for r in n.roster}:
             self._raise(CodeFailed(f"{msg.node}: {msg.reason}", msg.node, msg.exit_code))
 
-    # -- the stall watchdog (fsm_cluster.stall) ------------------------------------------------
+    # -- the stall watchdog (fsm_cluster.observe.stall) ------------------------------------------------
     def _on_quiet(self, msg) -> None:
         """MAIN: a node's code is quiet (or active again)."""
         dog = self.node.stall_watchdog
@@ -325,7 +325,7 @@ class Control:
         answers with a restart or the cluster's failure — over the channel, or off it through a
         request file (``<node>_failure.json``) MAIN reads at its next look, answered in MAIN's
         state file. False: the node fails (no retry, or the request could not be written)."""
-        from .recovery import retryable
+        from ..node.recovery import retryable
 
         n = self.node
         if not retryable(n.settings.restart_policy, e.code):

@@ -1,4 +1,4 @@
-"""Render the node lifecycle from the very table the code runs (:mod:`fsm_cluster.lifecycle`).
+"""Render the node lifecycle from the very table the code runs (:mod:`fsm_cluster.node.lifecycle`).
 
 * ``mermaid(mode)`` — mermaid ``stateDiagram-v2`` text (no binary needed; GitHub renders it).
 * ``dot_source(mode)`` — graphviz DOT; ``render(dot, "svg"|"png")`` runs graphviz ``dot``.
@@ -21,8 +21,8 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-from .errors import FsmClusterError
-from .lifecycle import STATES, mode_states, mode_transitions
+from ..errors import FsmClusterError
+from ..node.lifecycle import STATES, mode_states, mode_transitions
 
 MODES = ("MAIN", "WORKER", "PS")
 SOURCE_TAG = "fsm-cluster diagram source sha256="
@@ -90,7 +90,7 @@ def mermaid(mode: str, current: str | None = None) -> str:
     """mermaid ``stateDiagram-v2`` of ``mode``'s machine; ``current`` is marked when given."""
     mode = _check_mode(mode)
     states = mode_states(mode)
-    lines = ["stateDiagram-v2", f"    %% {mode} node lifecycle, generated from fsm_cluster.lifecycle",
+    lines = ["stateDiagram-v2", f"    %% {mode} node lifecycle, generated from fsm_cluster.node.lifecycle",
              f"    [*] --> {states[0]}"]
     for e in edges(mode):
         lines.append(f"    {e.source} --> {e.dest}: {e.label}")
@@ -179,7 +179,7 @@ def svg_source_hash(svg: str) -> str | None:
 def readme() -> str:
     parts = ["# Node lifecycle state diagrams",
              "",
-             "Generated from the transition table in `fsm_cluster/lifecycle.py` by "
+             "Generated from the transition table in `fsm_cluster/node/lifecycle.py` by "
              "`fsm-cluster diagram --out state_diagrams/`; do not edit by hand. "
              "`fsm-cluster diagram --check` (run in CI) fails when these differ from the code.",
              "",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .errors import FsmClusterError
+from ..errors import FsmClusterError
 
 COLOURS = {"init": "#d9d9d9", "configuring": "#9ecae1", "waiting_for_main": "#c6dbef", "ready": "#74c476",
            "running": "#31a354", "recovering": "#fd8d3c", "complete": "#3182bd", "failed": "#de2d26",
@@ -55,7 +55,7 @@ def spans_of(state) -> list[tuple[str, float, float]]:
 
 
 def life_of(view) -> Life:
-    """The life recorded in a cluster's work dir (a :class:`~fsm_cluster.status.ClusterView`)."""
+    """The life recorded in a cluster's work dir (a :class:`~fsm_cluster.observe.status.ClusterView`)."""
     lanes, restarts, first = [], [], None
     for v in view.ordered():
         if v.state is None:

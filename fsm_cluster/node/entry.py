@@ -14,8 +14,8 @@ import shlex
 import sys
 from typing import Callable
 
-from .env import Settings
-from .errors import NodeFailure
+from ..env import Settings
+from ..errors import NodeFailure
 
 
 def script_path(s: Settings) -> str | None:
@@ -38,7 +38,7 @@ def script_path(s: Settings) -> str | None:
 def profile_prefix(s: Settings) -> list[str]:
     if not s.profile:
         return []
-    from .runtime.profile import profile_cmd
+    from ..runtime.profile import profile_cmd
 
     return profile_cmd(s)
 
@@ -57,7 +57,7 @@ def environment(s: Settings, base: dict[str, str]) -> dict[str, str]:
     """The entry script's environment: ``base`` plus OCI__RUNTIME_PYTHON_PATH entries."""
     env = dict(base)
     if s.runtime_python_path:
-        from .runtime.code import entry_environment
+        from ..runtime.code import entry_environment
 
         env = entry_environment(s, env)
     return env

@@ -1,4 +1,4 @@
-"""``python -m fsm_cluster.channel serve|connect``: either side of the control channel from a shell.
+"""``python -m fsm_cluster.wire.channel serve|connect``: either side of the control channel from a shell.
 
 Every event is one JSON line on stdout with ``t`` = ``time.monotonic()`` (one clock for every
 process of a machine, so a test or benchmark can compare them). The secret comes from
@@ -99,7 +99,7 @@ def connect(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fsm_cluster.channel", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m fsm_cluster.wire.channel", description=__doc__.split("\n\n")[0])
     p.add_argument("--secret-file")
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve")

@@ -40,7 +40,7 @@ class Sampler:
         return self._last
 
     def _take(self):
-        from .models import GpuUsage, Resources
+        from ..wire.models import GpuUsage, Resources
 
         psutil = self._psutil
         try:

@@ -14,12 +14,12 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .clock import Clock, SystemClock
-from .errors import FsmClusterError
-from .lifecycle import FINAL_STATES
-from .models import NodeConfig, NodeState, StopMarker
-from .peerwatch import PeerWatch
-from .workdir import MAIN_NODE, STOP, WorkDir, node_of, split_uri
+from ..clock import Clock, SystemClock
+from ..errors import FsmClusterError
+from ..node.lifecycle import FINAL_STATES
+from ..wire.models import NodeConfig, NodeState, StopMarker
+from ..wire.peerwatch import PeerWatch
+from ..wire.workdir import MAIN_NODE, STOP, WorkDir, node_of, split_uri
 
 ENDED_STATES = tuple(FINAL_STATES)  # the lifecycle says which states are final
 UNREADABLE = "unreadable"  # a node whose config or state file is corrupt (the reason is shown)
@@ -36,7 +36,7 @@ def _looks_like_cluster(names) -> bool:
 def cluster_id_option(value: str, option: str = "--cluster-id") -> str:
     """A cluster id from the command line: one folder name of the work dir (never ``..`` or a
     path), else an error naming ``option``."""
-    from .models import check_identifier
+    from ..wire.models import check_identifier
 
     try:
         return check_identifier(value, option)
@@ -48,7 +48,7 @@ def open_cluster(uri: str, cluster_id: str | None = None, *, storage_options: di
     """The WorkDir of the cluster at ``uri`` (see module doc). Errors name what was looked at.
     With the cluster's secret (``OCI__CLUSTER_SECRET``, or kept by the launcher on this machine)
     its files are checked and written signed: a forged file shows as unreadable."""
-    from . import secretstore
+    from ..wire import secretstore
 
     wd = _find_cluster(uri, cluster_id, storage_options)
     secret = secretstore.load(wd.display)

@@ -16,7 +16,7 @@ import logging
 import secrets
 from typing import Iterable
 
-from .errors import ProtocolError, SignatureError
+from ..errors import ProtocolError, SignatureError
 from .models import (EXPORTABLE_RE, IDENTITY_NAMES, LEGACY_STOP, MAX_ENV_VALUE, DoneMarker, NodeConfig,
                      RosterEntry, StopMarker, is_hijack_name)
 from .workdir import MAIN_NODE, PREVIOUS, STOP, WorkDir, config_name, node_of, state_name
