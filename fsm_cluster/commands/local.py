@@ -96,7 +96,8 @@ def handle(args) -> int:
 
     from ..cli import os_errors_name
     from ..errors import FsmClusterError
-    from ..launch import local as L
+    from ..launch import plan as P
+    from ..launch.local import LocalCluster
     from ..observe.status import cluster_id_option
     from ._spec import reading
 
@@ -107,10 +108,10 @@ def handle(args) -> int:
         raise FsmClusterError(f"unknown option {command[0]!r} (put the entry command after --)")
     extra_env = _parse_env(args.env)
     cwd = os.getcwd()
-    cluster_id = cluster_id_option(args.cluster_id) if args.cluster_id is not None else L.new_cluster_id()
+    cluster_id = cluster_id_option(args.cluster_id) if args.cluster_id is not None else P.new_cluster_id()
     if args.work_dir is not None:
-        L.check_work_dir(args.work_dir)
-    limit = L.node_limit(args.max_nodes, os.environ)
+        P.check_work_dir(args.work_dir)
+    limit = P.node_limit(args.max_nodes, os.environ)
     spec_work_dir = None
     if args.file:
         clashing = [f"--{n.replace('_', '-')}" for n in ("framework", "workers", "ps", "run_on")
@@ -120,31 +121,31 @@ def handle(args) -> int:
         if clashing:
             raise FsmClusterError(f"-f {args.file}: {', '.join(clashing)} come(s) from the spec; "
                                   "edit the spec instead")
-        planned, spec_work_dir = L.plan_from_spec(args.file, os.environ, limit, **reading(args, "local"))
+        planned, spec_work_dir = P.plan_from_spec(args.file, os.environ, limit, **reading(args, "local"))
     with os_errors_name("the temporary work dir" if args.work_dir is None else f"--work-dir {args.work_dir}"):
-        work_dir, wd, local_dir, remote = L.local_dirs(args.work_dir, cluster_id)
+        work_dir, wd, local_dir, remote = P.local_dirs(args.work_dir, cluster_id)
         with _cleanup_unless_started(args.work_dir is None, work_dir, local_dir, remote):
             if wd.listing():
                 raise FsmClusterError(f"{wd.display} already holds a cluster; choose another "
                                       "--cluster-id or work dir")
             if not args.file:
                 embedded = not command
-                planned = L.plan_from_flags(
+                planned = P.plan_from_flags(
                     framework=args.framework or "command",
                     workers=2 if args.workers is None else args.workers,
                     ps=args.ps or 0,
                     run_on=args.run_on or ("all" if embedded else "main"),
-                    command=command or L.DEFAULT_EXAMPLE,
+                    command=command or P.DEFAULT_EXAMPLE,
                     scratch=os.path.join(local_dir, "launch"),
                     code_dir=cwd, limit=limit)
-            L.make_private_dirs(os.path.join(local_dir, "logs"))
-            plans = L.finalize(planned, work_dir=work_dir, cluster_id=cluster_id, base_env=os.environ,
+            P.make_private_dirs(os.path.join(local_dir, "logs"))
+            plans = P.finalize(planned, work_dir=work_dir, cluster_id=cluster_id, base_env=os.environ,
                                extra_env=extra_env)
 
     console = Console(highlight=False)
     modes = [p.mode for p in plans]
     shape = " + ".join(f"{modes.count(m)} {m}" for m in ("MAIN", "WORKER", "PS") if modes.count(m))
-    cluster = L.LocalCluster(plans, wd, os.path.join(local_dir, "logs"), console=console,
+    cluster = LocalCluster(plans, wd, os.path.join(local_dir, "logs"), console=console,
                              progress=not args.no_progress, cwd=cwd)
     cluster.say(f"{cluster_id}: {shape} ({plans[0].env['OCI__CLUSTER_TYPE']}), work dir {wd.display}")
     if args.file:

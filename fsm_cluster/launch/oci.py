@@ -14,7 +14,9 @@ and ``status`` (:mod:`fsm_cluster.wire.secretstore`).
 ends other than SUCCEEDED while MAIN's run goes on, and MAIN's state file in the work dir records a
 restart waiting for that node (``WORKER_<run OCID>``), a new run is created with the lost run's
 environment plus ``OCI__REPLACES``. MAIN alone decides (its restart policy, its budget); the
-watcher never creates more replacements than MAIN's records, and MAIN itself is never replaced.
+watcher never creates more replacements than MAIN's records, and MAIN itself is never replaced:
+the rule is :mod:`.replace`'s (shared with the local launcher), the mechanism — a new job run — is
+:func:`replacer`'s.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..wire import secretstore
-from ..env import OCI__REPLACES
 from ..errors import FsmClusterError
 from ..jobspec import ClusterConfigToJobSpecConverter, ClusterSpec
 from ..runtime.oci_auth import describe_error
+from .replace import Replacer, replaceable, replacement_env, replacement_name
 
 log = logging.getLogger(__name__)
 
@@ -248,28 +250,23 @@ def node_id(run: dict, ocid: str) -> str:
 
 def replacement(run: dict, ocid: str, count: int) -> dict:
     """The run that replaces ``run`` (lost) for MAIN's restart ``count``: its environment (mode,
-    rank, every variable) and ``OCI__REPLACES``; its name says whom it replaces."""
+    rank, every variable) and ``OCI__REPLACES`` (:mod:`.replace`); its name says whom it replaces."""
     base = run.get("base", run["name"])
     lost = node_id(run, ocid)
-    return {**run, "base": base, "name": f"{base}-r{count} (replaces rank {run['rank']})", "replaces": lost,
-            "envVars": {**run["envVars"], OCI__REPLACES: lost}}
+    return {**run, "base": base, "name": f"{replacement_name(base, count)} (replaces rank {run['rank']})",
+            "replaces": lost, "envVars": replacement_env(run["envVars"], lost)}
 
 
-class Replacer:
-    """Creates the runs that MAIN's restart records wait for (see the module doc)."""
+class MainRestarts:
+    """MAIN's restart records, read from the work dir (checked with the cluster's secret); an
+    unreadable or forged state file counts as no record (said once per reason)."""
 
-    def __init__(self, client, submitted: Submitted, out: Callable[[str], None],
-                 storage_options: dict | None = None):
-        self.client, self.submitted, self.out = client, submitted, out
-        self.storage_options = storage_options
-        self.served: set[int] = set()  # MAIN's records acted on (by count)
-        self.replaced: set[str] = set()  # OCIDs of the lost runs replaced
+    def __init__(self, submitted: Submitted, out: Callable[[str], None], storage_options: dict | None = None):
+        self.submitted, self.out, self.storage_options = submitted, out, storage_options
         self._workdir = None
         self._unreadable: str | None = None
 
-    def main_restarts(self) -> list:
-        """MAIN's restart records, read from the work dir (checked with the cluster's secret); an
-        unreadable or forged state file counts as no record (said once per reason)."""
+    def __call__(self) -> list:
         from ..wire.workdir import WorkDir
 
         try:
@@ -284,30 +281,28 @@ class Replacer:
             return []
         return list(state.restarts) if state is not None else []
 
-    def serve(self, lost: list[tuple[dict, str]]) -> None:
-        """Replace each of ``lost`` (WORKER/PS runs ended other than SUCCEEDED) that a record of
-        MAIN waits for; each record once."""
-        by_node = {node_id(run, ocid): (run, ocid) for run, ocid in lost if ocid not in self.replaced}
-        if not by_node:
+
+def replacer(client, submitted: Submitted, out: Callable[[str], None],
+             storage_options: dict | None = None) -> Replacer[tuple[dict, str]]:
+    """The shared :class:`~.replace.Replacer` with OCI's mechanism: MAIN's records from the work
+    dir, a replacement as a new job run of the submitted job (a run still going is left alone)."""
+
+    def create_run(lost: tuple[dict, str], record) -> None:
+        run, ocid = lost
+        new = replacement(run, ocid, record.count)
+        why = f" ({record.reason})" if record.reason else ""
+        try:
+            details = run_details(submitted.plan, submitted.job_id, new)
+            created = client.create_job_run(details).data
+        except Exception as e:
+            out(f"restart {record.count}{why}: cannot create the run replacing {run['name']} "
+                f"(rank {run['rank']}): {describe_error(e)}")
             return
-        for record in self.main_restarts():
-            if record.count in self.served or record.waiting_for not in by_node:
-                continue
-            run, ocid = by_node.pop(record.waiting_for)
-            self.served.add(record.count)
-            self.replaced.add(ocid)
-            new = replacement(run, ocid, record.count)
-            why = f" ({record.reason})" if record.reason else ""
-            try:
-                details = run_details(self.submitted.plan, self.submitted.job_id, new)
-                created = self.client.create_job_run(details).data
-            except Exception as e:
-                self.out(f"restart {record.count}{why}: cannot create the run replacing {run['name']} "
-                         f"(rank {run['rank']}): {describe_error(e)}")
-                continue
-            self.submitted.runs.append((new, created.id))
-            self.out(f"restart {record.count}{why}: {run['name']} ({run['mode']}, rank {run['rank']}) "
-                     f"is replaced by run {new['name']}: {created.id}")
+        submitted.runs.append((new, created.id))
+        out(f"restart {record.count}{why}: {run['name']} ({run['mode']}, rank {run['rank']}) "
+            f"is replaced by run {new['name']}: {created.id}")
+
+    return Replacer(records=MainRestarts(submitted, out, storage_options), start=create_run)
 
 
 def watch(client, submitted: Submitted, out: Callable[[str], None] = print, interval: float = 10.0,
@@ -315,10 +310,10 @@ def watch(client, submitted: Submitted, out: Callable[[str], None] = print, inte
           storage_options: dict | None = None) -> int:
     """Print every run's state changes until all runs ended; 0 when MAIN succeeded, else 1. A
     WORKER/PS run lost while MAIN's goes on is replaced when MAIN's state records a restart
-    waiting for it (:class:`Replacer`; ``storage_options`` for the work dir)."""
+    waiting for it (:func:`replacer`; ``storage_options`` for the work dir)."""
     last: dict[str, str] = {}
     polls = 0
-    replacer = Replacer(client, submitted, out, storage_options)
+    replacements = replacer(client, submitted, out, storage_options)
     while True:
         for run, ocid in list(submitted.runs):
             if last.get(ocid) in TERMINAL:
@@ -335,8 +330,9 @@ def watch(client, submitted: Submitted, out: Callable[[str], None] = print, inte
         polls += 1
         main = next(ocid for run, ocid in submitted.runs if run["mode"] == "MAIN")
         if last.get(main) not in TERMINAL:
-            replacer.serve([(run, ocid) for run, ocid in submitted.runs
-                            if run["mode"] != "MAIN" and last.get(ocid) in TERMINAL and last[ocid] != "SUCCEEDED"])
+            replacements.serve({node_id(run, ocid): (run, ocid) for run, ocid in submitted.runs
+                                if replaceable(run["mode"]) and last.get(ocid) in TERMINAL
+                                and last[ocid] != "SUCCEEDED"})
         if all(last.get(ocid) in TERMINAL for _, ocid in submitted.runs):
             return 0 if last[main] == "SUCCEEDED" else 1
         if max_polls is not None and polls >= max_polls:

@@ -17,7 +17,7 @@ import pytest
 
 from fsm_cluster.cli import main
 from fsm_cluster.jobspec import MAX_SPEC_BYTES
-from fsm_cluster.launch.local import MAX_NODES_ENV, machine_node_limit
+from fsm_cluster.launch.plan import MAX_NODES_ENV, machine_node_limit
 
 from .clihelp import cli, clean_env, write_train
 

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from fsm_cluster.jobspec import NodePlan, load_spec_text, node_environments
-from fsm_cluster.launch import local as L
+from fsm_cluster.launch import plan as L
 
 SPEC = """\
 kind: distributed
