@@ -1,11 +1,13 @@
-"""Cluster kind → class: the node's provider (:class:`ClusterProviderFactory`) and, for
-:mod:`fsm_cluster.jobspec`, the spec builder — both found the same way (:func:`lookup`).
+"""Cluster kind → class: the node's provider (:class:`ClusterProviderFactory`) and the spec
+builder a spec of that kind gets on the laptop (:func:`spec_builder`) — both found the same way
+(:func:`lookup`), and this module is the one place that decides either.
 
 Built-in engines are named in ``BUILTIN`` / ``BUILTIN_SPEC_BUILDERS`` (each engine's module holds
 both; imported only when asked for); third-party ones come from the entry-point groups
 ``fsm_cluster.providers`` / ``fsm_cluster.spec_builders`` (``DASK = "pkg.module:Class"``, read
-by :func:`load_group`) or from ``register``. A provider key ``package.module:Class`` is imported
-directly.
+by :func:`load_group`) or from ``register`` / :func:`register_spec_builder`. A provider key
+``package.module:Class`` is imported directly. :func:`known_cluster_kinds` is every kind a spec may
+name. (``fsm_cluster.jobspec.FrameworkSpecBuilderFactory`` is a name over the spec builder lookup.)
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 from importlib.metadata import EntryPoint, entry_points
 from typing import Mapping
 
-from .errors import SettingsError
+from .errors import SettingsError, SpecError
 
 log = logging.getLogger(__name__)
 
@@ -105,3 +107,39 @@ class ClusterProviderFactory:
     @classmethod
     def get_provider(cls, key: str, *args, **kwargs):
         return cls.get_provider_class(key)(*args, **kwargs)
+
+
+# Spec builders registered (upper case) and loaded so far (FrameworkSpecBuilderFactory.registry).
+SPEC_BUILDERS: dict[str, type] = {}
+
+
+def register_spec_builder(kind: str, builder: type) -> None:
+    SPEC_BUILDERS[kind.strip().upper()] = builder
+
+
+def spec_builder(kind: str) -> type | None:
+    """The spec builder class of cluster kind ``kind`` (any case): registered, built in, else the
+    entry point's; None when none is named (the kind's specs need no builder). One that cannot be
+    imported → SpecError."""
+    k = (kind or "").strip().upper()
+    if k in SPEC_BUILDERS:
+        return SPEC_BUILDERS[k]
+    spec = lookup(k, BUILTIN_SPEC_BUILDERS, SPEC_BUILDERS_GROUP)
+    if spec is None:
+        return None
+    try:
+        builder = import_object(spec)
+    except Exception as e:
+        raise SpecError(f"spec builder for {k} ({spec}) cannot be loaded: {e}") from None
+    SPEC_BUILDERS[k] = builder
+    return builder
+
+
+def spec_builder_kinds() -> list[str]:
+    """The kinds that have a spec builder (registered, built in or an entry point)."""
+    return sorted(set(SPEC_BUILDERS) | known_kinds(BUILTIN_SPEC_BUILDERS, SPEC_BUILDERS_GROUP))
+
+
+def known_cluster_kinds() -> list[str]:
+    """Every cluster kind a spec may name: those with a provider or a spec builder."""
+    return sorted(set(ClusterProviderFactory.known()) | set(spec_builder_kinds()))

@@ -16,7 +16,7 @@ def handle(args) -> int:
     import json
 
     from ..errors import FsmClusterError
-    from ..jobspec import json_schema
+    from ..spec.models import json_schema
 
     text = json.dumps(json_schema(), indent=2) + "\n"
     if not args.output:

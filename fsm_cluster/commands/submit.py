@@ -55,7 +55,8 @@ def handle(args) -> int:
     import yaml
 
     from ..errors import FsmClusterError
-    from ..jobspec import ImageChoice, load_spec
+    from ..spec.images import ImageChoice
+    from ..spec.loading import load_spec
     from ..launch.oci import dry_run_document, plan, submit, watch
     from ._spec import reading
 

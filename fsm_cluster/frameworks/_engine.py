@@ -14,8 +14,9 @@ from typing import Mapping
 
 from ..env import OCI__PS_COUNT, OCI__RUN_ON, OCI__WORKER_COUNT
 from ..errors import NodeFailure
-from ..jobspec import AbstractFrameworkSpecBuilder, Path, SpecFieldError
 from ..provider import ClusterProvider
+from ..spec.builders import AbstractFrameworkSpecBuilder, SpecFieldError
+from ..spec.reading import Path
 from ._common import RuleError, validate_count, validate_port
 
 CLUSTER: Path = ("spec", "cluster", "spec")
