@@ -47,8 +47,6 @@ class SystemClock:
     def interrupt(self, handle, exc: BaseException) -> bool:
         """Raise ``exc`` in thread ``handle`` at once (main thread only: a SIGINT its handler
         turns into ``exc``); False when that cannot be done."""
-        from .node.liveness import interrupt_thread
-
         return interrupt_thread(handle)
 
     def sleep(self, seconds: float) -> None:
@@ -164,6 +162,41 @@ def wait_until(
     if not result:
         raise WaitTimeout(f"timed out after {timeout:g} s waiting for {what}")
     return result
+
+
+_own = {"pending": 0}
+
+
+def interrupt_thread(thread) -> bool:
+    """Make ``thread`` (the main thread) run its SIGINT handler now, also inside a blocking call."""
+    import signal
+    import threading
+
+    if thread is not threading.main_thread() or signal.getsignal(signal.SIGINT) in (signal.SIG_DFL, signal.SIG_IGN):
+        return False
+    with _own_lock():
+        _own["pending"] += 1
+    signal.pthread_kill(thread.ident, signal.SIGINT)
+    return True
+
+
+def own_interrupt() -> bool:
+    """In the SIGINT handler: whether this SIGINT is one :func:`interrupt_thread` sent (counted
+    off), not an operator's. One whose exception the node already took is then nothing to do."""
+    with _own_lock():
+        if _own["pending"] > 0:
+            _own["pending"] -= 1
+            return True
+    return False
+
+
+def _own_lock():
+    import threading
+
+    lock = _own.get("lock")
+    if lock is None:
+        lock = _own.setdefault("lock", threading.Lock())
+    return lock
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

@@ -182,11 +182,14 @@ class SimulatedCodeProvider(CommandProvider):
         self._code_exit = code_exit
         self._code_started: float | None = None
         self.entered: dict[str, float] = {"init": self.clock.now()}  # state → virtual time entered
-        self.children = SimulatedProcessGroup()
+        self.children = self.code.children = SimulatedProcessGroup()
+        record = self.record.on_enter
 
-    def _after_state_change(self, event=None) -> None:
-        self.entered[self.state.value] = self.clock.now()
-        super()._after_state_change(event)
+        def on_enter(event, state, previous, reason) -> None:
+            self.entered[state.value] = self.clock.now()
+            record(event, state, previous, reason)
+
+        self.record.on_enter = on_enter
 
     def _per_node(self, value):
         return value.get(self.rank, value.get("default", 0)) if isinstance(value, dict) else value

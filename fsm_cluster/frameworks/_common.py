@@ -20,16 +20,11 @@ import sys
 import sysconfig
 from typing import Mapping
 
+from ..node.identity import interface_of, is_loopback  # noqa: F401 - the engines name them here
+from ..runtime.process import scripts_dirs  # noqa: F401
 from ..errors import NodeFailure, SettingsError
 
 log = logging.getLogger(__name__)
-
-
-def is_loopback(ip: str) -> bool:
-    try:
-        return ipaddress.ip_address(ip).is_loopback
-    except ValueError:
-        return ip == "localhost"
 
 
 def free_port(ip: str) -> int:
@@ -175,30 +170,6 @@ def tcp_open(host: str, port: int, timeout: float = 1.0) -> bool:
             return True
     except OSError:
         return False
-
-
-def interface_of(ip: str) -> str | None:
-    """The name of the network interface holding ``ip`` (psutil), e.g. ``lo`` for 127.0.0.1."""
-    import psutil
-
-    try:
-        for name, addrs in psutil.net_if_addrs().items():
-            if any(a.family == socket.AF_INET and a.address == ip for a in addrs):
-                return name
-    except (OSError, psutil.Error):
-        pass
-    return "lo" if is_loopback(ip) else None
-
-
-def scripts_dirs() -> list[str]:
-    """Where this Python's environment keeps its console scripts: the interpreter's scripts
-    directory and the directory of ``sys.executable`` (the same for a venv; ``/usr/local/bin`` and
-    ``/usr/bin`` for Debian's system Python). A venv need not be activated (on PATH) to be used."""
-    dirs = []
-    for d in (sysconfig.get_path("scripts"), os.path.dirname(sys.executable)):
-        if d and d not in dirs:
-            dirs.append(d)
-    return dirs
 
 
 def module_available(module: str) -> bool:

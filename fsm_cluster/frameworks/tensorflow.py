@@ -100,7 +100,7 @@ class TensorFlowProvider(EngineProvider):
         return conf
 
     def setup_extra_configs(self, conf: dict) -> dict:
-        roster = self._build_roster()
+        roster = self.build_roster()
         configs = self.fetch_all_worker_info()
         nodes = []
         for e in roster:

@@ -1,7 +1,9 @@
-"""OCI addresses for a node: inside a job run, the address of this container on the job's subnet.
+"""A node's address and network interface.
 
-* :func:`find_self_ip_in_job` — the subnet's CIDR from the SDK, this machine's interfaces from
-  psutil (:func:`interfaces`, :func:`address_in`).
+* :func:`find_self_ip` — OCI__SELF_IP if set; inside a job run the address on the job's subnet
+  (:func:`find_self_ip_in_job`: the subnet's CIDR from the SDK, this machine's interfaces from
+  psutil, :func:`interfaces`, :func:`address_in`); else :func:`local_ip`;
+* :func:`interface_of` — the interface holding an address (GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME).
 
 Auth and clients live in :mod:`fsm_cluster.runtime.oci_auth`; this module imports from it (and
 names ``get_oci_auth`` again for the provider). ``oci`` is imported inside the functions only.
@@ -17,7 +19,8 @@ from typing import Iterator
 from ..errors import FsmClusterError
 from ..runtime.oci_auth import describe_error, get_oci_auth, make_client
 
-__all__ = ["OciError", "address_in", "find_self_ip_in_job", "get_oci_auth", "interfaces"]
+__all__ = ["OciError", "address_in", "find_self_ip", "find_self_ip_in_job", "get_oci_auth", "interface_of", "interfaces",
+           "is_loopback", "local_ip"]
 log = logging.getLogger(__name__)
 
 
@@ -86,3 +89,50 @@ def find_self_ip_in_job(auth: dict, job_ocid: str) -> tuple[str, str]:
                        f"interfaces: {local}")
     log.info("self address %s on %s (subnet %s)", *found, subnet.cidr_block)
     return found
+
+
+def is_loopback(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return ip == "localhost"
+
+
+def interface_of(ip: str) -> str | None:
+    """The name of the network interface holding ``ip`` (psutil), e.g. ``lo`` for 127.0.0.1."""
+    import psutil
+
+    try:
+        for name, addrs in psutil.net_if_addrs().items():
+            if any(a.family == socket.AF_INET and a.address == ip for a in addrs):
+                return name
+    except (OSError, psutil.Error):
+        pass
+    return "lo" if is_loopback(ip) else None
+
+
+def local_ip() -> str:
+    """The host's first up, non-loopback IPv4 address (psutil), else 127.0.0.1."""
+    import psutil
+
+    try:
+        stats = psutil.net_if_stats()
+        for name, addrs in psutil.net_if_addrs().items():
+            if name in stats and not stats[name].isup:
+                continue
+            for a in addrs:
+                if a.family == socket.AF_INET and not a.address.startswith("127."):
+                    return a.address
+    except (OSError, psutil.Error):
+        pass
+    return "127.0.0.1"
+
+
+def find_self_ip(self_ip: str, job_ocid: str, authinfo: dict) -> tuple[str, str | None]:
+    """``(address, interface or None)``: OCI__SELF_IP if set; inside a job run the address on the
+    job's subnet; else the host's first non-loopback IPv4 address (127.0.0.1 when there is none)."""
+    if self_ip:
+        return self_ip, None
+    if job_ocid.startswith("ocid1.") and authinfo:
+        return find_self_ip_in_job(authinfo, job_ocid)
+    return local_ip(), None

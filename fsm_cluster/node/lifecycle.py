@@ -1,10 +1,17 @@
-"""The node life as data: NodeStatus and TRANSITIONS, driven by a ``transitions`` Machine.
+"""The node life as data: TRANSITIONS over NodeStatus, driven by a ``transitions`` Machine whose
+model is a :class:`Life` of its own — never the provider.
 
-The machine's model is the ClusterProvider, so every callback named below *is* a provider hook
-(the seed's method names): ``begin_life``, ``fetch_code``, ``check_entry_script``,
-``setup_configuration``, ``export_main_configuration``, ``start``, ``run_code``, ``sync``,
-``publish_completion``, ``execution_failed``, ``stop``, ``final_sync``, and ``tearable`` as the
-guard of ``teardown``. The runner only fires triggers; what happens on each edge lives in this table.
+Every callback named in the table is a provider hook (the seed's method names): ``begin_life``,
+``fetch_code``, ``check_entry_script``, ``setup_configuration``, ``export_main_configuration``,
+``start``, ``run_code``, ``sync``, ``publish_completion``, ``execution_failed``, ``stop``,
+``end_children``, ``final_sync``, ``end_code``, and the guards ``is_main_node``, ``tearable`` and
+``restarts_left``. The Machine binds its triggers (``configure()``, ``launch()``, ``finish()`` …) and
+its ``is_*``/``may_*`` helpers on the :class:`Life`, so a user's provider may define a method of any
+of those names (``launch``, ``finish``) without touching the life. The runner fires triggers on
+``provider.life``; what happens on each edge is in this table, with two exceptions the
+:class:`Life` applies to every hook: a hook an oracle-ads-shaped runner already called itself is
+not called again (``skip``), and a hook on an ending edge (``best_effort``) that raises is logged
+and passed over.
 
     init → configuring → waiting_for_main → ready → running → complete ─┐
                      └──────(MAIN)────────┘       ↑   ↓  └→ failed ──┴→ tearable → stopped
@@ -13,66 +20,21 @@ guard of ``teardown``. The runner only fires triggers; what happens on each edge
 Any live state may ``fail`` or get a stop request (``request_stop`` → tearable); stopped is final.
 
 Every way a life ends is one :class:`Ending` (outcome, reason, exit code, deciding node), carried
-by the trigger that ends it (``p.fail(ending=…)``, ``request_stop``, ``teardown``). A hook that
+by the trigger that ends it (``life.fail(ending=…)``, ``request_stop``, ``teardown``). A hook that
 raises on a live edge goes through the machine's own exception path (``on_exception``: the node
-ends with that failure); hooks on the ending edges (``best_effort``) are logged and passed over,
-so every life reaches ``stopped`` through the table, never around it.
+ends with that failure), so every life reaches ``stopped`` through the table, never around it.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from enum import Enum
+from typing import Any, Callable
 
+from ..wire.states import FINAL_STATES, LIVE_STATES, STATES, NodeStatus
 
-class NodeStatus(str, Enum):
-    """A node's state (the machine's states; equal to their names as strings).
-
-    1. ``init`` — started, nothing written yet
-    2. ``configuring`` — code fetched; MAIN waits for every node to register
-    3. ``waiting_for_main`` — a WORKER / PS registered and waits for MAIN's configuration
-    4. ``ready`` — the roster is known and exported
-    5. ``running`` — the engine and the entry script run
-       ``recovering`` — the cluster restarts its code (a failure a restart policy retries): the
-       entry script was ended; waiting (bounded) for a lost node's replacement, then running again
-    6. ``complete`` — this node's code completed; MAIN decides when the cluster ends
-    7. ``failed`` — this node failed (or learnt that the cluster did)
-    8. ``tearable`` — the ending is known; children are torn down next
-    9. ``stopped`` — final
-    """
-
-    init = "init"
-    configuring = "configuring"
-    waiting_for_main = "waiting_for_main"
-    ready = "ready"
-    running = "running"
-    recovering = "recovering"
-    complete = "complete"
-    failed = "failed"
-    tearable = "tearable"
-    stopped = "stopped"
-
-    def __str__(self) -> str:
-        return self.value
-
-    def is_live(self) -> bool:
-        """Before the code completed or anything failed: the node may still fail or be stopped."""
-        return self in _LIVE
-
-    def is_ending(self) -> bool:
-        """The ending is known (``tearable``) or done (``stopped``)."""
-        return self in (NodeStatus.tearable, NodeStatus.stopped)
-
-    def is_final(self) -> bool:
-        return self is NodeStatus.stopped
-
-
-_LIVE = frozenset({NodeStatus.init, NodeStatus.configuring, NodeStatus.waiting_for_main, NodeStatus.ready,
-                   NodeStatus.running, NodeStatus.recovering})
-STATES = [s.value for s in NodeStatus]
-LIVE_STATES = [s.value for s in NodeStatus if s.is_live()]
-FINAL_STATES = [s.value for s in NodeStatus if s.is_final()]
+__all__ = ["NodeStatus", "STATES", "LIVE_STATES", "FINAL_STATES", "TRANSITIONS", "Ending", "LifeEnded", "Life",
+           "mode_transitions", "mode_states"]
 
 
 @dataclass(frozen=True)
@@ -177,30 +139,30 @@ def mode_states(mode: str) -> list[str]:
 
 
 class _Hook:
-    """A table callback: the model's hook called the seed's way (no arguments). On a best-effort
-    edge a failure is logged and passed over (a failing guard lets the node tear down)."""
+    """A table callback: the provider's hook called the seed's way (no arguments). On a
+    best-effort edge a failure is logged and passed over (a failing guard lets the node tear down)."""
 
     def __init__(self, name: str, best_effort: bool):
         self.name, self.best_effort = name, best_effort
 
     def __call__(self, event):
-        model = event.model
-        outer, model._running_hook = getattr(model, "_running_hook", None), self.name
+        life: Life = event.model
+        outer, life.running_hook = life.running_hook, self.name
         try:
-            return self._call(model, event)
+            return self._call(life, event)
         finally:
-            model._running_hook = outer
+            life.running_hook = outer
 
-    def _call(self, model, event):
-        if self.name in getattr(model, "_called_by_runner", ()):
-            return True  # an oracle-ads-shaped runner called this hook itself (see ClusterProvider.adopt)
+    def _call(self, life: "Life", event):
+        if life.skip(self.name):
+            return True  # an oracle-ads-shaped runner called this hook itself (see node.adoption)
+        hook = getattr(life.hooks, self.name)
         if not self.best_effort:
-            return getattr(model, self.name)()
+            return hook()
         try:
-            return getattr(model, self.name)()
+            return hook()
         except Exception as e:  # noqa: BLE001 - logged; the ending goes on
-            log.error("%s: %s hook failed during %s: %s", getattr(model, "node_id", "?"), self.name,
-                      event.event.name, e)
+            log.error("%s: %s hook failed during %s: %s", life.name, self.name, event.event.name, e)
             log.debug("hook failure", exc_info=True)
             return True
 
@@ -222,29 +184,46 @@ def _machine_transitions() -> list[dict]:
     return out
 
 
-class NodeLifecycle:
-    """Builds the Machine over ``model`` (a ClusterProvider). ``model.state`` is a NodeStatus.
+class Life:
+    """The machine's model: ``state`` (a NodeStatus), the triggers of TRANSITIONS as methods, and
+    the hook running now (``running_hook``). ``hooks`` is the provider whose methods the table names.
 
-    Machine-level callbacks are model method names and get the event: ``prepare_event``
-    (receives the trigger's ``ending``), ``before_state_change`` / ``after_state_change``,
-    ``on_exception`` (a hook on a live edge raised)."""
+    The machine-level callbacks are plain callables, each given the event: ``on_event`` (before
+    any transition: the trigger's ``ending`` is taken there), ``on_enter`` (after every state
+    change: the record and the log line), ``on_exception`` (a hook on a live edge raised);
+    ``skip(name)`` says whether a hook is not to be called (the runner called it itself)."""
 
-    def __init__(self, model, *, prepare_event=None, before_state_change=None, after_state_change=None,
-                 on_exception=None):
+    state: NodeStatus
+
+    def __init__(self, hooks: Any, name: str, *, on_event: Callable, on_enter: Callable, on_exception: Callable,
+                 skip: Callable[[str], bool] = lambda name: False):
         from transitions import Machine
 
+        self.hooks, self.name, self.skip = hooks, name, skip
+        self.running_hook: str | None = None
+        self.previous = NodeStatus.init  # the state before the last change
         logging.getLogger("transitions").setLevel(logging.WARNING)
         self.machine = Machine(
-            model=model,
+            model=self,
             states=NodeStatus,
             transitions=_machine_transitions(),
             initial=NodeStatus.init,
             send_event=True,
             auto_transitions=False,
             ignore_invalid_triggers=False,
-            prepare_event=prepare_event,
-            before_state_change=before_state_change,
-            after_state_change=after_state_change,
-            on_exception=on_exception,
+            prepare_event=[on_event],
+            before_state_change=[self._note_previous],
+            after_state_change=[on_enter],
+            on_exception=[on_exception],
             model_attribute="state",
         )
+
+    def _note_previous(self, event) -> None:
+        self.previous = self.state
+
+    def set(self, state: str | NodeStatus) -> None:
+        """Put the life in ``state`` without an edge (tests of single edges only)."""
+        self.machine.set_state(state, model=self)
+
+    def __repr__(self) -> str:
+        return f"Life({self.name} {self.state})"

@@ -8,11 +8,21 @@ restarts of the whole cluster; ``activeDeadlineSeconds`` its whole life. MAIN al
 budget), records every restart in its state file (``restarts``: when, which node, why) and tells
 every node; launchers (``fsm-cluster local``, ``fsm-cluster submit --watch``) replace a lost node
 with a new one carrying ``OCI__REPLACES``.
+
+This module holds the rules (:func:`retryable`, :class:`Budget`), the node's one count of
+restarts (:class:`RestartLedger`), the decision on a failure the dispatcher sent to recovery
+(:func:`decide_failure`, a pure table) and the mechanism that carries it out (:class:`Recovery`:
+the ``recover`` / ``resume`` edges, waiting for a lost node's replacement, MAIN's roster update).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Callable
+
+log = logging.getLogger(__name__)
 
 POLICIES = ("Never", "OnFailure", "ExitCode")
 PERMANENT_BELOW = 128  # ExitCode policy: 1..127 are permanent
@@ -47,3 +57,256 @@ class Budget:
 
     def past_deadline(self, life_seconds: float) -> bool:
         return bool(self.deadline) and life_seconds >= self.deadline
+
+
+@dataclass
+class RestartLedger:
+    """The node's one count of restarts. ``records``: MAIN's decided restarts (a worker: those it
+    learnt); ``seen``: the newest restart this node learnt of or decided (a restart numbered at or
+    below it is not news); ``taking``: the restart being taken now (the guard of ``recover``);
+    ``done``: the newest restart taken to the end (the code running again)."""
+
+    records: list = field(default_factory=list)
+    seen: int = 0
+    taking: object = None
+    done: int = 0
+    known: Callable[[], int] = lambda: 0  # the count MAIN's configuration carries (a replacement's start)
+
+    @property
+    def count(self) -> int:
+        """The cluster's restarts so far (OCI__RESTART_COUNT)."""
+        return max(len(self.records), self.known())
+
+    def saw(self, count: int) -> None:
+        self.seen = max(self.seen, count)
+
+    def joined_at(self, count: int) -> None:
+        """A node that joins a life (a replacement) starts after the restarts so far: taken."""
+        self.done = self.seen = count
+
+    def learn(self, record) -> None:
+        if all(r.count != record.count for r in self.records):
+            self.records.append(record)
+
+
+class Step(str, Enum):
+    """What recovery does with a failure or a restart (see :func:`decide_failure`)."""
+
+    TAKEN = "taken"  # this restart was taken already (it came both over the channel and in a file)
+    GO_ON = "go_on"  # a peer was lost; this elastic engine goes on while MAIN takes its replacement in
+    RESTART = "restart"  # end the code, wait for a replacement if one is due, run the code again
+    ASK_MAIN = "ask_main"  # a worker's own code failed under a policy that may retry it: MAIN decides
+    FAIL = "fail"  # the failure ends the cluster as without a policy
+    REFUSED = "refused"  # MAIN: the budget (backoffLimit, activeDeadlineSeconds) is spent
+    SHRINK = "shrink"  # MAIN of an elastic engine: record the loss, go on, take the replacement when it comes
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def decide_failure(exc: BaseException, *, main: bool, me: str, elastic: bool, done: int, policy: str,
+                   refusal: str | None) -> Step:
+    """The step for ``exc`` (CodeFailed, NodeLost or RestartRequested) on a node (``main``, id
+    ``me``) whose last restart taken is ``done``; ``policy`` is the restart policy of the failed
+    node's role (a worker's own code: its own), ``refusal`` why MAIN's budget refuses one more."""
+    from ..errors import CodeFailed, NodeLost, RestartRequested
+
+    if isinstance(exc, RestartRequested):
+        if exc.record.count <= done:
+            return Step.TAKEN
+        return Step.GO_ON if exc.record.waiting_for and elastic else Step.RESTART
+    lost = isinstance(exc, NodeLost)
+    if not main:
+        own = isinstance(exc, CodeFailed) and exc.node == me
+        return Step.ASK_MAIN if own and retryable(policy, exc.code) else Step.FAIL
+    if (exc.node == me and lost) or not retryable(policy, None if lost else exc.code):
+        return Step.FAIL
+    if refusal:
+        return Step.REFUSED
+    return Step.SHRINK if lost and elastic else Step.RESTART
+
+
+class Recovery:
+    """The mechanism: carries out :func:`decide_failure`'s step. MAIN records and announces a
+    restart; every node ends its code (``recover``), waits for a lost node's replacement if one is
+    due, and runs the code again (``resume``). A restart that arrives meanwhile is taken next, once."""
+
+    def __init__(self, *, node_id: str, main: bool, elastic: bool, clock, settings, ledger: RestartLedger,
+                 life, rendezvous, watch, control, flush_state: Callable[[], None],
+                 members_changed: Callable[[], None], wait_until: Callable, look: Callable[[], None],
+                 taken: Callable[[BaseException], None] = lambda e: None):
+        self.node_id, self.main, self.elastic, self.clock = node_id, main, elastic, clock
+        self.settings, self.ledger, self.life = settings, ledger, life
+        self.rendezvous, self.watch, self.control = rendezvous, watch, control
+        self._flush, self._members_changed = flush_state, members_changed
+        self._wait_until, self._look, self._taken = wait_until, look, taken
+        self.budget = Budget(settings.backoff_limit, settings.active_deadline)
+        self.born = clock.now()
+        self.verdict_due: float | None = None  # a worker asked MAIN for a restart: its answer by then
+        self.awaited: set[str] = set()  # MAIN of an elastic engine: lost nodes whose replacement may come
+
+    # -- questions the runner asks --------------------------------------------------------------
+    def past_deadline(self) -> bool:
+        """MAIN: activeDeadlineSeconds is spent."""
+        return self.main and self.budget.past_deadline(self.clock.now() - self.born)
+
+    def awaiting_verdict(self) -> bool:
+        """A worker whose code failed asked MAIN for a restart and waits for the answer."""
+        return self.verdict_due is not None
+
+    def verdict_overdue(self) -> bool:
+        return self.verdict_due is not None and self.clock.now() > self.verdict_due
+
+    def policy_of(self, node: str) -> str:
+        """The restart policy of ``node``'s role (MAIN's own, or what a worker registered)."""
+        from ..wire.control import RESTART_POLICY_KEY
+
+        if node == self.node_id:
+            return self.settings.restart_policy
+        cfg = self.rendezvous.workers.get(node)
+        return str((cfg.extra or {}).get(RESTART_POLICY_KEY, "Never")) if cfg is not None else "Never"
+
+    # -- the step -------------------------------------------------------------------------------
+    def take(self, e: BaseException) -> None:
+        """A failure a restart policy may retry, or MAIN's restart: restart the code, or raise the
+        failure (the cluster ends as before)."""
+        from ..errors import NodeFailure
+
+        self._taken(e)  # (not raised again in the node's thread)
+        refusal = self.budget.refusal(len(self.ledger.records), self.clock.now() - self.born) if self.main else None
+        step = decide_failure(e, main=self.main, me=self.node_id, elastic=self.elastic, done=self.ledger.done,
+                              policy=self.policy_of(getattr(e, "node", "") or self.node_id), refusal=refusal)
+        if step is Step.TAKEN:
+            return
+        if step is Step.GO_ON:
+            self.ledger.done = e.record.count
+            log.info("%s: %s lost; the engine goes on while MAIN takes its replacement in", self.node_id,
+                     e.record.waiting_for)
+            return
+        if step is Step.RESTART and hasattr(e, "record"):  # a worker: MAIN's restart
+            return self._restart(e.record)
+        if step is Step.ASK_MAIN:
+            self.verdict_due = self.clock.now() + self.settings.heartbeat_timeout  # (before MAIN may answer)
+            if self.control.ask_for_restart(e, self.settings.restart_policy):
+                return
+            self.verdict_due = None
+            raise e
+        if step is Step.FAIL:
+            raise e
+        if step is Step.REFUSED:
+            raise NodeFailure(f"{refusal}: {e.reason}") from None
+        self._decide_restart(e)  # MAIN: RESTART or SHRINK
+
+    def _decide_restart(self, e) -> None:
+        """MAIN: record the restart, tell every node, then restart (or, elastic, go on without it)."""
+        from ..errors import NodeLost
+        from ..wire.models import RestartRecord
+
+        lost = isinstance(e, NodeLost)
+        record = RestartRecord(count=len(self.ledger.records) + 1, node=e.node, reason=e.reason,
+                               exit_code=None if lost else e.code, wall=self.clock.wall(),
+                               waiting_for=e.node if lost else "")
+        log.warning("%s: restart %d of %d: %s%s", self.node_id, record.count, self.budget.limit, e.reason,
+                    f"; waiting for {e.node} to be replaced" if lost else "")
+        self.ledger.records.append(record)
+        self._flush()  # the record: fsm-cluster status, launchers that replace lost nodes
+        self.control.announce_restart(record)
+        if lost and self.elastic:  # the engine goes on without it; the replacement joins when it comes
+            self.forget(e.node)
+            self.awaited.add(e.node)
+            self._members_changed()
+            return
+        self._restart(record)
+
+    def _restart(self, record) -> None:
+        """Every node: end the code, wait for a lost node's replacement if any, run the code again.
+        A restart that arrives meanwhile (the channel interrupts; MAIN's state file is read at a
+        tick) is taken next, once; the same one again is ignored."""
+        from ..errors import RestartRequested
+
+        while record is not None:
+            try:
+                self._restart_once(record)
+                record = None
+            except RestartRequested as e:
+                self._taken(e)
+                record = e.record if e.record.count > self.ledger.done else None
+
+    def _restart_once(self, record) -> None:
+        if not self.main:
+            self.ledger.learn(record)
+        self.ledger.saw(record.count)
+        self.verdict_due = None
+        self.ledger.taking = record
+        try:
+            self.life.recover()
+        finally:
+            self.ledger.taking = None
+        if record.waiting_for:
+            if self.main:
+                self._await_replacement(record.waiting_for)
+            else:
+                self._wait_until(lambda: self._replaced(record.waiting_for), self.settings.timeout,
+                                 f"MAIN's configuration with {record.waiting_for} replaced")
+        log.info("%s: running the code again (restart %d)", self.node_id, record.count)
+        self.life.resume()
+        self.ledger.done = max(self.ledger.done, record.count)
+
+    # -- replacements ---------------------------------------------------------------------------
+    def _replaced(self, lost: str) -> bool:
+        """A worker: MAIN's configuration no longer lists ``lost`` (read again after a roster push)."""
+        cfg = self.rendezvous.read_main_config_again()
+        return cfg is not None and all(r.node != lost for r in cfg.roster)
+
+    def forget(self, lost: str) -> None:
+        """MAIN: ``lost`` is no longer watched or expected (its replacement will be)."""
+        from ..wire.workdir import state_name
+
+        self.watch.forget(state_name(lost))
+        self.rendezvous.forget(lost)
+        self.control.forget(lost)
+
+    def _newcomer(self, lost: str, look: bool = True) -> str | None:
+        """MAIN: the node that registered with OCI__REPLACES=<lost>, if any (one listing)."""
+        from ..wire.control import REPLACES_KEY
+
+        if look:
+            self._look()
+        roster = self.rendezvous.roster
+        for node, cfg in self.rendezvous.accept_workers(self.watch.listing).items():
+            if (cfg.extra or {}).get(REPLACES_KEY) == lost and all(r.node != node for r in roster):
+                return node
+        return None
+
+    def take_awaited(self) -> None:
+        """MAIN of an elastic engine, at each tick: a replacement that registered meanwhile joins."""
+        for lost in list(self.awaited):
+            new = self._newcomer(lost, look=False)  # the tick's own listing
+            if new is not None:
+                self.awaited.discard(lost)
+                self._take_replacement(lost, new)
+
+    def _await_replacement(self, lost: str) -> None:
+        """MAIN: wait (OCI__TIMEOUT) for a node started with OCI__REPLACES=<lost>; give it the lost
+        node's rank, publish the configuration again and push the roster."""
+        self.forget(lost)
+        new = self._wait_until(lambda: self._newcomer(lost), self.settings.timeout,
+                               f"a replacement of {lost} (a node with OCI__REPLACES={lost})")
+        self._take_replacement(lost, new)
+
+    def _take_replacement(self, lost: str, new: str) -> None:
+        from ..env import OCI__NODE_LIST
+        from ..wire.models import RosterEntry
+        from ..wire.workdir import state_name
+
+        cfg = self.rendezvous.workers[new]
+        roster = [RosterEntry(node=new, mode=cfg.mode, run_id=cfg.run_id, rank=r.rank, ip=cfg.ip, host=cfg.host)
+                  if r.node == lost else r for r in self.rendezvous.roster]
+        old = self.rendezvous.main_config
+        env = {**old.env, OCI__NODE_LIST: ",".join(r.ip for r in roster)}
+        self.rendezvous.register(old.model_copy(update={
+            "roster": roster, "env": env, "extra": {**old.extra, "restarts": len(self.ledger.records)}}))
+        self.watch.expect(state_name(new), self.clock.now())
+        log.info("%s: %s replaces %s (rank %s)", self.node_id, new, lost, next(r.rank for r in roster if r.node == new))
+        self.control.publish_roster()
+        self._members_changed()

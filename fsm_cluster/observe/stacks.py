@@ -24,7 +24,7 @@ PYSPY_TIMEOUT = 30.0
 
 def py_spy() -> str | None:
     """py-spy from the node's own Python environment (activated or not), else PATH."""
-    from ..frameworks._common import scripts_dirs
+    from ..runtime.process import scripts_dirs
 
     return shutil.which("py-spy", path=os.pathsep.join(scripts_dirs())) or shutil.which("py-spy")
 
@@ -131,3 +131,75 @@ def _py_spy_dump(spy: str | None, pid: int) -> tuple[bool, str]:
     if r.returncode == 0:
         return True, r.stdout.rstrip()
     return False, f"py-spy could not read it: {r.stderr.strip()[:500]}"
+
+
+class Dumps:
+    """A node's stacks requests. MAIN finds ``dump_request`` in its listing (once per version) and
+    asks every node — over the channel (``broadcast``), and in its state file for the nodes off it
+    (``request``, mirrored there) — and writes its own; every node writes
+    ``diagnostics/<node>.stacks.txt`` once per request (on a thread: py-spy takes a moment, and the
+    code goes on). ``code()`` is the running entry script (a Child) or None, ``faulthandler_dir()``
+    the node's faulthandler folder, ``changed()`` marks the state file for the next tick."""
+
+    def __init__(self, node_id: str, workdir, *, code, faulthandler_dir, broadcast, changed):
+        self.node_id, self.workdir = node_id, workdir
+        self._code, self._faulthandler_dir, self._broadcast, self._changed = code, faulthandler_dir, broadcast, changed
+        self.request = ""  # MAIN: the last stacks request (mirrored in its state file)
+        self._done: set[str] = set()  # requests this node answered
+        self._request_fp = None  # MAIN: the version of dump_request it took
+
+    def seen(self, request: str) -> bool:
+        return request in self._done
+
+    def mark(self, request: str) -> None:
+        """Answered without stacks (no code of this node runs)."""
+        self._done.add(request)
+
+    def look_for_request(self, listing: dict) -> None:
+        """MAIN: a ``dump_request`` in its last listing (once per version): every node writes its stacks."""
+        fp = listing.get(DUMP_REQUEST)
+        if fp is None or fp == self._request_fp:
+            return
+        self._request_fp = fp
+        data = self.workdir.read_bytes(DUMP_REQUEST, 1024) or b""
+        request = data.decode(errors="replace").strip()[:64] or "dump"
+        import logging
+
+        logging.getLogger(__name__).info("%s: stacks requested (%s): asking every node", self.node_id, request)
+        self.ask_everyone(request)
+
+    def ask_everyone(self, request: str, wait: bool = False) -> None:
+        """MAIN: every node writes its stacks — over the channel, and in MAIN's state file for the
+        nodes off it (written at the next tick) — and MAIN its own."""
+        self.request = request[:64]
+        self._broadcast(request)
+        self._changed()
+        self.dump(request, wait=wait)
+
+    def dump(self, request: str, wait: bool = False) -> None:
+        """Write the stacks of this node's running code (once per request)."""
+        import logging
+        import threading
+
+        if request in self._done:
+            return
+        self._done.add(request)
+        code = self._code()
+        why = f"the stall watchdog, request {request}" if request.startswith("stall-") else \
+            f"fsm-cluster dump, request {request}"
+        name = f"{DIAGNOSTICS}/{self.node_id}.stacks.txt"
+        log = logging.getLogger(__name__)
+
+        def write() -> None:
+            try:
+                procs = code_processes(code.pid) if code is not None and code.poll() is None else []
+                text = stacks_text(self.node_id, procs, why, self._faulthandler_dir())
+                self.workdir.write_bytes(name, text.encode())
+                log.info("%s: stacks written to %s", self.node_id, self.workdir.url(name))
+            except Exception as e:  # noqa: BLE001 - diagnostics never end a node
+                log.warning("%s: could not write its stacks: %s", self.node_id, e)
+
+        if wait:
+            write()
+        else:
+            threading.Thread(target=write, name="fsm-cluster-stacks", daemon=True).start()

@@ -99,13 +99,23 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 class Watchdog:
-    """One per node that runs code, while its life runs (a daemon thread on the real clock)."""
+    """One per node that runs code, while its life runs (a daemon thread on the real clock).
 
-    def __init__(self, node, timeout: float) -> None:
-        self.node = node
-        self.timeout = timeout
+    What it knows of the node comes as callables: ``state()`` and ``code()`` (the running entry
+    script, a Child, or None), ``ended()``; ``peers()`` the other nodes whose code counts (MAIN,
+    when the code runs on every node), ``on_channel()`` those of them on MAIN's channel (their
+    reports come over it); ``send_quiet(since, ended)`` reports to MAIN (False: off the channel,
+    then ``write_state_now()`` says it in the state file); ``ask_stacks(request)`` makes every node
+    write its stacks (MAIN, waiting for its own); ``stalled(exc)`` ends the cluster with ``exc``."""
+
+    def __init__(self, node_id: str, main: bool, timeout: float, interval: float, workdir, *, state, code, ended,
+                 peers, on_channel, send_quiet, write_state_now, ask_stacks, stalled) -> None:
+        self.node_id, self.main, self.timeout, self.interval, self.workdir = node_id, main, timeout, interval, workdir
+        self._state, self._code, self._ended, self._peers_of = state, code, ended, peers
+        self._on_channel, self._send_quiet, self._write_state_now = on_channel, send_quiet, write_state_now
+        self._ask_stacks, self._stalled = ask_stacks, stalled
         # checks: a few per interval (a stall is seen within the timeout and one interval)
-        self.every = max(0.05, min(1.0, timeout / 10, node.settings.heartbeat_interval / 4))
+        self.every = max(0.05, min(1.0, timeout / 10, interval / 4))
         self.activity: Activity | None = None
         self.reports: dict[str, tuple[float, bool]] = {}  # MAIN: node → (quiet since, code ended)
         self._read_at: dict[str, float] = {}  # MAIN: when it last read an off-channel node's state
@@ -114,13 +124,11 @@ class Watchdog:
         self.fired = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.owner = None
 
     # -- the node's side ---------------------------------------------------------------------------
     def code_started(self, activity: Activity) -> None:
         self.activity = activity
         if self._thread is None:
-            self.owner = self.node.clock.current()
             self._thread = threading.Thread(target=self._run, name="fsm-cluster-stall", daemon=True)
             self._thread.start()
 
@@ -130,33 +138,32 @@ class Watchdog:
     def quiet(self) -> tuple[float, bool] | None:
         """``(since, ended)`` when this node's code was quiet for the timeout or has ended; None
         while it is active (or between a restart's end and start)."""
-        from ..node.lifecycle import NodeStatus
+        from ..wire.states import NodeStatus
 
-        n, a = self.node, self.activity
+        a = self.activity
         if a is None:
             return None
-        state = n.state
-        if state is NodeStatus.complete or (state is NodeStatus.running and n.code_process is not None
-                                            and n.code_process.poll() is not None):
+        state, code = self._state(), self._code()
+        if state is NodeStatus.complete or (state is NodeStatus.running and code is not None
+                                            and code.poll() is not None):
             return (a.latest(), True)
-        if state is not NodeStatus.running or n.code_process is None:
+        if state is not NodeStatus.running or code is None:
             return None
         since = a.latest()
         return (since, False) if time.time() - since >= self.timeout else None
 
     def _run(self) -> None:
         while not self._stop.wait(self.every):
-            n = self.node
-            if n.ending is not None or self.fired:
+            if self._ended() or self.fired:
                 return
             try:
                 self.check()
             except Exception as e:  # noqa: BLE001 - a watchdog never ends a node by its own bug
-                log.warning("%s: stall watchdog: %s", n.node_id, e)
+                log.warning("%s: stall watchdog: %s", self.node_id, e)
 
     def check(self) -> None:
         mine = self.quiet()
-        if self.node.mode != "MAIN":
+        if not self.main:
             self._report(mine)
             return
         if mine is None:
@@ -173,9 +180,8 @@ class Watchdog:
         if key == self.reported:
             return
         self.reported = key
-        n = self.node
-        if not n.control.send_quiet(None if mine is None else mine[0], bool(mine and mine[1])):
-            n.write_state_now()  # off the channel: the state file says it now (not at the next beat)
+        if not self._send_quiet(None if mine is None else mine[0], bool(mine and mine[1])):
+            self._write_state_now()  # off the channel: the state file says it now (not at the next beat)
 
     def quiet_since(self) -> float | None:
         """For the node's state file (nodes off the channel report there)."""
@@ -190,16 +196,12 @@ class Watchdog:
             self.reports[node] = (since, ended)
 
     def _peers(self) -> list[str]:
-        n = self.node
-        if n.code_runs_on() != "all":
-            return []
-        return [r.node for r in n.roster if r.node != n.node_id]
+        return list(self._peers_of())
 
     def _cluster_quiet(self, mine) -> float | None:
         """Seconds the whole cluster's code has been quiet, when it has been for the timeout."""
-        n = self.node
         quiet = [mine]
-        on_channel = n.control.registered if n.control.server is not None else set()
+        on_channel = self._on_channel()
         for peer in self._peers():
             report = self.reports.get(peer)
             if report is None and peer not in on_channel:
@@ -215,13 +217,12 @@ class Watchdog:
     def _read_report(self, peer: str) -> tuple[float, bool] | None:
         """An off-channel node's report, from its state file (read at most twice an interval, and
         only while every other node's code is quiet)."""
-        n = self.node
         now = time.monotonic()
-        if now - self._read_at.get(peer, 0.0) < n.settings.heartbeat_interval / 2:
+        if now - self._read_at.get(peer, 0.0) < self.interval / 2:
             return self._file_reports.get(peer)
         self._read_at[peer] = now
         try:
-            state = n.workdir.read_state(peer)
+            state = self.workdir.read_state(peer)
         except Exception:  # noqa: BLE001 - unreadable: no report (heartbeats judge the node)
             state = None
         report = None
@@ -235,26 +236,23 @@ class Watchdog:
         from ..errors import NodeFailure
         from .stacks import DIAGNOSTICS
 
-        n = self.node
         log.error("%s: no output or progress from the code on any node for %.0f s (OCI__STALL_TIMEOUT %g): "
-                  "collecting stacks", n.node_id, stalled, self.timeout)
-        wanted = [n.node_id] + self._peers()
-        before = _stacks_files(n.workdir)
+                  "collecting stacks", self.node_id, stalled, self.timeout)
+        wanted = [self.node_id] + self._peers()
+        before = _stacks_files(self.workdir)
         request = f"stall-{int(time.time())}"
-        n.request_stacks(request, wait=True)
+        self._ask_stacks(request)
         deadline = time.monotonic() + STACKS_WAIT
         while True:
-            now = _stacks_files(n.workdir)
+            now = _stacks_files(self.workdir)
             missing = [w for w in wanted if now.get(w) in (None, before.get(w))]
             if not missing or time.monotonic() >= deadline or self._stop.is_set():
                 break
             time.sleep(0.2)
         if missing:
-            log.warning("%s: no stacks from %s within %.0f s", n.node_id, ", ".join(missing), STACKS_WAIT)
-        where = n.workdir.url(DIAGNOSTICS + "/")
-        exc = NodeFailure(f"stalled for {stalled:.0f} s (OCI__STALL_TIMEOUT {self.timeout:g}): stacks in {where}")
-        if n.ending is None and self.owner is not None:
-            n.hand_over(exc, self.owner)
+            log.warning("%s: no stacks from %s within %.0f s", self.node_id, ", ".join(missing), STACKS_WAIT)
+        where = self.workdir.url(DIAGNOSTICS + "/")
+        self._stalled(NodeFailure(f"stalled for {stalled:.0f} s (OCI__STALL_TIMEOUT {self.timeout:g}): stacks in {where}"))
 
 
 def _stacks_files(workdir) -> dict[str, tuple]:

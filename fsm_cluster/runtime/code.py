@@ -277,3 +277,27 @@ def entry_environment(settings, base_env: Mapping[str, str]) -> dict:
         existing = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
         env["PYTHONPATH"] = os.pathsep.join(entries + [p for p in existing if p not in entries])
     return env
+
+
+def fetch_for(settings, auth: dict, *, git, remote) -> None:
+    """A node's code (OCI__RUNTIME_TYPE git / remote, through ``git`` / ``remote``, the provider's
+    oracle-ads hooks) and its certificates (OCI__CERTIFICATE_*)."""
+    if settings.runtime_type in ("git", "remote"):
+        fetch_code(settings, auth, fetchers={"git": git, "remote": remote})
+    if settings.certificate_ocid and settings.certificate_authority_ocid:
+        from .certs import download_certificates
+
+        download_certificates(settings, auth)
+
+
+def fetch_git_for(settings, code_dir: str, auth: dict) -> None:
+    """Clone OCI__RUNTIME_URI (branch, commit, SSH key secret) into ``code_dir``."""
+    fetch_git(settings.runtime_uri, code_dir, branch=settings.runtime_git_branch, commit=settings.runtime_git_commit,
+              secret_id=settings.runtime_git_secret_id, auth=auth)
+
+
+def fetch_remote_for(settings, code_dir: str, auth: dict) -> None:
+    """Copy OCI__RUNTIME_URI (a folder, file or archive) into ``code_dir``."""
+    from .oci_auth import storage_options
+
+    fetch_remote(settings.runtime_uri, code_dir, storage_options=storage_options(settings.runtime_uri, auth))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sysconfig
 import secrets
 import shutil
 import signal
@@ -67,6 +68,11 @@ class ProcessGroup:
         child = Child(name, popen, essential)
         self.children.append(child)
         return child
+
+    def forget(self, child: Child) -> None:
+        """``child`` was ended on its own (the entry script, for a restart): no longer this group's."""
+        if child in self.children:
+            self.children.remove(child)
 
     def dead_essential(self) -> Child | None:
         for c in self.children:
@@ -271,3 +277,14 @@ def _signal_group(pid: int, sig: int) -> None:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def scripts_dirs() -> list[str]:
+    """Where this Python's environment keeps its console scripts: the interpreter's scripts
+    directory and the directory of ``sys.executable`` (the same for a venv; ``/usr/local/bin`` and
+    ``/usr/bin`` for Debian's system Python). A venv need not be activated (on PATH) to be used."""
+    dirs = []
+    for d in (sysconfig.get_path("scripts"), os.path.dirname(sys.executable)):
+        if d and d not in dirs:
+            dirs.append(d)
+    return dirs

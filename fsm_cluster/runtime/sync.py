@@ -315,3 +315,21 @@ class ArtifactSync:
 
     def __exit__(self, *exc) -> None:
         self.stop(final=True)
+
+
+def sync_step(settings, workdir, clock, running: "ArtifactSync | None", loop: bool) -> "ArtifactSync | None":
+    """One call of the node's ``sync`` hook (SYNC_ARTIFACTS=1): ``loop`` starts the background sync
+    (once); the last call stops it after a final pass (or syncs once when none ran). Returns the
+    running sync, if any."""
+    if not settings.sync_artifacts:
+        return running
+    if loop:
+        if running is None:
+            running = ArtifactSync(settings, workdir, clock)
+            running.start()
+        return running
+    if running is not None:
+        running.stop(final=True)
+    else:
+        ArtifactSync(settings, workdir, clock).sync_once()
+    return running

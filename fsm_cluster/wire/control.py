@@ -1,5 +1,5 @@
-"""The node's side of the control channel (:mod:`fsm_cluster.wire.channel`): how its events reach the
-node's life.
+"""The node's side of the control channel (:mod:`fsm_cluster.wire.channel`), and the work-dir file
+a worker off the channel asks MAIN for a restart with (``<node>_failure.json``).
 
 MAIN serves the channel from the moment it begins its life and publishes the address in its state
 file (``control``, written at its first heartbeat, before any node registered) and in its
@@ -14,8 +14,11 @@ Over it, what today takes a heartbeat interval (or a timeout) arrives at once:
 * the cluster's outcome (MAIN's stop marker, or a worker's failure) → the node ends the same way,
   as if it had read the marker (a ``complete`` waits for this node's own running code).
 
-The events are handed to the node's thread (:meth:`ClusterProvider.hand_over`), which interrupts
-a sleep or a blocking hook exactly as the keeper does. The work dir stays the record and the
+:class:`Control` decides nothing about the node's life: each message becomes an event
+(:mod:`fsm_cluster.node.decisions`) given to ``dispatch``, the node's dispatcher, which decides and
+hands what the node must take to its thread (interrupting a sleep or a blocking hook exactly as the
+keeper does). What Control keeps is the channel's own bookkeeping: who joined, who was lost before
+the roster was out, the outcome to tell a node that joins late. The work dir stays the record and the
 fallback: with ``OCI__CONTROL=off``, on a simulated clock, or when the connection cannot be made
 (logged once), the node works through the files alone.
 """
@@ -27,6 +30,7 @@ import secrets
 import threading
 
 from ..errors import CodeFailed, NodeFailure, NodeLost, RestartRequested, StopRequested
+from .events import Kind
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +49,22 @@ def failure_name(node: str) -> str:
 
 
 class Control:
-    """One per node; inert (``enabled`` False) when the channel is off for this node."""
+    """One per node; inert (``enabled`` False) when the channel is off for this node.
 
-    def __init__(self, node) -> None:
-        self.node = node
-        s = node.settings
-        self.enabled = bool(s.control and getattr(node.clock, "simulated", True) is False)
+    ``me`` is the node's RosterEntry-like identity (node, mode, run_id, rank, ip, host);
+    ``rendezvous`` gives the life and the roster; callbacks: ``dispatch(event)`` (an event from the
+    channel's thread), ``wake()`` (a wait looks again at once), ``look(listing)`` (a listing the
+    channel took stands for the watch's), ``listing()`` (the watch's last listing),
+    ``quiet(node, since, ended)`` (a stall report, for MAIN's watchdog)."""
+
+    def __init__(self, me, settings, clock, workdir, rendezvous, *, dispatch: Callable, wake: Callable[[], None],
+                 look: Callable, listing: Callable[[], dict], quiet: Callable) -> None:
+        self.me, self.settings, self.clock, self.workdir, self.rendezvous = me, settings, clock, workdir, rendezvous
+        self.node_id, self.mode = me.node, me.mode
+        self._dispatch, self._wake, self._look, self._listing, self._quiet = dispatch, wake, look, listing, quiet
+        self.enabled = bool(settings.control and getattr(clock, "simulated", True) is False)
         self.server = None
         self.client = None
-        self.owner = None  # the node's own thread (events are raised there)
         self._lock = threading.Lock()
         self.registered: set[str] = set()  # MAIN: the nodes that joined the channel
         self.lost_early: dict[str, str] = {}  # MAIN: nodes whose connection dropped before the roster
@@ -70,11 +81,10 @@ class Control:
         """The channel's key: OCI__CLUSTER_SECRET; for nodes handed none (started by hand), a random
         one MAIN writes in the work dir (``channel_secret``, 0600 on a local disk), which keeps out
         whoever cannot read the work dir. None: a worker that finds none (MAIN has no channel)."""
-        n = self.node
-        if n.settings.cluster_secret:
-            return n.settings.cluster_secret.encode()
-        wd = n.workdir
-        if n.mode == "MAIN":
+        if self.settings.cluster_secret:
+            return self.settings.cluster_secret.encode()
+        wd = self.workdir
+        if self.mode == "MAIN":
             if wd.local:
                 import os
 
@@ -91,52 +101,49 @@ class Control:
     # -- MAIN ----------------------------------------------------------------------------------
     def serve(self) -> str | None:
         """MAIN, as its life begins: listen; returns ``host:port`` to publish (None: off)."""
-        if not self.enabled or self.node.mode != "MAIN":
+        if not self.enabled or self.mode != "MAIN":
             return None
         from .channel import ChannelServer
 
-        n, s = self.node, self.node.settings
-        self.owner = n.clock.current()
+        s = self.settings
         try:
-            self.server = ChannelServer(self.secret(), n.ip, s.control_port, timeout=s.heartbeat_timeout,
+            self.server = ChannelServer(self.secret(), self.me.ip, s.control_port, timeout=s.heartbeat_timeout,
                                         on_register=self._on_register, on_lost=self._on_lost,
                                         on_outcome=self._on_outcome, on_failure=self._on_failure,
                                         on_quiet=self._on_quiet).start()
         except Exception as e:  # noqa: BLE001 - no channel (port, key file): the work dir carries everything
-            log.warning("%s: control channel not started (%s); the work dir carries everything", n.node_id, e)
+            log.warning("%s: control channel not started (%s); the work dir carries everything", self.node_id, e)
             return None
         host, port = self.server.address
-        log.info("%s: control channel on %s:%d", n.node_id, host, port)
+        log.info("%s: control channel on %s:%d", self.node_id, host, port)
         return f"{host}:{port}"
 
     def _on_register(self, msg, conn_id) -> None:
-        n = self.node
-        if msg.life and n.life and msg.life != n.life:
+        if msg.life and self.rendezvous.life and msg.life != self.rendezvous.life:
             self.server.disconnect(conn_id, "another life of this cluster")
             return
         with self._lock:
             self.registered.add(msg.node)
             self.lost_early.pop(msg.node, None)
             outcome, count = self.outcome, len(self.registered)
-        log.info("%s: %s joined the control channel (%d joined)", n.node_id, msg.node, count)
-        if n.roster:  # MAIN's configuration is out (the broadcast may have gone before it joined)
+        log.info("%s: %s joined the control channel (%d joined)", self.node_id, msg.node, count)
+        if self.rendezvous.roster:  # MAIN's configuration is out (the broadcast may have gone before it joined)
             from .channel import Roster
 
-            self.server.send(conn_id, Roster(entries=list(n.roster), life=n.life))
+            self.server.send(conn_id, Roster(entries=list(self.rendezvous.roster), life=self.rendezvous.life))
         if outcome is not None:  # the cluster ended before this node joined: tell it at once
             self.server.send(conn_id, outcome)
-        n.wake()  # MAIN's wait for the roster looks again now
+        self._wake()  # MAIN's wait for the roster looks again now
 
     def publish_roster(self) -> None:
         """MAIN wrote its configuration: push the roster, which wakes every node waiting for it
         (each then reads the configuration once: the file stays the record, signed)."""
-        n = self.node
         if self.server is None:
             return
-        gone = sorted(r.node for r in n.roster if r.node in self.lost_early)
+        gone = sorted(r.node for r in self.rendezvous.roster if r.node in self.lost_early)
         if gone:  # registered, then its process died before the roster was complete
             raise NodeFailure(f"{gone[0]}: lost on the control channel ({self.lost_early[gone[0]]})")
-        self.server.broadcast_roster(n.roster, life=n.life)
+        self.server.broadcast_roster(self.rendezvous.roster, life=self.rendezvous.life)
 
     def config_worth_reading(self) -> bool:
         """A worker waiting for MAIN's configuration reads it at each poll, unless it is on MAIN's
@@ -144,15 +151,15 @@ class Control:
         configuration, and to a node that joins after that): then only once a heartbeat interval."""
         if not self.carries_formation() or self.roster_came:
             return True
-        now = self.node.clock.now()
-        if now - self.config_read_at >= self.node.settings.heartbeat_interval:
+        now = self.clock.now()
+        if now - self.config_read_at >= self.settings.heartbeat_interval:
             self.config_read_at = now
             return True
         return False
 
     def _on_roster(self, msg) -> None:
         self.roster_came = True
-        self.node.wake()
+        self._wake()
 
     def carries_formation(self) -> bool:
         """A worker on MAIN's channel: MAIN's roster push wakes its wait for MAIN's configuration,
@@ -165,7 +172,7 @@ class Control:
         every fsm_cluster node of the roster joined), else 1."""
         if self.client is not None:
             return SLOW if self.client.connected else 1
-        if self.server is None or not self.node.roster:
+        if self.server is None or not self.rendezvous.roster:
             return 1
         with self._lock:
             return SLOW if self._expected() <= self.registered else 1
@@ -173,8 +180,8 @@ class Control:
     def _expected(self, joining: bool = False) -> set[str]:
         """MAIN: the roster's fsm_cluster nodes (not itself, not oracle-ads nodes); ``joining``:
         those of them that said they will join the channel and have not been lost."""
-        n, workers = self.node, self.node.rendezvous.workers
-        out = {r.node for r in n.roster if r.node in workers and not workers[r.node].legacy}
+        workers = self.rendezvous.workers
+        out = {r.node for r in self.rendezvous.roster if r.node in workers and not workers[r.node].legacy}
         if joining:
             out = {w for w in out if (workers[w].extra or {}).get(CHANNEL_KEY) and w not in self.gone}
         return out
@@ -185,24 +192,22 @@ class Control:
         MAIN's state file names it (one small read per poll until joined), so that MAIN learns this
         node's registration at once and can push the roster. Returns whether MAIN's configuration
         is worth reading at this poll (on the channel: when the roster came, or once an interval)."""
-        if not self.enabled or self.node.mode == "MAIN":
+        if not self.enabled or self.mode == "MAIN":
             return True
         if self.client is None:
             from ..errors import ProtocolError
             from .workdir import MAIN_NODE, config_name, state_name
-
-            n = self.node
-            listing = n.workdir.listing()  # one request: which of MAIN's files are there (and the watch)
-            n.observe(listing)
+            listing = self.workdir.listing()  # one request: which of MAIN's files are there (and the watch)
+            self._look(listing)
             fp = listing.get(state_name(MAIN_NODE))
             if fp is None or fp == self._state_fp:
                 return config_name(MAIN_NODE) in listing
             self._state_fp = fp
             try:
-                main = n.workdir.read_state(MAIN_NODE)
+                main = self.workdir.read_state(MAIN_NODE)
             except ProtocolError:
                 return True  # forged or torn: MAIN's configuration decides
-            if main is None or not main.control or (main.life and main.life == n.rendezvous.stale_life):
+            if main is None or not main.control or (main.life and main.life == self.rendezvous.stale_life):
                 return config_name(MAIN_NODE) in listing  # MAIN serves no channel (or not this life's)
             self._connect(main.control, main.life)
             if self.client is None:
@@ -213,7 +218,7 @@ class Control:
         """A worker accepted MAIN's configuration: be on that life's channel (connect if not yet;
         reconnect if the channel joined early was another life's)."""
         address = (main_config.extra or {}).get(CONTROL_KEY) if main_config is not None else None
-        if not self.enabled or not address or self.node.mode == "MAIN":
+        if not self.enabled or not address or self.mode == "MAIN":
             return
         if self.client is not None:
             if self.joined_life == main_config.life and self.client.connected:
@@ -227,11 +232,10 @@ class Control:
             return
         from .channel import ChannelClient, ChannelUnavailable, Register
 
-        n, s = self.node, self.node.settings
-        self.owner = n.clock.current()
+        s = self.settings
         host, _, port = address.rpartition(":")
-        hello = Register(node=n.node_id, mode=n.mode, run_id=n.run_id, rank=n.settings.rank, ip=n.ip,
-                         host=n.host, life=n.life)
+        hello = Register(node=self.node_id, mode=self.mode, run_id=self.me.run_id, rank=self.settings.rank, ip=self.me.ip,
+                         host=self.me.host, life=self.rendezvous.life)
         try:
             secret = self.secret()
             if not secret:
@@ -239,66 +243,57 @@ class Control:
             client = ChannelClient(host, int(port), secret, hello, ping_interval=s.heartbeat_interval,
                                    timeout=s.heartbeat_timeout, on_outcome=self._on_outcome,
                                    on_lost=self._on_lost, on_roster=self._on_roster,
-                                   on_restart=self._on_restart, on_dump=lambda msg: n.dump_stacks(msg.id))
+                                   on_restart=self._on_restart, on_dump=self._on_dump)
             client.connect()
         except (ChannelUnavailable, ValueError, OSError) as e:
             self.tried.add((address, life))
             log.warning("%s: control channel to MAIN at %s unavailable (%s); the work dir carries "
-                        "everything", n.node_id, address, e)
+                        "everything", self.node_id, address, e)
             return
         self.client, self.joined_life = client, life
-        self.config_read_at = n.clock.now()  # (read just before: MAIN's push tells when to read again)
-        log.info("%s: joined MAIN's control channel at %s", n.node_id, address)
+        self.config_read_at = self.clock.now()  # (read just before: MAIN's push tells when to read again)
+        log.info("%s: joined MAIN's control channel at %s", self.node_id, address)
 
     # -- both ----------------------------------------------------------------------------------
     def _on_lost(self, *args) -> None:
         """MAIN: ``(node, why)`` — a worker's process died or froze; a worker: ``(why,)`` — MAIN's."""
-        n = self.node
         peer, why = (args[0], args[1]) if len(args) == 2 else ("MAIN", args[0])
         if len(args) == 1 and self.client is not None and self.client.declared_lost is not None:
-            peer, why = n.node_id, f"{self.client.declared_lost}; MAIN gave it up"  # it was this node
-        if n.mode == "MAIN":
+            peer, why = self.node_id, f"{self.client.declared_lost}; MAIN gave it up"  # it was this node
+        if self.mode == "MAIN":
             with self._lock:
-                if peer in {r.node for r in n.roster}:
+                if peer in {r.node for r in self.rendezvous.roster}:
                     self.gone.add(peer)  # (MAIN no longer waits for it at its end)
                 else:  # not (yet) a member: if it becomes one, the roster fails at once
                     self.lost_early[peer] = why
                     self.registered.discard(peer)
                     return
-        if n.ending is not None or not (n.is_live() or n.state.value == "complete"):
-            return
-        self._raise(NodeLost(f"{peer}: lost on the control channel ({why})", peer))
+        self._event(Kind.PEER_LOST, NodeLost(f"{peer}: lost on the control channel ({why})", peer), node=peer)
 
     def _on_outcome(self, msg) -> None:
-        n = self.node
         marker = msg.to_marker()
-        if n.ending is not None or not n.rendezvous.belongs_here(marker):
-            return
-        code = n.code_process
-        if marker.outcome == "failed" and code is not None and code.poll() not in (None, 0):
-            return  # this node's own code failed too: its thread reports its own failure
-        with self._lock:
-            if n.watch.stop_marker is None:
-                n.watch.stop_marker = marker  # learnt, as from the stop file
-        exc = StopRequested(marker.reason, marker.exit_code, marker.outcome, marker.node)
-        if marker.outcome == "complete" and n.own_code_running():
-            n._defer(exc)
-            return
-        self._raise(exc)
+        if not self.rendezvous.belongs_here(marker):
+            return  # another life's
+        self._event(Kind.OUTCOME, StopRequested(marker.reason, marker.exit_code, marker.outcome, marker.node),
+                    node=marker.node, marker=marker)
+
+    def _on_dump(self, msg) -> None:
+        self._event(Kind.DUMP, None, request=msg.id)
+
+    def _event(self, kind, exc, **fields) -> None:
+        from .events import Event, Source
+
+        self._dispatch(Event(kind, Source.CHANNEL, exc, **fields))
 
     # -- recovery ------------------------------------------------------------------------------
     def _on_failure(self, msg) -> None:
         """MAIN: a worker's code failed and its policy may retry: MAIN's thread decides."""
-        n = self.node
-        if n.ending is None and msg.node in {r.node for r in n.roster}:
-            self._raise(CodeFailed(f"{msg.node}: {msg.reason}", msg.node, msg.exit_code))
+        self._event(Kind.PEER_FAILED, CodeFailed(f"{msg.node}: {msg.reason}", msg.node, msg.exit_code), node=msg.node)
 
     # -- the stall watchdog (fsm_cluster.observe.stall) ------------------------------------------------
     def _on_quiet(self, msg) -> None:
         """MAIN: a node's code is quiet (or active again)."""
-        dog = self.node.stall_watchdog
-        if dog is not None:
-            dog.note(msg.node, msg.since, msg.ended)
+        self._quiet(msg.node, msg.since, msg.ended)
 
     def send_quiet(self, since: float | None, ended: bool) -> bool:
         """A worker: tell MAIN its code's quiet now. False when not on MAIN's channel (its state file
@@ -307,66 +302,58 @@ class Control:
             return False
         from .channel import QuietMsg
 
-        return self.client.send_quiet(QuietMsg(node=self.node.node_id, since=since, ended=ended))
+        return self.client.send_quiet(QuietMsg(node=self.node_id, since=since, ended=ended))
 
     def _on_restart(self, msg) -> None:
         """A worker: MAIN restarts the cluster's code."""
         from .models import RestartRecord
 
-        n = self.node
-        if n.ending is not None or (msg.life and n.life and msg.life != n.life) or \
-                msg.count <= n.watch.restarts_seen:
-            return
-        self._raise(RestartRequested(RestartRecord(count=msg.count, node=msg.node, reason=msg.reason,
-                                                   exit_code=msg.exit_code, waiting_for=msg.waiting_for)))
+        if msg.life and self.rendezvous.life and msg.life != self.rendezvous.life:
+            return  # another life's
+        record = RestartRecord(count=msg.count, node=msg.node, reason=msg.reason, exit_code=msg.exit_code,
+                               waiting_for=msg.waiting_for)
+        self._event(Kind.RESTART, RestartRequested(record), node=msg.node, count=msg.count)
 
-    def asks_for_restart(self, e) -> bool:
-        """A worker whose own code failed, under a policy that may retry it: ask MAIN (True), which
-        answers with a restart or the cluster's failure — over the channel, or off it through a
-        request file (``<node>_failure.json``) MAIN reads at its next look, answered in MAIN's
-        state file. False: the node fails (no retry, or the request could not be written)."""
-        from ..node.recovery import retryable
-
-        n = self.node
-        if not retryable(n.settings.restart_policy, e.code):
-            return False
-        log.info("%s: %s; asking MAIN for a restart (OCI__RESTART_POLICY=%s)", n.node_id, e.reason,
-                 n.settings.restart_policy)
+    def ask_for_restart(self, e, policy: str) -> bool:
+        """A worker whose own code failed, under a policy that may retry it (recovery decided so):
+        ask MAIN (True), which answers with a restart or the cluster's failure — over the channel,
+        or off it through a request file (``<node>_failure.json``) MAIN reads at its next look,
+        answered in MAIN's state file. False: the request could not be made (the node fails)."""
+        log.info("%s: %s; asking MAIN for a restart (OCI__RESTART_POLICY=%s)", self.node_id, e.reason, policy)
         if self.client is not None and self.client.connected:
             from .channel import FailureMsg
 
-            if self.client.send_failure(FailureMsg(node=n.node_id, exit_code=e.code, reason=e.reason[:4000])):
+            if self.client.send_failure(FailureMsg(node=self.node_id, exit_code=e.code, reason=e.reason[:4000])):
                 return True
         # off the channel: a request file MAIN finds at its next look (its answer: its state file)
         from .models import FailureRequest
 
         try:
-            n.workdir.write(failure_name(n.node_id), FailureRequest(node=n.node_id, exit_code=e.code,
-                                                                    reason=e.reason[:4000], life=n.life))
+            self.workdir.write(failure_name(self.node_id), FailureRequest(node=self.node_id, exit_code=e.code,
+                                                                    reason=e.reason[:4000], life=self.rendezvous.life))
         except Exception as err:  # noqa: BLE001 - the node fails as without a policy
-            log.warning("%s: could not ask MAIN for a restart: %s", n.node_id, err)
+            log.warning("%s: could not ask MAIN for a restart: %s", self.node_id, err)
             return False
         return True
 
     def failure_requests(self) -> None:
         """MAIN, at each look: a roster node's failure request file (each version once, of this
         life) is that node's ``failure`` message."""
-        n = self.node
-        members = {r.node for r in n.roster}
-        for node in members - {n.node_id}:
+        members = {r.node for r in self.rendezvous.roster}
+        for node in members - {self.node_id}:
             name = failure_name(node)
-            fp = n.watch.listing.get(name)
+            fp = self._listing().get(name)
             if fp is None or self._failure_fps.get(name) == fp:
                 continue
             self._failure_fps[name] = fp
             from .models import FailureRequest
 
             try:
-                req = n.workdir.read(name, FailureRequest)
+                req = self.workdir.read(name, FailureRequest)
             except Exception as e:  # noqa: BLE001 - forged / unreadable: refused, logged once
-                log.warning("%s: %s refused: %s", n.node_id, name, e)
+                log.warning("%s: %s refused: %s", self.node_id, name, e)
                 continue
-            if req is None or req.node != node or (req.life and req.life != n.life) or n.ending is not None:
+            if req is None or req.node != node or (req.life and req.life != self.rendezvous.life):
                 continue
             raise CodeFailed(f"{node}: {req.reason}", node, req.exit_code)
 
@@ -378,7 +365,7 @@ class Control:
 
         self.server.broadcast(RestartMsg(count=record.count, node=record.node, reason=record.reason[:4000],
                                          exit_code=record.exit_code, waiting_for=record.waiting_for,
-                                         life=self.node.life))
+                                         life=self.rendezvous.life))
 
     def broadcast_dump(self, request_id: str) -> None:
         """MAIN: ask every node on the channel for its stacks."""
@@ -392,10 +379,6 @@ class Control:
         with self._lock:
             self.registered.discard(node)
             self.gone.discard(node)
-
-    def _raise(self, exc: BaseException) -> None:
-        if self.owner is not None:
-            self.node.hand_over(exc, self.owner)
 
     def announce(self, marker) -> None:
         """The node's stop marker is decided: tell the cluster at once (MAIN: every node; a
@@ -413,21 +396,20 @@ class Control:
             elif self.client is not None:
                 self.client.send_outcome(msg)
         except Exception as e:  # noqa: BLE001 - the work dir has the marker
-            log.warning("%s: could not announce the outcome on the control channel: %s", self.node.node_id, e)
+            log.warning("%s: could not announce the outcome on the control channel: %s", self.node_id, e)
 
     def close(self) -> None:
         """End the channel. MAIN first gives the roster's nodes that have not joined yet (a worker
         reads MAIN's configuration up to one back-off cap after it appeared; a job that ends at once
         may end before) a bounded moment to join and hear the outcome."""
         if self.server is not None and self.outcome is not None:
-            n = self.node
             expected = self._expected(joining=True)
-            deadline = n.clock.now() + min(n.settings.heartbeat_timeout, JOIN_GRACE)
-            while n.clock.now() < deadline:
+            deadline = self.clock.now() + min(self.settings.heartbeat_timeout, JOIN_GRACE)
+            while self.clock.now() < deadline:
                 with self._lock:
                     if expected <= self.registered:
                         break
-                n.clock.sleep(0.05)
+                self.clock.sleep(0.05)
         for part in (self.client, self.server):
             if part is not None:
                 try:

@@ -160,6 +160,11 @@ class Rendezvous:
                 self.workers[parsed[0]] = cfg
         return dict(self.workers)
 
+    def forget(self, node: str) -> None:
+        """MAIN: ``node`` was lost and is being replaced: never accepted again."""
+        self.workers.pop(node, None)
+        self.lost.add(node)
+
     def registered(self) -> tuple[int, int]:
         """(WORKER, PS) registrations MAIN accepted."""
         modes = [c.mode for c in self.workers.values()]

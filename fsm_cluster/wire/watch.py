@@ -1,4 +1,5 @@
-"""A node's watch of its cluster: its heartbeat, the look each interval, and the stop marker.
+"""A node's watch of its cluster: its heartbeat, the look each interval, the stop marker, and
+what MAIN's state file tells the workers (MAIN's restarts, its stacks requests).
 
 Each heartbeat interval a node writes its state file once (the beat) and looks once: MAIN lists
 the directory (the stop marker, and the state-file fingerprints of the nodes it accepted); a
@@ -16,7 +17,7 @@ import logging
 from typing import Callable
 
 from ..errors import NodeFailure, NodeLost, ProtocolError, RestartRequested, StopRequested
-from ..node.lifecycle import NodeStatus
+from .states import NodeStatus
 from .models import NodeState, StopMarker
 from .peerwatch import EXPECTED, PeerWatch
 from .rendezvous import Rendezvous
@@ -27,7 +28,8 @@ log = logging.getLogger(__name__)
 
 class ClusterWatch:
     def __init__(self, *, node_id: str, mode: str, workdir: WorkDir, clock, interval: float, timeout: float,
-                 rendezvous: Rendezvous, pace: Callable[[], int] = lambda: 1):
+                 rendezvous: Rendezvous, pace: Callable[[], int] = lambda: 1,
+                 restarts_seen: Callable[[], int] = lambda: 0):
         self.node_id, self.mode, self.workdir, self.clock = node_id, mode, workdir, clock
         self.interval, self.timeout = interval, timeout
         self.rendezvous = rendezvous
@@ -48,12 +50,21 @@ class ClusterWatch:
         self.legacy_marker: StopMarker | None = None
         self.main_state_seen = False  # a worker: from then on, watch MAIN by reading its state
         self.main_state_read = False  # a worker read MAIN's state file of this life at least once
-        self.restarts_seen = 0  # a worker: MAIN's restarts it has taken (learnt here or on the channel)
+        self.restarts_seen = restarts_seen  # a worker: the newest restart of MAIN's it learnt (the ledger's)
         self.dump_request = ""  # a worker: MAIN's last stacks request, from its state file
 
     def expect(self, state_file: str, now: float) -> None:
         """A peer that must write ``state_file`` (and keep changing it) from ``now`` on."""
         self.peers.expect(state_file, now)
+
+    def learn(self, marker: StopMarker) -> None:
+        """The cluster's stop marker, learnt on the control channel (as if read from the stop file)."""
+        if self.stop_marker is None:
+            self.stop_marker = marker
+
+    def forget(self, state_file: str) -> None:
+        """A peer no longer watched (lost, its replacement expected under another name)."""
+        self.peers.seen.pop(state_file, None)
 
     def joined(self, now: float) -> None:
         """A worker joined MAIN's life: from now on it watches MAIN through MAIN's state file alone
@@ -135,9 +146,8 @@ class ClusterWatch:
             return
         self.main_state_read = True
         self.dump_request = main.dump
-        if len(main.restarts) > self.restarts_seen:  # MAIN restarted the code (nodes off its channel)
-            self.restarts_seen = len(main.restarts)
-            raise RestartRequested(main.restarts[-1])
+        if main.restarts and main.restarts[-1].count > self.restarts_seen():  # MAIN restarted the code
+            raise RestartRequested(main.restarts[-1])  # (news for the nodes off its channel)
         if main.stop is not None and self.stop_marker is None and self.rendezvous.belongs_here(main.stop):
             self.stop_marker = m = main.stop
             raise StopRequested(m.reason, m.exit_code, m.outcome, m.node)

@@ -48,7 +48,7 @@ def test_check_fails_when_the_table_changes(copy, tmp_path):
     """Same files, different code: a state added to the table makes --check fail."""
     probe = (
         "import sys\n"
-        "from fsm_cluster import lifecycle\n"
+        "from fsm_cluster.node import lifecycle\n"
         "lifecycle.STATES.append('paused')\n"
         "lifecycle.TRANSITIONS.append({'trigger': 'pause', 'source': 'running', 'dest': 'paused'})\n"
         "from fsm_cluster.cli import main\n"

@@ -85,7 +85,7 @@ def test_children_are_ended_even_when_the_stop_marker_cannot_be_written(tmp_path
         raise StorageError("work dir: cannot write stop (the bucket does not exist)")
 
     p.watch.write_stop = store_gone
-    p.ending = Ending("failed", "store gone", 1, p.node_id)
+    p.end_of_life.ending = Ending("failed", "store gone", 1, p.node_id)
     try:
         p.stop()
     except StorageError:

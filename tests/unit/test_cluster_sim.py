@@ -129,9 +129,9 @@ def test_dead_main_is_detected_by_heartbeat_timeout():
 
     def frozen_main():
         # MAIN forms the cluster, then hangs without beating (as a container that froze).
-        main.configure()
+        main.lifecycle.configure()
         main.wait_until(main.roster_complete, 600, "workers")
-        main.configured()
+        main.lifecycle.configured()
         main.flush_state()
         c.clock.sleep(10_000)
 

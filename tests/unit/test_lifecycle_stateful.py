@@ -61,7 +61,7 @@ class NodeLife(RuleBasedStateMachine):
     def fire(self, trigger):
         before = self.p.state
         try:
-            getattr(self.p, trigger)()
+            getattr(self.p.lifecycle, trigger)()
         except MachineError:
             assert self.p.state == before  # an event the state does not take changes nothing
         except LifeEnded as e:  # a hook raised: the machine's exception path ended the life
@@ -130,7 +130,7 @@ class NodeLife(RuleBasedStateMachine):
         do not move it: only ``finish`` takes it from ``tearable`` to ``stopped``."""
         before = self.p.state
         try:
-            getattr(self.p, trigger)()
+            getattr(self.p.lifecycle, trigger)()
         except MachineError:
             pass
         assert self.p.state == before

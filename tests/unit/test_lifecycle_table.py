@@ -51,7 +51,7 @@ def _listify(v):
 @pytest.mark.parametrize("t,src,mode", list(_cases()))
 def test_every_edge(t, src, mode):
     p = RecordingProvider(mode)
-    p.lifecycle.machine.set_state(src, model=p)
+    p.lifecycle.set(src)
     guard_main = t.get("conditions") == "is_main_node" or t.get("unless") == "is_main_node"
     allowed = True
     if t.get("conditions") == "is_main_node":
@@ -59,8 +59,8 @@ def test_every_edge(t, src, mode):
     if t.get("unless") == "is_main_node":
         allowed = mode != "MAIN"
     if t.get("conditions") == "restarts_left":
-        p._restart_taken = object()  # a restart MAIN decided (see test_recover_needs_a_decided_restart)
-    fired = getattr(p, t["trigger"])()
+        p.ledger.taking = object()  # a restart MAIN decided (see test_recover_needs_a_decided_restart)
+    fired = getattr(p.lifecycle, t["trigger"])()
     if guard_main and not allowed:
         # The sibling edge with the opposite guard took the trigger instead.
         assert fired is True and p.state != t["dest"]
@@ -75,10 +75,10 @@ def test_every_edge(t, src, mode):
 def test_teardown_guard_blocks_until_tearable(src):
     p = RecordingProvider("MAIN")
     p.tearable_answer = False
-    p.lifecycle.machine.set_state(src, model=p)
-    assert p.teardown() is False and p.state == src
+    p.lifecycle.set(src)
+    assert p.lifecycle.teardown() is False and p.state == src
     p.tearable_answer = True
-    assert p.teardown() is True and p.state == "tearable"
+    assert p.lifecycle.teardown() is True and p.state == "tearable"
 
 
 @pytest.mark.parametrize("state", STATES)
@@ -87,9 +87,9 @@ def test_undeclared_edges_are_refused(state):
                 if state in (t["source"] if isinstance(t["source"], list) else [t["source"]])}
     for trigger in {t["trigger"] for t in TRANSITIONS} - declared:
         p = RecordingProvider("MAIN")
-        p.lifecycle.machine.set_state(state, model=p)
+        p.lifecycle.set(state)
         with pytest.raises(MachineError):
-            getattr(p, trigger)()
+            getattr(p.lifecycle, trigger)()
 
 
 def test_stopped_is_final_and_every_live_state_can_fail_or_stop():
@@ -113,10 +113,10 @@ def test_per_mode_views():
 
 
 def test_transitions_are_logged_with_node_source_destination_reason(caplog):
-    caplog.set_level("INFO", logger="fsm_cluster.provider")
+    caplog.set_level("INFO", logger="fsm_cluster.node.record")
     p = RecordingProvider("WORKER")
-    p.reason = "because"
-    p.configure()
+    p.end_of_life.reason = "because"
+    p.lifecycle.configure()
     assert any("node=WORKER_r1 init -> configuring reason=because" in r.getMessage() for r in caplog.records)
 
 
@@ -125,5 +125,5 @@ def test_recover_needs_a_decided_restart(src):
     """``recover``'s guard (restarts_left): without a restart MAIN decided within its budget, the
     node stays where it is and its code is not ended."""
     p = RecordingProvider("WORKER")
-    p.lifecycle.machine.set_state(src, model=p)
-    assert p.recover() is False and p.state == src and "end_code" not in p.calls
+    p.lifecycle.set(src)
+    assert p.lifecycle.recover() is False and p.state == src and "end_code" not in p.calls

@@ -108,7 +108,7 @@ def test_for_many_nodes_the_panels_draw_the_mean_and_range(tmp_path):
 
 def test_a_full_usage_history_is_thinned_and_still_spans_the_life():
     from fsm_cluster.wire.models import MAX_USAGE, Resources
-    from fsm_cluster.provider import ClusterProvider
+    from fsm_cluster.node.record import StateRecord
 
     class Clock:
         t = 1000.0
@@ -116,13 +116,12 @@ def test_a_full_usage_history_is_thinned_and_still_spans_the_life():
         def wall(self):
             return self.t
 
-    p = ClusterProvider.__new__(ClusterProvider)
-    p.clock, p._usage, p._usage_step = Clock(), [], 1.0
+    p = StateRecord("n", Clock(), simulated=False, interval=1.0, fields=dict, flush=None, changed=None, ending=None)
     sample = Resources(cpu_percent=50, rss_bytes=1, mem_percent=0.1, processes=1)
     for k in range(3 * MAX_USAGE):
         p.clock.t = 1000.0 + k
-        p._record_usage(sample)
-    assert len(p._usage) < MAX_USAGE
-    assert p._usage[0].wall == 1000.0 and p._usage[-1].wall >= 1000.0 + 3 * MAX_USAGE - 1 - p._usage_step
-    gaps = {b.wall - a.wall for a, b in zip(p._usage, p._usage[1:])}
-    assert max(gaps) <= p._usage_step
+        p.record_usage(sample)
+    assert len(p.usage) < MAX_USAGE
+    assert p.usage[0].wall == 1000.0 and p.usage[-1].wall >= 1000.0 + 3 * MAX_USAGE - 1 - p.usage_step
+    gaps = {b.wall - a.wall for a, b in zip(p.usage, p.usage[1:])}
+    assert max(gaps) <= p.usage_step

@@ -1,4 +1,4 @@
-"""The running watch (runner._watch): a restart raised into recover_from itself — MAIN's answer
+"""The running watch (node.drive._watch): a restart raised into recover_from itself — MAIN's answer
 arriving over the channel before the node's own failure report returned — is taken next, and a
 failure recover_from gives up ends the node."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from fsm_cluster import runner
+from fsm_cluster.node import drive as runner
 from fsm_cluster.errors import CodeFailed, RestartRequested
 from fsm_cluster.wire.models import RestartRecord
 
@@ -34,7 +34,7 @@ def test_a_restart_raised_into_recover_from_is_taken_next(monkeypatch):
             raise CodeFailed("entry script exited with code 137", "WORKER_a", 137)
         return True
 
-    monkeypatch.setattr(runner, "_look", look)
+    monkeypatch.setattr(runner, "_watch_once", look)
     runner._watch(node)
     assert node.taken == ["CodeFailed", "RestartRequested"]
 
@@ -45,7 +45,7 @@ def test_a_failure_recover_from_gives_up_ends_the_watch(monkeypatch):
     def look(p):
         raise CodeFailed("entry script exited with code 1", "WORKER_a", 1)
 
-    monkeypatch.setattr(runner, "_look", look)
+    monkeypatch.setattr(runner, "_watch_once", look)
     with pytest.raises(CodeFailed):
         runner._watch(node)
     assert node.taken == ["CodeFailed"]
