@@ -11,6 +11,6 @@ __version__ = "0.1.0"
 def progress() -> None:
     """Tell the node's stall watchdog (OCI__STALL_TIMEOUT) that the code makes progress — e.g. once
     per training step when the code prints nothing for long. Nothing outside an fsm_cluster node."""
-    from .observe.stall import progress as _progress
+    from .runtime.stall import progress as _progress
 
     _progress()

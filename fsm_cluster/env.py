@@ -12,7 +12,15 @@ import time
 from types import MappingProxyType
 from typing import Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import SettingsError
 from .validation import Problem, format_validation_error
@@ -169,7 +177,7 @@ class Settings(BaseModel):
     # node it starts in place of a lost one (the lost node's id: MAIN gives it that node's rank).
     restart_count: int = Field(0, alias=OCI__RESTART_COUNT, ge=0)
     replaces: str = Field("", alias=OCI__REPLACES, max_length=255)
-    # The stall watchdog (fsm_cluster.observe.stall): no output or progress from the code on any node for
+    # The stall watchdog (fsm_cluster.runtime.stall): no output or progress from the code on any node for
     # this long fails the cluster, with every node's stacks in the work dir (0: off, the default).
     stall_timeout: float = Field(0.0, alias=OCI__STALL_TIMEOUT, ge=0, allow_inf_nan=False)
     storage_retry_budget: float = Field(30.0, alias=OCI__STORAGE_RETRY_BUDGET, gt=0, allow_inf_nan=False)

@@ -1,14 +1,12 @@
-"""ClusterProvider: oracle-ads' contract (every method name of its ClusterProvider) and the
-documented hooks, as a facade: each body delegates to a part of :mod:`fsm_cluster.node`.
+"""ClusterProvider: oracle-ads' contract (every method name of its ClusterProvider), the documented
+hooks and read-only attributes, as a facade: each body delegates to a part of :mod:`fsm_cluster.node`
+(built in :mod:`~fsm_cluster.node.assembly`; the life's own steps are in :mod:`~fsm_cluster.node.facade`).
 
-Engines (``fsm_cluster/frameworks/``) and oracle-ads subclasses override the hooks:
-``configuration``, ``setup_extra_configs``, ``start_main`` / ``start_worker`` / ``start_ps``,
-``wrap_entry`` / ``entry_env``, ``code_runs_on``, ``check_engine``, ``members_changed``, and
-oracle-ads' own (``run_code``, ``ready``, ``stop``, ``sync`` …), which the transition table
-(:mod:`fsm_cluster.node.lifecycle`) calls on its edges. The machine's model is a separate
-:class:`~fsm_cluster.node.lifecycle.Life` (``provider.lifecycle``), so a provider may define a
-method named like any trigger (``launch``, ``finish``). The parts are built and wired in
-:mod:`fsm_cluster.node.assembly`; docs/CORE.md says which part holds what.
+Engines (``fsm_cluster/frameworks/``) and oracle-ads subclasses override the hooks (``configuration``,
+``setup_extra_configs``, ``start_*``, ``wrap_entry``, ``entry_env``, ``code_runs_on``, ``check_engine``,
+``members_changed``, oracle-ads' ``run_code``, ``ready``, ``stop``, ``sync`` …), which the transition
+table (:mod:`fsm_cluster.node.lifecycle`) calls. The machine's model is a separate ``Life``
+(``provider.lifecycle``): a provider may define a method named like a trigger (``launch``, ``finish``).
 """
 
 from __future__ import annotations
@@ -19,41 +17,25 @@ import socket
 from typing import Any, Callable, MutableMapping
 
 from .clock import Clock, SystemClock
-from .env import JOB_OCID, OCI__MAIN_IP, OCI__WORKER_IP, Settings
+from .env import OCI__MAIN_IP, OCI__WORKER_IP, Settings
 from .errors import NodeFailure
 from .node import entry
 from .node.assembly import assemble
+from .node.facade import NodeFacade, either, part, parts
 from .node.formation import BASE_EXPORTS
-from .node.lifecycle import Ending, NodeStatus
+from .node.lifecycle import NodeStatus
+from .runtime import code, sync
 from .runtime.process import OWNER_ENV, Child, ProcessGroup
 from .wire.models import NodeConfig, RosterEntry
 from .wire.rendezvous import DONE_SUFFIX
-from .wire.workdir import MAIN_NODE, STOP, config_name, state_name
+from .wire.workdir import MAIN_NODE, STOP, config_name
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ClusterProvider", "BASE_EXPORTS", "DONE_SUFFIX"]
 
 
-class _either:
-    """A method callable on the class (``cls`` first, as oracle-ads' classmethods) and on an instance."""
-
-    def __init__(self, fn):
-        self.fn, self.__doc__ = fn, fn.__doc__
-
-    def __get__(self, obj, cls=None):
-        return self.fn.__get__(obj if obj is not None else cls)
-
-
-def _part(path: str, doc: str, settable: bool = False) -> property:
-    """An attribute of the provider that one of its parts owns (``part.name``); read only unless
-    ``settable`` (oracle-ads subclasses and tests set a few)."""
-    part, name = path.split(".")
-    setter = (lambda self, value: setattr(getattr(self, part), name, value)) if settable else None
-    return property(lambda self: getattr(getattr(self, part), name), setter, doc=doc)
-
-
-class ClusterProvider:
+class ClusterProvider(NodeFacade):
     """Framework-neutral cluster life-cycle manager for one node.
 
     ``ClusterProvider(mode, ephemeral=True, life_span='0h', work_dir='')`` as in oracle-ads; the
@@ -71,8 +53,7 @@ class ClusterProvider:
                  work_dir: str = "", *, settings: Settings | None = None, clock: Clock | None = None,
                  fs=None, environ: MutableMapping[str, str] | None = None):
         self.environ = os.environ if environ is None else environ
-        # every process this node starts, directly or not, inherits the node's token: teardown ends
-        # them wherever they were re-parented
+        # every process this node starts inherits its token: teardown ends them wherever re-parented
         self.children = ProcessGroup(grace=settings.teardown_grace if settings else 5.0)
         self.environ[OWNER_ENV] = self.children.token
         if settings is None:
@@ -112,22 +93,16 @@ class ClusterProvider:
         return f"{type(self).__name__}({self.node_id} {getattr(self, 'state', '?')} @ {self.workdir.display})"
 
     # -- what the parts know (read only) ---------------------------------------------------------
-    life = _part("rendezvous.life", "this life's id (MAIN draws it, the others learn it)")
-    main_config = _part("rendezvous.main_config", "MAIN's NodeConfig of this life, once known")
-    roster = _part("rendezvous.roster", "every node, rank order (RosterEntry), once known")
-    heartbeat = _part("watch.heartbeat", "this node's heartbeat counter")
-    stop_marker = _part("watch.stop_marker", "the cluster's StopMarker, once known")
-    state = _part("lifecycle.state", "the node's NodeStatus")
-    ending = _part("end_of_life.ending", "how the life ends (an Ending), once known")
-    reason = _part("end_of_life.reason", "what the node says of its state")
-    exit_code = _part("end_of_life.exit_code", "its ending's exit code; the final one once stopped")
-    storage_failed = _part("end_of_life.storage_failed", "the work dir failed past its retry budget")
-    restarts = _part("ledger.records", "the cluster's restarts (MAIN: decided; a worker: learnt)")
-    restart_count = _part("ledger.count", "the cluster's restarts so far (OCI__RESTART_COUNT)")
-    exported = _part("formation.exported", "MAIN's declared variables as this node took them", settable=True)
-    code_process = _part("code.process", "the entry script (a Child) while it runs")
-
-    code_execution_complete = _part("code.complete", "oracle-ads name: this node's code completed", settable=True)
+    # this life's id (MAIN draws it, the others learn it); MAIN's NodeConfig of it; every node in rank order
+    life, main_config, roster = parts("rendezvous", "life", "main_config", "roster")
+    heartbeat, stop_marker = parts("watch", "heartbeat", "stop_marker")  # the cluster's StopMarker, once known
+    state = part("lifecycle.state", "the node's NodeStatus")
+    # how the life ends (an Ending), what the node says, its exit code (the final one once stopped)
+    ending, reason, exit_code, storage_failed = parts("end_of_life", "ending", "reason", "exit_code", "storage_failed")
+    restarts, restart_count = parts("ledger", "records", "count")  # MAIN: decided; a worker: learnt
+    exported = part("formation.exported", "MAIN's declared variables as this node took them", settable=True)
+    code_process = part("code.process", "the entry script (a Child) while it runs")
+    code_execution_complete = part("code.complete", "oracle-ads name: this node's code completed", settable=True)
 
     @property
     def execution_failure(self) -> bool:
@@ -138,23 +113,13 @@ class ClusterProvider:
     def execution_failure(self, value: bool) -> None:
         self.__dict__["_execution_failure"] = bool(value)
 
-    @property
-    def clock_simulated(self) -> bool:
-        return getattr(self.clock, "simulated", True) is not False
-
     # -- identity, auth, addresses ---------------------------------------------------------------
     def is_main_node(self) -> bool:
         return self.mode == "MAIN"
 
-    def _storage_options(self) -> dict:
-        from .runtime.oci_auth import storage_options
-
-        return storage_options(self.settings.work_dir, self.authinfo)
-
     def _get_my_work_dir(self) -> None:
         """oracle-ads names: jobDefID, jobRunID, my_work_dir (``<work_dir>/<JOB_OCID>``), config_file."""
-        self.jobDefID, self.jobRunID = self.settings.cluster_id, self.run_id
-        self.my_work_dir = self.workdir.url()
+        self.jobDefID, self.jobRunID, self.my_work_dir = self.settings.cluster_id, self.run_id, self.workdir.url()
         self.config_file = self.workdir.url(config_name(self.node_id))
 
     def workdir_protocol(self) -> str:
@@ -163,23 +128,18 @@ class ClusterProvider:
 
     def get_oci_auth(self) -> dict:
         """OCI signer, only when OCI is involved (OCI_IAM_TYPE set, an ``oci://`` work dir); else ``{}``."""
-        s = self.settings
-        if not (s.oci_iam_type or self.workdir_protocol() == "oci"):
-            return {}
-        from .node.identity import get_oci_auth
+        from .node.identity import auth_for
 
-        return get_oci_auth(s.oci_iam_type, s.oci_config_profile, s.oci_config_location)
+        return auth_for(self.settings, self.workdir_protocol())
 
-    @_either
+    @either
     def find_self_ip(self, authinfo: dict) -> str:
         """This node's address (see :func:`fsm_cluster.node.identity.find_self_ip`); a classmethod in
         oracle-ads: ``ClusterProvider.find_self_ip(authinfo)`` works too (from os.environ)."""
-        from .node.identity import find_self_ip
+        from .node.identity import node_address
 
-        on_class = isinstance(self, type)
-        env = os.environ if on_class else {"OCI__SELF_IP": self.settings.self_ip, JOB_OCID: self.settings.job_ocid}
-        ip, interface = find_self_ip(env.get("OCI__SELF_IP", ""), env.get(JOB_OCID, ""), authinfo)
-        if interface is not None and not on_class:
+        ip, interface = node_address(os.environ if isinstance(self, type) else self.settings, authinfo)
+        if interface is not None and not isinstance(self, type):
             self.interface = interface
         return ip
 
@@ -190,11 +150,11 @@ class ClusterProvider:
 
     def socket_env(self) -> dict[str, str]:
         """GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME: the interface holding this node's address."""
-        if self.interface is None:
-            from .node.identity import interface_of
+        from .node.identity import interface_of, socket_env
 
+        if self.interface is None:
             self.interface = interface_of(self.ip) or ""
-        return {k: self.interface for k in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME")} if self.interface else {}
+        return socket_env(self.interface)
 
     # -- configuration (oracle-ads hooks) --------------------------------------------------------
     def basic_configuration(self) -> dict:
@@ -231,16 +191,10 @@ class ClusterProvider:
     def export_config_files(self) -> list[str]:
         return [self.main_config_file]
 
-    def exported_names(self) -> tuple[str, ...] | None:
-        """Names this node takes from MAIN's config: None (every name, as oracle-ads) unless OCI__EXPORTS."""
-        if not self.settings.export_names:
-            return None
-        return BASE_EXPORTS + tuple(self.EXPORTS) + self.settings.export_names
-
     def export_configuration(self, files: list[str]) -> None:
         """Export the files' variables to this node's environment, as oracle-ads does (see Formation.export)."""
-        self.formation.export(lambda name: self.workdir.read(name, NodeConfig), files, self.exported_names(),
-                              self.workdir.url)
+        self.formation.export(lambda name: self.workdir.read(name, NodeConfig), files,
+                              self.formation.names(self.EXPORTS), self.workdir.url)
 
     def export_main_configuration(self) -> None:
         self.export_configuration(self.export_config_files())
@@ -252,20 +206,6 @@ class ClusterProvider:
     def when_ready(self, func: Callable, *args, **kwargs):
         self.wait_until(self.ready, self.time_out, "MAIN's configuration")
         return func(*args, **kwargs)
-
-    def roster_complete(self) -> bool:
-        """MAIN in configuring: every expected WORKER and PS registered."""
-        return self.formation.roster_complete(lambda: self.observe(self.workdir.listing()),
-                                              self.expected_worker_count(), self.expected_ps_count())
-
-    def main_published(self) -> bool:
-        """A worker may go on: MAIN's configuration is accepted and, when a subclass redefines
-        ``ready()`` (oracle-ads' TensorFlow provider waits for its own cluster.json), that too."""
-        if self.main_config is None and not self.control.look_early():
-            return False  # on MAIN's channel: its roster push says when the configuration is out
-        if not self.formation.take_main():
-            return False
-        return type(self).ready is ClusterProvider.ready or bool(self.ready())
 
     @property
     def rank(self) -> int:
@@ -283,21 +223,15 @@ class ClusterProvider:
     # -- code --------------------------------------------------------------------------------------
     def fetch_code(self) -> None:
         """Fetch the user's code (OCI__RUNTIME_TYPE git / remote) and certificates."""
-        from .runtime.code import fetch_for
-
-        fetch_for(self.settings, self.authinfo, git=self._fetch_git, remote=self._fetch_remote)
+        code.fetch_for(self.settings, self.authinfo, git=self._fetch_git, remote=self._fetch_remote)
 
     def _fetch_git(self, code_dir: str) -> None:
         """oracle-ads name: clone OCI__RUNTIME_URI into ``code_dir``."""
-        from .runtime.code import fetch_git_for
-
-        fetch_git_for(self.settings, code_dir, self.authinfo)
+        code.fetch_git_for(self.settings, code_dir, self.authinfo)
 
     def _fetch_remote(self, code_dir: str) -> None:
         """oracle-ads name: copy OCI__RUNTIME_URI (a folder, file or archive) into ``code_dir``."""
-        from .runtime.code import fetch_remote_for
-
-        fetch_remote_for(self.settings, code_dir, self.authinfo)
+        code.fetch_remote_for(self.settings, code_dir, self.authinfo)
 
     def profile_cmd(self) -> list[str]:
         return entry.profile_prefix(self.settings)
@@ -346,12 +280,8 @@ class ClusterProvider:
         """Entering ``recovering``: end the entry script (its process group and what it left)."""
         self.code.end()
 
-    def own_code_running(self) -> bool:
-        """This node's own code still runs: the entry script, or a ``run_code`` hook that blocks."""
-        return self.code.running(self.state, self.lifecycle.running_hook)
-
     # -- recovery (fsm_cluster.node.recovery) ------------------------------------------------------
-    def restarts_left(self) -> bool:
+    def taking_restart(self) -> bool:
         """Guard of ``recover``: a restart MAIN decided is being taken."""
         return self.ledger.taking is not None
 
@@ -361,17 +291,15 @@ class ClusterProvider:
 
     def members(self) -> list:
         """MAIN: the roster without the nodes lost and not yet replaced (an elastic engine runs on these)."""
-        return [r for r in self.roster if r.node not in self.rendezvous.lost]
+        return self.rendezvous.members()
 
     def members_changed(self) -> None:
         """MAIN of an elastic engine: a WORKER was lost or replaced (engines with a host list override this)."""
 
     # -- engine (frameworks override) --------------------------------------------------------------
     def start(self) -> None:
-        log.info("%s: starting %s process", self.node_id, self.mode.lower() if self.mode != "MAIN" else "main")
-        if self.mode == "MAIN":
-            return self.start_main()
-        self.when_ready(self.start_worker if self.mode == "WORKER" else self.start_ps)
+        log.info("%s: starting %s process", self.node_id, self.mode.lower())
+        self.start_main() if self.mode == "MAIN" else self.when_ready(getattr(self, f"start_{self.mode.lower()}"))
 
     def start_main(self) -> None:
         """Start the engine's main process (e.g. the Dask scheduler)."""
@@ -408,11 +336,8 @@ class ClusterProvider:
 
     def cluster_code_complete(self) -> bool:
         """MAIN: every node that runs code finished it (done markers in the last listing)."""
-        if self.code_runs_on() != "all":
-            return self.code_execution_complete
-        workers = self.rendezvous.workers
-        others = [r.node for r in self.roster if r.node != self.node_id and not (r.node in workers and workers[r.node].legacy)]
-        return self.code_execution_complete and all(self.rendezvous.done(n, self.watch.listing) for n in others)
+        everywhere = self.code_runs_on() == "all"
+        return self.code_execution_complete and (not everywhere or self.rendezvous.all_done(self.watch.listing))
 
     def tearable(self) -> bool:
         """Guard of ``teardown``: a stop marker, a failure, MAIN's ephemeral code completed, or the life span's end."""
@@ -441,92 +366,27 @@ class ClusterProvider:
             if self.exit_code:  # the node failed (maybe on another node): the job run must say so
                 raise SystemExit(self.exit_code)
             return
-        from .runtime.sync import sync_step
-
-        self._sync = sync_step(self.settings, self.workdir, self.clock, self.__dict__.get("_sync"), loop)
+        self._sync = sync.sync_step(self.settings, self.workdir, self.clock, self.__dict__.get("_sync"), loop)
 
     def final_sync(self) -> None:
         """The last artifact sync; then POST_PROCESSING_WAIT seconds when it is set."""
         self.sync(loop=False)
-        wait = getattr(self.settings, "post_processing_wait", 0)
-        if wait:
-            log.info("%s: post processing wait: %g s (POST_PROCESSING_WAIT)", self.node_id, wait)
-            self.clock.pause(wait)
+        sync.post_processing_wait(self.settings, self.clock, self.node_id)
 
     def get_sync_loc(self):
-        from .runtime.sync import get_sync_loc
-
-        return get_sync_loc(self.settings)
+        return sync.get_sync_loc(self.settings)
 
     def get_sync_script(self) -> str:
-        from .runtime.sync import get_sync_script
-
-        return get_sync_script()
+        return sync.get_sync_script()
 
     @staticmethod
     def create_sync_script(sync_script_fn: str, sync_script: str) -> None:
-        from .runtime.sync import create_sync_script
-
-        create_sync_script(sync_script_fn, sync_script)
+        sync.create_sync_script(sync_script_fn, sync_script)
 
     def publish_completion(self) -> None:
         """A non-MAIN node that ran code tells MAIN it finished (one small marker file)."""
         if self.mode != "MAIN" and self.runs_code():
             self.rendezvous.publish_done()
 
-    def conclude(self, exc: BaseException) -> None:
-        """End the life with what ``exc`` stands for."""
-        self.end_of_life.conclude(exc)
 
-    def end(self, ending: Ending) -> None:
-        """Take the node to ``tearable`` with ``ending`` (the first ending wins)."""
-        self.end_of_life.end(ending)
-
-    def finish_life(self) -> int:
-        """tearable → stopped, the final state file and the last log line; the exit code."""
-        return self.end_of_life.finish()
-
-    # -- the life's own steps ------------------------------------------------------------------------
-    def begin_life(self) -> None:
-        """The first look at the work dir (one listing): MAIN moves a previous life's files aside, a
-        worker notes a previous life's stop marker; MAIN's channel starts serving."""
-        listing = self.workdir.listing()
-        self.rendezvous.first_look(listing)
-        self.pulse.began = True
-        self.formation.control_address = self.control.serve()
-        if self.mode != "MAIN":
-            self.observe(listing)
-
-    def observe(self, listing: dict[str, tuple]) -> None:
-        """Digest one listing (see :meth:`ClusterWatch.observe`)."""
-        self.watch.observe(listing, self.state)
-
-    def wait_until(self, predicate: Callable[[], Any], timeout: float | None, what: str, backoff=None) -> Any:
-        """Poll with backoff, ticking (heartbeat + watch) before every pause."""
-        return self.pulse.wait_until(predicate, timeout, what, backoff)
-
-    def tick(self, engine: bool = True) -> None:
-        """Beat, write the state if it changed, watch the cluster, check the engine (see Pulse)."""
-        self.pulse.tick(engine)
-
-    def flush_state(self) -> None:
-        self.workdir.write(state_name(self.node_id), self.record.node_state())
-        self.watch.written()
-
-    def idle(self, seconds: float) -> None:
-        """Pause until the next tick; returns early when the entry script exits."""
-        self.pulse.idle(seconds)
-
-    def seconds_to_next_tick(self) -> float:
-        return self.watch.seconds_to_next_tick()
-
-    def is_live(self) -> bool:
-        return self.state.is_live()
-
-    def kept_alive(self):
-        """Context for the live part of the life: a keeper beats and watches while a hook blocks."""
-        return self.pulse.kept_alive()
-
-    def adopt(self) -> None:
-        """An oracle-ads-shaped runner drives the hooks itself (see :mod:`fsm_cluster.node.adoption`)."""
-        self.adoption.adopt()
+ClusterProvider._base_ready = ClusterProvider.ready

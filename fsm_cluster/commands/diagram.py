@@ -29,9 +29,9 @@ def register(sub) -> None:
 def handle(args) -> int:
     import os
 
-    from ..observe import diagrams
     from ..cli import os_errors_name
     from ..errors import FsmClusterError
+    from ..observe import diagrams
 
     if args.check:
         directory = args.out or DEFAULT_DIR

@@ -25,8 +25,8 @@ def handle(args) -> int:
     import secrets
 
     from ..errors import FsmClusterError
-    from ..observe.stacks import DIAGNOSTICS, DUMP_REQUEST
     from ..observe.status import ClusterView, open_cluster
+    from ..runtime.stacks import DIAGNOSTICS, DUMP_REQUEST
 
     if args.wait < 0:
         raise FsmClusterError(f"--wait {args.wait:g}: must not be negative")

@@ -22,9 +22,9 @@ def handle(args) -> int:
         node = f"{node}_{os.environ['JOB_RUN_OCID'][-12:]}"
     for h in logging.getLogger().handlers:
         h.setFormatter(logging.Formatter(f"%(asctime)s {node} %(levelname)s %(name)s: %(message)s"))
-    from ..runner import _own_process
+    from ..node.drive import own_process
 
-    _own_process()
+    own_process()
     code = ClusterRunner(cluster_key=args.cluster_type).execute()
     # The node's life is over: children are gone, files written, logs flushed below. Skip the
     # interpreter's teardown of every imported module (tens of ms of CPU per node, which on a

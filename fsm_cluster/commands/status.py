@@ -162,7 +162,7 @@ def _usage(res: dict | None) -> str:
     """The node's processes at its last heartbeat: CPU, memory (and each GPU's utilisation, memory)."""
     if not res:
         return "—"
-    from ..observe.resources import human_bytes
+    from ..runtime.resources import human_bytes
 
     cell = f"{res['cpu_percent']:.0f}% · {human_bytes(res['rss_bytes'])}"
     for g in res["gpus"]:

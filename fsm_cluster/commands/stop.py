@@ -20,8 +20,8 @@ def handle(args) -> int:
     import time
 
     from ..errors import SignatureError
-    from ..wire.models import StopMarker
     from ..observe.status import open_cluster
+    from ..wire.models import StopMarker
 
     wd = open_cluster(args.work_dir, args.cluster_id)  # with the cluster's secret: signs the marker
     marker = StopMarker(outcome="stopped", node="operator", reason=args.reason,

@@ -55,9 +55,9 @@ def handle(args) -> int:
     import yaml
 
     from ..errors import FsmClusterError
+    from ..launch.oci import dry_run_document, plan, submit, watch
     from ..spec.images import ImageChoice
     from ..spec.loading import load_spec
-    from ..launch.oci import dry_run_document, plan, submit, watch
     from ._spec import reading
 
     if args.interval <= 0:

@@ -11,18 +11,16 @@ now"; on a real network the engine's well-known default is used so security rule
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import shlex
 import socket
 import sys
-import sysconfig
 from typing import Mapping
 
+from ..errors import NodeFailure, SettingsError
 from ..node.identity import interface_of, is_loopback  # noqa: F401 - the engines name them here
 from ..runtime.process import scripts_dirs  # noqa: F401
-from ..errors import NodeFailure, SettingsError
 
 log = logging.getLogger(__name__)
 

@@ -37,12 +37,23 @@ import logging
 import os
 from collections import namedtuple
 
-from ..env import (OCI__CA_DOWNLOAD_LOCATION, OCI__CERTIFICATE_AUTHORITY_OCID,
-                   OCI__CERTIFICATE_DOWNLOAD_LOCATION, OCI__CERTIFICATE_KEY_DOWNLOAD_LOCATION,
-                   OCI__CERTIFICATE_OCID)
+from ..env import (
+    OCI__CA_DOWNLOAD_LOCATION,
+    OCI__CERTIFICATE_AUTHORITY_OCID,
+    OCI__CERTIFICATE_DOWNLOAD_LOCATION,
+    OCI__CERTIFICATE_KEY_DOWNLOAD_LOCATION,
+    OCI__CERTIFICATE_OCID,
+)
 from ..errors import NodeFailure
-from ._common import (engine_command, is_loopback, port_setting, setting, start_args, validate_port_range,
-                      validate_seconds)
+from ._common import (
+    engine_command,
+    is_loopback,
+    port_setting,
+    setting,
+    start_args,
+    validate_port_range,
+    validate_seconds,
+)
 from ._engine import EngineProvider, EngineSpecBuilder
 
 log = logging.getLogger(__name__)

@@ -39,7 +39,6 @@ call.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shlex
@@ -48,11 +47,24 @@ import tempfile
 from typing import Mapping
 
 from ..errors import NodeFailure
-from ._common import (RuleError, engine_command, int_setting, interface_of, setting, start_args, validate_count,
-                      validate_flag, validate_port)
+from ._common import (
+    RuleError,
+    engine_command,
+    int_setting,
+    interface_of,
+    setting,
+    start_args,
+    validate_count,
+    validate_flag,
+    validate_port,
+)
 from ._engine import EngineProvider, EngineSpecBuilder
-from ._horovod_discovery import (OCI__HOROVOD_DISCOVERY_CACHE, OCI__HOROVOD_DISCOVERY_ROSTER, OCI__HOROVOD_SLOTS,
-                                  write_json)
+from ._horovod_discovery import (
+    OCI__HOROVOD_DISCOVERY_CACHE,
+    OCI__HOROVOD_DISCOVERY_ROSTER,
+    OCI__HOROVOD_SLOTS,
+    write_json,
+)
 from .pytorch import gpu_count
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,12 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 
-from ..env import JOB_RUN_OCID, OCI__CLUSTER_SECRET, OCI__HEARTBEAT_INTERVAL, OCI__HEARTBEAT_TIMEOUT
+from ..env import (
+    JOB_RUN_OCID,
+    OCI__CLUSTER_SECRET,
+    OCI__HEARTBEAT_INTERVAL,
+    OCI__HEARTBEAT_TIMEOUT,
+)
 from ..errors import FsmClusterError
 from ..jobspec import NodePlan
 from ..wire import secretstore

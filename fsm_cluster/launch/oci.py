@@ -26,10 +26,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..wire import secretstore
 from ..errors import FsmClusterError
 from ..jobspec import ClusterConfigToJobSpecConverter, ClusterSpec
 from ..runtime.oci_auth import describe_error
+from ..wire import secretstore
 from .replace import Replacer, replaceable, replacement_env, replacement_name
 
 log = logging.getLogger(__name__)

@@ -20,10 +20,28 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping
 
-from ..env import (JOB_OCID, JOB_RUN_OCID, OCI__CLUSTER_SECRET, OCI__CLUSTER_TYPE, OCI__CODE_DIR,
-                   OCI__ENTRY_SCRIPT, OCI__ENTRY_SCRIPT_ARGS, OCI__ENTRY_SCRIPT_KWARGS, OCI__HEARTBEAT_INTERVAL,
-                   OCI__HEARTBEAT_TIMEOUT, OCI__MODE, OCI__PS_COUNT, OCI__REPLACES, OCI__RESTART_COUNT,
-                   OCI__RUN_ON, OCI__TIMEOUT, OCI__WORK_DIR, OCI__WORKER_COUNT, RANK, Settings)
+from ..env import (
+    JOB_OCID,
+    JOB_RUN_OCID,
+    OCI__CLUSTER_SECRET,
+    OCI__CLUSTER_TYPE,
+    OCI__CODE_DIR,
+    OCI__ENTRY_SCRIPT,
+    OCI__ENTRY_SCRIPT_ARGS,
+    OCI__ENTRY_SCRIPT_KWARGS,
+    OCI__HEARTBEAT_INTERVAL,
+    OCI__HEARTBEAT_TIMEOUT,
+    OCI__MODE,
+    OCI__PS_COUNT,
+    OCI__REPLACES,
+    OCI__RESTART_COUNT,
+    OCI__RUN_ON,
+    OCI__TIMEOUT,
+    OCI__WORK_DIR,
+    OCI__WORKER_COUNT,
+    RANK,
+    Settings,
+)
 from ..errors import FsmClusterError, SpecError
 from ..jobspec import NodePlan, load_spec, node_environments
 from ..wire import secretstore

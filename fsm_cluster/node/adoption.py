@@ -16,20 +16,18 @@ node's one life around it, with one :class:`Driver` value saying who drives:
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import auto
 from typing import Callable
 
+from ..wire.states import Named
 from .lifecycle import Ending, LifeEnded
 
 
-class Driver(str, Enum):
-    LIFE = "life"
-    RUNNER = "runner"
-    FINISHING = "finishing"
-    FINISHING_STOPPED = "finishing_stopped"
-
-    def __str__(self) -> str:
-        return self.value
+class Driver(Named):
+    LIFE = auto()
+    RUNNER = auto()
+    FINISHING = auto()
+    FINISHING_STOPPED = auto()
 
 
 class Adoption:
@@ -120,7 +118,7 @@ class Adoption:
             self.driver = Driver.FINISHING
         end = self.end
         if end.ending is None:
-            handed = self.dispatcher.take_handed()
+            handed = self.dispatcher.take_pending()
             if handed is not None:
                 end.conclude(handed)
             elif self._failed():

@@ -10,6 +10,7 @@ the formation and the adoption of an oracle-ads-shaped runner.
 
 from __future__ import annotations
 
+from ..runtime.oci_auth import storage_options
 from ..wire.control import Control
 from ..wire.events import Event, Kind, Source
 from ..wire.models import RosterEntry, StopMarker
@@ -34,7 +35,7 @@ def assemble(p, fs) -> None:
     simulated = getattr(clock, "simulated", True) is not False
     me = RosterEntry(node=p.node_id, mode=p.mode, run_id=p.run_id, rank=0 if main else (s.rank or 0),
                      ip=p.ip, host=p.host)
-    p.workdir = WorkDir(s.work_dir, s.cluster_id, fs=fs, storage_options=p._storage_options(), clock=clock,
+    p.workdir = WorkDir(s.work_dir, s.cluster_id, fs=fs, storage_options=storage_options(s.work_dir, p.authinfo), clock=clock,
                         retry_budget=s.storage_retry_budget, secret=s.cluster_secret or None)
     p.rendezvous = rv = Rendezvous(p.workdir, p.node_id, p.mode)
     p.ledger = ledger = RestartLedger(known=lambda: _known_restarts(rv))
@@ -61,7 +62,7 @@ def assemble(p, fs) -> None:
     p.control = control = Control(me, s, clock, p.workdir, rv, dispatch=dispatcher.from_afar,
                                   wake=lambda: p.pulse.wake(), look=lambda listing: p.observe(listing), listing=lambda: watch.listing,
                                   quiet=lambda node, since, ended: _note_quiet(p, node, since, ended))
-    from ..observe.stacks import Dumps
+    from ..runtime.stacks import Dumps
 
     p.dumps = Dumps(p.node_id, p.workdir, code=lambda: code.process, faulthandler_dir=code.faulthandler_dir,
                     broadcast=control.broadcast_dump, changed=watch.changed)
@@ -114,7 +115,7 @@ def _watchdog(p, make: bool):
     """The stall watchdog (OCI__STALL_TIMEOUT) of a node that runs code on the real clock, else None."""
     dog = p.__dict__.get("_stall")
     if dog is None and make and p.settings.stall_timeout > 0 and not p.clock_simulated and p.runs_code():
-        from ..observe.stall import Watchdog
+        from ..runtime.stall import Watchdog
 
         main = p.mode == "MAIN"
         dog = p.__dict__["_stall"] = Watchdog(

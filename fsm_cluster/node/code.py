@@ -3,7 +3,7 @@ node's temporary folder (the progress file and faulthandler stacks of the stall 
 
 :class:`CodeProcess` starts the command the provider built (:mod:`fsm_cluster.node.entry`, the
 engine's ``wrap_entry``) in its own process group, with its output piped through the stall
-watchdog's :class:`~fsm_cluster.observe.stall.Activity` when the watchdog is on.
+watchdog's :class:`~fsm_cluster.runtime.stall.Activity` when the watchdog is on.
 """
 
 from __future__ import annotations
@@ -37,14 +37,14 @@ class CodeProcess:
 
     def environment(self, env: dict[str, str], restarts: int) -> dict[str, str]:
         """The entry script's environment: ``env`` plus OCI__RESTART_COUNT, the progress file and
-        faulthandler's folder (see :mod:`fsm_cluster.observe.stall`, :mod:`fsm_cluster.observe.stacks`)."""
+        faulthandler's folder (see :mod:`fsm_cluster.runtime.stall`, :mod:`fsm_cluster.runtime.stacks`)."""
         from ..env import OCI__RESTART_COUNT
-        from ..observe.stacks import arm_faulthandler
+        from ..runtime.stacks import arm_faulthandler
 
         env[OCI__RESTART_COUNT] = str(restarts)
         dog = self._watchdog()
         if dog is not None:
-            from ..observe.stall import OCI__PROGRESS_FILE
+            from ..runtime.stall import OCI__PROGRESS_FILE
 
             env[OCI__PROGRESS_FILE] = self.tmp_path("progress")
             env.setdefault("PYTHONUNBUFFERED", "1")  # output is the code's sign of life: not held in a buffer
@@ -63,7 +63,7 @@ class CodeProcess:
             return
         import subprocess
 
-        from ..observe.stall import OCI__PROGRESS_FILE, Activity
+        from ..runtime.stall import OCI__PROGRESS_FILE, Activity
 
         progress = env[OCI__PROGRESS_FILE]
         open(progress, "a").close()

@@ -15,39 +15,33 @@ against every situation, and ``fsm-cluster diagram --out DIR`` renders this one
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import auto
 
 from ..wire.events import Event, Kind, Source
-from ..wire.states import NodeStatus
+from ..wire.states import Named, NodeStatus
 
 __all__ = ["CodeState", "Event", "Kind", "Situation", "Source", "Verdict", "decide", "decision_table"]
 
 
-class Verdict(str, Enum):
+class Verdict(Named):
     """What the event means for this node now."""
 
-    IGNORE = "ignore"  # nothing to do (ended already, another life's, taken already, not ours)
-    DEFER = "defer"  # not while this node's own code runs: decided again once it ended
-    INTERRUPT = "interrupt"  # end the node's life with it now (raised in the node's own thread)
-    RECOVER = "recover"  # a failure a restart policy may retry, or MAIN's restart: recovery decides
-    END = "end"  # the node's own code is done: end the life the way the event says
-    DUMP = "dump"  # write the stacks of this node's running code
-    NOTE = "note"  # only remembered (a dump request while no code runs)
-
-    def __str__(self) -> str:
-        return self.value
+    IGNORE = auto()  # nothing to do (ended already, another life's, taken already, not ours)
+    DEFER = auto()  # not while this node's own code runs: decided again once it ended
+    INTERRUPT = auto()  # end the node's life with it now (raised in the node's own thread)
+    RECOVER = auto()  # a failure a restart policy may retry, or MAIN's restart: recovery decides
+    END = auto()  # the node's own code is done: end the life the way the event says
+    DUMP = auto()  # write the stacks of this node's running code
+    NOTE = auto()  # only remembered (a dump request while no code runs)
 
 
-class CodeState(str, Enum):
+class CodeState(Named):
     """This node's own code, as the dispatcher sees it."""
 
-    NONE = "none"  # no code on this node (a worker when the entry script runs on MAIN), or not yet
-    RUNNING = "running"  # the entry script, or a ``run_code`` hook that blocks
-    FAILED = "failed"  # ended with a non-zero exit code
-    DONE = "done"  # ended with 0
-
-    def __str__(self) -> str:
-        return self.value
+    NONE = auto()  # no code on this node (a worker when the entry script runs on MAIN), or not yet
+    RUNNING = auto()  # the entry script, or a ``run_code`` hook that blocks
+    FAILED = auto()  # ended with a non-zero exit code
+    DONE = auto()  # ended with 0
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ class Dispatcher:
         self._dump, self._answered, self._end_children = dump, answered, end_children
         self._interruptible, self._ended = interruptible, ended
         self.owner = None  # the node's own thread (events from elsewhere are raised there)
-        self._handed: BaseException | None = None
+        self._pending: BaseException | None = None
         self.deferred: Event | None = None  # an outcome waiting for this node's own code to end
         self.legacy: Event | None = None  # oracle-ads' bare stop file, waiting likewise
         self._lock = threading.Lock()
@@ -100,7 +100,7 @@ class Dispatcher:
     def due(self) -> None:
         """At every tick of the node's thread: raise what was handed over, or a deferred ending
         whose reason to wait is gone."""
-        handed = self.take_handed()
+        handed = self.take_pending()
         if handed is not None:
             raise handed
         if self.deferred is not None and decide(self.deferred, self.situation()) is not Verdict.DEFER:
@@ -122,16 +122,16 @@ class Dispatcher:
     # -- handing over to the node's thread -----------------------------------------------------
     def hand_over(self, exc: BaseException) -> None:
         """Raise ``exc`` in the node's own thread now (see the module doc)."""
-        self._handed = exc
+        self._pending = exc
         if not self._interruptible():
             return
         if not self.clock.interrupt(self.owner, exc):
             self._end_children()
             return
         if getattr(self.clock, "simulated", True) is False:
-            self.clock.spawn(lambda: self._insist(exc), "fsm-cluster-insist")
+            self.clock.spawn(lambda: self._interrupt_until_taken(exc), "fsm-cluster-interrupt")
 
-    def _insist(self, exc: BaseException) -> None:
+    def _interrupt_until_taken(self, exc: BaseException) -> None:
         """The interrupt raises ``exc`` wherever the node's thread is — inside code that catches
         every exception (logging's emit does) it is swallowed: interrupt again until the node took
         its ending (a few times, a quarter second apart)."""
@@ -139,21 +139,21 @@ class Dispatcher:
 
         for _ in range(40):
             time.sleep(0.25)
-            if self._ended() or self._handed is not exc:
+            if self._ended() or self._pending is not exc:
                 return
             self.clock.interrupt(self.owner, exc)
 
-    def take_handed(self) -> BaseException | None:
+    def take_pending(self) -> BaseException | None:
         """The exception handed over, once the node has no ending yet (taken: not raised again)."""
-        exc, self._handed = self._handed, None
+        exc, self._pending = self._pending, None
         return exc if not self._ended() else None
 
-    def peek_handed(self) -> BaseException | None:
+    def peek_pending(self) -> BaseException | None:
         """The exception handed over and not taken yet (the runner's SIGINT handler raises it; it
         stays until the node took an ending, so a swallowed raise is raised again)."""
-        return self._handed if not self._ended() else None
+        return self._pending if not self._ended() else None
 
     def taken(self, exc: BaseException) -> None:
         """``exc`` reached the node's thread and is being dealt with: not raised again."""
-        if self._handed is exc:
-            self._handed = None
+        if self._pending is exc:
+            self._pending = None

@@ -118,17 +118,18 @@ def _install_signal_handlers(p):
     previous = {}
 
     def handler(signum, frame):
-        from .node.liveness import own_interrupt
+        from ..clock import own_interrupt
 
         own = signum == signal.SIGINT and own_interrupt()
-        handed = p.peek_handed()  # the keeper / the control channel interrupt with the cluster's ending
-        if handed is not None and p.ending is None:
+        handed = p.dispatcher.peek_pending()  # the keeper / the channel interrupt with the cluster's ending
+        if handed is not None:
             raise handed
         if own:
-            return  # sent again for an event the node already took (see ClusterProvider._insist)
+            return  # sent again for an event the node already took (see Dispatcher._interrupt_until_taken)
         name = signal.Signals(signum).name
-        if p.ending is None and (p.is_live() or p.state is NodeStatus.complete):
-            raise StopRequested(f"{p.node_id} received {name}", 128 + signum, "stopped", p.node_id)
+        stop = StopRequested(f"{p.node_id} received {name}", 128 + signum, "stopped", p.node_id)
+        if decide(Event(Kind.SIGNAL, Source.SIGNAL, stop), p.dispatcher.situation()) is Verdict.INTERRUPT:
+            raise stop
         log.warning("%s: %s during teardown; finishing teardown", p.node_id, name)
 
     for sig in (signal.SIGTERM, signal.SIGINT):

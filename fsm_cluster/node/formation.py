@@ -13,7 +13,15 @@ import logging
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, MutableMapping
 
-from ..env import OCI__CLUSTER_ID, OCI__MAIN_IP, OCI__NODE_IP, OCI__NODE_LIST, OCI__NODE_RANK, OCI__WORLD_SIZE, WORLD_SIZE
+from ..env import (
+    OCI__CLUSTER_ID,
+    OCI__MAIN_IP,
+    OCI__NODE_IP,
+    OCI__NODE_LIST,
+    OCI__NODE_RANK,
+    OCI__WORLD_SIZE,
+    WORLD_SIZE,
+)
 from ..errors import NodeFailure
 from ..wire.control import CHANNEL_KEY, CONTROL_KEY, REPLACES_KEY, RESTART_POLICY_KEY
 from ..wire.models import NodeConfig, RosterEntry
@@ -42,6 +50,13 @@ class Formation:
         self.control_address: str | None = None  # MAIN: its channel's host:port, once serving
         # MAIN's declared variables as this node took them (typed, read-only; engines read these)
         self.exported: Mapping[str, str] = MappingProxyType({})
+
+    def names(self, engine_exports) -> tuple[str, ...] | None:
+        """Names this node takes from MAIN's config: None (every name, as oracle-ads) unless the job
+        definition declares OCI__EXPORTS: then BASE_EXPORTS, the engine's EXPORTS and those."""
+        if not self.settings.export_names:
+            return None
+        return BASE_EXPORTS + tuple(engine_exports) + self.settings.export_names
 
     def roster(self) -> list[RosterEntry]:
         """MAIN: itself, then every registration it accepted (see Rendezvous.build_roster)."""

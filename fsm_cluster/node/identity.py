@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
-from typing import Iterator
+from typing import Iterator, Mapping
 
 from ..errors import FsmClusterError
 from ..runtime.oci_auth import describe_error, get_oci_auth, make_client
@@ -136,3 +136,23 @@ def find_self_ip(self_ip: str, job_ocid: str, authinfo: dict) -> tuple[str, str 
     if job_ocid.startswith("ocid1.") and authinfo:
         return find_self_ip_in_job(authinfo, job_ocid)
     return local_ip(), None
+
+
+def auth_for(settings, protocol: str) -> dict:
+    """The OCI signer, only when OCI is involved (OCI_IAM_TYPE set, an ``oci://`` work dir); else ``{}``."""
+    if not (settings.oci_iam_type or protocol == "oci"):
+        return {}
+    return get_oci_auth(settings.oci_iam_type, settings.oci_config_profile, settings.oci_config_location)
+
+
+def socket_env(interface: str) -> dict[str, str]:
+    """GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME for ``interface`` (none when unknown)."""
+    return {k: interface for k in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME")} if interface else {}
+
+
+def node_address(source, authinfo: dict) -> tuple[str, str | None]:
+    """:func:`find_self_ip` from the node's Settings, or from a mapping (``os.environ``: oracle-ads
+    calls ``ClusterProvider.find_self_ip`` on the class)."""
+    if isinstance(source, Mapping):
+        return find_self_ip(source.get("OCI__SELF_IP", ""), source.get("JOB_OCID", ""), authinfo)
+    return find_self_ip(source.self_ip, source.job_ocid, authinfo)

@@ -5,7 +5,7 @@ Every callback named in the table is a provider hook (the seed's method names): 
 ``fetch_code``, ``check_entry_script``, ``setup_configuration``, ``export_main_configuration``,
 ``start``, ``run_code``, ``sync``, ``publish_completion``, ``execution_failed``, ``stop``,
 ``end_children``, ``final_sync``, ``end_code``, and the guards ``is_main_node``, ``tearable`` and
-``restarts_left``. The Machine binds its triggers (``configure()``, ``launch()``, ``finish()`` …) and
+``taking_restart``. The Machine binds its triggers (``configure()``, ``launch()``, ``finish()`` …) and
 its ``is_*``/``may_*`` helpers on the :class:`Life`, so a user's provider may define a method of any
 of those names (``launch``, ``finish``) without touching the life. The runner fires triggers on
 ``provider.life``; what happens on each edge is in this table, with two exceptions the
@@ -15,7 +15,7 @@ and passed over.
 
     init → configuring → waiting_for_main → ready → running → complete ─┐
                      └──────(MAIN)────────┘       ↑   ↓  └→ failed ──┴→ tearable → stopped
-                                             recovering (a restart: restarts_left)
+                                             recovering (a restart: taking_restart)
 
 Any live state may ``fail`` or get a stop request (``request_stop`` → tearable); stopped is final.
 
@@ -103,7 +103,7 @@ TRANSITIONS = [
     # Recovery (a restart policy, MAIN's budget): the entry script ends, the node waits for a lost
     # node's replacement if there is one, then the code runs again (OCI__RESTART_COUNT = restarts).
     {"trigger": "recover", "source": ["running", "complete", "recovering"], "dest": "recovering",
-     "conditions": "restarts_left",
+     "conditions": "taking_restart",
      "after": "end_code"},
     {"trigger": "resume", "source": "recovering", "dest": "running", "after": "run_code"},
     # The ending edges: their hooks are best effort (a failure is logged; the life goes on to stopped).

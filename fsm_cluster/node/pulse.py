@@ -28,8 +28,8 @@ from typing import Callable
 
 from ..clock import Backoff, wait_until
 from ..errors import NodeFailure, RestartRequested, StopRequested, WaitTimeout
-from ..wire.states import NodeStatus
 from ..wire.events import Event, Kind, Source, event_of
+from ..wire.states import NodeStatus
 
 log = logging.getLogger(__name__)
 

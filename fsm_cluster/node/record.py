@@ -73,7 +73,7 @@ class StateRecord:
         if self.simulated:
             return None
         if self._sampler is None:
-            from ..observe.resources import Sampler
+            from ..runtime.resources import Sampler
 
             self._sampler = Sampler()
         try:

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import auto
 from typing import Callable
+
+from ..wire.states import Named
 
 log = logging.getLogger(__name__)
 
@@ -89,19 +91,16 @@ class RestartLedger:
             self.records.append(record)
 
 
-class Step(str, Enum):
+class Step(Named):
     """What recovery does with a failure or a restart (see :func:`decide_failure`)."""
 
-    TAKEN = "taken"  # this restart was taken already (it came both over the channel and in a file)
-    GO_ON = "go_on"  # a peer was lost; this elastic engine goes on while MAIN takes its replacement in
-    RESTART = "restart"  # end the code, wait for a replacement if one is due, run the code again
-    ASK_MAIN = "ask_main"  # a worker's own code failed under a policy that may retry it: MAIN decides
-    FAIL = "fail"  # the failure ends the cluster as without a policy
-    REFUSED = "refused"  # MAIN: the budget (backoffLimit, activeDeadlineSeconds) is spent
-    SHRINK = "shrink"  # MAIN of an elastic engine: record the loss, go on, take the replacement when it comes
-
-    def __str__(self) -> str:
-        return self.value
+    TAKEN = auto()  # this restart was taken already (it came both over the channel and in a file)
+    GO_ON = auto()  # a peer was lost; this elastic engine goes on while MAIN takes its replacement in
+    RESTART = auto()  # end the code, wait for a replacement if one is due, run the code again
+    ASK_MAIN = auto()  # a worker's own code failed under a policy that may retry it: MAIN decides
+    FAIL = auto()  # the failure ends the cluster as without a policy
+    REFUSED = auto()  # MAIN: the budget (backoffLimit, activeDeadlineSeconds) is spent
+    SHRINK = auto()  # MAIN of an elastic engine: record the loss, go on, take the replacement when it comes
 
 
 def decide_failure(exc: BaseException, *, main: bool, me: str, elastic: bool, done: int, policy: str,
@@ -141,14 +140,14 @@ class Recovery:
         self._flush, self._members_changed = flush_state, members_changed
         self._wait_until, self._look, self._taken = wait_until, look, taken
         self.budget = Budget(settings.backoff_limit, settings.active_deadline)
-        self.born = clock.now()
+        self.started_at = clock.now()
         self.verdict_due: float | None = None  # a worker asked MAIN for a restart: its answer by then
         self.awaited: set[str] = set()  # MAIN of an elastic engine: lost nodes whose replacement may come
 
     # -- questions the runner asks --------------------------------------------------------------
     def past_deadline(self) -> bool:
         """MAIN: activeDeadlineSeconds is spent."""
-        return self.main and self.budget.past_deadline(self.clock.now() - self.born)
+        return self.main and self.budget.past_deadline(self.clock.now() - self.started_at)
 
     def awaiting_verdict(self) -> bool:
         """A worker whose code failed asked MAIN for a restart and waits for the answer."""
@@ -173,7 +172,7 @@ class Recovery:
         from ..errors import NodeFailure
 
         self._taken(e)  # (not raised again in the node's thread)
-        refusal = self.budget.refusal(len(self.ledger.records), self.clock.now() - self.born) if self.main else None
+        refusal = self.budget.refusal(len(self.ledger.records), self.clock.now() - self.started_at) if self.main else None
         step = decide_failure(e, main=self.main, me=self.node_id, elastic=self.elastic, done=self.ledger.done,
                               policy=self.policy_of(getattr(e, "node", "") or self.node_id), refusal=refusal)
         if step is Step.TAKEN:

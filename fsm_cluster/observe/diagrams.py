@@ -3,7 +3,8 @@
 * ``mermaid(mode)`` — mermaid ``stateDiagram-v2`` text (no binary needed; GitHub renders it).
 * ``dot_source(mode)`` — graphviz DOT; ``render(dot, "svg"|"png")`` runs graphviz ``dot``.
 * ``write_set(directory)`` / ``check_set(directory)`` — the committed ``state_diagrams/``: one
-  ``<MODE>.mmd`` + ``<MODE>.svg`` per mode and a README embedding them.
+  ``<MODE>.mmd`` + ``<MODE>.svg`` per mode, a README embedding them, and ``decisions.md``: what
+  each event from outside a node's own code means in each situation (:mod:`fsm_cluster.node.decisions`).
 
 Edges are labelled UML style, ``trigger [guard] / hooks``, straight from the transition dicts.
 
@@ -187,7 +188,8 @@ def readme() -> str:
              "hold, and the provider hooks (seed method names) that run on the edge. Dashed red edges "
              "go to `failed` (any live state may fail); dotted ones are stop requests (a stop marker, "
              "a signal or the end of a life span). See a live node's machine with "
-             "`fsm-cluster status WORK_DIR --diagram NODE`.",
+             "`fsm-cluster status WORK_DIR --diagram NODE`. What each event from outside a node's "
+             "own code means for it: [decisions.md](decisions.md).",
              ""]
     for mode in MODES:
         parts += [f"## {mode}", "", MODE_TITLES[mode] + ".", "",
@@ -197,9 +199,35 @@ def readme() -> str:
     return "\n".join(parts)
 
 
+def decisions() -> str:
+    """``decisions.md``: the dispatcher's verdict for each event in each situation (a markdown table)."""
+    from ..node.decisions import decision_table
+
+    rows = decision_table()
+    situations = list(dict.fromkeys(s for _, s, _ in rows))
+    verdicts: dict[str, dict[str, str]] = {}
+    for event, situation, verdict in rows:
+        verdicts.setdefault(event, {})[situation] = verdict
+    lines = ["# What an event means for a node",
+             "",
+             "Generated from `decide()` in `fsm_cluster/node/decisions.py` by `fsm-cluster diagram --out "
+             "state_diagrams/`; do not edit by hand. Every event from outside a node's own code (the control "
+             "channel, the watch of the work dir, the keeper, the stall watchdog, a signal) is decided here, "
+             "then carried out by `fsm_cluster/node/dispatch.py`: *interrupt* ends the life with the event, "
+             "*recover* goes to recovery (`decide_failure` in `fsm_cluster/node/recovery.py`: restart, ask "
+             "MAIN, fail), *defer* waits until the node's own code ended, *end* ends a node whose code is done.",
+             "",
+             "| event | " + " | ".join(situations) + " |",
+             "|---|" + "---|" * len(situations)]
+    for event, row in verdicts.items():
+        lines.append(f"| {event} | " + " | ".join(row[s] for s in situations) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def expected_text_files() -> dict[str, str]:
     files = {f"{m}.mmd": mermaid(m) for m in MODES}
     files["README.md"] = readme()
+    files["decisions.md"] = decisions()
     return files
 
 

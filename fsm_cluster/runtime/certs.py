@@ -16,9 +16,14 @@ import os
 import secrets
 from typing import Mapping
 
-from ..env import (OCI__CA_DOWNLOAD_LOCATION, OCI__CERTIFICATE_AUTHORITY_OCID,
-                   OCI__CERTIFICATE_DOWNLOAD_LOCATION, OCI__CERTIFICATE_KEY_DOWNLOAD_LOCATION,
-                   OCI__CERTIFICATE_OCID, OCI__CODE_DIR)
+from ..env import (
+    OCI__CA_DOWNLOAD_LOCATION,
+    OCI__CERTIFICATE_AUTHORITY_OCID,
+    OCI__CERTIFICATE_DOWNLOAD_LOCATION,
+    OCI__CERTIFICATE_KEY_DOWNLOAD_LOCATION,
+    OCI__CERTIFICATE_OCID,
+    OCI__CODE_DIR,
+)
 from ..errors import NodeFailure, SettingsError
 
 log = logging.getLogger(__name__)

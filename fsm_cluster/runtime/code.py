@@ -27,7 +27,7 @@ from typing import Mapping
 
 from ..env import OCI__RUNTIME_GIT_SECRET_ID, OCI__RUNTIME_URI
 from ..errors import NodeFailure
-from .archive import UnsafeArchive, archive_kind, check_entries, Entry, safe_extract
+from .archive import Entry, UnsafeArchive, archive_kind, check_entries, safe_extract
 
 log = logging.getLogger(__name__)
 

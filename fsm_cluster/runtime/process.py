@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import logging
 import os
-import sysconfig
 import secrets
 import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 from dataclasses import dataclass, field
 from typing import Iterable
 

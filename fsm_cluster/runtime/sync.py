@@ -333,3 +333,12 @@ def sync_step(settings, workdir, clock, running: "ArtifactSync | None", loop: bo
     else:
         ArtifactSync(settings, workdir, clock).sync_once()
     return running
+
+
+def post_processing_wait(settings, clock, node_id: str) -> None:
+    """POST_PROCESSING_WAIT seconds after the last sync, when it is set (oracle-ads waits 60 s by
+    default: fsm_cluster only when asked)."""
+    wait = getattr(settings, "post_processing_wait", 0)
+    if wait:
+        logging.getLogger(__name__).info("%s: post processing wait: %g s (POST_PROCESSING_WAIT)", node_id, wait)
+        clock.pause(wait)

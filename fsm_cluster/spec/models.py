@@ -11,14 +11,31 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError,
-                      field_validator)
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import SkipJsonSchema
 
 from ..errors import SpecError
 from ..validation import Problem, format_validation_error, problems_of
-from .fields import ArgList, Kwargs, RestartPolicy, Scalar, ScalarList, Seconds, Unset, WholeNumber, empty_is_none
+from .fields import (
+    ArgList,
+    Kwargs,
+    RestartPolicy,
+    Scalar,
+    ScalarList,
+    Seconds,
+    Unset,
+    WholeNumber,
+    empty_is_none,
+)
 from .reading import Path, SpecSource
 
 MODES = {"main": "MAIN", "worker": "WORKER", "ps": "PS"}  # a node group's key → its nodes' mode
@@ -116,7 +133,7 @@ class ClusterBody(_Model):
     restart_policy: RestartPolicy = None
     backoff_limit: WholeNumber = Field(None, ge=0, le=10_000)
     active_deadline_seconds: WholeNumber = Field(None, ge=1)
-    # The stall watchdog (fsm_cluster.observe.stall): seconds without output or progress on every node.
+    # The stall watchdog (fsm_cluster.runtime.stall): seconds without output or progress on every node.
     stall_timeout: Seconds = Field(None, gt=0, allow_inf_nan=False)
     certificate: Certificate | None = None
     config: GroupConfig | None = None
@@ -163,7 +180,9 @@ class ClusterSection(_Model):
         v = v.strip()
         if ":" in v:
             return v
-        from ..registry import known_cluster_kinds  # the registry imports engines lazily
+        from ..registry import (
+            known_cluster_kinds,  # the registry imports engines lazily
+        )
 
         known = known_cluster_kinds()
         if v.upper() not in known:

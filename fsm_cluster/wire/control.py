@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+from typing import Callable
 
 from ..errors import CodeFailed, NodeFailure, NodeLost, RestartRequested, StopRequested
 from .events import Kind
@@ -290,7 +291,7 @@ class Control:
         """MAIN: a worker's code failed and its policy may retry: MAIN's thread decides."""
         self._event(Kind.PEER_FAILED, CodeFailed(f"{msg.node}: {msg.reason}", msg.node, msg.exit_code), node=msg.node)
 
-    # -- the stall watchdog (fsm_cluster.observe.stall) ------------------------------------------------
+    # -- the stall watchdog (fsm_cluster.runtime.stall) ------------------------------------------------
     def _on_quiet(self, msg) -> None:
         """MAIN: a node's code is quiet (or active again)."""
         self._quiet(msg.node, msg.since, msg.ended)

@@ -9,39 +9,35 @@ for the node is decided in one place, :func:`fsm_cluster.node.decisions.decide`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import auto
 from typing import Any
 
+from .states import Named
 
-class Kind(str, Enum):
+
+class Kind(Named):
     """What happened (the event's kind)."""
 
-    OUTCOME = "outcome"  # the cluster's stop marker of this life (from the channel or the work dir)
-    LEGACY_STOP = "legacy_stop"  # oracle-ads' bare stop file (no outcome)
-    PEER_LOST = "peer_lost"  # a peer's process died or froze (channel) or stopped heart-beating (files)
-    PEER_FAILED = "peer_failed"  # MAIN: a worker's code failed and its policy may retry (channel or file)
-    RESTART = "restart"  # a worker: MAIN restarts the cluster's code (channel or MAIN's state file)
-    FAILURE = "failure"  # the cluster cannot go on: the work dir gone, a node wrote no state, a broken engine
-    SIGNAL = "signal"  # SIGTERM / SIGINT to this node's process
-    STALLED = "stalled"  # MAIN: no output or progress from the code on any node for the stall timeout
-    DUMP = "dump"  # stacks requested (fsm-cluster dump, or the stall watchdog)
-
-    def __str__(self) -> str:
-        return self.value
+    OUTCOME = auto()  # the cluster's stop marker of this life (from the channel or the work dir)
+    LEGACY_STOP = auto()  # oracle-ads' bare stop file (no outcome)
+    PEER_LOST = auto()  # a peer's process died or froze (channel) or stopped heart-beating (files)
+    PEER_FAILED = auto()  # MAIN: a worker's code failed and its policy may retry (channel or file)
+    RESTART = auto()  # a worker: MAIN restarts the cluster's code (channel or MAIN's state file)
+    FAILURE = auto()  # the cluster cannot go on: the work dir gone, a node wrote no state, a broken engine
+    SIGNAL = auto()  # SIGTERM / SIGINT to this node's process
+    STALLED = auto()  # MAIN: no output or progress from the code on any node for the stall timeout
+    DUMP = auto()  # stacks requested (fsm-cluster dump, or the stall watchdog)
 
 
-class Source(str, Enum):
+class Source(Named):
     """Where the event came from (for the log line; a verdict never depends on it, except that the
     channel's word on a failure is ignored by a node whose own code failed too)."""
 
-    CHANNEL = "channel"
-    WORKDIR = "workdir"
-    WATCHDOG = "watchdog"
-    SIGNAL = "signal"
-    RUNNER = "runner"
-
-    def __str__(self) -> str:
-        return self.value
+    CHANNEL = auto()
+    WORKDIR = auto()
+    WATCHDOG = auto()
+    SIGNAL = auto()
+    RUNNER = auto()
 
 
 @dataclass(frozen=True)
@@ -65,7 +61,13 @@ class Event:
 
 def event_of(exc: BaseException, source: Source) -> Event:
     """The event an exception from the watch, the channel or a failure request stands for."""
-    from ..errors import CodeFailed, NodeFailure, NodeLost, RestartRequested, StopRequested
+    from ..errors import (
+        CodeFailed,
+        NodeFailure,
+        NodeLost,
+        RestartRequested,
+        StopRequested,
+    )
 
     if isinstance(exc, StopRequested):
         from types import SimpleNamespace

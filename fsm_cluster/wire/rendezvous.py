@@ -17,9 +17,26 @@ import secrets
 from typing import Iterable
 
 from ..errors import ProtocolError, SignatureError
-from .models import (EXPORTABLE_RE, IDENTITY_NAMES, LEGACY_STOP, MAX_ENV_VALUE, DoneMarker, NodeConfig,
-                     RosterEntry, StopMarker, is_hijack_name)
-from .workdir import MAIN_NODE, PREVIOUS, STOP, WorkDir, config_name, node_of, state_name
+from .models import (
+    EXPORTABLE_RE,
+    IDENTITY_NAMES,
+    LEGACY_STOP,
+    MAX_ENV_VALUE,
+    DoneMarker,
+    NodeConfig,
+    RosterEntry,
+    StopMarker,
+    is_hijack_name,
+)
+from .workdir import (
+    MAIN_NODE,
+    PREVIOUS,
+    STOP,
+    WorkDir,
+    config_name,
+    node_of,
+    state_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +260,16 @@ class Rendezvous:
     # -- done markers (OCI__RUN_ON=all) ----------------------------------------------------------
     def publish_done(self) -> None:
         self.workdir.write(f"{self.node_id}{DONE_SUFFIX}", DoneMarker(node=self.node_id, life=self.life))
+
+    def members(self) -> list[RosterEntry]:
+        """MAIN: the roster without the nodes lost and not yet replaced."""
+        return [r for r in self.roster if r.node not in self.lost]
+
+    def all_done(self, listing: dict[str, tuple]) -> bool:
+        """MAIN: every other fsm_cluster node of the roster wrote its done marker (oracle-ads nodes write none)."""
+        workers = self.workers
+        return all(self.done(r.node, listing) for r in self.roster
+                   if r.node != self.node_id and not (r.node in workers and workers[r.node].legacy))
 
     def done(self, node: str, listing: dict[str, tuple]) -> bool:
         """``node`` wrote its done marker for this life (read once, signature checked)."""

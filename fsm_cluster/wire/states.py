@@ -10,7 +10,18 @@ from __future__ import annotations
 from enum import Enum
 
 
-class NodeStatus(str, Enum):
+class Named(str, Enum):
+    """An enum whose values are its members' names in lower case (``auto()``) and print as such."""
+
+    @staticmethod
+    def _generate_next_value_(name, start, count, last_values):
+        return name.lower()
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class NodeStatus(Named):
     """A node's state (the machine's states; equal to their names as strings).
 
     1. ``init`` — started, nothing written yet
@@ -36,9 +47,6 @@ class NodeStatus(str, Enum):
     failed = "failed"
     tearable = "tearable"
     stopped = "stopped"
-
-    def __str__(self) -> str:
-        return self.value
 
     def is_live(self) -> bool:
         """Before the code completed or anything failed: the node may still fail or be stopped."""

@@ -16,11 +16,17 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
-from ..errors import NodeFailure, NodeLost, ProtocolError, RestartRequested, StopRequested
-from .states import NodeStatus
+from ..errors import (
+    NodeFailure,
+    NodeLost,
+    ProtocolError,
+    RestartRequested,
+    StopRequested,
+)
 from .models import NodeState, StopMarker
 from .peerwatch import EXPECTED, PeerWatch
 from .rendezvous import Rendezvous
+from .states import NodeStatus
 from .workdir import MAIN_NODE, STOP, WorkDir, config_name, state_name
 
 log = logging.getLogger(__name__)

@@ -33,8 +33,8 @@ from typing import Any, Callable, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from ..errors import ProtocolError, SignatureError, StorageError
-from .models import LEGACY_STOP, NodeConfig, NodeState, StopMarker
 from ..validation import Problem, format_validation_error
+from .models import LEGACY_STOP, NodeConfig, NodeState, StopMarker
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)

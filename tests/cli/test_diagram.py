@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from fsm_cluster.observe import diagrams
 from fsm_cluster.node.lifecycle import STATES, TRANSITIONS, mode_states
+from fsm_cluster.observe import diagrams
 
-from .clihelp import REPO, cli, clean_env
+from .clihelp import REPO, clean_env, cli
 
 HAS_DOT = shutil.which("dot") is not None
 

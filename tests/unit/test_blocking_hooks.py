@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import contextlib
 
-from fsm_cluster.wire.models import StopMarker
 from fsm_cluster.provider import ClusterProvider
 from fsm_cluster.testing import SimulatedCodeProvider
+from fsm_cluster.wire.models import StopMarker
 
 from .simcluster import SimCluster
 

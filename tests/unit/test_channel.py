@@ -16,12 +16,25 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from fsm_cluster.wire.channel import (ChannelUnavailable, OutcomeMsg, Ping, Register, load_or_create_secret,
-                                 read_secret, wire)
+from fsm_cluster.wire.channel import (
+    ChannelUnavailable,
+    OutcomeMsg,
+    Ping,
+    Register,
+    load_or_create_secret,
+    read_secret,
+    wire,
+)
 from fsm_cluster.wire.channel.messages import CLIENT_MESSAGE, SERVER_MESSAGE, encode
 from fsm_cluster.wire.models import StopMarker
-from tests.unit.test_channel_kit import (OTHER_SECRET, SECRET, Kit, closed_by_peer, hello,
-                                         raw_authenticated)
+from tests.unit.test_channel_kit import (
+    OTHER_SECRET,
+    SECRET,
+    Kit,
+    closed_by_peer,
+    hello,
+    raw_authenticated,
+)
 
 ROSTER = [{"node": "MAIN", "mode": "MAIN", "run_id": "main", "rank": 0, "ip": "127.0.0.1"},
           {"node": "WORKER_a", "mode": "WORKER", "run_id": "a", "rank": 1, "ip": "127.0.0.1"}]

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from fsm_cluster.errors import SettingsError
-from fsm_cluster.wire.models import NodeState, StopMarker
 from fsm_cluster.runner import drive
 from fsm_cluster.testing import SimulatedCodeProvider
+from fsm_cluster.wire.models import NodeState, StopMarker
 
 from .simcluster import SimCluster
 

@@ -215,8 +215,9 @@ def test_a_bad_horovod_image_value_names_the_variable_on_both_sides(tmp_path, mo
 def test_the_oracle_ads_horovod_spec_variables_load():
     """The docs' HOROVOD spec env: WORKER_PORT 12345, START_TIMEOUT 600, ENABLE_TIMELINE 0,
     HOROVOD_ARGS --verbose."""
-    from fsm_cluster.jobspec import node_environments
     from engines.specs import spec
+
+    from fsm_cluster.jobspec import node_environments
 
     env = {"WORKER_PORT": "12345", "START_TIMEOUT": "600", "ENABLE_TIMELINE": "0", "HOROVOD_ARGS": "--verbose"}
     nodes = node_environments(load_spec_text(spec("HOROVOD", env=env), environ={}))

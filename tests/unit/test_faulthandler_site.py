@@ -1,4 +1,4 @@
-"""The faulthandler fallback's sitecustomize (fsm_cluster/observe/faultsite) in a real Python process: it
+"""The faulthandler fallback's sitecustomize (fsm_cluster/runtime/faultsite) in a real Python process: it
 arms SIGUSR2, marks the process ready, leaves sys.path, and still runs the environment's own
 sitecustomize; and fsm_cluster.progress() touches $OCI__PROGRESS_FILE."""
 
@@ -9,11 +9,12 @@ import subprocess
 import sys
 import time
 
-from fsm_cluster.observe.stacks import arm_faulthandler, faulthandler_stacks
+from fsm_cluster.runtime.stacks import arm_faulthandler, faulthandler_stacks
 
+# the line is printed inside parked_here: a signal that comes while print still returns shows that frame too
 SCRIPT = """import sys, threading, time
-print([p for p in sys.path if p.endswith("faultsite")], flush=True)
 def parked_here():
+    print([p for p in sys.path if p.endswith("faultsite")], flush=True)
     threading.Event().wait()
 parked_here()
 """
@@ -55,7 +56,7 @@ def test_a_process_that_did_not_register_is_never_signalled(tmp_path):
 
 
 def test_not_armed_when_py_spy_is_there_and_the_watchdog_is_off(tmp_path, monkeypatch):
-    import fsm_cluster.observe.stacks as stacks
+    import fsm_cluster.runtime.stacks as stacks
 
     monkeypatch.setattr(stacks, "py_spy", lambda: "/usr/bin/py-spy")
     env = {"PYTHONPATH": "x"}
@@ -81,7 +82,7 @@ def test_progress_touches_the_progress_file(tmp_path, monkeypatch):
 
 def test_the_output_pump_keeps_draining_when_the_nodes_own_output_is_gone(tmp_path):
     """The node's stdout closed (its reader died): the code must not block on a full pipe."""
-    from fsm_cluster.observe.stall import Activity
+    from fsm_cluster.runtime.stall import Activity
 
     r, w = os.pipe()
     os.close(r)  # writes to w now fail (EPIPE)

@@ -8,16 +8,29 @@ from __future__ import annotations
 import uuid
 
 import fsspec
-from hypothesis import HealthCheck, settings, strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 from transitions import MachineError
 
 from fsm_cluster.clock import FakeClock
 from fsm_cluster.env import Settings
-from fsm_cluster.errors import CodeFailed, NodeFailure, RestartRequested, StopRequested, StorageError
+from fsm_cluster.errors import (
+    CodeFailed,
+    NodeFailure,
+    RestartRequested,
+    StopRequested,
+    StorageError,
+)
 from fsm_cluster.node.lifecycle import STATES, TRANSITIONS, LifeEnded, mode_states
-from fsm_cluster.wire.models import RestartRecord, StopMarker
 from fsm_cluster.testing import SimulatedCodeProvider, node_env
+from fsm_cluster.wire.models import RestartRecord, StopMarker
 
 TRIGGERS = sorted({t["trigger"] for t in TRANSITIONS})
 HOOKS = ["begin_life", "fetch_code", "check_entry_script", "setup_configuration", "export_main_configuration",

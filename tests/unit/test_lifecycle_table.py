@@ -7,7 +7,14 @@ from transitions import MachineError
 
 from fsm_cluster.clock import FakeClock
 from fsm_cluster.env import Settings
-from fsm_cluster.node.lifecycle import FINAL_STATES, LIVE_STATES, STATES, TRANSITIONS, mode_states, mode_transitions
+from fsm_cluster.node.lifecycle import (
+    FINAL_STATES,
+    LIVE_STATES,
+    STATES,
+    TRANSITIONS,
+    mode_states,
+    mode_transitions,
+)
 from fsm_cluster.provider import ClusterProvider
 
 HOOKS = ["begin_life", "fetch_code", "check_entry_script", "setup_configuration", "export_main_configuration", "start", "run_code", "sync",
@@ -58,7 +65,7 @@ def test_every_edge(t, src, mode):
         allowed = mode == "MAIN"
     if t.get("unless") == "is_main_node":
         allowed = mode != "MAIN"
-    if t.get("conditions") == "restarts_left":
+    if t.get("conditions") == "taking_restart":
         p.ledger.taking = object()  # a restart MAIN decided (see test_recover_needs_a_decided_restart)
     fired = getattr(p.lifecycle, t["trigger"])()
     if guard_main and not allowed:
@@ -122,7 +129,7 @@ def test_transitions_are_logged_with_node_source_destination_reason(caplog):
 
 @pytest.mark.parametrize("src", ["running", "complete"])
 def test_recover_needs_a_decided_restart(src):
-    """``recover``'s guard (restarts_left): without a restart MAIN decided within its budget, the
+    """``recover``'s guard (taking_restart): without a restart MAIN decided within its budget, the
     node stays where it is and its code is not ended."""
     p = RecordingProvider("WORKER")
     p.lifecycle.set(src)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from fsm_cluster.wire.models import NodeState, Transition
 from fsm_cluster.observe.status import ClusterView
 from fsm_cluster.observe.timeline import COLOURS, life_of, spans_of
+from fsm_cluster.wire.models import NodeState, Transition
 
 from .simcluster import SimCluster
 
@@ -70,8 +70,8 @@ def test_the_drawn_spans_are_the_recorded_transitions(tmp_path, workers, fails):
 
 
 def _life_with_usage(nodes: int):
-    from fsm_cluster.wire.models import Usage
     from fsm_cluster.observe.timeline import Lane, Life
+    from fsm_cluster.wire.models import Usage
 
     lanes = []
     for i in range(nodes):
@@ -107,8 +107,8 @@ def test_for_many_nodes_the_panels_draw_the_mean_and_range(tmp_path):
 
 
 def test_a_full_usage_history_is_thinned_and_still_spans_the_life():
-    from fsm_cluster.wire.models import MAX_USAGE, Resources
     from fsm_cluster.node.record import StateRecord
+    from fsm_cluster.wire.models import MAX_USAGE, Resources
 
     class Clock:
         t = 1000.0

@@ -9,8 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from fsm_cluster.env import Settings
 from fsm_cluster.errors import ProtocolError, SettingsError, SpecError
 from fsm_cluster.jobspec import load_spec_text
-from fsm_cluster.wire.models import NodeState
 from fsm_cluster.validation import Problem, format_validation_error, message
+from fsm_cluster.wire.models import NodeState
 from fsm_cluster.wire.workdir import WorkDir
 
 BASE = {"OCI__MODE": "MAIN", "OCI__WORK_DIR": "/tmp/x"}

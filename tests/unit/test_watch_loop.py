@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from fsm_cluster.node import drive as runner
 from fsm_cluster.errors import CodeFailed, RestartRequested
+from fsm_cluster.node import drive as runner
 from fsm_cluster.wire.models import RestartRecord
 
 

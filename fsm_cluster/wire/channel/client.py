@@ -21,7 +21,20 @@ from typing import Any, Callable
 from pydantic import ValidationError
 
 from . import wire
-from .messages import SERVER_MESSAGE, Bye, DumpMsg, FailureMsg, Message, OutcomeMsg, Ping, Pong, Register, RestartMsg, Roster, encode
+from .messages import (
+    SERVER_MESSAGE,
+    Bye,
+    DumpMsg,
+    FailureMsg,
+    Message,
+    OutcomeMsg,
+    Ping,
+    Pong,
+    Register,
+    RestartMsg,
+    Roster,
+    encode,
+)
 from .wire import ChannelUnavailable
 
 log = logging.getLogger(__name__)

@@ -26,8 +26,19 @@ from typing import Any, Callable, Iterable
 from pydantic import ValidationError
 
 from . import wire
-from .messages import (CLIENT_MESSAGE, Bye, FailureMsg, Message, OutcomeMsg, Ping, Pong, QuietMsg, Register, Roster,
-                       encode)
+from .messages import (
+    CLIENT_MESSAGE,
+    Bye,
+    FailureMsg,
+    Message,
+    OutcomeMsg,
+    Ping,
+    Pong,
+    QuietMsg,
+    Register,
+    Roster,
+    encode,
+)
 
 log = logging.getLogger(__name__)
 

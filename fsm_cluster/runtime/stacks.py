@@ -2,7 +2,7 @@
 every process under it (py-spy from the node's own Python environment, else PATH). Written to
 ``<work_dir>/<cluster>/diagnostics/<node>.stacks.txt``. ``fsm-cluster dump WORK_DIR`` asks every
 live node for them (a request file MAIN picks up, then the control channel and MAIN's state file);
-the stall watchdog (:mod:`fsm_cluster.observe.stall`) does too.
+the stall watchdog (:mod:`fsm_cluster.runtime.stall`) does too.
 
 Where py-spy cannot read a process (not installed, or no ptrace permission: a container without
 SYS_PTRACE), the file says so, and the Python processes of the entry script answer through
@@ -24,7 +24,7 @@ PYSPY_TIMEOUT = 30.0
 
 def py_spy() -> str | None:
     """py-spy from the node's own Python environment (activated or not), else PATH."""
-    from ..runtime.process import scripts_dirs
+    from .process import scripts_dirs
 
     return shutil.which("py-spy", path=os.pathsep.join(scripts_dirs())) or shutil.which("py-spy")
 
@@ -36,7 +36,7 @@ FAULTHANDLER_WAIT = 3.0  # s a process has to write its stacks after the signal
 
 def arm_faulthandler(env: dict, folder: str, always: bool) -> None:
     """Give the entry script's Python processes faulthandler stacks on SIGUSR2 (see
-    ``fsm_cluster/observe/faultsite/sitecustomize.py``): when ``always`` (the stall watchdog is on) or
+    ``fsm_cluster/runtime/faultsite/sitecustomize.py``): when ``always`` (the stall watchdog is on) or
     when py-spy is not installed."""
     if not (always or py_spy() is None) or env.get(FAULTHANDLER_DIR) == "off":
         return
@@ -92,7 +92,7 @@ def stacks_text(node: str, procs: list, why: str, faulthandler_dir: str | None =
     out = [f"# stacks of {node}'s code ({why}) at {time.strftime('%Y-%m-%d %H:%M:%S %z')}", ""]
     if not procs:
         out.append("(no code running on this node)")
-    from ..runtime.process import GUARD
+    from .process import GUARD
 
     for p in procs:
         try:

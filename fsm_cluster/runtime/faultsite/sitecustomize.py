@@ -1,4 +1,4 @@
-"""Put on an entry script's PYTHONPATH by its node (see :func:`fsm_cluster.observe.stacks.arm_faulthandler`)
+"""Put on an entry script's PYTHONPATH by its node (see :func:`fsm_cluster.runtime.stacks.arm_faulthandler`)
 where py-spy may be unable to read the code's stacks: every Python process of the entry script
 registers :mod:`faulthandler` on SIGUSR2, writing all threads' Python stacks to
 ``$FSM_CLUSTER_FAULTHANDLER_DIR/<pid>.txt``, and marks itself ready (``<pid>.ready``: the node
