@@ -27,7 +27,7 @@ waiting_in_a_named_function()
 
 @pytest.mark.parametrize("control", ["on", "off"])  # off: workers learn the request from MAIN's state file
 def test_dump_writes_every_live_nodes_stacks_and_the_cluster_goes_on(tmp_path, control):
-    from fsm_cluster.observe.stacks import py_spy
+    from fsm_cluster.runtime.stacks import py_spy
 
     if py_spy() is None:
         if os.environ.get("CI") == "true":  # the test extras install it: its absence is a broken set-up

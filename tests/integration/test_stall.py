@@ -56,7 +56,7 @@ def stacks(c: LocalNodes) -> dict[str, str]:
 
 
 def needs_py_spy():
-    from fsm_cluster.observe.stacks import py_spy
+    from fsm_cluster.runtime.stacks import py_spy
 
     if py_spy() is None:
         if os.environ.get("CI") == "true":
