@@ -337,7 +337,8 @@ class ClusterProvider(NodeFacade):
     def cluster_code_complete(self) -> bool:
         """MAIN: every node that runs code finished it (done markers in the last listing)."""
         everywhere = self.code_runs_on() == "all"
-        return self.code_execution_complete and (not everywhere or self.rendezvous.all_done(self.watch.listing))
+        return self.code_execution_complete and (not everywhere or self.rendezvous.all_done(self.watch.listing,
+                                                                                          self.control.done))
 
     def tearable(self) -> bool:
         """Guard of ``teardown``: a stop marker, a failure, MAIN's ephemeral code completed, or the life span's end."""
@@ -386,7 +387,8 @@ class ClusterProvider(NodeFacade):
     def publish_completion(self) -> None:
         """A non-MAIN node that ran code tells MAIN it finished (one small marker file)."""
         if self.mode != "MAIN" and self.runs_code():
-            self.rendezvous.publish_done()
+            self.rendezvous.publish_done()  # the record, and MAIN's way to know off the channel
+            self.control.send_done()
 
 
 ClusterProvider._base_ready = ClusterProvider.ready

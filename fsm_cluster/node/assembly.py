@@ -52,13 +52,15 @@ def assemble(p, fs) -> None:
         now = CodeState.RUNNING if code.running(state, life.running_hook) else CodeState.FAILED if code.failed() \
             else CodeState.DONE if p.code_execution_complete else CodeState.NONE
         return Situation(state, ended=p.end_of_life.ending is not None, code=now, runs_code=p.runs_code(),
-                         restarts_seen=ledger.seen, members=frozenset(r.node for r in rv.roster))
+                         restarts_seen=ledger.seen, members=frozenset(r.node for r in rv.roster),
+                         beating=watch.beating(), main=main)
 
     p.dispatcher = dispatcher = Dispatcher(
         p.node_id, clock, situation=situation, learn_marker=watch.learn, saw_restart=ledger.saw,
         dump=lambda request: p.dumps.dump(request), answered=lambda request: p.dumps.mark(request),
         end_children=lambda: p.children.terminate_all(s.teardown_grace),
-        interruptible=lambda: not p.adoption.by_runner, ended=lambda: p.end_of_life.ending is not None)
+        interruptible=lambda: not p.adoption.by_runner, ended=lambda: p.end_of_life.ending is not None,
+        timeout=s.heartbeat_timeout)
     p.control = control = Control(me, s, clock, p.workdir, rv, dispatch=dispatcher.from_afar,
                                   wake=lambda: p.pulse.wake(), look=lambda listing: p.observe(listing), listing=lambda: watch.listing,
                                   quiet=lambda node, since, ended: _note_quiet(p, node, since, ended))

@@ -31,6 +31,7 @@ class Verdict(Named):
     INTERRUPT = auto()  # end the node's life with it now (raised in the node's own thread)
     RECOVER = auto()  # a failure a restart policy may retry, or MAIN's restart: recovery decides
     END = auto()  # the node's own code is done: end the life the way the event says
+    CUT_OFF = auto()  # this node lost MAIN's channel while MAIN's heart beats: it is the one cut off
     DUMP = auto()  # write the stacks of this node's running code
     NOTE = auto()  # only remembered (a dump request while no code runs)
 
@@ -55,6 +56,8 @@ class Situation:
     code_done: bool = False  # an oracle-ads-shaped runner asks after its run_code returned
     restarts_seen: int = 0  # the last restart this node learnt of (a worker) or decided (MAIN)
     members: frozenset = field(default_factory=frozenset)  # the roster's nodes
+    beating: frozenset = field(default_factory=frozenset)  # peers whose heart beats in the work dir (fresh)
+    main: bool = False  # this node is MAIN
 
     @property
     def live_or_complete(self) -> bool:
@@ -82,7 +85,11 @@ def decide(event: Event, now: Situation) -> Verdict:
             now.state is not NodeStatus.complete and (now.runs_code or now.code is not CodeState.NONE))
         return Verdict.DEFER if waiting else Verdict.END
     if kind is Kind.PEER_LOST:
-        return Verdict.RECOVER if now.live_or_complete else Verdict.IGNORE
+        if not now.live_or_complete:
+            return Verdict.IGNORE
+        if event.silent and not now.main and event.node in now.beating:
+            return Verdict.CUT_OFF  # MAIN is alive (its state file says so): MAIN's verdict names this node
+        return Verdict.RECOVER
     if kind is Kind.PEER_FAILED:
         return Verdict.RECOVER if event.node in now.members else Verdict.IGNORE
     if kind is Kind.RESTART:
@@ -102,12 +109,15 @@ def decision_table() -> list[tuple[str, str, str]]:
     return rows
 
 
-_W1 = frozenset({"w1"})
+_W1, _BEATING = frozenset({"w1"}), frozenset({"MAIN", "w1"})
 _SITUATIONS = {
     "code running": Situation(NodeStatus.running, code=CodeState.RUNNING, runs_code=True, members=_W1),
     "code failed": Situation(NodeStatus.running, code=CodeState.FAILED, runs_code=True, members=_W1),
     "complete": Situation(NodeStatus.complete, code=CodeState.DONE, runs_code=True, members=_W1),
-    "no code (worker)": Situation(NodeStatus.running, members=_W1),
+    "no code (worker)": Situation(NodeStatus.running, members=_W1, beating=_BEATING),
+    "MAIN's heart stopped (worker)": Situation(NodeStatus.running, members=_W1, beating=_W1),
+    "MAIN": Situation(NodeStatus.running, code=CodeState.RUNNING, runs_code=True, members=_W1, beating=_BEATING,
+                      main=True),
     "forming": Situation(NodeStatus.waiting_for_main),
     "runner's code done": Situation(NodeStatus.running, code=CodeState.RUNNING, code_done=True, members=_W1),
     "restart 1 taken": Situation(NodeStatus.running, code=CodeState.RUNNING, runs_code=True, restarts_seen=1,
@@ -126,6 +136,7 @@ def _examples():
         ("outcome stopped", Event(Kind.OUTCOME, wd, marker=NS(outcome="stopped"))),
         ("oracle-ads stop file", Event(Kind.LEGACY_STOP, wd)),
         ("peer lost", Event(Kind.PEER_LOST, ch, node="w1")),
+        ("MAIN silent on the channel", Event(Kind.PEER_LOST, ch, node="MAIN", silent=True)),
         ("peer's code failed", Event(Kind.PEER_FAILED, ch, node="w1")),
         ("restart 1", Event(Kind.RESTART, ch, count=1)),
         ("failure", Event(Kind.FAILURE, wd)),

@@ -37,12 +37,14 @@ class Dispatcher:
     def __init__(self, node_id: str, clock, *, situation: Callable[[], Situation],
                  learn_marker: Callable, saw_restart: Callable[[int], None], dump: Callable[[str], None],
                  answered: Callable[[str], None], end_children: Callable[[], None],
-                 interruptible: Callable[[], bool], ended: Callable[[], bool]):
+                 interruptible: Callable[[], bool], ended: Callable[[], bool], timeout: float = 60.0):
         self.node_id, self.clock = node_id, clock
         self.situation = situation
         self._learn_marker, self._saw_restart = learn_marker, saw_restart
         self._dump, self._answered, self._end_children = dump, answered, end_children
         self._interruptible, self._ended = interruptible, ended
+        self.timeout = timeout  # the heartbeat timeout: how long a cut-off node waits for MAIN's verdict
+        self.cut_off_at: float | None = None  # this node lost MAIN's channel while MAIN's heart beats
         self.owner = None  # the node's own thread (events from elsewhere are raised there)
         self._pending: BaseException | None = None
         self.deferred: Event | None = None  # an outcome waiting for this node's own code to end
@@ -77,6 +79,10 @@ class Dispatcher:
                 self._saw_restart(event.count)
             if verdict is Verdict.DEFER or event.kind is Kind.LEGACY_STOP:
                 self._defer(event)
+        if verdict is Verdict.CUT_OFF and self.cut_off_at is None:
+            self.cut_off_at = self.clock.now()
+            log.warning("%s: %s; MAIN's heart still beats in the work dir, so this node is the one cut off: "
+                        "waiting up to %g s for MAIN's verdict in the work dir", self.node_id, event.exc, self.timeout)
         if verdict is Verdict.DUMP:
             self._dump(event.request)
         elif verdict is Verdict.NOTE:
@@ -103,6 +109,12 @@ class Dispatcher:
         handed = self.take_pending()
         if handed is not None:
             raise handed
+        if self.cut_off_at is not None and self.clock.now() - self.cut_off_at > self.timeout:
+            from ..errors import NodeFailure
+
+            self.cut_off_at = None
+            raise NodeFailure(f"{self.node_id}: cut off from MAIN's control channel for {self.timeout:g} s while "
+                              "MAIN's heart beats in the work dir (this node's network)")
         if self.deferred is not None and decide(self.deferred, self.situation()) is not Verdict.DEFER:
             deferred, self.deferred = self.deferred, None
             raise deferred.exc

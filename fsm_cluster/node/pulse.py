@@ -200,5 +200,10 @@ class Pulse:
 
     def idle(self, seconds: float) -> None:
         """Pause until the next tick; returns early when the entry script exits."""
-        if seconds > 0:
-            self.clock.pause(seconds, self._code_popen())
+        if seconds <= 0:
+            return
+        popen = self._code_popen()
+        if popen is None and not self.simulated:  # no code to wait on: news on the channel cuts it short
+            self._sleep_or_wake(seconds)
+        else:
+            self.clock.pause(seconds, popen)

@@ -19,8 +19,8 @@ from ..wire.states import NodeStatus
 
 log = logging.getLogger(__name__)
 
-_WRITTEN_LATER = (NodeStatus.configuring, NodeStatus.waiting_for_main, NodeStatus.ready,
-                  NodeStatus.tearable, NodeStatus.stopped)
+_WRITTEN_LATER = (NodeStatus.configuring, NodeStatus.waiting_for_main, NodeStatus.ready,  # at the next tick
+                  NodeStatus.failed, NodeStatus.tearable, NodeStatus.stopped)  # by the ending (node.ending)
 
 
 class StateRecord:

@@ -77,6 +77,7 @@ class Control:
         self.config_read_at = 0.0  # a worker: when it last read MAIN's configuration while on the channel
         self.outcome = None  # MAIN: the outcome it announced (sent to a node that joins later)
         self._failure_fps: dict[str, tuple] = {}  # MAIN: failure request files taken (by version)
+        self.done: set[str] = set()  # MAIN: nodes whose code completed, as they said on the channel
 
     def secret(self) -> bytes | None:
         """The channel's key: OCI__CLUSTER_SECRET; for nodes handed none (started by hand), a random
@@ -111,7 +112,7 @@ class Control:
             self.server = ChannelServer(self.secret(), self.me.ip, s.control_port, timeout=s.heartbeat_timeout,
                                         on_register=self._on_register, on_lost=self._on_lost,
                                         on_outcome=self._on_outcome, on_failure=self._on_failure,
-                                        on_quiet=self._on_quiet).start()
+                                        on_quiet=self._on_quiet, on_done=self._on_done).start()
         except Exception as e:  # noqa: BLE001 - no channel (port, key file): the work dir carries everything
             log.warning("%s: control channel not started (%s); the work dir carries everything", self.node_id, e)
             return None
@@ -269,7 +270,10 @@ class Control:
                     self.lost_early[peer] = why
                     self.registered.discard(peer)
                     return
-        self._event(Kind.PEER_LOST, NodeLost(f"{peer}: lost on the control channel ({why})", peer), node=peer)
+        from .channel import SILENT
+
+        self._event(Kind.PEER_LOST, NodeLost(f"{peer}: lost on the control channel ({why})", peer), node=peer,
+                    silent=why.endswith(SILENT))
 
     def _on_outcome(self, msg) -> None:
         marker = msg.to_marker()
@@ -295,6 +299,22 @@ class Control:
     def _on_quiet(self, msg) -> None:
         """MAIN: a node's code is quiet (or active again)."""
         self._quiet(msg.node, msg.since, msg.ended)
+
+    def _on_done(self, msg) -> None:
+        """MAIN: a node's code completed (its done file says the same, later): look again now."""
+        if msg.life and self.rendezvous.life and msg.life != self.rendezvous.life:
+            return
+        with self._lock:
+            self.done.add(msg.node)
+        self._wake()
+
+    def send_done(self) -> bool:
+        """A worker whose code completed tells MAIN at once (the done file stays the record)."""
+        if self.client is None or not self.client.connected:
+            return False
+        from .channel import DoneMsg
+
+        return self.client.send_done(DoneMsg(node=self.node_id, life=self.rendezvous.life))
 
     def send_quiet(self, since: float | None, ended: bool) -> bool:
         """A worker: tell MAIN its code's quiet now. False when not on MAIN's channel (its state file

@@ -53,6 +53,7 @@ class Event:
     count: int = 0
     marker: Any = None
     request: str = ""
+    silent: bool = False  # a channel loss by silence (frozen or unreachable), not a dropped connection
 
     @property
     def outcome(self) -> str:

@@ -265,10 +265,11 @@ class Rendezvous:
         """MAIN: the roster without the nodes lost and not yet replaced."""
         return [r for r in self.roster if r.node not in self.lost]
 
-    def all_done(self, listing: dict[str, tuple]) -> bool:
-        """MAIN: every other fsm_cluster node of the roster wrote its done marker (oracle-ads nodes write none)."""
+    def all_done(self, listing: dict[str, tuple], said: set[str] = frozenset()) -> bool:
+        """MAIN: every other fsm_cluster node of the roster said its code completed (``said``: on the
+        channel) or wrote its done marker (oracle-ads nodes write none)."""
         workers = self.workers
-        return all(self.done(r.node, listing) for r in self.roster
+        return all(r.node in said or self.done(r.node, listing) for r in self.roster
                    if r.node != self.node_id and not (r.node in workers and workers[r.node].legacy))
 
     def done(self, node: str, listing: dict[str, tuple]) -> bool:

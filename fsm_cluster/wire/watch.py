@@ -63,6 +63,16 @@ class ClusterWatch:
         """A peer that must write ``state_file`` (and keep changing it) from ``now`` on."""
         self.peers.expect(state_file, now)
 
+    def beating(self) -> frozenset:
+        """The peers whose state file changed within the heartbeat timeout (on this node's clock)."""
+        now = self.clock.now()
+        out = set()
+        for name in list(self.peers.seen):
+            quiet = self.peers.quiet_for(name, now)
+            if quiet is not None and quiet < self.timeout:
+                out.add(name[: -len("_state.json")])
+        return frozenset(out)
+
     def learn(self, marker: StopMarker) -> None:
         """The cluster's stop marker, learnt on the control channel (as if read from the stop file)."""
         if self.stop_marker is None:

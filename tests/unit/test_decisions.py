@@ -26,23 +26,25 @@ from fsm_cluster.wire.events import Event, Kind, Source, event_of
 from fsm_cluster.wire.models import RestartRecord, StopMarker
 from fsm_cluster.wire.states import NodeStatus
 
-SITUATIONS = ["code running", "code failed", "complete", "no code (worker)", "forming", "runner's code done",
-              "restart 1 taken", "ended"]
-I, D, X, R, E, G, N = "ignore", "defer", "interrupt", "recover", "end", "dump", "note"
+SITUATIONS = ["code running", "code failed", "complete", "no code (worker)", "MAIN's heart stopped (worker)", "MAIN",
+              "forming", "runner's code done", "restart 1 taken", "ended"]
+I, D, X, R, E, G, N, C = "ignore", "defer", "interrupt", "recover", "end", "dump", "note", "cut_off"
 # event → verdict in each situation above (the table the dispatcher carries out)
 EXPECTED = {
-    "outcome complete": [D, X, X, X, X, D, D, I],  # success never cuts a node's running code short
-    "outcome failed (channel)": [X, I, X, X, X, X, X, I],  # own code failed too: its own report wins
-    "outcome stopped": [X, X, X, X, X, X, X, I],
-    "oracle-ads stop file": [D, D, E, E, E, E, D, I],  # ends a node only once its own code is done
-    "peer lost": [R, R, R, R, R, R, R, I],
-    "peer's code failed": [R, R, R, R, I, R, R, I],  # only a member of the roster ("forming": none yet)
-    "restart 1": [R, R, R, R, R, R, I, I],  # a restart already seen is no news
-    "failure": [X, X, X, X, X, X, X, I],
-    "signal": [X, X, X, X, X, X, X, I],
-    "stalled": [X, X, X, X, X, X, X, I],
-    "dump (channel)": [G, G, G, G, G, G, G, G],
-    "dump (MAIN's state file)": [G, N, N, N, N, G, G, N],  # off the channel: only while code runs
+    "outcome complete": [D, X, X, X, X, D, X, D, D, I],  # success never cuts a node's running code short
+    "outcome failed (channel)": [X, I, X, X, X, X, X, X, X, I],  # own code failed too: its own report wins
+    "outcome stopped": [X, X, X, X, X, X, X, X, X, I],
+    "oracle-ads stop file": [D, D, E, E, E, D, E, E, D, I],  # ends a node only once its own code is done
+    "peer lost": [R, R, R, R, R, R, R, R, R, I],
+    # a worker that loses MAIN's channel while MAIN's heart beats in the work dir is the one cut off
+    "MAIN silent on the channel": [R, R, R, C, R, R, R, R, R, I],
+    "peer's code failed": [R, R, R, R, R, R, I, R, R, I],  # only a member of the roster ("forming": none yet)
+    "restart 1": [R, R, R, R, R, R, R, R, I, I],  # a restart already seen is no news
+    "failure": [X, X, X, X, X, X, X, X, X, I],
+    "signal": [X, X, X, X, X, X, X, X, X, I],
+    "stalled": [X, X, X, X, X, X, X, X, X, I],
+    "dump (channel)": [G, G, G, G, G, G, G, G, G, G],
+    "dump (MAIN's state file)": [G, N, N, N, N, G, N, G, G, N],  # off the channel: only while code runs
 }
 
 

@@ -52,6 +52,7 @@ reachability check for operators, and the peer process of the tests and benchmar
 from .client import ChannelClient
 from .messages import (
            Bye,
+           DoneMsg,
            DumpMsg,
            FailureMsg,
            OutcomeMsg,
@@ -64,8 +65,8 @@ from .messages import (
 )
 from .secretfile import load_or_create_secret, read_secret
 from .server import ChannelServer
-from .wire import MAX_CLIENT_FRAME, MAX_SERVER_FRAME, ChannelUnavailable
+from .wire import MAX_CLIENT_FRAME, MAX_SERVER_FRAME, SILENT, ChannelUnavailable
 
 __all__ = ["ChannelClient", "ChannelServer", "ChannelUnavailable", "Register", "Roster", "Ping", "Pong",
-           "FailureMsg", "RestartMsg", "DumpMsg", "QuietMsg",
+           "FailureMsg", "RestartMsg", "DumpMsg", "QuietMsg", "DoneMsg", "SILENT",
            "OutcomeMsg", "Bye", "load_or_create_secret", "read_secret", "MAX_CLIENT_FRAME", "MAX_SERVER_FRAME"]

@@ -111,6 +111,10 @@ class ChannelClient:
         """Tell MAIN this node's code is quiet (or active again): the stall watchdog."""
         return self._send(msg)
 
+    def send_done(self, msg) -> bool:
+        """Tell MAIN this node's code completed (DoneMsg)."""
+        return self._send(msg)
+
     def send_outcome(self, msg: OutcomeMsg) -> bool:
         """Tell MAIN this node's end now. False when the channel is down (the work dir still tells it)."""
         return self._send(msg)
@@ -157,7 +161,7 @@ class ChannelClient:
             now = time.monotonic()
             # (what is already readable is read first: a node that was frozen finds MAIN's word)
             if now - last_rx > self.timeout and not _readable(sock):
-                self._lost(f"no answer from MAIN for {now - last_rx:.1f} s (frozen or unreachable)")
+                self._lost(f"no answer from MAIN for {now - last_rx:.1f} s {wire.SILENT}")
                 return
             if now >= next_ping:
                 self._pings = {s: t for s, t in self._pings.items() if s > seq - 8}

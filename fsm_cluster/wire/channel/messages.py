@@ -123,6 +123,14 @@ class QuietMsg(_Message):
     ended: bool = False
 
 
+class DoneMsg(_Message):
+    """A node's code completed (its ``<node>_done`` file says the same, for the record)."""
+
+    type: Literal["done"] = "done"
+    node: Identifier
+    life: _Life = ""
+
+
 class DumpMsg(_Message):
     """MAIN asks every node for the stacks of its running code (``fsm-cluster dump``)."""
 
@@ -140,9 +148,10 @@ class Bye(_Message):
     lost: bool = False
 
 
-ClientMessage = Annotated[Union[Register, Ping, OutcomeMsg, FailureMsg, QuietMsg, Bye], Field(discriminator="type")]
+ClientMessage = Annotated[Union[Register, Ping, OutcomeMsg, FailureMsg, QuietMsg, DoneMsg, Bye],
+                          Field(discriminator="type")]
 ServerMessage = Annotated[Union[Roster, Pong, OutcomeMsg, RestartMsg, DumpMsg, Bye], Field(discriminator="type")]
-Message = Union[Register, Roster, Ping, Pong, OutcomeMsg, FailureMsg, QuietMsg, RestartMsg, DumpMsg, Bye]
+Message = Union[Register, Roster, Ping, Pong, OutcomeMsg, FailureMsg, QuietMsg, DoneMsg, RestartMsg, DumpMsg, Bye]
 
 CLIENT_MESSAGE: TypeAdapter = TypeAdapter(ClientMessage)
 SERVER_MESSAGE: TypeAdapter = TypeAdapter(ServerMessage)

@@ -35,6 +35,7 @@ from .messages import (
     Ping,
     Pong,
     QuietMsg,
+    DoneMsg,
     Register,
     Roster,
     encode,
@@ -82,18 +83,20 @@ class ChannelServer:
     sender's registered name). ``on_bye(node, reason)``: a node left on purpose.
     ``on_failure(msg)``: a node's code failed and it asks whether the cluster restarts (FailureMsg).
     ``on_quiet(msg)``: a node's stall watchdog says its code is quiet, or active again (QuietMsg).
+    ``on_done(msg)``: a node's code completed (DoneMsg).
     """
 
     def __init__(self, secret: bytes, host: str = "127.0.0.1", port: int = 0, *,
                  on_register: OnRegister | None = None, on_lost: OnLost | None = None,
                  on_outcome: OnOutcome | None = None, on_bye: OnBye | None = None,
                  on_failure: Callable | None = None, on_quiet: Callable | None = None,
+                 on_done: Callable | None = None,
                  timeout: float = 60.0, auth_timeout: float = 5.0, max_frame: int = wire.MAX_CLIENT_FRAME,
                  max_connections: int = 4096, max_backlog: int = 64 * 1024 * 1024):
         self.secret = wire.check_secret(secret)
         self.host, self.port = host, port
         self.on_register, self.on_lost, self.on_outcome, self.on_bye = on_register, on_lost, on_outcome, on_bye
-        self.on_failure, self.on_quiet = on_failure, on_quiet
+        self.on_failure, self.on_quiet, self.on_done = on_failure, on_quiet, on_done
         self.timeout, self.auth_timeout = timeout, auth_timeout
         self.max_frame, self.max_connections, self.max_backlog = max_frame, max_connections, max_backlog
         self._sel: selectors.BaseSelector | None = None
@@ -301,11 +304,11 @@ class ChannelServer:
             wire.call_back(self.on_register, msg, conn.id)
         elif isinstance(msg, Ping):
             self._write_frame(conn, encode(Pong(seq=msg.seq)))
-        elif isinstance(msg, (OutcomeMsg, FailureMsg, QuietMsg)):
+        elif isinstance(msg, (OutcomeMsg, FailureMsg, QuietMsg, DoneMsg)):
             if msg.node != conn.node:
                 raise wire.FrameError(f"{msg.type} for {msg.node!r} sent by {conn.node!r}")
             wire.call_back({OutcomeMsg: self.on_outcome, FailureMsg: self.on_failure,
-                            QuietMsg: self.on_quiet}[type(msg)], msg)
+                            QuietMsg: self.on_quiet, DoneMsg: self.on_done}[type(msg)], msg)
         elif isinstance(msg, Bye):
             node = conn.node
             self._close_conn(conn)
@@ -341,7 +344,7 @@ class ChannelServer:
             if conn.state == _HELLO:
                 self._drop(conn, f"did not authenticate within {self.auth_timeout:g} s")
             elif conn.node:
-                self._drop(conn, f"no ping for {now - conn.last_rx:.1f} s (frozen or unreachable)", lost=True)
+                self._drop(conn, f"no ping for {now - conn.last_rx:.1f} s {wire.SILENT}", lost=True)
             else:
                 self._drop(conn, f"did not register within {self.auth_timeout:g} s")
 

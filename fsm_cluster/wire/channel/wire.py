@@ -30,6 +30,8 @@ from typing import Callable
 from ...errors import FsmClusterError
 
 MAGIC = b"FSMCTL1\n"
+# the end of every loss by silence (no frame for the timeout), as against a connection that dropped
+SILENT = "(frozen or unreachable)"
 NONCE = 32
 MAC = 32
 OK, REFUSED = b"\x01", b"\x00"
