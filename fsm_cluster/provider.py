@@ -322,9 +322,11 @@ class ClusterProvider(NodeFacade):
             self.observe(self.workdir.listing())
             raise NodeFailure(f"{dead.name} (pid {dead.pid}) exited with code {dead.poll()}")
 
-    def spawn(self, name: str, cmd: list[str], *, env: dict | None = None, essential: bool = True) -> Child:
-        """Start an engine process in its own process group (torn down with the node)."""
-        return self.children.spawn(name, cmd, env=env if env is not None else self.child_env(), essential=essential)
+    def spawn(self, name: str, cmd: list[str], *, env: dict | None = None, essential: bool = True,
+              grace: float | None = None) -> Child:
+        """Start an engine process in its own process group (torn down with the node; ``grace``: its own)."""
+        return self.children.spawn(name, cmd, env=env if env is not None else self.child_env(), essential=essential,
+                                   grace=grace)
 
     # -- end of life (oracle-ads hooks) -------------------------------------------------------------
     def execution_failed(self) -> None:

@@ -86,10 +86,13 @@ class RayProvider(EngineProvider):
                 "--node-ip-address", self.ip, "--block", "--disable-usage-stats"]
 
     # -- engine ----------------------------------------------------------------------------------
+    # Ray's processes are ended the way ``ray stop --force`` ends them (SIGKILL, no grace): at the end
+    # of the cluster they hold nothing a graceful stop would save, and ``ray start --block`` does not
+    # end on SIGTERM (the node's teardown waited its whole grace for it, then killed it anyway).
     def start_main(self) -> None:
         port = self.head_address.rsplit(":", 1)[1]
         cmd = self._ray("--head", "--port", port) + self._local_isolation(head=True) + start_args(self.settings.variables)
-        self.spawn("ray head", cmd)
+        self.spawn("ray head", cmd, grace=0)
 
     def start_worker(self) -> None:
         """``ray start --address <head>`` once the head's raylet is alive in its GCS, not just once
@@ -103,7 +106,7 @@ class RayProvider(EngineProvider):
             log.info("%s: this Ray has no GCS client to ask: starting without waiting for the head", self.node_id)
         cmd = self._ray("--address", self.head_address) + self._local_isolation(head=False) + \
             start_args(self.settings.variables)
-        self.spawn("ray worker", cmd)
+        self.spawn("ray worker", cmd, grace=0)
 
     def engine_ready(self) -> None:
         """Block (ticking heartbeats) until every node of the roster is alive in ``ray.nodes()``,

@@ -34,6 +34,7 @@ class Child:
     name: str
     popen: subprocess.Popen
     essential: bool = True  # its exit ends the node (engine daemons); the entry script is tracked apart
+    grace: float | None = None  # its own teardown grace (0: SIGKILL at once), else the node's
 
     @property
     def pid(self) -> int:
@@ -50,7 +51,7 @@ class ProcessGroup:
     token: str = field(default_factory=lambda: secrets.token_hex(8))  # marks every process we start
 
     def spawn(self, name: str, cmd: list[str], *, env: dict | None = None, cwd: str | None = None,
-              essential: bool = True, stdout=None, stderr=None) -> Child:
+              essential: bool = True, stdout=None, stderr=None, grace: float | None = None) -> Child:
         log.info("starting %s: %s", name, " ".join(cmd))
         argv = list(cmd)
         env = {**(os.environ if env is None else env), OWNER_ENV: self.token}
@@ -65,7 +66,7 @@ class ProcessGroup:
             raise FileNotFoundError(f"{name}: command not found: {cmd[0]}") from None
         except PermissionError:
             raise PermissionError(f"{name}: not executable: {cmd[0]}") from None
-        child = Child(name, popen, essential)
+        child = Child(name, popen, essential, grace)
         self.children.append(child)
         return child
 
@@ -84,7 +85,12 @@ class ProcessGroup:
         """SIGTERM every group, wait up to ``grace`` s, SIGKILL what is left (:func:`sweep`): this
         node's descendants and whatever carries its token (what an entry script left behind when it
         exited, or a provider's start script backgrounded — the node puts the token in its own
-        environment — re-parented away from the node)."""
+        environment — re-parented away from the node). A child spawned with a grace of its own
+        (an engine whose processes hold nothing at the end: Ray's, as ``ray stop --force``) is
+        ended first, with its processes, within that grace."""
+        own = [c for c in self.children if c.grace is not None and c.poll() is None]
+        if own:
+            sweep(seen=_tree(c.pid for c in own), groups=[c.pid for c in own], grace=min(c.grace for c in own))
         sweep(groups=[c.pid for c in self.children if c.poll() is None], descendants=True,
               token=self.token, grace=grace)
         for c in self.children:  # reap
@@ -92,6 +98,19 @@ class ProcessGroup:
                 c.popen.wait(timeout=0.5)
             except subprocess.TimeoutExpired:
                 pass
+
+
+def _tree(pids: Iterable[int]) -> list:
+    """The psutil processes below ``pids`` (wherever their process group is)."""
+    import psutil
+
+    out = []
+    for pid in pids:
+        try:
+            out += psutil.Process(pid).children(recursive=True)
+        except psutil.Error:
+            pass
+    return out
 
 
 def sweep(*, seen: Iterable = (), descendants: bool = False, token: str | None = None,
