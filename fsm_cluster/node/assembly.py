@@ -45,7 +45,8 @@ def assemble(p, fs) -> None:
     p.lifecycle = life = Life(p, p.node_id, on_event=lambda e: p.end_of_life.take_carried(e),
                               on_enter=lambda e: p.record.on_enter(e, life.state, life.previous, p.end_of_life.reason),
                               on_exception=lambda e: p.end_of_life.hook_failed(e), skip=lambda h: p.adoption.skip(h))
-    code = p.code = CodeProcess(s, p.children, lambda make=True: _watchdog(p, make))
+    stall: dict = {}  # the stall watchdog, once made
+    code = p.code = CodeProcess(s, p.children, lambda make=True: _watchdog(p, make, stall))
 
     def situation() -> Situation:
         state = life.state
@@ -63,7 +64,7 @@ def assemble(p, fs) -> None:
         timeout=s.heartbeat_timeout)
     p.control = control = Control(me, s, clock, p.workdir, rv, dispatch=dispatcher.from_afar,
                                   wake=lambda: p.pulse.wake(), look=lambda listing: p.observe(listing), listing=lambda: watch.listing,
-                                  quiet=lambda node, since, ended: _note_quiet(p, node, since, ended))
+                                  quiet=lambda node, since, ended: _note_quiet(p, node, since, ended, stall))
     from ..runtime.stacks import Dumps
 
     p.dumps = Dumps(p.node_id, p.workdir, code=lambda: code.process, faulthandler_dir=code.faulthandler_dir,
@@ -106,21 +107,21 @@ def _known_restarts(rv) -> int:
 def _state_fields(p) -> dict:
     """What the state file says that the record does not keep itself."""
     main = p.mode == "MAIN"
-    dog = p.code._watchdog(make=False)
+    dog = p.code.watchdog(make=False)
     return dict(node=p.node_id, mode=p.mode, run_id=p.run_id, state=p.state, reason=p.reason,
                 heartbeat=p.watch.heartbeat, host=p.host, ip=p.ip, exit_code=p.exit_code, stop=p.watch.stop_marker,
                 life=p.life, control=p.formation.control_address or "", restarts=list(p.ledger.records) if main else [],
                 dump=p.dumps.request if main else "", quiet_since=dog.quiet_since() if dog is not None else None)
 
 
-def _watchdog(p, make: bool):
+def _watchdog(p, make: bool, stall: dict):
     """The stall watchdog (OCI__STALL_TIMEOUT) of a node that runs code on the real clock, else None."""
-    dog = p.__dict__.get("_stall")
+    dog = stall.get("dog")
     if dog is None and make and p.settings.stall_timeout > 0 and not p.clock_simulated and p.runs_code():
         from ..runtime.stall import Watchdog
 
         main = p.mode == "MAIN"
-        dog = p.__dict__["_stall"] = Watchdog(
+        dog = stall["dog"] = Watchdog(
             p.node_id, main, p.settings.stall_timeout, p.settings.heartbeat_interval, p.workdir,
             state=lambda: p.lifecycle.state, code=lambda: p.code.process, ended=p.dispatcher.ended,
             peers=lambda: [r.node for r in p.roster if r.node != p.node_id] if p.code_runs_on() == "all" else [],
@@ -131,8 +132,8 @@ def _watchdog(p, make: bool):
     return dog
 
 
-def _note_quiet(p, node: str, since, ended: bool) -> None:
-    dog = _watchdog(p, make=True)
+def _note_quiet(p, node: str, since, ended: bool, stall: dict) -> None:
+    dog = _watchdog(p, True, stall)
     if dog is not None:
         dog.note(node, since, ended)
 

@@ -24,6 +24,10 @@ class CodeProcess:
         self.complete = False  # seed name ``code_execution_complete``: the code completed (exit 0)
         self.tmp: str | None = None  # this node's own temporary folder (progress file, faulthandler)
 
+    def watchdog(self, make: bool = True):
+        """The stall watchdog of this node's code, or None (``make``: made on first use)."""
+        return self._watchdog(make)
+
     def tmp_path(self, name: str) -> str:
         """A path in this node's own temporary folder (local disk; removed at the end of its life)."""
         if self.tmp is None:
@@ -42,7 +46,7 @@ class CodeProcess:
         from ..runtime.stacks import arm_faulthandler
 
         env[OCI__RESTART_COUNT] = str(restarts)
-        dog = self._watchdog()
+        dog = self.watchdog()
         if dog is not None:
             from ..runtime.stall import OCI__PROGRESS_FILE
 
@@ -57,7 +61,7 @@ class CodeProcess:
             self.complete = True
             return
         cwd = self.settings.code_dir if os.path.isdir(self.settings.code_dir) else None
-        dog = self._watchdog()
+        dog = self.watchdog()
         if dog is None:
             self.process = self.children.spawn("entry script", cmd, env=env, cwd=cwd, essential=False)
             return
@@ -113,7 +117,7 @@ class CodeProcess:
 
     def close(self) -> None:
         """The end of the node's life: the watchdog stops, the temporary folder goes."""
-        dog = self._watchdog(make=False)
+        dog = self.watchdog(make=False)
         if dog is not None:
             dog.close()
         if self.tmp is not None:
