@@ -6,6 +6,7 @@ SettingsError naming it.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import time
@@ -58,6 +59,7 @@ OCI__REPLACES = "OCI__REPLACES"  # set by a launcher: the lost node this one rep
 OCI__STORAGE_RETRY_BUDGET = "OCI__STORAGE_RETRY_BUDGET"  # seconds a storage call is retried
 OCI__CLUSTER_SECRET = "OCI__CLUSTER_SECRET"  # per-cluster HMAC key, from the launcher, never in the work dir
 OCI__EXPORTS = "OCI__EXPORTS"  # extra names a node may take from MAIN's config (comma separated)
+OCI__CLUSTER_NETWORK = "OCI__CLUSTER_NETWORK"  # the nodes' network: a subnet (CIDR) or an interface name
 OCI__CERTIFICATE_AUTHORITY_OCID = "OCI__CERTIFICATE_AUTHORITY_OCID"
 OCI__CERTIFICATE_OCID = "OCI__CERTIFICATE_OCID"
 OCI__CA_DOWNLOAD_LOCATION = "OCI__CA_DOWNLOAD_LOCATION"
@@ -111,6 +113,38 @@ _TRUE = {"1", "true", "yes", "on", "t", "y"}
 _FALSE = {"0", "false", "no", "off", "f", "n", ""}
 
 _DURATION = re.compile(r"^\s*\d+(\.\d+)?\s*[smhdw]?\s*$", re.IGNORECASE)
+
+
+_IFNAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,14}$")  # Linux: at most 15 characters, no / or space
+
+
+def cluster_network(value: str) -> str:
+    """OCI__CLUSTER_NETWORK checked (the environment's and the spec's ``network``): a subnet in CIDR
+    form (``10.0.1.0/24``: each node takes its address inside it) or an interface name (``eth1``:
+    each node takes that interface's address); ``""``: unset. Anything else → ValueError."""
+    v = str(value or "").strip()
+    if not v:
+        return ""
+    if "/" in v:
+        try:
+            ipaddress.ip_network(v, strict=False)
+        except ValueError:
+            raise ValueError(f"not a subnet in CIDR form: {v!r} (example: 10.0.1.0/24)") from None
+        return v
+    if re.fullmatch(r"[0-9.]+", v) or ":" in v and _is_address(v):
+        raise ValueError(f"{v!r} is an address, not a subnet: give the subnet's prefix length (example: "
+                         "10.0.1.0/24), or set OCI__SELF_IP on each node")
+    if not _IFNAME.match(v):
+        raise ValueError(f"neither a subnet in CIDR form nor an interface name: {v!r} (examples: 10.0.1.0/24, eth1)")
+    return v
+
+
+def _is_address(v: str) -> bool:
+    try:
+        ipaddress.ip_address(v)
+    except ValueError:
+        return False
+    return True
 
 
 def config_profile(environ: Mapping[str, str]) -> str:
@@ -208,7 +242,10 @@ class Settings(BaseModel):
     oci_config_profile: str = Field(DEFAULT_CONFIG_PROFILE, alias=OCI_CONFIG_PROFILE)
     ocifs_config_profile: str = Field("", alias=OCIFS_CONFIG_PROFILE)
     oci_config_location: str = Field("", alias=OCI_CONFIG_LOCATION)
-    self_ip: str = Field("", alias="OCI__SELF_IP")
+    self_ip: str = Field("", alias="OCI__SELF_IP")  # this node's address (wins over the network)
+    # The cluster's network, the same for every node: a subnet (CIDR) or an interface name
+    # (fsm_cluster.node.identity.on_network); unset: the job's subnet, else the default route's.
+    cluster_network: str = Field("", alias=OCI__CLUSTER_NETWORK)
     certificate_ocid: str = Field("", alias=OCI__CERTIFICATE_OCID)
     certificate_authority_ocid: str = Field("", alias=OCI__CERTIFICATE_AUTHORITY_OCID)
     cluster_secret: str = Field("", alias=OCI__CLUSTER_SECRET, repr=False)
@@ -267,6 +304,11 @@ class Settings(BaseModel):
         from .wire.models import check_identifier
 
         return check_identifier(v, "value")
+
+    @field_validator("cluster_network", mode="before")
+    @classmethod
+    def _network(cls, v):
+        return cluster_network(v)
 
     @field_validator("cluster_secret")
     @classmethod

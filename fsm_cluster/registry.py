@@ -40,6 +40,12 @@ BUILTIN_SPEC_BUILDERS = {
 }
 
 
+def builtin_provider(cls: type) -> bool:
+    """Whether ``cls`` is one of fsm_cluster's own providers (an engine of ``BUILTIN``, the base),
+    not a user's (an oracle-ads-style provider, an entry point's, ``module:Class``)."""
+    return getattr(cls, "__module__", "").split(".")[0] == "fsm_cluster"
+
+
 def load_group(group: str) -> dict[str, EntryPoint]:
     """The installed entry points of ``group`` by upper-case name (unreadable metadata: none,
     logged — it must not stop a node or a spec)."""

@@ -2,7 +2,9 @@
 
 The life itself reads top to bottom in :func:`fsm_cluster.node.drive.drive`. A runner subclass
 with its own ``run()`` in oracle-ads' shape drives the provider's hooks itself; the provider then
-adopts that (:mod:`fsm_cluster.node.adoption`).
+adopts that (:mod:`fsm_cluster.node.adoption`). A user's provider (not one of fsm_cluster's own)
+finds in the node's ``os.environ`` what oracle-ads' runner and provider put there
+(:func:`ads_environment`), for the children its own ``subprocess.run(cmd)`` starts.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 
 from .errors import FsmClusterError
 from .node.drive import drive, form, own_process
+from .registry import builtin_provider
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,20 @@ def _takes(cls, keyword: str) -> bool:
     return any(p.name == keyword or p.kind is p.VAR_KEYWORD for p in params)
 
 
+def ads_environment(provider, environ) -> None:
+    """What oracle-ads puts into the node process's environment and a user's oracle-ads-style
+    provider relies on, its own ``subprocess.run(cmd)`` children inheriting it: GLOO_SOCKET_IFNAME
+    / NCCL_SOCKET_IFNAME naming the interface of the node's address (its ``find_self_ip``) and
+    OCI__CODE_DIR (its ``fetch_code``); JOB_OCID / JOB_RUN_OCID are the runner's (below). A value
+    the environment already has wins. fsm_cluster's own engines give their children these through
+    ``child_env()`` instead: the node's environment stays theirs."""
+    from .env import OCI__CODE_DIR
+
+    for name, value in provider.socket_env().items():
+        environ.setdefault(name, value)
+    environ.setdefault(OCI__CODE_DIR, provider.settings.code_dir)
+
+
 class ClusterRunner:
     """Seed API: ``ClusterRunner(cluster_provider=None, cluster_key=None).run()``."""
 
@@ -41,6 +58,8 @@ class ClusterRunner:
         self.ephemeral = self.environ.get("OCI__EPHEMERAL", "1")
         self.work_dir = self.environ.get("OCI__WORK_DIR")
         self._cluster = cluster_provider
+        if cluster_provider is not None and not builtin_provider(type(cluster_provider)):
+            ads_environment(cluster_provider, getattr(cluster_provider, "environ", self.environ))
 
     @property
     def cluster(self):
@@ -59,6 +78,8 @@ class ClusterRunner:
             else:  # an oracle-ads subclass: __init__(self, mode, ephemeral, life_span, work_dir)
                 self._cluster = cls(*args)
             log.info("cluster built: %r", self._cluster)
+            if not builtin_provider(cls):
+                ads_environment(self._cluster, getattr(self._cluster, "environ", self.environ))
             if type(self).run is not ClusterRunner.run:  # an oracle-ads-shaped run() drives the hooks
                 self._prepare()
                 own_process()

@@ -5,6 +5,12 @@ variables every node exports and the roster), waits' predicates (MAIN: every exp
 registered; a worker: MAIN's configuration of this life accepted), and takes MAIN's exported
 variables into the node's environment, as oracle-ads does. The files themselves and what counts
 as accepted are the wire's (:class:`~fsm_cluster.wire.rendezvous.Rendezvous`).
+
+A worker checks that MAIN's published address answers before it registers (MAIN's channel, named
+in its state file from its first heartbeat on) and again when it accepts MAIN's configuration (the
+channel's address there; with the channel off, MAIN's address on OCI__CONTROL_PORT when one is
+set): an address it cannot reach fails the node at once, saying which address, which interface
+this node would use and which setting chooses the nodes' addresses — not an engine's timeout later.
 """
 
 from __future__ import annotations
@@ -22,10 +28,11 @@ from ..env import (
     OCI__WORLD_SIZE,
     WORLD_SIZE,
 )
-from ..errors import NodeFailure
+from ..errors import NodeFailure, ProtocolError
 from ..wire.control import CHANNEL_KEY, CONTROL_KEY, REPLACES_KEY, RESTART_POLICY_KEY
 from ..wire.models import NodeConfig, RosterEntry
 from ..wire.workdir import MAIN_NODE, config_name, state_name
+from .identity import is_own, reachable, route_to
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +57,7 @@ class Formation:
         self.control_address: str | None = None  # MAIN: its channel's host:port, once serving
         # MAIN's declared variables as this node took them (typed, read-only; engines read these)
         self.exported: Mapping[str, str] = MappingProxyType({})
+        self._checked: set[str] = set()  # a worker: MAIN's addresses found reachable
 
     def names(self, engine_exports) -> tuple[str, ...] | None:
         """Names this node takes from MAIN's config: None (every name, as oracle-ads) unless the job
@@ -84,6 +92,8 @@ class Formation:
             extra["restarts"] = self._restarts()
         cfg = NodeConfig(node=me.node, mode=me.mode, run_id=me.run_id, rank=s.rank, ip=me.ip, host=me.host,
                          env=json_values(conf), roster=roster, life=self.rendezvous.life, extra=extra)
+        if not self.main:
+            self.check_main_early()
         self.rendezvous.register(cfg)
         now = self.clock.now()
         for r in roster[1:]:  # a node of the roster that never writes a state file is dead too
@@ -105,10 +115,60 @@ class Formation:
         known = self.rendezvous.main_config is not None
         cfg = self.rendezvous.take_main_config()
         if cfg is not None and not known and not self.main and not cfg.legacy:
+            self.check_main_config(cfg)
             self.watch.joined(self.clock.now())
             self.control.accepted(cfg)
             self._joined(self._restarts())  # a node that joins a life (a replacement) starts after its restarts so far
         return cfg is not None
+
+    # -- a worker: can MAIN be reached -------------------------------------------------------------
+    def _checks(self) -> bool:
+        return not self.main and getattr(self.clock, "simulated", True) is False  # real networks only
+
+    def check_main_early(self) -> None:
+        """Before a worker registers: MAIN's channel, when MAIN's state file (this life's) names it."""
+        if not (self._checks() and self.control.enabled):
+            return
+        try:
+            main = self.rendezvous.workdir.read_state(MAIN_NODE)  # one small read; None: MAIN not there yet
+        except ProtocolError:
+            return  # forged or torn: MAIN's configuration decides
+        if main is not None and main.control and not (main.life and main.life == self.rendezvous.stale_life):
+            self.check_main(main.control, "MAIN's control channel (from MAIN's state file)")
+
+    def check_main_config(self, cfg: NodeConfig) -> None:
+        """A worker accepting MAIN's configuration: its channel's address (unless this node is on it
+        already); with no channel, MAIN's address on OCI__CONTROL_PORT when one is set; else nothing."""
+        if not self._checks():
+            return
+        address = (cfg.extra or {}).get(CONTROL_KEY)
+        if address:
+            client = self.control.client
+            if not (client is not None and client.connected):
+                self.check_main(str(address), "MAIN's control channel (from MAIN_config.json)")
+        elif self.settings.control_port and cfg.ip:
+            self.check_main(f"{cfg.ip}:{self.settings.control_port}", "MAIN's address (MAIN_config.json) on "
+                            "OCI__CONTROL_PORT")
+
+    def check_main(self, address: str, what: str) -> None:
+        """``address`` (host:port) answers a TCP connection (accepted or refused); else NodeFailure
+        naming it, the interface this node would reach it from, and the settings to use. An address
+        of this machine's own (loopback, one of its interfaces: a cluster on one host) is not tried."""
+        host, _, port = address.rpartition(":")
+        if address in self._checked or not host or not port.isdigit() or is_own(host):
+            return  # checked, not an address, or this machine's own (one host: nothing to learn)
+        why = reachable(host, int(port))
+        if why is None:
+            self._checked.add(address)
+            return
+        route = route_to(host)
+        via = (f"it would reach {host} from {route[0]} on interface {route[1] or '?'}" if route
+               else f"it has no route to {host}")
+        raise NodeFailure(f"{what} {address} is not reachable from this node ({why}): this node's address is "
+                          f"{self.me.ip}, {via}. Every node must publish an address the others can reach: set "
+                          "OCI__CLUSTER_NETWORK (spec: cluster.spec.network) to the cluster's subnet (e.g. "
+                          "10.0.1.0/24) or interface name (e.g. eth1), the same for every node, or OCI__SELF_IP "
+                          "on each node")
 
     def export(self, read: Callable[[str], NodeConfig | None], files: list[str], names, url: Callable[[str], str]) -> None:
         """Read the config files and export their variables to this node's environment (names:

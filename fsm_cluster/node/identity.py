@@ -1,9 +1,16 @@
-"""A node's address and network interface.
+"""A node's address and network interface, and whether a peer's address can be reached.
 
-* :func:`find_self_ip` — OCI__SELF_IP if set; inside a job run the address on the job's subnet
+* :func:`find_self_ip` — OCI__SELF_IP if set (per node); else OCI__CLUSTER_NETWORK, the cluster's
+  choice (:func:`on_network`: a subnet in CIDR form → this node's address in it, an interface name
+  → that interface's IPv4 address); inside a job run the address on the job's subnet
   (:func:`find_self_ip_in_job`: the subnet's CIDR from the SDK, this machine's interfaces from
-  psutil, :func:`interfaces`, :func:`address_in`); else :func:`local_ip`;
-* :func:`interface_of` — the interface holding an address (GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME).
+  psutil, :func:`interfaces`, :func:`address_in`); else the address of the interface that carries
+  the default route (:func:`default_address`, as Ray and Dask pick theirs), else the first
+  non-loopback IPv4 address, else 127.0.0.1;
+* :func:`interface_of` — the interface holding an address (GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME);
+* :func:`reachable` — whether a TCP connection to a peer is answered (a worker checks MAIN's
+  published address with it before it registers, :mod:`fsm_cluster.node.formation`), and
+  :func:`route_to`, the address and interface this machine would reach a peer from.
 
 Auth and clients live in :mod:`fsm_cluster.runtime.oci_auth`; this module imports from it (and
 names ``get_oci_auth`` again for the provider). ``oci`` is imported inside the functions only.
@@ -11,29 +18,39 @@ names ``get_oci_auth`` again for the provider). ``oci`` is imported inside the f
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
+import os
 import socket
-from typing import Iterator, Mapping
+from typing import Iterable, Iterator, Mapping
 
-from ..errors import FsmClusterError
+from ..env import OCI__CLUSTER_NETWORK, cluster_network
+from ..errors import FsmClusterError, SettingsError
 from ..runtime.oci_auth import describe_error, get_oci_auth, make_client
 
-__all__ = ["OciError", "address_in", "find_self_ip", "find_self_ip_in_job", "get_oci_auth", "interface_of", "interfaces",
-           "is_loopback", "local_ip"]
+__all__ = ["OciError", "address_in", "default_address", "find_self_ip", "find_self_ip_in_job", "get_oci_auth",
+           "interface_of", "interfaces", "is_loopback", "is_own", "local_ip", "on_network", "reachable",
+           "route_source", "route_to"]
 log = logging.getLogger(__name__)
 
+# Where a UDP socket is "connected" to learn which source address the kernel's default route
+# gives (no packet is sent: UDP's connect only picks the route). A public address, as Ray and
+# Dask use: no subnet route of a cluster network covers it, only the default route does.
+ROUTE_PROBE = "8.8.8.8"
+REACH_TIMEOUT = 5.0  # s a worker waits for MAIN's published address to answer
 
 
 class OciError(FsmClusterError):
     """An OCI call needed by fsm_cluster failed (the message says which and why)."""
 
 
-def interfaces() -> Iterator[tuple[str, str]]:
-    """(interface, address) of every IPv4/IPv6 address of the up interfaces (psutil)."""
+def interfaces(up: bool = True) -> Iterator[tuple[str, str]]:
+    """(interface, address) of every IPv4/IPv6 address of the up interfaces (psutil; ``up=False``:
+    of every interface, also one whose link is not running yet)."""
     import psutil
 
-    stats = psutil.net_if_stats()
+    stats = psutil.net_if_stats() if up else {}
     for name, addrs in psutil.net_if_addrs().items():
         if name in stats and not stats[name].isup:
             continue
@@ -42,25 +59,96 @@ def interfaces() -> Iterator[tuple[str, str]]:
                 yield name, a.address.split("%", 1)[0]
 
 
-def address_in(networks: list[str]) -> tuple[str, str] | None:
-    """(address, interface) of the first local address inside one of ``networks`` (CIDRs)."""
+def _ip(address: str):
+    try:
+        return ipaddress.ip_address(address)
+    except ValueError:
+        return None
+
+
+def address_in(networks: list[str], ifaces: Iterable[tuple[str, str]] | None = None) -> tuple[str, str] | None:
+    """(address, interface) of the first local address inside one of ``networks`` (CIDRs);
+    ``ifaces``: (interface, address) pairs, this machine's (:func:`interfaces`) when None."""
     nets = [ipaddress.ip_network(n, strict=False) for n in networks if n]
-    for name, addr in interfaces():
-        try:
-            ip = ipaddress.ip_address(addr)
-        except ValueError:
-            continue
-        if any(ip.version == n.version and ip in n for n in nets):
+    for name, addr in interfaces() if ifaces is None else ifaces:
+        ip = _ip(addr)
+        if ip is not None and any(ip.version == n.version and ip in n for n in nets):
             return addr, name
     return None
+
+
+def describe_interfaces(ifaces: Iterable[tuple[str, str]]) -> str:
+    """``eth0 10.0.0.5, fe80::1; lo 127.0.0.1`` (every up interface and its addresses)."""
+    by_name: dict[str, list[str]] = {}
+    for name, addr in ifaces:
+        by_name.setdefault(name, []).append(addr)
+    return "; ".join(f"{n} {', '.join(a)}" for n, a in by_name.items()) or "none"
+
+
+def on_network(network: str, ifaces: Iterable[tuple[str, str]] | None = None) -> tuple[str, str]:
+    """(address, interface) of this node on OCI__CLUSTER_NETWORK ``network``: a subnet in CIDR form
+    (the node's address inside it) or an interface name (that interface's IPv4 address; its first
+    address when it has no IPv4 one). None there → SettingsError listing every interface. This
+    machine's interfaces when ``ifaces`` is None: the up ones, else one whose link is not running
+    yet (a node started as its interface comes up)."""
+    network = cluster_network(network)
+    if ifaces is None:
+        try:
+            return on_network(network, list(interfaces()))
+        except SettingsError:
+            found = on_network(network, list(interfaces(up=False)))  # else the same error, every interface
+            log.warning("%s=%s: %s on %s, whose link is not running (yet)", OCI__CLUSTER_NETWORK, network, *found)
+            return found
+    ifaces = list(ifaces)
+    if "/" in network:
+        found = address_in([network], ifaces)
+        where = f"no address in subnet {network}"
+    else:
+        own = [a for n, a in ifaces if n == network]
+        found = next(((a, network) for a in own if _ip(a) is not None and _ip(a).version == 4),
+                     (own[0], network) if own else None)
+        where = f"no interface {network} with an address"
+    if found is None:
+        raise SettingsError(f"{OCI__CLUSTER_NETWORK}={network}: this node has {where}; its interfaces: "
+                            f"{describe_interfaces(ifaces)}. Set {OCI__CLUSTER_NETWORK} to a subnet or an "
+                            "interface every node has an address on, or OCI__SELF_IP on this node")
+    return found
+
+
+def route_source(destination: str = ROUTE_PROBE) -> str | None:
+    """The source address the kernel gives a packet to ``destination`` (a UDP socket's connect
+    picks the route and sends nothing); None without a route (no default route: ENETUNREACH)."""
+    family = socket.AF_INET6 if ":" in destination else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect((destination, 9))
+            return s.getsockname()[0].split("%", 1)[0]
+    except OSError:
+        return None
+
+
+def default_address(source: str | None, ifaces: Iterable[tuple[str, str]]) -> tuple[str, str | None]:
+    """The node's address when nothing names one: ``source`` (the default route's source address,
+    :func:`route_source`) with its interface; without a default route the first non-loopback IPv4
+    address of ``ifaces``; else 127.0.0.1."""
+    ifaces = list(ifaces)
+    ip = _ip(source) if source else None
+    if ip is not None and not ip.is_loopback and not ip.is_unspecified:
+        return source, next((n for n, a in ifaces if a == source), None)
+    for name, addr in ifaces:
+        ip = _ip(addr)
+        if ip is not None and ip.version == 4 and not ip.is_loopback:
+            return addr, name
+    return "127.0.0.1", next((n for n, a in ifaces if a == "127.0.0.1"), None)
 
 
 def find_self_ip_in_job(auth: dict, job_ocid: str) -> tuple[str, str]:
     """(ip, interface) of this node on the subnet of job ``job_ocid``.
 
     The node gives its children GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME for that interface
-    (``ClusterProvider.socket_env``). A job on managed networking (no subnet) gets the host's first
-    non-loopback IPv4 address. Failures → :class:`OciError` naming the job or subnet.
+    (``ClusterProvider.socket_env``). A job on managed networking (no subnet) gets the address of
+    the host's default route (:func:`default_address`). Failures → :class:`OciError` naming the job
+    or subnet.
     """
     import oci
 
@@ -70,9 +158,8 @@ def find_self_ip_in_job(auth: dict, job_ocid: str) -> tuple[str, str]:
         raise OciError(f"JOB_OCID {job_ocid}: cannot read the job ({describe_error(e)})") from None
     subnet_id = getattr(job.job_infrastructure_configuration_details, "subnet_id", None)
     if not subnet_id:
-        found = next(((a, n) for n, a in interfaces()
-                      if "." in a and not ipaddress.ip_address(a).is_loopback), None)
-        if found is None:
+        found = default_address(route_source(), interfaces())
+        if is_loopback(found[0]):
             raise OciError(f"job {job_ocid} has no subnet and this machine no non-loopback IPv4 address")
         log.info("job %s uses managed networking: self address %s on %s", job_ocid, *found)
         return found
@@ -112,30 +199,34 @@ def interface_of(ip: str) -> str | None:
 
 
 def local_ip() -> str:
-    """The host's first up, non-loopback IPv4 address (psutil), else 127.0.0.1."""
+    """The address of the interface that carries the host's default route; without one the first
+    up, non-loopback IPv4 address (psutil); else 127.0.0.1 (see :func:`default_address`)."""
+    return default_address(route_source(), _interfaces_or_none())[0]
+
+
+def _interfaces_or_none() -> list[tuple[str, str]]:
     import psutil
 
     try:
-        stats = psutil.net_if_stats()
-        for name, addrs in psutil.net_if_addrs().items():
-            if name in stats and not stats[name].isup:
-                continue
-            for a in addrs:
-                if a.family == socket.AF_INET and not a.address.startswith("127."):
-                    return a.address
+        return list(interfaces())
     except (OSError, psutil.Error):
-        pass
-    return "127.0.0.1"
+        return []
 
 
-def find_self_ip(self_ip: str, job_ocid: str, authinfo: dict) -> tuple[str, str | None]:
-    """``(address, interface or None)``: OCI__SELF_IP if set; inside a job run the address on the
-    job's subnet; else the host's first non-loopback IPv4 address (127.0.0.1 when there is none)."""
+def find_self_ip(self_ip: str, job_ocid: str, authinfo: dict, network: str = "") -> tuple[str, str | None]:
+    """``(address, interface or None)``: OCI__SELF_IP if set (per node); else ``network``
+    (OCI__CLUSTER_NETWORK: a subnet in CIDR form or an interface name, :func:`on_network`); inside
+    a job run the address on the job's subnet; else the address of the default route's interface,
+    the first non-loopback IPv4 address without one, 127.0.0.1 when there is none."""
     if self_ip:
         return self_ip, None
+    if network:
+        found = on_network(network)
+        log.info("self address %s on %s (%s=%s)", *found, OCI__CLUSTER_NETWORK, network)
+        return found
     if job_ocid.startswith("ocid1.") and authinfo:
         return find_self_ip_in_job(authinfo, job_ocid)
-    return local_ip(), None
+    return default_address(route_source(), _interfaces_or_none())
 
 
 def auth_for(settings, protocol: str) -> dict:
@@ -152,7 +243,60 @@ def socket_env(interface: str) -> dict[str, str]:
 
 def node_address(source, authinfo: dict) -> tuple[str, str | None]:
     """:func:`find_self_ip` from the node's Settings, or from a mapping (``os.environ``: oracle-ads
-    calls ``ClusterProvider.find_self_ip`` on the class)."""
+    calls ``ClusterProvider.find_self_ip`` on the class; OCI__CLUSTER_NETWORK checked as Settings
+    checks it: a malformed value → SettingsError naming the variable)."""
     if isinstance(source, Mapping):
-        return find_self_ip(source.get("OCI__SELF_IP", ""), source.get("JOB_OCID", ""), authinfo)
-    return find_self_ip(source.self_ip, source.job_ocid, authinfo)
+        try:
+            network = cluster_network(source.get(OCI__CLUSTER_NETWORK, ""))
+        except ValueError as e:
+            raise SettingsError(f"environment variable {OCI__CLUSTER_NETWORK}: {e}") from None
+        return find_self_ip(source.get("OCI__SELF_IP", ""), source.get("JOB_OCID", ""), authinfo, network)
+    return find_self_ip(source.self_ip, source.job_ocid, authinfo, source.cluster_network)
+
+
+# -- can a peer be reached ------------------------------------------------------------------------
+def reachable(host: str, port: int, timeout: float = REACH_TIMEOUT) -> str | None:
+    """None when a TCP connection to ``host:port`` is answered — accepted, or refused (the host is
+    there, nothing listens); else why not (``no answer within 5 s``, ``No route to host``,
+    ``Network is unreachable``, a name that does not resolve)."""
+    host = host.strip("[]")
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError, ValueError) as e:
+        return f"cannot resolve {host!r} ({e})"
+    why = "no address"
+    for family, kind, proto, _, addr in infos:
+        with socket.socket(family, kind, proto) as s:
+            s.settimeout(timeout)
+            try:
+                s.connect(addr)
+                return None
+            except (ConnectionRefusedError, ConnectionResetError):
+                return None
+            except TimeoutError:
+                why = f"no answer within {timeout:g} s"
+            except OSError as e:
+                why = os.strerror(e.errno) if e.errno else str(e)
+                if e.errno not in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EADDRNOTAVAIL, errno.EACCES,
+                                   errno.EPERM, errno.ETIMEDOUT):
+                    return None  # the host answered somehow (an unusual error is not "unreachable")
+    return why
+
+
+def is_own(host: str) -> bool:
+    """``host`` is this machine's (loopback, or an address of one of its interfaces): reaching it
+    says nothing about the network (and a check would only knock on a local port)."""
+    host = host.strip("[]")
+    return is_loopback(host) or host in {a for _, a in _interfaces_or_none()}
+
+
+def route_to(host: str) -> tuple[str, str | None] | None:
+    """(source address, interface) this machine would reach ``host`` from; None without a route."""
+    try:
+        ip = socket.getaddrinfo(host.strip("[]"), None)[0][4][0]
+    except (socket.gaierror, UnicodeError, IndexError):
+        return None
+    source = route_source(ip)
+    if source is None:
+        return None
+    return source, next((n for n, a in _interfaces_or_none() if a == source), None)

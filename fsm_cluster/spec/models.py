@@ -135,6 +135,9 @@ class ClusterBody(_Model):
     active_deadline_seconds: WholeNumber = Field(None, ge=1)
     # The stall watchdog (fsm_cluster.runtime.stall): seconds without output or progress on every node.
     stall_timeout: Seconds = Field(None, gt=0, allow_inf_nan=False)
+    # The nodes' network, the same for every node (OCI__CLUSTER_NETWORK): a subnet in CIDR form
+    # (10.0.1.0/24: each node's address inside it) or an interface name (eth1: its address).
+    network: str | None = None
     certificate: Certificate | None = None
     config: GroupConfig | None = None
     main: NodeGroup = Field(default_factory=NodeGroup)
@@ -158,6 +161,15 @@ class ClusterBody(_Model):
         except ValueError:
             raise ValueError(f"not a duration: {v!r} (examples: 45s, 30m, 2h, 1d)") from None
         return str(v).strip()
+
+    @field_validator("network", mode="before")
+    @classmethod
+    def _network(cls, v):
+        if v is None:
+            return v
+        from ..env import cluster_network
+
+        return cluster_network(v) or None
 
     @property
     def conf(self) -> GroupConfig:

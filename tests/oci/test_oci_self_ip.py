@@ -91,13 +91,18 @@ def test_no_local_address_in_the_subnet_is_a_clear_error(fake_oci, auth):
 
 
 def test_managed_networking_uses_the_hosts_address(fake_oci, auth):
+    """No subnet: the address of the default route's interface (issue 23), else the first
+    non-loopback IPv4 address."""
+    from fsm_cluster.node.identity import route_source
+
     job_id = add_job(fake_oci, None)
     candidates = [(a, n) for n, a in real_ipv4() if not a.startswith("127.")]
     if not candidates:
         with pytest.raises(OciError, match="has no subnet and this machine no non-loopback IPv4"):
             find_self_ip_in_job(auth, job_id)
         return
-    assert find_self_ip_in_job(auth, job_id) == candidates[0]
+    routed = [(a, n) for a, n in candidates if a == route_source()]
+    assert find_self_ip_in_job(auth, job_id) == (routed or candidates)[0]
     assert [r["path"] for r in fake_oci.requests] == [f"/20190101/jobs/{job_id}"]  # no subnet lookup
 
 

@@ -250,13 +250,13 @@ class ChannelServer:
         except (BlockingIOError, InterruptedError):
             return
         except ConnectionResetError:
-            self._drop(conn, "connection reset (the process ended)")
+            self._drop(conn, "connection reset (the process ended)", probe=conn.state == _HELLO and not conn.inbuf)
             return
         except OSError as e:
             self._drop(conn, f"connection error: {e}")
             return
         if not data:
-            self._drop(conn, "connection closed (the process ended)")
+            self._drop(conn, "connection closed (the process ended)", probe=conn.state == _HELLO and not conn.inbuf)
             return
         try:
             if conn.state == _HELLO:
@@ -377,13 +377,17 @@ class ChannelServer:
             self._sel.modify(conn.sock, events, conn)
 
     # -- ends ------------------------------------------------------------------------------------
-    def _drop(self, conn: _Conn, why: str, refuse: bool = False, lost: bool = False) -> None:
+    def _drop(self, conn: _Conn, why: str, refuse: bool = False, lost: bool = False, probe: bool = False) -> None:
         """A connection ends that nobody ended on purpose: one log line; a registered node is lost
-        (``lost``: it is told so, should it ever read again)."""
+        (``lost``: it is told so, should it ever read again). ``probe``: it closed without a byte
+        sent — a worker checking MAIN's address answers (node.identity.reachable): said at INFO."""
         if conn.id not in self._conns:
             return
         node = conn.node
-        log.warning("control channel: %s %s: %s", "lost" if node else "dropped", conn.name(), why)
+        if probe and not node:
+            log.info("control channel: dropped %s: closed before the handshake (a reachability check)", conn.name())
+        else:
+            log.warning("control channel: %s %s: %s", "lost" if node else "dropped", conn.name(), why)
         self._close_conn(conn, bye=why if (refuse or lost) and node else None, lost=lost)
         if node:
             wire.call_back(self.on_lost, node, why)
