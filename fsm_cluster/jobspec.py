@@ -10,74 +10,19 @@ from __future__ import annotations
 
 from .registry import known_cluster_kinds
 from .spec.builders import AbstractFrameworkSpecBuilder, SpecFieldError, update_env_vars
-from .spec.converter import (
-                             ClusterConfigToJobSpecConverter,
-                             NodePlan,
-                             ads_job_def_info,
-                             certificate_env,
-                             entry_args,
-                             entry_kwargs,
-                             node_environments,
-)
-from .spec.fields import (
-                             ArgList,
-                             Kwargs,
-                             RestartPolicy,
-                             Scalar,
-                             ScalarList,
-                             Unset,
-                             WholeNumber,
-)
-from .spec.images import (
-                             ADS_INI,
-                             ADS_INI_KEYS,
-                             ADS_INI_SECTION,
-                             IMAGE_PATH,
-                             ImageChoice,
-                             ImageUnresolved,
-                             image_from_ini,
-)
+from .spec.converter import (ClusterConfigToJobSpecConverter, NodePlan, ads_job_def_info, certificate_env,
+                             entry_args, entry_kwargs, node_environments)
+from .spec.fields import ArgList, Kwargs, RestartPolicy, Scalar, ScalarList, Unset, WholeNumber
+from .spec.images import (ADS_INI, ADS_INI_KEYS, ADS_INI_SECTION, IMAGE_PATH, ImageChoice, ImageUnresolved,
+                          image_from_ini)
 from .spec.kinds import FrameworkSpecBuilderFactory
 from .spec.loading import load_spec, load_spec_text, semantic_problems, validate_spec
-from .spec.models import (
-                             ENV_VAR_NAME,
-                             MODES,
-                             RUN_WIDE,
-                             CaCert,
-                             Cert,
-                             Certificate,
-                             ClusterBody,
-                             ClusterSection,
-                             ClusterSpec,
-                             DistributedSpec,
-                             EnvVar,
-                             GroupConfig,
-                             InfraSpec,
-                             Infrastructure,
-                             NodeGroup,
-                             Runtime,
-                             RuntimeSpec,
-                             RuntimeType,
-                             ShapeConfig,
-                             env_dict,
-                             format_errors,
-                             json_schema,
-                             spec_problems,
-)
-from .spec.reading import (
-                             MAX_SPEC_BYTES,
-                             MAX_SPEC_VALUES,
-                             MAX_WARNINGS,
-                             Path,
-                             SpecExpansionError,
-                             SpecSource,
-                             Warn,
-                             format_path,
-                             parse_yaml,
-                             read_text,
-                             resolve_placeholders,
-                             tell,
-)
+from .spec.models import (ENV_VAR_NAME, MODES, RUN_WIDE, CaCert, Cert, Certificate, ClusterBody, ClusterSection,
+                          ClusterSpec, DistributedSpec, EnvVar, GroupConfig, InfraSpec, Infrastructure,
+                          NodeGroup, Runtime, RuntimeSpec, RuntimeType, ShapeConfig, env_dict, format_errors,
+                          json_schema, spec_problems)
+from .spec.reading import (MAX_SPEC_BYTES, MAX_SPEC_VALUES, MAX_WARNINGS, Path, SpecExpansionError, SpecSource,
+                           Warn, format_path, parse_yaml, read_text, resolve_placeholders, tell)
 
 __all__ = [
     # oracle-ads' names

@@ -25,14 +25,7 @@ import sys
 import tempfile
 
 from ..errors import NodeFailure
-from ._common import (
-    engine_command,
-    free_port,
-    is_loopback,
-    port_setting,
-    start_args,
-    tcp_open,
-)
+from ._common import engine_command, free_port, is_loopback, port_setting, start_args, tcp_open
 from ._engine import EngineProvider, EngineSpecBuilder
 from ._ray_nodes import NO_GCS_CLIENT
 

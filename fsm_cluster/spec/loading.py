@@ -24,16 +24,7 @@ from .builders import SpecFieldError
 from .images import ImageChoice
 from .kinds import FrameworkSpecBuilderFactory
 from .models import MODES, RUN_WIDE, ClusterSpec, format_errors, spec_problems
-from .reading import (
-    Path,
-    SpecSource,
-    Warn,
-    log,
-    parse_yaml,
-    read_text,
-    resolve_placeholders,
-    tell,
-)
+from .reading import Path, SpecSource, Warn, log, parse_yaml, read_text, resolve_placeholders, tell
 
 
 def load_spec(path_or_text: str | os.PathLike, environ: Mapping[str, str] | None = None,

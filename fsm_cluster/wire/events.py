@@ -62,13 +62,7 @@ class Event:
 
 def event_of(exc: BaseException, source: Source) -> Event:
     """The event an exception from the watch, the channel or a failure request stands for."""
-    from ..errors import (
-        CodeFailed,
-        NodeFailure,
-        NodeLost,
-        RestartRequested,
-        StopRequested,
-    )
+    from ..errors import CodeFailed, NodeFailure, NodeLost, RestartRequested, StopRequested
 
     if isinstance(exc, StopRequested):
         from types import SimpleNamespace

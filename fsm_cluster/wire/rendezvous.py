@@ -28,15 +28,7 @@ from .models import (
     StopMarker,
     is_hijack_name,
 )
-from .workdir import (
-    MAIN_NODE,
-    PREVIOUS,
-    STOP,
-    WorkDir,
-    config_name,
-    node_of,
-    state_name,
-)
+from .workdir import MAIN_NODE, PREVIOUS, STOP, WorkDir, config_name, node_of, state_name
 
 log = logging.getLogger(__name__)
 

@@ -16,13 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
-from ..errors import (
-    NodeFailure,
-    NodeLost,
-    ProtocolError,
-    RestartRequested,
-    StopRequested,
-)
+from ..errors import NodeFailure, NodeLost, ProtocolError, RestartRequested, StopRequested
 from .models import NodeState, StopMarker
 from .peerwatch import EXPECTED, PeerWatch
 from .rendezvous import Rendezvous

@@ -50,19 +50,7 @@ reachability check for operators, and the peer process of the tests and benchmar
 """
 
 from .client import ChannelClient
-from .messages import (
-           Bye,
-           DoneMsg,
-           DumpMsg,
-           FailureMsg,
-           OutcomeMsg,
-           Ping,
-           Pong,
-           QuietMsg,
-           Register,
-           RestartMsg,
-           Roster,
-)
+from .messages import Bye, DoneMsg, DumpMsg, FailureMsg, OutcomeMsg, Ping, Pong, QuietMsg, Register, RestartMsg, Roster
 from .secretfile import load_or_create_secret, read_secret
 from .server import ChannelServer
 from .wire import MAX_CLIENT_FRAME, MAX_SERVER_FRAME, SILENT, ChannelUnavailable
