@@ -45,9 +45,8 @@ class CountingCommandProvider(CommandProvider):
         atexit.register(self._dump)
         _DUMPS.append(self._dump)
 
-    def _after_state_change(self, event=None) -> None:
-        self.entered_wall.setdefault(str(self.state), time.time())
-        super()._after_state_change(event)
+    def state_changed(self, state) -> None:
+        self.entered_wall.setdefault(str(state), time.time())
 
     def _dump(self) -> None:
         if self._dumped:

@@ -43,10 +43,10 @@ class TimedNode(SimulatedCodeProvider):
 
     running_wall: float | None = None
 
-    def _after_state_change(self, event=None) -> None:
-        if self.state == "running":
+    def state_changed(self, state) -> None:
+        if state == "running":
             self.running_wall = time.perf_counter()
-        super()._after_state_change(event)
+        super().state_changed(state)
 
 
 def simulate(n: int, *, code_seconds: float = 30.0, interval: float = 10.0, tune_gc: bool = True,

@@ -183,13 +183,9 @@ class SimulatedCodeProvider(CommandProvider):
         self._code_started: float | None = None
         self.entered: dict[str, float] = {"init": self.clock.now()}  # state → virtual time entered
         self.children = self.code.children = SimulatedProcessGroup()
-        record = self.record.on_enter
 
-        def on_enter(event, state, previous, reason) -> None:
-            self.entered[state.value] = self.clock.now()
-            record(event, state, previous, reason)
-
-        self.record.on_enter = on_enter
+    def state_changed(self, state) -> None:
+        self.entered[state.value] = self.clock.now()
 
     def _per_node(self, value):
         return value.get(self.rank, value.get("default", 0)) if isinstance(value, dict) else value

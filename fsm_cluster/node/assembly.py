@@ -43,7 +43,7 @@ def assemble(p, fs) -> None:
                                    interval=s.heartbeat_interval, timeout=s.heartbeat_timeout, rendezvous=rv,
                                    pace=lambda: p.control.pace(), restarts_seen=lambda: ledger.seen)
     p.lifecycle = life = Life(p, p.node_id, on_event=lambda e: p.end_of_life.take_carried(e),
-                              on_enter=lambda e: p.record.on_enter(e, life.state, life.previous, p.end_of_life.reason),
+                              on_enter=lambda e: _entered(p, e),
                               on_exception=lambda e: p.end_of_life.hook_failed(e), skip=lambda h: p.adoption.skip(h))
     stall: dict = {}  # the stall watchdog, once made
     code = p.code = CodeProcess(s, p.children, lambda make=True: _watchdog(p, make, stall))
@@ -97,6 +97,13 @@ def assemble(p, fs) -> None:
 
     p.adoption = Adoption(p.node_id, main, p.ephemeral, life=life, pulse=p.pulse, dispatcher=dispatcher,
                           end=p.end_of_life, form=form, failed=lambda: p.execution_failure)
+
+
+def _entered(p, event) -> None:
+    """After every state change: the record (log line, history, state file), then the provider's hook."""
+    life = p.lifecycle
+    p.record.on_enter(event, life.state, life.previous, p.end_of_life.reason)
+    p.state_changed(life.state)
 
 
 def _known_restarts(rv) -> int:

@@ -71,6 +71,9 @@ class NodeFacade:
         """tearable → stopped, the final state file and the last log line; the exit code."""
         return self.end_of_life.finish()
 
+    def state_changed(self, state) -> None:
+        """Hook: called after every state change, once the record has it (recorders, simulations)."""
+
     def begin_life(self) -> None:
         """The first look at the work dir (one listing): MAIN moves a previous life's files aside, a
         worker notes a previous life's stop marker; MAIN's channel starts serving."""

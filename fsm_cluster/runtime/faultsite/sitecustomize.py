@@ -30,7 +30,10 @@ except Exception:  # noqa: BLE001 - diagnostics never stop the code from startin
 
 _here = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
-del sys.modules["sitecustomize"]
+# (this module is imported as "sitecustomize" by site; a process may also find it under another
+# name, or run it twice: nothing to remove then)
+if sys.modules.get("sitecustomize") is sys.modules.get(__name__):
+    sys.modules.pop("sitecustomize", None)
 try:
     import sitecustomize  # noqa: F401 - the environment's own, if it has one
 except ImportError:
