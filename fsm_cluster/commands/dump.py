@@ -7,6 +7,22 @@ import time
 
 from . import cluster_arguments
 
+MAX_WAIT = 86_400.0  # s: --wait's bound (a day)
+
+
+def wait_seconds(text: str) -> float:
+    """--wait's value: a finite number of seconds, 0 to :data:`MAX_WAIT` (argparse reports the rest)."""
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or not 0 <= value <= MAX_WAIT:
+        raise argparse.ArgumentTypeError(f"{text!r}: give seconds from 0 to {MAX_WAIT:g}")
+    return value
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -16,8 +32,9 @@ def register(sub) -> None:
                     "diagnostics/<node>.stacks.txt (py-spy of its entry script and the processes under "
                     "it). With --wait, wait for the files of every live node and print where they are.")
     cluster_arguments(p, "ask")
-    p.add_argument("--wait", type=float, default=120.0, metavar="SECONDS",
-                   help="wait this long for every live node's stacks (default 120; 0: just ask)")
+    p.add_argument("--wait", type=wait_seconds, default=120.0, metavar="SECONDS",
+                   help=f"wait this long for every live node's stacks (default 120, at most {MAX_WAIT:g}; "
+                        "0: just ask)")
     p.set_defaults(handler=handle)
 
 
@@ -28,8 +45,6 @@ def handle(args) -> int:
     from ..observe.status import ClusterView, open_cluster
     from ..runtime.stacks import DIAGNOSTICS, DUMP_REQUEST
 
-    if args.wait < 0:
-        raise FsmClusterError(f"--wait {args.wait:g}: must not be negative")
     wd = open_cluster(args.work_dir, args.cluster_id)
     view = ClusterView(wd)
     view.refresh()

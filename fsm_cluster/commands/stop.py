@@ -1,6 +1,12 @@
-"""``fsm-cluster stop WORK_DIR``: write the stop marker; every node tears down on its next heartbeat."""
+"""``fsm-cluster stop WORK_DIR``: write the stop marker; every node tears down on its next heartbeat.
+
+The marker must be one the nodes read (they ignore one over 64 KiB): a ``--reason`` longer than
+:data:`MAX_REASON` characters (at most 24 KiB even as escaped JSON) is refused before anything is
+written, never reported as written."""
 
 from __future__ import annotations
+
+MAX_REASON = 4096  # characters of --reason (as a node's failure request's reason)
 
 
 def register(sub) -> None:
@@ -10,7 +16,8 @@ def register(sub) -> None:
     p.add_argument("work_dir", metavar="WORK_DIR",
                    help="<work_dir>/<cluster_id>, or a work dir holding one cluster (any fsspec URI)")
     p.add_argument("--cluster-id", help="the cluster to stop when WORK_DIR holds several")
-    p.add_argument("--reason", default="stopped by the operator", help="recorded in the marker")
+    p.add_argument("--reason", default="stopped by the operator",
+                   help=f"recorded in the marker (at most {MAX_REASON} characters)")
     p.add_argument("--exit-code", type=int, default=0,
                    help="exit code the nodes end with (default 0)")
     p.set_defaults(handler=handle)
@@ -19,10 +26,13 @@ def register(sub) -> None:
 def handle(args) -> int:
     import time
 
-    from ..errors import SignatureError
+    from ..errors import FsmClusterError, SignatureError
     from ..observe.status import open_cluster
     from ..wire.models import StopMarker
 
+    if len(args.reason) > MAX_REASON:
+        raise FsmClusterError(f"--reason is {len(args.reason)} characters long: at most {MAX_REASON} "
+                              "(nothing written)")
     wd = open_cluster(args.work_dir, args.cluster_id)  # with the cluster's secret: signs the marker
     marker = StopMarker(outcome="stopped", node="operator", reason=args.reason,
                         exit_code=args.exit_code, wall=time.time())
