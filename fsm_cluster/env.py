@@ -112,6 +112,8 @@ WORLD_SIZE = "WORLD_SIZE"
 _TRUE = {"1", "true", "yes", "on", "t", "y"}
 _FALSE = {"0", "false", "no", "off", "f", "n", ""}
 
+MIN_STALL_TIMEOUT = 1.0  # s: the shortest OCI__STALL_TIMEOUT (0: off)
+
 _DURATION = re.compile(r"^\s*\d+(\.\d+)?\s*[smhdw]?\s*$", re.IGNORECASE)
 
 
@@ -212,7 +214,8 @@ class Settings(BaseModel):
     restart_count: int = Field(0, alias=OCI__RESTART_COUNT, ge=0)
     replaces: str = Field("", alias=OCI__REPLACES, max_length=255)
     # The stall watchdog (fsm_cluster.runtime.stall): no output or progress from the code on any node for
-    # this long fails the cluster, with every node's stacks in the work dir (0: off, the default).
+    # this long fails the cluster, with every node's stacks in the work dir (0: off, the default;
+    # else at least MIN_STALL_TIMEOUT: the code's quiet is seen by the second, a shorter one is a typo).
     stall_timeout: float = Field(0.0, alias=OCI__STALL_TIMEOUT, ge=0, allow_inf_nan=False)
     storage_retry_budget: float = Field(30.0, alias=OCI__STORAGE_RETRY_BUDGET, gt=0, allow_inf_nan=False)
     job_ocid: str = Field("Undefined", alias=JOB_OCID, min_length=1)
@@ -309,6 +312,14 @@ class Settings(BaseModel):
     @classmethod
     def _network(cls, v):
         return cluster_network(v)
+
+    @field_validator("stall_timeout")
+    @classmethod
+    def _stall(cls, v: float):
+        if 0 < v < MIN_STALL_TIMEOUT:
+            raise ValueError(f"{v:g} s is too short to tell a stall from a pause: 0 (off) or at least "
+                             f"{MIN_STALL_TIMEOUT:g} s")
+        return v
 
     @field_validator("cluster_secret")
     @classmethod

@@ -95,6 +95,8 @@ class Adoption:
         if (code_done and s.code.value == "done" or s.state.value == "complete") and self.ephemeral:
             self.end.end(Ending("complete", "code completed; " + m.reason, 0, self.node_id, own=self.main))
         else:
+            if not self.main:  # the file says no outcome: this node's last line says "stopped", as the file
+                self.end.watch.learn(m)  # (not "complete"); MAIN writes a marker of its own
             self.end.end(Ending("stopped", m.reason, 0, m.node, own=self.main, summary=f"stopped by {m.node}: {m.reason}"))
         return True
 

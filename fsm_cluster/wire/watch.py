@@ -181,9 +181,7 @@ class ClusterWatch:
         except ProtocolError as e:
             rv.refuse(STOP, fp, str(e))
             return
-        if marker is not None and marker.legacy:
-            if not self.legacy_stop:
-                log.info("%s: oracle-ads' stop file found; ending once this node's own code is done", self.node_id)
+        if marker is not None and marker.legacy:  # (the dispatcher says what it means for this node)
             self.legacy_stop, self._legacy_fp, self.legacy_marker = True, fp, marker
             return
         if marker is not None:
