@@ -19,6 +19,7 @@ last value, each with a warning naming its line (--strict: errors). image: "@ima
 from ./config.ini ([main] registry and tag, written by `ads opctl distributed-training
 build-image`); --image overrides the spec's image; a dry run without config.ini plans with a
 visible placeholder.
+More than 64 nodes (one job run, a billed VM, each) need --max-nodes N, the dry run too.
 Exit code: 0 submitted (with --watch: MAIN succeeded), 1 a creation failed or the cluster failed,
 2 a problem in the spec or the options."""
 
@@ -41,6 +42,9 @@ def register(sub) -> None:
                    help="follow the runs' states until they end; a WORKER/PS run lost while MAIN's "
                         "goes on is replaced when MAIN records a restart waiting for it")
     p.add_argument("--interval", type=float, default=15.0, help="--watch: seconds between polls (15)")
+    p.add_argument("--max-nodes", type=int, metavar="N",
+                   help="the most nodes (MAIN + WORKERs + PS: one job run, a billed VM, each) this submit may "
+                        "create, dry run included (default 64: a larger spec is refused unless told)")
     p.add_argument("--auth", choices=["api_key", "resource_principal", "instance_principal",
                                       "security_token"],
                    help="OCI authentication (default: OCI_IAM_TYPE, else api_key)")
@@ -62,11 +66,13 @@ def handle(args) -> int:
 
     if args.interval <= 0:
         raise FsmClusterError("--interval must be positive")
+    if args.max_nodes is not None and args.max_nodes < 1:
+        raise FsmClusterError(f"--max-nodes must be 1 or more (got {args.max_nodes})")
     if args.image is not None and (not args.image.strip() or args.image.startswith("@")):
         raise FsmClusterError(f"--image {args.image!r}: expected an image's registry URI "
                               "(region.ocir.io/tenancy/repo:tag)")
     image = ImageChoice(override=args.image, placeholder=args.dry_run)
-    p = plan(load_spec(args.file, image=image, **reading(args, "submit")))
+    p = plan(load_spec(args.file, image=image, **reading(args, "submit")), args.max_nodes)
     if args.dry_run:
         print("# dry run: nothing is created")
         print(yaml.safe_dump(dry_run_document(p), sort_keys=False, width=1000), end="")

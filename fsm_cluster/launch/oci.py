@@ -3,7 +3,8 @@
 The job carries the cluster-wide environment (``job_def_info``); each run carries only its own
 (``OCI__MODE``, ``RANK``, its group's env and start options) — the service merges the two. MAIN's run
 is created first, then the workers', then the parameter servers'. If one cannot be created, the runs
-already created are cancelled and :class:`SubmitError` names them.
+already created are cancelled and :class:`SubmitError` names them. A plan of more than
+:data:`DEFAULT_MAX_NODES` nodes needs the operator's ``--max-nodes`` (:func:`check_size`).
 
 The job's environment carries a fresh cluster secret (``OCI__CLUSTER_SECRET``) with which the nodes
 sign and check every file of the work dir: it reaches them through the Data Science API, never
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELED", "DELETED", "NEEDS_ATTENTION"}
 DEFAULT_BLOCK_STORAGE_GB = 50
+DEFAULT_MAX_NODES = 64  # nodes (job runs) a submit creates without --max-nodes
 ADS_IMAGE_PLACEHOLDER = "@image"
 PLACEHOLDER_ARTIFACT = b"#!/bin/sh\n# fsm_cluster: container job, the image's entrypoint runs the node\nexec fsm-cluster run\n"
 
@@ -72,8 +74,27 @@ class Submitted:
         return f"{self.work_dir.rstrip('/')}/{self.job_id}"
 
 
-def plan(spec: ClusterSpec) -> Plan:
-    """The job and runs for ``spec``; what OCI needs and the spec lacks → SpecError (path, line)."""
+def check_size(spec: ClusterSpec, max_nodes: int | None) -> None:
+    """Each node is a job run — a billed VM: a plan of more than :data:`DEFAULT_MAX_NODES` nodes (or
+    than ``max_nodes``, the operator's ``--max-nodes``) is a SpecError naming the replicas, before a
+    run is planned (a typo's ``replicas: 100000`` would plan 100,001 runs)."""
+    c = spec.cluster
+    workers, ps = (c.worker.count() if c.worker else 0), (c.ps.count() if c.ps else 0)
+    total, limit = 1 + workers + ps, DEFAULT_MAX_NODES if max_nodes is None else max_nodes
+    if total <= limit:
+        return
+    group = "worker" if c.worker is not None and c.worker.replicas and (c.ps is None or workers >= ps) else "ps"
+    shape = f"1 MAIN + {workers} WORKER" + (f" + {ps} PS" if ps else "")
+    consent = (f"more than the {limit} nodes a submit creates unless told: pass --max-nodes {total} if you "
+               "mean it" if max_nodes is None else f"more than --max-nodes {limit}")
+    raise spec.error(("spec", "cluster", "spec", group, "replicas"),
+                     f"{total} nodes ({shape}), one job run (a billed VM) each, is {consent}")
+
+
+def plan(spec: ClusterSpec, max_nodes: int | None = None) -> Plan:
+    """The job and runs for ``spec``; what OCI needs and the spec lacks → SpecError (path, line);
+    more nodes than :func:`check_size` allows → SpecError too."""
+    check_size(spec, max_nodes)
     conv = ClusterConfigToJobSpecConverter(spec)
     job = conv.job_def_info()
     infra = ("spec", "infrastructure")
