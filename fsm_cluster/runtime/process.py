@@ -1,9 +1,12 @@
 """Child processes of a node: each in its own process group, torn down TERM → grace → KILL.
 
-No orphan survives its node: teardown signals every group it started, then sweeps the node's
-remaining descendants with psutil — its children, grandchildren, and whatever carries its token
-in ``FSM_CLUSTER_CHILD_OF`` (leftovers of an entry script that already exited). :func:`sweep` is
-the one process-tree sweep, its rule given by its parameters (the local launcher uses it too: every
+No orphan survives its node: teardown signals every group it started, then sweeps with psutil
+what remains of what it started — its children and every process below them, and whatever
+carries its token in ``FSM_CLUSTER_CHILD_OF`` (leftovers of an entry script that already exited).
+When the process is the node's own (``fsm-cluster run``: the subreaper, :func:`become_subreaper`)
+every descendant is the node's too; a node run inside a host's program (``ClusterRunner().execute()``
+in a notebook, a test harness) never ends the host's other children. :func:`sweep` is the one
+process-tree sweep, its rule given by its parameters (the local launcher uses it too: every
 descendant it ever saw, killed at once). A node can also die without a teardown (``kill -9``, OOM
 killer): on Linux every child is then started through a tiny guard (``GUARD``, plain stdlib Python)
 that leads the child's process group, mirrors the child's exit status, and — when the node dies
@@ -82,17 +85,19 @@ class ProcessGroup:
         return None
 
     def terminate_all(self, grace: float = 5.0) -> None:
-        """SIGTERM every group, wait up to ``grace`` s, SIGKILL what is left (:func:`sweep`): this
-        node's descendants and whatever carries its token (what an entry script left behind when it
-        exited, or a provider's start script backgrounded — the node puts the token in its own
-        environment — re-parented away from the node). A child spawned with a grace of its own
-        (an engine whose processes hold nothing at the end: Ray's, as ``ray stop --force``) is
-        ended first, with its processes, within that grace."""
+        """SIGTERM every group, wait up to ``grace`` s, SIGKILL what is left (:func:`sweep`): what
+        this group started (its children and every process below them; every descendant when the
+        process is the node's own) and whatever carries its token (what an entry script left
+        behind when it exited, or a provider's start script backgrounded — the node puts the token
+        in its own environment — re-parented away from the node); never a child the host process
+        started itself. A child spawned with a grace of its own (an engine whose processes hold
+        nothing at the end: Ray's, as ``ray stop --force``) is ended first, with its processes,
+        within that grace."""
         own = [c for c in self.children if c.grace is not None and c.poll() is None]
         if own:
             sweep(seen=_tree(c.pid for c in own), groups=[c.pid for c in own], grace=min(c.grace for c in own))
-        sweep(groups=[c.pid for c in self.children if c.poll() is None], descendants=True,
-              token=self.token, grace=grace)
+        live = [c.pid for c in self.children if c.poll() is None]
+        sweep(seen=_tree(live), groups=live, descendants=is_subreaper(), token=self.token, grace=grace)
         for c in self.children:  # reap
             try:
                 c.popen.wait(timeout=0.5)
@@ -119,7 +124,8 @@ def sweep(*, seen: Iterable = (), descendants: bool = False, token: str | None =
 
     * ``seen`` — psutil processes the caller collected before (the launcher: every descendant it
       ever saw, wherever they were re-parented since);
-    * ``descendants`` — this process's descendants now;
+    * ``descendants`` — this process's descendants now (a process that is all the caller's: the
+      launcher, a node's own process);
     * ``token`` — every process carrying it in ``FSM_CLUSTER_CHILD_OF`` (a node: its children's
       leftovers);
     * ``groups`` — process groups, by leader pid, signalled as a whole (the leaders are swept too).
@@ -250,6 +256,20 @@ def _check_command(name: str, program: str, env: dict | None, cwd: str | None) -
             raise PermissionError(f"{name}: not executable: {program}")
     elif shutil.which(program, path=(env if env is not None else os.environ).get("PATH", os.defpath)) is None:
         raise FileNotFoundError(f"{name}: command not found: {program}")
+
+
+def is_subreaper() -> bool:
+    """Whether this process reaps its orphaned descendants (``PR_GET_CHILD_SUBREAPER``): set while a
+    node owns the process (:func:`become_subreaper`); False elsewhere and off Linux."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        flag = ctypes.c_int(0)
+        return ctypes.CDLL(None, use_errno=True).prctl(37, ctypes.byref(flag), 0, 0, 0) == 0 and flag.value != 0
+    except (OSError, AttributeError):
+        return False
 
 
 def _owned_by(token: str) -> list:
