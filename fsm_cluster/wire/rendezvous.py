@@ -2,7 +2,8 @@
 
 One ``Rendezvous`` per node owns the protocol's configuration side: the node's first look (MAIN
 moves a previous life's files to ``previous/<life>-<id>/``; a worker notes a previous life's stop
-marker), its registration (``<node>_config.json``, written again if a new life's MAIN moved it
+marker — and fails at once when that life is over and the worker was none of its nodes: it came
+too late), its registration (``<node>_config.json``, written again if a new life's MAIN moved it
 aside), MAIN's acceptance of the WORKER / PS registrations (signed, naming the node of their file
 name, each read once) and its roster, a worker's acceptance of MAIN's configuration (this life's,
 listing it), the variables a node takes from MAIN's configuration (declared names only), the done
@@ -16,7 +17,7 @@ import logging
 import secrets
 from typing import Iterable
 
-from ..errors import ProtocolError, SignatureError
+from ..errors import NodeFailure, ProtocolError, SignatureError
 from .models import (
     EXPORTABLE_RE,
     IDENTITY_NAMES,
@@ -77,8 +78,29 @@ class Rendezvous:
         elif old is not None:
             self.stale_stop = listing[STOP]
             self.stale_life = old.life
-            log.info("%s: a stop marker of a previous life is in %s; waiting for this life's MAIN",
-                     self.node_id, self.workdir.display)
+            ended = f"{old.outcome} by {old.node}: {old.reason or '-'}"
+            if old.life and not self._took_part(listing, old.life):
+                raise NodeFailure(f"MAIN's life {old.life} in {self.workdir.display} is over ({ended}) and this "
+                                  f"node ({self.node_id}) was not one of its nodes: it came too late to join. A "
+                                  "new run of the job in this work dir starts a new life when its MAIN starts")
+            log.warning("%s: MAIN's life %s in %s is over (%s); this node was one of its nodes: waiting up to "
+                        "OCI__TIMEOUT for the MAIN of a new run of the job", self.node_id, old.life or "?",
+                        self.workdir.display, ended)
+
+    def _took_part(self, listing: dict[str, tuple], life: str) -> bool:
+        """A worker: whether it was a node of the ended ``life`` (its own files are there, or that
+        life's roster lists it): then it is run again in place (a re-run of the job with the same
+        run ids, as ``fsm-cluster local --cluster-id`` makes) and waits for the re-run's MAIN. A node
+        with no trace in a life that is over came too late for it."""
+        if config_name(self.node_id) in listing or state_name(self.node_id) in listing:
+            return True
+        if config_name(MAIN_NODE) not in listing:
+            return False
+        try:
+            cfg = self.workdir.read(config_name(MAIN_NODE), NodeConfig)
+        except ProtocolError:
+            return False
+        return cfg is not None and cfg.life == life and any(r.node == self.node_id for r in cfg.roster)
 
     def _previous_stop(self, listing: dict[str, tuple]) -> StopMarker | None:
         """The stop marker found at the first look, when it is a previous life's: it names a life
