@@ -15,10 +15,13 @@ from .localnodes import LocalNodes
 
 pytestmark = pytest.mark.integration
 
+# Each entry script waits in a named function until the test lets it go on (the file "go-on" in
+# its marks folder), after the dump was checked: not for a fixed time (that made the test wait the
+# whole time, and a dump slower than it would have found the scripts gone). argv[1] is a hang guard.
 STUCK = """import os, sys, time
 def waiting_in_a_named_function():
     deadline = time.time() + float(sys.argv[1])
-    while time.time() < deadline:
+    while time.time() < deadline and not os.path.exists(os.path.join(sys.argv[2], "go-on")):
         time.sleep(0.1)
 open(os.path.join(sys.argv[2], os.environ["RANK"]), "w").close()
 waiting_in_a_named_function()
@@ -38,7 +41,7 @@ def test_dump_writes_every_live_nodes_stacks_and_the_cluster_goes_on(tmp_path, c
     marks = tmp_path / "marks"
     marks.mkdir()
     c = LocalNodes(tmp_path, extra={"OCI__ENTRY_SCRIPT": str(entry), "OCI__RUN_ON": "all",
-                                    "OCI__ENTRY_SCRIPT_ARGS": f"8 {marks}", "OCI__CONTROL": control}).start()
+                                    "OCI__ENTRY_SCRIPT_ARGS": f"120 {marks}", "OCI__CONTROL": control}).start()
     deadline = time.monotonic() + 60
     while len(list(marks.iterdir())) < 3:
         assert time.monotonic() < deadline and all(p.poll() is None for p in c.procs), c.dump()
@@ -52,6 +55,7 @@ def test_dump_writes_every_live_nodes_stacks_and_the_cluster_goes_on(tmp_path, c
         text = f.read_text()
         assert "waiting_in_a_named_function" in text and "stuck.py" in text, text
     assert all(p.poll() is None for p in c.procs)  # nothing stopped
+    (marks / "go-on").touch()
     assert c.wait(timeout=60) == [0, 0, 0], c.dump()
 
 
