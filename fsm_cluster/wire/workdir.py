@@ -7,7 +7,9 @@ and turns permanent ones (no such bucket, access denied) into one StorageError n
 
 The work dir is a trust boundary: anyone who can write it could otherwise steer every node.
 * Every read is bounded (a model's ``MAX_BYTES``; ``read_bytes`` has a default): one ranged GET,
-  and a larger file is a ProtocolError naming it, never read whole.
+  and a larger file is a ProtocolError naming it, never read whole. On a local disk only a
+  regular file is read, without waiting (a FIFO there would block every reader): anything else is
+  a ProtocolError (:mod:`.localdisk`).
 * With a cluster secret (``OCI__CLUSTER_SECRET``, handed to every node out of band by the
   launcher, never written to the work dir) every file this class writes carries an HMAC-SHA256
   of its name and bytes, appended as a last JSON member ``"sig"`` (so the file stays plain JSON
@@ -34,6 +36,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..errors import ProtocolError, SignatureError, StorageError
 from ..validation import Problem, format_validation_error
+from .localdisk import LocalDisk
 from .models import LEGACY_STOP, NodeConfig, NodeState, StopMarker
 
 log = logging.getLogger(__name__)
@@ -151,6 +154,8 @@ class WorkDir:
         self.fs = fs
         self.local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
         self.root = posixpath.join(path.rstrip("/") or "/", cluster_id)
+        # on a local disk: no link followed, nothing but regular files read (see localdisk)
+        self.disk = LocalDisk(path.rstrip("/") or "/") if self.local else None
         self.retry_budget = retry_budget
         self.clock = clock
         self.ops: Counter[str] = Counter()
@@ -172,6 +177,10 @@ class WorkDir:
 
     def url(self, name: str = "") -> str:
         return f"{self.display}/{name}" if name else self.display
+
+    def _below(self, name: str) -> str:
+        """``name`` relative to the work dir (for :attr:`disk`)."""
+        return f"{self.cluster_id}/{name}" if self.cluster_id else name
 
     # -- storage calls ---------------------------------------------------------------------------
     def _call(self, kind: str, fn: Callable[[], Any], what: str) -> Any:
@@ -296,10 +305,18 @@ class WorkDir:
     # -- reads -----------------------------------------------------------------------------------
     def read_bytes(self, name: str, max_bytes: int = MAX_READ) -> bytes | None:
         """The file's bytes, or None when it does not exist. One ranged read of at most
-        ``max_bytes`` + 1 bytes: a larger file is a ProtocolError, never read whole."""
+        ``max_bytes`` + 1 bytes: a larger file is a ProtocolError, never read whole. On a local
+        disk only a regular file is read, at once: a FIFO, socket, device, folder or link there is
+        a ProtocolError (localdisk.NotRegular), never a wait."""
         path = self.path(name)
+        if self.disk is not None:
+            def cat() -> bytes:
+                return self.disk.read(self._below(name), max_bytes + 1)
+        else:
+            def cat() -> bytes:
+                return self.fs.cat_file(path, start=0, end=max_bytes + 1)
         try:
-            data = self._call("cat", lambda: self.fs.cat_file(path, start=0, end=max_bytes + 1), name)
+            data = self._call("cat", cat, name)
         except FileNotFoundError:
             return None
         if len(data) > max_bytes:
