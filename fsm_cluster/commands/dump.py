@@ -30,7 +30,9 @@ def register(sub) -> None:
         description="Write a dump request in the cluster dir; MAIN picks it up at its next look (every "
                     "heartbeat interval or two) and asks every node on its control channel; each writes "
                     "diagnostics/<node>.stacks.txt (py-spy of its entry script and the processes under "
-                    "it). With --wait, wait for the files of every live node and print where they are.")
+                    "it). A node dumps at most once per 10 s: a request within that waits (several: the "
+                    "last one is dumped, naming the others). With --wait, wait for the files of every live "
+                    "node and print where they are.")
     cluster_arguments(p, "ask")
     p.add_argument("--wait", type=wait_seconds, default=120.0, metavar="SECONDS",
                    help=f"wait this long for every live node's stacks (default 120, at most {MAX_WAIT:g}; "
@@ -39,11 +41,13 @@ def register(sub) -> None:
 
 
 def handle(args) -> int:
+    import re
     import secrets
 
     from ..errors import FsmClusterError
     from ..observe.status import ClusterView, open_cluster
     from ..runtime.stacks import DIAGNOSTICS, DUMP_REQUEST
+    from ..wire.models import DumpRequest
 
     wd = open_cluster(args.work_dir, args.cluster_id)
     view = ClusterView(wd)
@@ -53,7 +57,7 @@ def handle(args) -> int:
     live = [v.node for v in view.ordered() if v.state is not None and v.state.state not in ("stopped",)]
     request = secrets.token_hex(4)
     asked_at = time.time()
-    wd.write_bytes(DUMP_REQUEST, request.encode())
+    wd.write(DUMP_REQUEST, DumpRequest(request=request))  # signed when the cluster has a secret
     print(f"asked {len(live)} live node(s) for their stacks (request {request})")
     if not args.wait:
         return 0
@@ -62,7 +66,8 @@ def handle(args) -> int:
     while pending and time.monotonic() < deadline:
         for node in sorted(pending):
             data = wd.read_bytes(f"{DIAGNOSTICS}/{node}.stacks.txt", 4 << 20)
-            if data is not None and f"request {request}" in data.decode(errors="replace")[:400]:
+            header = data.decode(errors="replace")[:1000].partition("\n")[0] if data is not None else ""
+            if request in re.findall(r"[\w.:-]+", header.partition("request ")[2]):
                 print(wd.url(f"{DIAGNOSTICS}/{node}.stacks.txt"))
                 pending.discard(node)
         time.sleep(0.2)

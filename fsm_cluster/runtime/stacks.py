@@ -7,19 +7,34 @@ the stall watchdog (:mod:`fsm_cluster.runtime.stall`) does too.
 Where py-spy cannot read a process (not installed, or no ptrace permission: a container without
 SYS_PTRACE), the file says so, and the Python processes of the entry script answer through
 :mod:`faulthandler` instead: the node arms it (:func:`arm_faulthandler`) when py-spy is missing or
-the stall watchdog is on, and sends SIGUSR2 to the processes that registered (Python frames only)."""
+the stall watchdog is on, and sends SIGUSR2 to the processes that registered (Python frames only).
+
+A stacks file shows each process's command line with the values of secret-looking arguments and
+variables masked (:mod:`fsm_cluster.runtime.security`). The request file is a DumpRequest, signed
+when the cluster has a secret (an unsigned one is then refused, said once per version), and a node
+dumps at most once per interval however often it is asked (the latest request of a burst is
+answered once the interval has passed)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
+
+from ..errors import ProtocolError
+from ..wire.models import DumpRequest
+from .security import redact, redact_argv, secret_values
+
+log = logging.getLogger(__name__)
 
 DUMP_REQUEST = "dump_request"  # written by `fsm-cluster dump`
 DIAGNOSTICS = "diagnostics"
 PYSPY_TIMEOUT = 30.0
+DUMP_INTERVAL = 10.0  # s: a node dumps at most once per this (the default heartbeat interval)
 
 
 def py_spy() -> str | None:
@@ -85,7 +100,8 @@ def code_processes(root_pid: int) -> list:
 def stacks_text(node: str, procs: list, why: str, faulthandler_dir: str | None = None) -> str:
     """One text: a header, then per process its command line and ``py-spy dump`` (native frames
     where py-spy can), or why it could not be read and, for a Python process of the entry script,
-    its faulthandler stacks."""
+    its faulthandler stacks. Secret-looking arguments' values and the node's secret variables'
+    values are masked (py-spy's output repeats the command line)."""
     import psutil
 
     spy = py_spy()
@@ -100,9 +116,10 @@ def stacks_text(node: str, procs: list, why: str, faulthandler_dir: str | None =
         except psutil.Error:
             continue
         if GUARD in argv:  # the node's process guard (process.GUARD) waits on its child: no stacks
-            out += [f"## pid {p.pid}: fsm_cluster's process guard of {' '.join(argv[argv.index(GUARD) + 4:])}", ""]
+            guarded = " ".join(redact_argv(argv[argv.index(GUARD) + 4:]))
+            out += [f"## pid {p.pid}: fsm_cluster's process guard of {guarded}", ""]
             continue
-        out.append(f"## pid {p.pid}: {' '.join(argv) or p.name()}")
+        out.append(f"## pid {p.pid}: {' '.join(redact_argv(argv)) or p.name()}")
         read = _py_spy_dump(spy, p.pid)
         if read[0]:
             out.append(read[1])
@@ -113,7 +130,7 @@ def stacks_text(node: str, procs: list, why: str, faulthandler_dir: str | None =
                 out.append("faulthandler stacks instead (Python frames only):")
                 out.append(fallback)
         out.append("")
-    return "\n".join(out) + "\n"
+    return redact("\n".join(out), secret_values()) + "\n"
 
 
 def _py_spy_dump(spy: str | None, pid: int) -> tuple[bool, str]:
@@ -134,19 +151,27 @@ def _py_spy_dump(spy: str | None, pid: int) -> tuple[bool, str]:
 
 
 class Dumps:
-    """A node's stacks requests. MAIN finds ``dump_request`` in its listing (once per version) and
-    asks every node — over the channel (``broadcast``), and in its state file for the nodes off it
-    (``request``, mirrored there) — and writes its own; every node writes
-    ``diagnostics/<node>.stacks.txt`` once per request (on a thread: py-spy takes a moment, and the
-    code goes on). ``code()`` is the running entry script (a Child) or None, ``faulthandler_dir()``
-    the node's faulthandler folder, ``changed()`` marks the state file for the next tick."""
+    """A node's stacks requests. MAIN finds ``dump_request`` in its listing (once per version; a
+    DumpRequest, signed when the cluster has a secret) and asks every node — over the channel
+    (``broadcast``), and in its state file for the nodes off it (``request``, mirrored there) —
+    and writes its own; every node writes ``diagnostics/<node>.stacks.txt`` once per request (on a
+    thread: py-spy takes a moment, and the code goes on), at most once per ``interval``: a request
+    within it waits for its end, and of several only the latest is dumped (naming the others).
+    ``wait`` (the stall watchdog's own request) dumps at once. ``code()`` is the running entry
+    script (a Child) or None, ``faulthandler_dir()`` the node's faulthandler folder, ``changed()``
+    marks the state file for the next tick."""
 
-    def __init__(self, node_id: str, workdir, *, code, faulthandler_dir, broadcast, changed):
+    def __init__(self, node_id: str, workdir, *, code, faulthandler_dir, broadcast, changed,
+                 interval: float = DUMP_INTERVAL):
         self.node_id, self.workdir = node_id, workdir
         self._code, self._faulthandler_dir, self._broadcast, self._changed = code, faulthandler_dir, broadcast, changed
+        self.interval = interval
         self.request = ""  # MAIN: the last stacks request (mirrored in its state file)
-        self._done: set[str] = set()  # requests this node answered
+        self._done: set[str] = set()  # requests this node answered (or will: pending)
         self._request_fp = None  # MAIN: the version of dump_request it took
+        self._lock = threading.Lock()
+        self._last: float | None = None  # when this node last dumped (monotonic)
+        self._pending: list[str] = []  # requests that came within the interval (answered at its end)
 
     def seen(self, request: str) -> bool:
         return request in self._done
@@ -161,12 +186,26 @@ class Dumps:
         if fp is None or fp == self._request_fp:
             return
         self._request_fp = fp
-        data = self.workdir.read_bytes(DUMP_REQUEST, 1024) or b""
-        request = data.decode(errors="replace").strip()[:64] or "dump"
-        import logging
-
-        logging.getLogger(__name__).info("%s: stacks requested (%s): asking every node", self.node_id, request)
+        try:
+            request = self.read_request()
+        except ProtocolError as e:  # unsigned (with a secret), forged, malformed: said once per version
+            log.warning("%s: ignoring %s", self.node_id, e)
+            return
+        if request is None:
+            return
+        log.info("%s: stacks requested (%s): asking every node", self.node_id, request)
         self.ask_everyone(request)
+
+    def read_request(self) -> str | None:
+        """The request in ``dump_request`` (None: gone). With a cluster secret only a signed
+        DumpRequest counts; without one, also the plain text an older ``fsm-cluster dump`` wrote."""
+        wd = self.workdir
+        data = wd.read_bytes(DUMP_REQUEST, DumpRequest.MAX_BYTES)
+        if data is None:
+            return None
+        if wd.secret or data.lstrip().startswith(b"{"):
+            return wd.parse(DUMP_REQUEST, data, DumpRequest).request
+        return data.decode(errors="replace").strip()[:64] or "dump"
 
     def ask_everyone(self, request: str, wait: bool = False) -> None:
         """MAIN: every node writes its stacks — over the channel, and in MAIN's state file for the
@@ -177,18 +216,38 @@ class Dumps:
         self.dump(request, wait=wait)
 
     def dump(self, request: str, wait: bool = False) -> None:
-        """Write the stacks of this node's running code (once per request)."""
-        import logging
-        import threading
-
+        """Write the stacks of this node's running code (once per request, at most once per
+        interval: see the class)."""
         if request in self._done:
             return
         self._done.add(request)
+        with self._lock:
+            now = time.monotonic()
+            left = 0.0 if wait or self._last is None else self._last + self.interval - now
+            if left > 0:
+                if not self._pending:
+                    timer = threading.Timer(left, self._dump_pending)
+                    timer.daemon = True
+                    timer.start()
+                self._pending.append(request)
+                return
+            self._last = now
+        self._start(request, [], wait)
+
+    def _dump_pending(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+            self._last = time.monotonic()
+        if pending:
+            self._start(pending[-1], pending[:-1], wait=True)  # (on the timer's own thread)
+
+    def _start(self, request: str, others: list[str], wait: bool) -> None:
         code = self._code()
         why = f"the stall watchdog, request {request}" if request.startswith("stall-") else \
             f"fsm-cluster dump, request {request}"
+        if others:
+            why += f"; also answers {' '.join(others[-8:])}"
         name = f"{DIAGNOSTICS}/{self.node_id}.stacks.txt"
-        log = logging.getLogger(__name__)
 
         def write() -> None:
             try:
@@ -196,6 +255,8 @@ class Dumps:
                 text = stacks_text(self.node_id, procs, why, self._faulthandler_dir())
                 self.workdir.write_bytes(name, text.encode())
                 log.info("%s: stacks written to %s", self.node_id, self.workdir.url(name))
+            except ProtocolError:
+                pass  # where it would go is not a plain folder of the work dir: said once by the work dir
             except Exception as e:  # noqa: BLE001 - diagnostics never end a node
                 log.warning("%s: could not write its stacks: %s", self.node_id, e)
 

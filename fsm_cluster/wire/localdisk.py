@@ -162,4 +162,7 @@ class LocalDisk:
         """Remove the file ``rel`` (a link is removed, never followed); FileNotFoundError when absent."""
         parts, name = self._split(rel)
         with self.folder(parts, create=False) as d:
-            os.unlink(name, dir_fd=d)
+            try:
+                os.unlink(name, dir_fd=d)
+            except IsADirectoryError:
+                raise NotRegular(f"{self.top}/{rel}: a folder, not a regular file: refused, not removed") from None

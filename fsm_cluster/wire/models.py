@@ -12,6 +12,7 @@ Files under ``<work_dir>/<cluster_id>/`` (names compatible with oracle-ads):
 * ``<node>_state.json`` — NodeState: lifecycle state, reason and heartbeat counter; rewritten on
   transitions and on every heartbeat, so its listing fingerprint is the liveness signal.
 * ``stop`` — StopMarker: written once (first writer wins) with the cluster's outcome.
+* ``dump_request`` — DumpRequest: an operator asks for the stacks of every node's code.
 """
 
 from __future__ import annotations
@@ -309,6 +310,14 @@ class FailureRequest(_Shared):
     node: NodeName
     exit_code: int | None = None
     reason: str = Field("", max_length=4096)
+
+
+class DumpRequest(_Shared):
+    """``dump_request``: ``fsm-cluster dump`` asks every live node for its code's stacks (signed,
+    like every file, when the cluster has a secret)."""
+
+    MAX_BYTES: ClassVar[int] = 1024
+    request: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
 class DoneMarker(_Shared):

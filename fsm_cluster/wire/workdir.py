@@ -7,9 +7,11 @@ and turns permanent ones (no such bucket, access denied) into one StorageError n
 
 The work dir is a trust boundary: anyone who can write it could otherwise steer every node.
 * Every read is bounded (a model's ``MAX_BYTES``; ``read_bytes`` has a default): one ranged GET,
-  and a larger file is a ProtocolError naming it, never read whole. On a local disk only a
-  regular file is read, without waiting (a FIFO there would block every reader): anything else is
-  a ProtocolError (:mod:`.localdisk`).
+  and a larger file is a ProtocolError naming it, never read whole.
+* On a local disk no link below the work dir is followed, reading or writing (a symlinked
+  ``diagnostics/`` would redirect the node's writes), and only a regular file is read, without
+  waiting (a FIFO would block every reader), or replaced: anything else is a ProtocolError
+  (:mod:`.localdisk`; a refused write is logged once).
 * With a cluster secret (``OCI__CLUSTER_SECRET``, handed to every node out of band by the
   launcher, never written to the work dir) every file this class writes carries an HMAC-SHA256
   of its name and bytes, appended as a last JSON member ``"sig"`` (so the file stays plain JSON
@@ -27,7 +29,6 @@ import logging
 import os
 import posixpath
 import re
-import secrets
 import time
 from collections import Counter
 from typing import Any, Callable, TypeVar
@@ -36,7 +37,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..errors import ProtocolError, SignatureError, StorageError
 from ..validation import Problem, format_validation_error
-from .localdisk import LocalDisk
+from .localdisk import LocalDisk, NotRegular
 from .models import LEGACY_STOP, NodeConfig, NodeState, StopMarker
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,7 @@ class WorkDir:
         self.root = posixpath.join(path.rstrip("/") or "/", cluster_id)
         # on a local disk: no link followed, nothing but regular files read (see localdisk)
         self.disk = LocalDisk(path.rstrip("/") or "/") if self.local else None
+        self._refused: set[str] = set()  # refusals of writes already logged
         self.retry_budget = retry_budget
         self.clock = clock
         self.ops: Counter[str] = Counter()
@@ -258,9 +260,12 @@ class WorkDir:
         return self.write_bytes(name, data, exclusive=exclusive)
 
     def write_bytes(self, name: str, data: bytes, *, exclusive: bool = False) -> bool:
+        """Write ``data`` as ``name`` atomically; with ``exclusive`` only if absent (False when
+        something is there). On a local disk no link below the work dir is followed and only a
+        regular file is replaced: anything else is refused (localdisk.NotRegular, logged once)."""
         path = self.path(name)
-        if self.local:
-            return self._call("pipe", lambda: self._local_write(path, data, exclusive), name)
+        if self.disk is not None:
+            return self._on_disk("pipe", lambda: self.disk.write(self._below(name), data, exclusive), name)
         if exclusive:
             try:
                 self._call("pipe", lambda: self.fs.pipe_file(path, data, mode="create"), name)
@@ -280,27 +285,16 @@ class WorkDir:
                                "does the bucket exist?") from None
         return True
 
-    def _local_write(self, path: str, data: bytes, exclusive: bool) -> bool:
-        d = os.path.dirname(path)
-        os.makedirs(d, mode=0o700, exist_ok=True)
-        tmp = os.path.join(d, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    def _on_disk(self, kind: str, fn: Callable[[], Any], name: str) -> Any:
+        """A change on the local disk; a refusal (a link or a file of another kind where the node
+        writes) is logged once per file and reason, and raised."""
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            if exclusive:
-                try:
-                    os.link(tmp, path)  # atomic create-if-absent
-                except FileExistsError:
-                    return False
-            else:
-                os.replace(tmp, path)
-            return True
-        finally:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
+            return self._call(kind, fn, name)
+        except NotRegular as e:
+            if str(e) not in self._refused:
+                self._refused.add(str(e))
+                log.warning("work dir: %s", e)
+            raise
 
     # -- reads -----------------------------------------------------------------------------------
     def read_bytes(self, name: str, max_bytes: int = MAX_READ) -> bytes | None:
@@ -378,17 +372,21 @@ class WorkDir:
     def move(self, name: str, dest: str) -> None:
         """Move ``name`` to ``dest`` (both relative to the cluster dir); a missing file is no error."""
         src, dst = self.path(name), self.path(dest)
-        if self.local:
-            os.makedirs(posixpath.dirname(dst), mode=0o700, exist_ok=True)
         try:
-            self._call("mv", lambda: self.fs.mv(src, dst), name)
+            if self.disk is not None:
+                self._on_disk("mv", lambda: self.disk.move(self._below(name), self._below(dest)), name)
+            else:
+                self._call("mv", lambda: self.fs.mv(src, dst), name)
         except FileNotFoundError:
             pass
 
     def remove(self, name: str) -> None:
         path = self.path(name)
         try:
-            self._call("rm", lambda: self.fs.rm_file(path), name)
+            if self.disk is not None:
+                self._on_disk("rm", lambda: self.disk.remove(self._below(name)), name)
+            else:
+                self._call("rm", lambda: self.fs.rm_file(path), name)
         except FileNotFoundError:
             pass
 
