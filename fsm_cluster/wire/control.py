@@ -80,23 +80,32 @@ class Control:
         self.done: set[str] = set()  # MAIN: nodes whose code completed, as they said on the channel
 
     def secret(self) -> bytes | None:
-        """The channel's key: OCI__CLUSTER_SECRET; for nodes handed none (started by hand), a random
-        one MAIN writes in the work dir (``channel_secret``, 0600 on a local disk), which keeps out
-        whoever cannot read the work dir. None: a worker that finds none (MAIN has no channel)."""
+        """The channel's key: OCI__CLUSTER_SECRET; for nodes handed none (started by hand), a fresh
+        random one MAIN makes for each life and writes in the work dir (``channel_secret``, 0600 on
+        a local disk, create-if-absent; the previous life's went to ``previous/`` with its files).
+        A key file MAIN did not write this life (planted before it started) is moved aside and
+        never used; one written while MAIN makes its own means no channel. Whoever can read the
+        work dir can join. None: a worker that finds none (MAIN has no channel)."""
         if self.settings.cluster_secret:
             return self.settings.cluster_secret.encode()
         wd = self.workdir
         if self.mode == "MAIN":
-            if wd.local:
-                import os
+            key = getattr(self, "_life_key", None)
+            if key is None:
+                from ..errors import ProtocolError
+                from .workdir import PREVIOUS
 
-                from .channel import load_or_create_secret
-
-                path = wd.path(SECRET_FILE)
-                os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)  # a new cluster's dir
-                return load_or_create_secret(path)
-            if not wd.exists(SECRET_FILE):
-                wd.write_bytes(SECRET_FILE, secrets.token_hex(32).encode(), exclusive=True)
+                if wd.exists(SECRET_FILE):
+                    aside = f"{PREVIOUS}/unclaimed-{secrets.token_hex(3)}/{SECRET_FILE}"
+                    log.warning("%s: %s was there before this MAIN made its key (not this life's): moved to "
+                                "%s, never used", self.node_id, wd.url(SECRET_FILE), aside)
+                    wd.move(SECRET_FILE, aside)
+                key = secrets.token_hex(32).encode()
+                if not wd.write_bytes(SECRET_FILE, key, exclusive=True):
+                    raise ProtocolError(f"{wd.url(SECRET_FILE)} was written by someone else while MAIN made "
+                                        "its key: refused")
+                self._life_key = key
+            return key
         data = wd.read_bytes(SECRET_FILE, 1024)
         return data.strip() if data else None
 

@@ -1,13 +1,14 @@
 """How nodes find each other through the work dir, and which of its files a node accepts.
 
 One ``Rendezvous`` per node owns the protocol's configuration side: the node's first look (MAIN
-moves a previous life's files to ``previous/<life>-<id>/``; a worker notes a previous life's stop
-marker — and fails at once when that life is over and the worker was none of its nodes: it came
-too late), its registration (``<node>_config.json``, written again if a new life's MAIN moved it
-aside), MAIN's acceptance of the WORKER / PS registrations (signed, naming the node of their file
-name, each read once) and its roster, a worker's acceptance of MAIN's configuration (this life's,
-listing it), the variables a node takes from MAIN's configuration (declared names only), the done
-markers of OCI__RUN_ON=all, and the refusals (each logged once per version of the file).
+moves a previous life's files, its channel key too, to ``previous/<life>-<id>/``; a worker notes a
+previous life's stop marker — and fails at once when that life is over and the worker was none of
+its nodes: it came too late), its registration (``<node>_config.json``, written again if a new
+life's MAIN moved it aside), MAIN's acceptance of the WORKER / PS registrations (signed, naming the
+node of their file name, each read once) and its roster, a worker's acceptance of MAIN's
+configuration (this life's, listing it), the variables a node takes from MAIN's configuration
+(declared names only), the done markers of OCI__RUN_ON=all, and the refusals (each logged once per
+version of the file).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import secrets
 from typing import Iterable
 
 from ..errors import NodeFailure, ProtocolError, SignatureError
+from .control import SECRET_FILE
 from .models import (
     EXPORTABLE_RE,
     IDENTITY_NAMES,
@@ -132,7 +134,7 @@ class Rendezvous:
                 old = None
             if old is not None:
                 life, roster = life or old.life, list(old.roster)
-        names = list(mains)
+        names = list(mains) + ([SECRET_FILE] if SECRET_FILE in listing else [])  # its key goes with it
         for r in roster:
             if r.node != MAIN_NODE:
                 names += [n for n in (config_name(r.node), state_name(r.node), f"{r.node}{DONE_SUFFIX}")

@@ -13,14 +13,13 @@ stays the rendezvous, the record and the fallback: a node that cannot connect ra
   ping_interval=…, timeout=…, on_roster=…, on_outcome=…, on_lost=…).connect()``,
   ``send_outcome``, ``close``.
 * :mod:`~fsm_cluster.wire.channel.messages` — the pydantic messages; :mod:`~fsm_cluster.wire.channel.wire` —
-  the handshake and frames; :mod:`~fsm_cluster.wire.channel.secretfile` — a 0600 secret file for nodes
-  handed no secret.
+  the handshake and frames; :mod:`~fsm_cluster.wire.channel.secretfile` — a 0600 secret file (tools).
 
 Wiring into a node's life (not done here; the channel changes how events arrive, not which
 states exist):
 
-* MAIN, at start: the secret is ``OCI__CLUSTER_SECRET`` (encoded), else
-  ``load_or_create_secret(<cluster dir>/channel_secret)``; ``ChannelServer(secret, self_ip,
+* MAIN, at start: the secret is ``OCI__CLUSTER_SECRET`` (encoded), else a fresh random key MAIN
+  writes for this life as ``<cluster dir>/channel_secret`` (``Control.secret``); ``ChannelServer(secret, self_ip,
   OCI__CONTROL_PORT or 0, timeout=OCI__HEARTBEAT_TIMEOUT, on_register=…, on_lost=…,
   on_outcome=…).start()`` and ``address`` into ``MAIN_config.json`` (e.g. its ``extra``) in the
   first write. ``on_register(msg, conn_id)`` is an arrival (as a config file would be; check
