@@ -28,6 +28,7 @@ from pydantic import (
     JsonValue,
     StringConstraints,
     ValidationInfo,
+    field_validator,
     model_serializer,
     model_validator,
 )
@@ -205,9 +206,15 @@ class RestartRecord(BaseModel):
     waiting_for: str = Field("", max_length=255)  # a lost node MAIN waits to see replaced ("": none)
 
 
+MARKER_RESTARTS = 20  # restarts a stop marker carries: the life's last ones (MAIN's state file has them all)
+MARKER_RESTARTS_BYTES = 32 * 1024  # and at most this much of them (a reason may be 2,000 characters)
+
+
 class StopMarker(_Shared):
     """``stop``: the first writer decides the cluster's outcome; later writers never overwrite
-    (except over oracle-ads' bare ``stop`` text, which says no outcome: see LEGACY_STOP)."""
+    (except over oracle-ads' bare ``stop`` text, which says no outcome: see LEGACY_STOP). It
+    carries the life's last restarts (``MARKER_RESTARTS``, within ``MARKER_RESTARTS_BYTES``) and
+    how many there were (``restarts_total``): a marker always fits its ``MAX_BYTES``."""
 
     outcome: Outcome
     node: Identifier
@@ -215,7 +222,26 @@ class StopMarker(_Shared):
     exit_code: int = 0
     wall: float = 0.0
     legacy: bool = Field(False, exclude=True)  # oracle-ads' bare "stop" file
-    restarts: list[RestartRecord] = Field(default_factory=list, max_length=10_001)  # the life's, as its writer knew them
+    # the life's last restarts, as its writer knew them
+    restarts: list[RestartRecord] = Field(default_factory=list, max_length=10_001)
+    restarts_total: int = Field(0, ge=0)  # the life's restarts, all of them
+
+    @model_validator(mode="before")
+    @classmethod
+    def _count_restarts(cls, data: Any) -> Any:
+        """The total is the writer's list when not given (a marker made with every restart)."""
+        if isinstance(data, dict) and "restarts_total" not in data and isinstance(data.get("restarts"), (list, tuple)):
+            data = {**data, "restarts_total": len(data["restarts"])}
+        return data
+
+    @field_validator("restarts")
+    @classmethod
+    def _last_restarts(cls, restarts: list[RestartRecord]) -> list[RestartRecord]:
+        kept = restarts[-MARKER_RESTARTS:]
+        sizes = [len(r.model_dump_json()) for r in kept]
+        while len(kept) > 1 and sum(sizes) > MARKER_RESTARTS_BYTES:
+            kept, sizes = kept[1:], sizes[1:]
+        return kept
 
 
 class GpuUsage(BaseModel):
