@@ -126,10 +126,21 @@ def is_transient(exc: BaseException) -> bool:
     return type(exc).__name__ in ("ClientOSError", "ServerDisconnectedError", "EndpointConnectionError")
 
 
+_BUCKETS = {"s3", "s3a", "gs", "gcs", "oci", "az", "abfs", "abfss", "adl"}  # <scheme>://<bucket>/<path>
+
+
 def split_uri(uri: str) -> tuple[str, str]:
-    """``s3://b/p`` → ("s3", "s3://b/p"); a bare path → ("file", abspath)."""
+    """``s3://b/p`` → ("s3", "s3://b/p"); a bare path → ("file", abspath). A URI that names no
+    bucket (``s3://``, ``s3:///p``) or nothing at all (``file://``) is a StorageError naming it."""
     if "://" in uri:
-        return uri.split("://", 1)[0], uri.rstrip("/")
+        scheme, rest = uri.split("://", 1)
+        bucket = scheme.lower() in _BUCKETS
+        if not scheme or not rest.strip("/") or (bucket and rest.startswith("/")):
+            shape = ("<bucket>@<namespace>/<path>" if scheme.lower() == "oci" else "<bucket>/<path>") if bucket \
+                else "<path>"
+            raise StorageError(f"work dir {uri!r}: {'no bucket' if bucket else 'no path'} after '{scheme}://' "
+                               f"(give {scheme or '<scheme>'}://{shape})")
+        return scheme, uri.rstrip("/")
     return "file", os.path.abspath(os.path.expanduser(uri))
 
 
