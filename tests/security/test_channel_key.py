@@ -40,23 +40,29 @@ def key_files(d: Path) -> dict[str, bytes]:
     return {str(p.relative_to(d)): p.read_bytes() for p in d.rglob("channel_secret")}
 
 
+def main_channel(c: LocalNodes) -> tuple[str, int]:
+    """The address of the channel of ``c``'s MAIN (node 0), once it published it in its state file."""
+    deadline = time.monotonic() + 60
+    address = ""
+    while not address:  # MAIN publishes its channel in its state file at its first heartbeat
+        assert time.monotonic() < deadline and c.procs[0].poll() is None, c.dump()
+        try:
+            address = json.loads((c.state_dir() / "MAIN_state.json").read_text()).get("control", "")
+        except (FileNotFoundError, json.JSONDecodeError):
+            pass
+        time.sleep(0.05)
+    host, _, port = address.rpartition(":")
+    return host, int(port)
+
+
 def test_a_planted_channel_key_is_never_used(tmp_path):
     c = cluster(tmp_path, CODE_SECONDS="1")
     d = c.state_dir()
     d.mkdir(parents=True)
     (d / "channel_secret").write_bytes(PLANTED)
     c.start(["MAIN"])
-    deadline = time.monotonic() + 60
-    address = ""
-    while not address:  # MAIN publishes its channel in its state file at its first heartbeat
-        assert time.monotonic() < deadline and c.procs[0].poll() is None, c.dump()
-        try:
-            address = json.loads((d / "MAIN_state.json").read_text()).get("control", "")
-        except (FileNotFoundError, json.JSONDecodeError):
-            pass
-        time.sleep(0.05)
-    host, _, port = address.rpartition(":")
-    attacker = ChannelClient(host, int(port), PLANTED, hello("WORKER_w1"), ping_interval=0.5, timeout=5)
+    host, port = main_channel(c)
+    attacker = ChannelClient(host, port, PLANTED, hello("WORKER_w1"), ping_interval=0.5, timeout=5)
     with pytest.raises(ChannelUnavailable, match="refused the authentication"):
         attacker.connect()  # before: it joined as WORKER_w1 and could announce "complete"
     attacker.close()

@@ -6,6 +6,14 @@ that sends no whole frame within ``timeout`` (pings included) is lost (``on_lost
 stops reading while MAIN's output for it grows past ``max_backlog`` is lost too. A bad peer costs
 one log line and its own connection, never another's.
 
+A flood of connections does not take MAIN down (:mod:`.limits`): the channel raises the process's
+soft limit of open files to the hard one as it starts and holds connections well below it (the rest
+is the node's own), makes room at that cap by closing the oldest connection still in its handshake
+(a node authenticates at once; when none is, it refuses the newcomer), stops accepting for a moment
+when ``accept`` fails for want of descriptors (EMFILE, ENFILE) instead of spinning, and while many
+unauthenticated connections are open says what it refused and dropped once per ``flood_interval``
+with counts.
+
 Callbacks run on the channel's thread, one at a time, in the order events arrive: they must be
 quick (hand work to a queue or an ``Event``); an exception in one is logged and the loop goes on.
 The methods (``send``, ``broadcast*``, ``disconnect``, ``close``) may be called from any thread,
@@ -14,6 +22,7 @@ callbacks included: they queue a command and wake the loop.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import selectors
@@ -25,7 +34,7 @@ from typing import Any, Callable, Iterable
 
 from pydantic import ValidationError
 
-from . import wire
+from . import limits, wire
 from .messages import (
     CLIENT_MESSAGE,
     Bye,
@@ -51,6 +60,9 @@ OnBye = Callable[[str, str], Any]
 _HELLO, _OPEN = "hello", "open"
 _WAKE = object()
 _LISTEN = object()
+ACCEPTS_PER_WAKE = 256  # connections taken per readiness of the listener (the loop serves the rest between)
+ACCEPT_PAUSE = 0.5  # s without accepting after accept failed for want of descriptors
+_NO_DESCRIPTORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 
 class _Conn:
@@ -92,7 +104,7 @@ class ChannelServer:
                  on_failure: Callable | None = None, on_quiet: Callable | None = None,
                  on_done: Callable | None = None,
                  timeout: float = 60.0, auth_timeout: float = 5.0, max_frame: int = wire.MAX_CLIENT_FRAME,
-                 max_connections: int = 4096, max_backlog: int = 64 * 1024 * 1024):
+                 max_connections: int = 4096, max_backlog: int = 64 * 1024 * 1024, flood_interval: float = 10.0):
         self.secret = wire.check_secret(secret)
         self.host, self.port = host, port
         self.on_register, self.on_lost, self.on_outcome, self.on_bye = on_register, on_lost, on_outcome, on_bye
@@ -111,6 +123,8 @@ class ChannelServer:
         self._thread: threading.Thread | None = None
         self._closing = False
         self._scan = max(0.01, min(0.25, timeout / 10, auth_timeout / 10))
+        self._flood = limits.FloodLog(log, flood_interval)
+        self._paused_until: float | None = None  # accepting stopped (no descriptors) until then
 
     # -- the owner's side --------------------------------------------------------------------
     @property
@@ -121,7 +135,14 @@ class ChannelServer:
         return self._address
 
     def start(self) -> "ChannelServer":
-        """Bind and listen (errors raise here, in the caller's thread), then run the loop."""
+        """Bind and listen (errors raise here, in the caller's thread), then run the loop. The
+        process's soft limit of open files is raised to the hard one, and ``max_connections``
+        lowered to what that limit leaves beside the node's own descriptors."""
+        configured = self.max_connections
+        self.max_connections = limits.connection_cap(configured, limits.raise_open_files(), limits.open_files())
+        if self.max_connections < configured:
+            log.info("control channel: at most %d connections (the limit of open files leaves no more)",
+                     self.max_connections)
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         lsock = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -206,8 +227,12 @@ class ChannelServer:
                             self._read(conn)
                 self._run_commands()
                 now = time.monotonic()
+                if self._paused_until is not None and now >= self._paused_until:
+                    self._paused_until = None
+                    self._sel.register(self._listener, selectors.EVENT_READ, _LISTEN)
                 if now >= next_scan:
                     self._check_deadlines(now)
+                    self._flood.report(now)
                     next_scan = now + self._scan
         except Exception:  # noqa: BLE001 - a bug here must not pass silently, nor hang the owner
             log.exception("control channel: the server loop failed; closing it")
@@ -215,19 +240,32 @@ class ChannelServer:
             self._shutdown()
 
     def _accept(self) -> None:
-        while True:
+        for _ in range(ACCEPTS_PER_WAKE):
+            now = time.monotonic()
             try:
                 sock, addr = self._listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as e:  # EMFILE and friends: keep serving those we have
-                log.warning("control channel: accept failed: %s", e)
+            except OSError as e:  # no descriptors left: keep serving those we have, and wait a moment
+                if e.errno in _NO_DESCRIPTORS:
+                    self._flood.mark(now)
+                    self._flood.count(now, f"accepts failed ({e.strerror}; accepting paused {ACCEPT_PAUSE:g} s)")
+                    self._sel.unregister(self._listener)
+                    self._paused_until = now + ACCEPT_PAUSE
+                else:  # the peer gave up before it was taken (ECONNABORTED, …)
+                    log.info("control channel: accept failed: %s", e)
                 return
-            peer = f"{addr[0]}:{addr[1]}"
             if len(self._conns) >= self.max_connections:
-                log.warning("control channel: refused %s: %d connections already", peer, len(self._conns))
-                sock.close()
-                continue
+                self._flood.mark(now)
+                oldest = next((c for c in self._conns.values() if c.state == _HELLO), None)
+                if oldest is None:  # every one authenticated: the newcomer is refused
+                    self._flood.count(now, f"refused (at the cap of {self.max_connections} connections)")
+                    sock.close()
+                    continue
+                # the oldest one still in its handshake makes room (a node authenticates at once)
+                self._flood.count(now, f"closed in their handshake to make room (cap {self.max_connections})")
+                self._close_conn(oldest)
+            peer = f"{addr[0]}:{addr[1]}"
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             ns, hello = wire.server_hello()
@@ -235,6 +273,8 @@ class ChannelServer:
             conn = _Conn(self._next_id, sock, peer, ns, time.monotonic() + self.auth_timeout)
             self._conns[conn.id] = conn
             self._sel.register(sock, selectors.EVENT_READ, conn)
+            if len(self._conns) - len(self._nodes) >= limits.FLOOD_PENDING:  # open, not authenticated
+                self._flood.mark(now)
             self._write(conn, hello)
 
     def _drain_wake(self) -> None:
@@ -378,13 +418,16 @@ class ChannelServer:
 
     # -- ends ------------------------------------------------------------------------------------
     def _drop(self, conn: _Conn, why: str, refuse: bool = False, lost: bool = False, probe: bool = False) -> None:
-        """A connection ends that nobody ended on purpose: one log line; a registered node is lost
-        (``lost``: it is told so, should it ever read again). ``probe``: it closed without a byte
-        sent — a worker checking MAIN's address answers (node.identity.reachable): said at INFO."""
+        """A connection ends that nobody ended on purpose: one log line (an unregistered one in a
+        flood: counted, see FloodLog); a registered node is lost (``lost``: it is told so, should it
+        ever read again). ``probe``: it closed without a byte sent — a worker checking MAIN's
+        address answers (node.identity.reachable): said at INFO."""
         if conn.id not in self._conns:
             return
         node = conn.node
-        if probe and not node:
+        if not node and self._flood.flooding(time.monotonic()):  # one of many: counted, said once per interval
+            self._flood.count(time.monotonic(), "dropped before they registered")
+        elif probe and not node:
             log.info("control channel: dropped %s: closed before the handshake (a reachability check)", conn.name())
         else:
             log.warning("control channel: %s %s: %s", "lost" if node else "dropped", conn.name(), why)
@@ -416,6 +459,7 @@ class ChannelServer:
         conn.sock.close()
 
     def _shutdown(self) -> None:
+        self._flood.report(time.monotonic(), final=True)
         for conn in list(self._conns.values()):
             self._close_conn(conn)
         for s in (self._listener, self._wake_r, self._wake_w):
