@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+
+HOSTS_PREFIX = "fsm-hosts"  # the network namespaces of --hosts: fsm-hosts-<pid>-<random>-<host>
 
 EPILOG = """examples:
   fsm-cluster local                                   the embedded example: 1 MAIN + 2 WORKERs
   fsm-cluster local --workers 2 -- python train.py --epochs 3
   fsm-cluster local --workers 3 --run-on all -- ./entry.sh
   fsm-cluster local -f examples/command/cluster.yaml
+  sudo fsm-cluster local --hosts --framework dask -- python train.py
 
 The command after -- becomes the entry script: `python script.py args` and `./script args` run the
 script as the entry script (a .py file with the node's Python); anything else runs through a
@@ -24,7 +27,14 @@ FSM_CLUSTER_MAX_NODES=N sets another limit. Logs and generated scripts are owner
 
 Recovery (docs/recovery.md): under a restart policy other than Never (spec restartPolicy, or
 -e OCI__RESTART_POLICY=OnFailure), a WORKER/PS whose process is lost is started again, same rank,
-with OCI__REPLACES, when MAIN records a restart waiting for it; MAIN itself is never replaced."""
+with OCI__REPLACES, when MAIN records a restart waiting for it; MAIN itself is never replaced.
+
+Hosts (--hosts; root, or CAP_SYS_ADMIN + CAP_NET_ADMIN, and iproute2): every node runs in a host of
+its own, a network namespace with its own address on a private network (10.213.0.0/24, on a bridge
+in a namespace of its own: no traffic reaches this machine's network) and a second interface that
+reaches nothing, as on a cloud VM with two interfaces. The work dir is a local folder, which every
+host sees; each host has its own temporary folder (TMPDIR). Each node finds its own address
+(OCI__SELF_IP is not set); the namespaces are deleted when the cluster ends."""
 
 
 def register(sub) -> None:
@@ -52,6 +62,9 @@ def register(sub) -> None:
                         "process limit)")
     p.add_argument("-e", "--env", action="append", default=[], metavar="NAME=VALUE",
                    help="extra variable for every node (repeatable), e.g. -e OCI__HEARTBEAT_INTERVAL=1")
+    p.add_argument("--hosts", action="store_true",
+                   help="run each node in its own network namespace with its own address (a host of "
+                        "its own, as on OCI; needs root or CAP_SYS_ADMIN + CAP_NET_ADMIN)")
     p.add_argument("--no-progress", action="store_true", help="no live progress line")
     add_strict_option(p)
     p.add_argument("entry", nargs=argparse.REMAINDER, metavar="-- COMMAND ...",
@@ -107,6 +120,8 @@ def handle(args) -> int:
     if command and command[0].startswith("-"):
         raise FsmClusterError(f"unknown option {command[0]!r} (put the entry command after --)")
     extra_env = _parse_env(args.env)
+    if args.hosts:
+        _check_hosts(args.work_dir)
     cwd = os.getcwd()
     cluster_id = cluster_id_option(args.cluster_id) if args.cluster_id is not None else P.new_cluster_id()
     if args.work_dir is not None:
@@ -141,20 +156,59 @@ def handle(args) -> int:
             P.make_private_dirs(os.path.join(local_dir, "logs"))
             plans = P.finalize(planned, work_dir=work_dir, cluster_id=cluster_id, base_env=os.environ,
                                extra_env=extra_env)
+            hosts = _make_hosts(plans) if args.hosts else None
+    with hosts if hosts is not None else nullcontext():  # the hosts are deleted whatever happens
+        console = Console(highlight=False)
+        modes = [p.mode for p in plans]
+        shape = " + ".join(f"{modes.count(m)} {m}" for m in ("MAIN", "WORKER", "PS") if modes.count(m))
+        wrap = (lambda plan, command: hosts[plan.rank].wrap(command)) if hosts is not None else None
+        cluster = LocalCluster(plans, wd, os.path.join(local_dir, "logs"), console=console,
+                               progress=not args.no_progress, cwd=cwd, wrap=wrap)
+        cluster.say(f"{cluster_id}: {shape} ({plans[0].env['OCI__CLUSTER_TYPE']}), work dir {wd.display}")
+        if hosts is not None:
+            cluster.say("hosts: " + ", ".join(f"{p.name} {hosts[p.rank].name} ({hosts[p.rank].address})"
+                                              for p in plans), "dim")
+        if args.file:
+            cluster.say("(the spec's image and infrastructure are ignored locally: every node runs on "
+                        "this machine with this Python)", "dim")
+        if args.file and spec_work_dir and args.work_dir is None:
+            cluster.say(f"(the spec's workDir {spec_work_dir} is for the cloud; pass --work-dir to use it "
+                        "locally)", "dim")
+        result = cluster.run()
+    return _report(cluster, result, wd, remote)
 
-    console = Console(highlight=False)
-    modes = [p.mode for p in plans]
-    shape = " + ".join(f"{modes.count(m)} {m}" for m in ("MAIN", "WORKER", "PS") if modes.count(m))
-    cluster = LocalCluster(plans, wd, os.path.join(local_dir, "logs"), console=console,
-                             progress=not args.no_progress, cwd=cwd)
-    cluster.say(f"{cluster_id}: {shape} ({plans[0].env['OCI__CLUSTER_TYPE']}), work dir {wd.display}")
-    if args.file:
-        cluster.say("(the spec's image and infrastructure are ignored locally: every node runs on "
-                    "this machine with this Python)", "dim")
-    if args.file and spec_work_dir and args.work_dir is None:
-        cluster.say(f"(the spec's workDir {spec_work_dir} is for the cloud; pass --work-dir to use it "
-                    "locally)", "dim")
-    result = cluster.run()
+
+def _check_hosts(work_dir: str | None) -> None:
+    """--hosts: the rights (one error saying what is needed) and a work dir every host sees."""
+    from ..errors import FsmClusterError
+    from ..launch.hosts import missing_rights
+
+    problem = missing_rights()
+    if problem:
+        raise FsmClusterError(f"--hosts: {problem}; run it as root (sudo fsm-cluster local --hosts ...) "
+                              "or without --hosts")
+    if work_dir is not None and "://" in work_dir and not work_dir.startswith("file://"):
+        raise FsmClusterError(f"--hosts with --work-dir {work_dir}: the hosts reach no network but their "
+                              "own; use a local folder (the default) that every host sees")
+
+
+def _make_hosts(plans):
+    """One host per node, in rank order; each node finds its own address there, and has the
+    host's own temporary folder (TMPDIR)."""
+    from ..launch.hosts import Hosts
+    from ..launch.plan import OCI__SELF_IP
+
+    hosts = Hosts.create(len(plans), prefix=HOSTS_PREFIX)
+    for plan in plans:
+        plan.env.pop(OCI__SELF_IP, None)
+        plan.env.update(hosts[plan.rank].env)
+    return hosts
+
+
+def _report(cluster, result, wd, remote: bool) -> int:
+    """Say how the cluster ended (uploading the logs of an object-store work dir); its exit code."""
+    from ..errors import FsmClusterError
+
     if remote:
         try:
             cluster.upload_logs()

@@ -31,7 +31,7 @@ from ..wire.models import RestartRecord, StopMarker
 from ..wire.workdir import MAIN_NODE, WorkDir
 from .console import NodeConsole, counts_text, status_line
 from .plan import LOCAL_DEFAULTS, make_private_dirs  # noqa: F401 - LOCAL_DEFAULTS: importable here as before
-from .processes import NodeProcesses
+from .processes import NodeProcesses, Wrap
 from .replace import Replacer, replaceable, replacement_env, replacement_name
 
 EXIT_FAILED = 1
@@ -54,7 +54,7 @@ class LocalCluster:
 
     def __init__(self, plans: list[NodePlan], workdir: WorkDir, log_dir: str, *, console=None,
                  progress: bool = True, poll: float | None = None, hang_guard: float = 60.0,
-                 cwd: str | None = None):
+                 cwd: str | None = None, wrap: Wrap | None = None):
         from ..observe.status import ClusterView
 
         self.plans = plans
@@ -64,7 +64,7 @@ class LocalCluster:
             secretstore.save(workdir.display, plans[0].env[OCI__CLUSTER_SECRET])
         self.log_dir = log_dir
         self.out = NodeConsole(plans, console, progress)
-        self.nodes = NodeProcesses([p.name for p in plans], log_dir, cwd)
+        self.nodes = NodeProcesses([p.name for p in plans], log_dir, cwd, wrap)  # wrap: e.g. a host each
         self.size = len(plans)  # the cluster's nodes (replacements take a lost node's place)
         interval = float(plans[0].env.get(OCI__HEARTBEAT_INTERVAL, "0.2"))
         # One listing (+ reads of the state files that changed) per poll; object stores bill calls.

@@ -6,7 +6,9 @@ dir), with stdout and stderr as one pipe for the console and an owner-only log f
 scripts may print secrets). On Linux a node gets SIGTERM if the launcher dies without cleaning up
 (``PR_SET_PDEATHSIG``, through libc's ``prctl`` looked up before any fork). :class:`NodeProcesses`
 polls the exit codes, remembers every descendant it ever saw (psutil) and, at the end, SIGKILLs
-them all wherever they were re-parented (:func:`fsm_cluster.runtime.process.sweep`).
+them all wherever they were re-parented (:func:`fsm_cluster.runtime.process.sweep`). A ``wrap``
+(``(plan, command) → command``) runs a node under another command, e.g. in its own host
+(:meth:`fsm_cluster.launch.hosts.Host.wrap`: ``ip netns exec``, which execs: the pid is the node's).
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 
 from ..jobspec import NodePlan
+
+Wrap = Callable[[NodePlan, list], list]  # (the node's plan, its command) → the command to start
 
 LINUX = sys.platform.startswith("linux")
 PR_SET_PDEATHSIG = 1
@@ -47,11 +52,13 @@ def _pdeathsig():  # pragma: no cover - runs in the child between fork and exec
 
 class NodeProcesses:
     """The nodes' processes by name, their exit codes (None: running or never started) and every
-    descendant seen. ``log_dir`` holds ``<name>.log`` per node; the nodes start in ``cwd``."""
+    descendant seen. ``log_dir`` holds ``<name>.log`` per node; the nodes start in ``cwd``, each
+    under ``wrap`` when given."""
 
-    def __init__(self, names: list[str], log_dir: str, cwd: str | None = None):
+    def __init__(self, names: list[str], log_dir: str, cwd: str | None = None, wrap: Wrap | None = None):
         self.log_dir = log_dir
         self.cwd = cwd
+        self.wrap = wrap
         self.procs: dict[str, subprocess.Popen] = {}
         self.exit_codes: dict[str, int | None] = dict.fromkeys(names)
         self.tracked: dict[int, object] = {}  # pid → psutil.Process (every descendant ever seen)
@@ -68,8 +75,9 @@ class NodeProcesses:
         os.close(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
         os.chmod(log_path, 0o600)  # owner-only whatever the umask or a file left there
         self.exit_codes.setdefault(plan.name, None)
+        command = [sys.executable, "-m", "fsm_cluster", "run"]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "fsm_cluster", "run"], env=plan.env, cwd=self.cwd,
+            self.wrap(plan, command) if self.wrap else command, env=plan.env, cwd=self.cwd,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, preexec_fn=_pdeathsig if LINUX else None)
         self.procs[plan.name] = proc

@@ -1,0 +1,104 @@
+"""Every built-in engine, 1 MAIN + 2 WORKERs, each node on its own host at the production heartbeat
+(10 s / 60 s), without per-node addresses: each node finds the address its peers reach, and the
+engine's real processes (Dask scheduler and workers, torchrun + gloo, Ray head and raylets,
+TensorFlow servers, horovodrun) work across the hosts. The examples/ programs are the code."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .cluster import HostCluster
+
+pytestmark = [pytest.mark.multihost, pytest.mark.integration, pytest.mark.engines]
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+# Ray's own `ray start` gives up after a hard-coded 30 s when its raylet has not registered with
+# the head's GCS: on a loaded 2-core machine that happens (see tests/engines/test_ray.py); that
+# failure, and only it, is run once more.
+RAY_STARTUP = pytest.mark.flaky(reruns=1, only_rerun=["timed out during startup"])
+
+
+def engine(host_cluster, cluster_type: str, out: Path, args: str, workers_env: dict | None = None,
+           **env) -> HostCluster:
+    """The engine's example on its own hosts; ``env`` for every node, ``workers_env`` for the workers."""
+    return host_cluster(cluster_type=cluster_type, env={
+        "OCI__ENTRY_SCRIPT": str(EXAMPLES / cluster_type.lower() / "train.py"),
+        "OCI__ENTRY_SCRIPT_ARGS": f"{args} --out {out}", **env},
+        per_node=lambda rank: (workers_env or {}) if rank else {}).start()
+
+
+def test_dask_across_hosts(host_cluster, tmp_path):
+    pytest.importorskip("distributed", reason="Dask not installed: pip install 'fsm_cluster[dask]'")
+    out = tmp_path / "out"
+    c = engine(host_cluster, "DASK", out, "--tasks 16", workers_env={"OCI__START_ARGS": "--nthreads 1"})
+    c.completed()
+    result = json.loads((out / "results.json").read_text())
+    assert result["total"] == sum(i * i for i in range(16))
+    assert {r["worker"] for r in result["tasks"]} == {"WORKER_w1", "WORKER_w2"}, result
+    scheduler = c.file("MAIN_config.json")["DASK_SCHEDULER_ADDRESS"]
+    assert scheduler.startswith(f"tcp://{c.hosts[0].address}:"), scheduler
+
+
+def test_pytorch_across_hosts(host_cluster, tmp_path):
+    pytest.importorskip("torch", reason="PyTorch not installed: pip install torch==2.13.0 (CPU build)")
+    out = tmp_path / "out"
+    c = engine(host_cluster, "PYTORCH", out, "--epochs 3")
+    c.completed()
+    for rank in range(3):
+        res = json.loads((out / f"rank{rank}.json").read_text())
+        assert res["rank"] == rank and res["world_size"] == 3 and res["all_reduce_sum"] == 1 + 2 + 3, res
+        assert res["weights_in_sync"] is True and [x["node_rank"] for x in res["ranks"]] == [0, 1, 2], res
+
+
+@RAY_STARTUP
+def test_ray_across_hosts(host_cluster, make_hosts, tmp_path):
+    """The hosts share this machine's filesystem, real hosts do not: a Ray worker node not given
+    ``--temp-dir`` uses the head's, where three raylets would race for the same socket names; each
+    node is given its host's own."""
+    pytest.importorskip("ray", reason="Ray not installed: pip install 'ray[default]'")
+    out, hosts = tmp_path / "out", make_hosts(3)
+    c = host_cluster(hosts, cluster_type="RAY", env={
+        "OCI__ENTRY_SCRIPT": str(EXAMPLES / "ray" / "train.py"), "OCI__ENTRY_SCRIPT_ARGS": f"--tasks 6 --out {out}"},
+        per_node=lambda rank: {"OCI__START_ARGS": f"--num-cpus 1 --temp-dir {hosts[rank].tmp}/ray"}).start()
+    c.completed()
+    result = json.loads((out / "results.json").read_text())
+    assert len(set(result["nodes"])) == 3, result
+    assert {r["node_id"] for r in result["pinned"] + result["spread"]} == set(result["nodes"]), result
+
+
+def test_tensorflow_across_hosts(host_cluster, tmp_path):
+    pytest.importorskip("tensorflow", reason="TensorFlow not installed: pip install tensorflow-cpu")
+    out = tmp_path / "out"
+    c = engine(host_cluster, "TENSORFLOW", out, "--epochs 2 --steps 10", TF_CPP_MIN_LOG_LEVEL="2")
+    c.completed()
+    results = [json.loads((out / f"worker-{i}.json").read_text()) for i in range(3)]
+    for r in results:
+        assert r["strategy"] == "MultiWorkerMirroredStrategy" and r["replicas"] == 3, r
+    assert len({(r["w"], r["b"]) for r in results}) == 1, results  # one model, all-reduced
+    layout = json.loads((c.work_dir / c.job / "tf_cluster.json").read_text())
+    assert [a.rsplit(":", 1)[0] for a in layout["worker"]] == [h.address for h in c.hosts], layout
+
+
+def horovod_missing() -> str | None:
+    r = subprocess.run([sys.executable, "-c", "import horovod.torch"], capture_output=True, text=True)
+    if r.returncode == 0:
+        return None
+    return ("horovod with PyTorch is not installed (its build is a separate issue: "
+            f"HOROVOD_WITH_PYTORCH=1 HOROVOD_WITH_GLOO=1 pip install horovod): {r.stderr.strip().splitlines()[-1]}")
+
+
+def test_horovod_across_hosts(host_cluster, tmp_path):
+    missing = horovod_missing()
+    if missing:
+        pytest.skip(missing)
+    out = tmp_path / "out"
+    c = engine(host_cluster, "HOROVOD", out, "--epochs 3", OCI__HOROVOD_SLOTS="1")
+    c.completed()
+    results = [json.loads((out / f"rank{r}.json").read_text()) for r in range(3)]
+    assert [(r["rank"], r["size"], r["allreduce_sum"]) for r in results] == [(i, 3, 6) for i in range(3)], results
+    assert len({r["weight"] for r in results}) == 1, results
