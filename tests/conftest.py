@@ -85,6 +85,11 @@ SLOW = {
     "tests/security/test_workdir_attacks.py::test_forged_files_are_refused_by_real_nodes",
     "tests/oci/test_oci_submit.py::test_cancel_retries_are_bounded",
     "tests/unit/test_timeline.py::test_the_drawn_spans_are_the_recorded_transitions",
+    # multi-host (network namespaces): measured 70, 21, 12 and 4 s alone
+    "tests/multihost/test_trivial.py::test_a_cut_off_worker_is_named_the_culprit",
+    "tests/multihost/test_trivial.py::test_a_link_healed_within_the_heartbeat_timeout_completes",
+    "tests/multihost/test_hosts.py::test_each_host_has_its_address_and_a_first_interface_that_reaches_nothing",
+    "tests/multihost/test_hosts.py::test_a_cut_host_is_unreachable_its_processes_live_and_a_heal_brings_it_back",
 }
 
 # Run alone under xdist (see the module's docstring).
