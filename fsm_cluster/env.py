@@ -53,6 +53,7 @@ OCI__TEARDOWN_GRACE = "OCI__TEARDOWN_GRACE"
 OCI__RESTART_POLICY = "OCI__RESTART_POLICY"  # Never | OnFailure | ExitCode (Kubeflow's restartPolicy)
 OCI__BACKOFF_LIMIT = "OCI__BACKOFF_LIMIT"  # restarts the whole cluster may take
 OCI__ACTIVE_DEADLINE_SECONDS = "OCI__ACTIVE_DEADLINE_SECONDS"  # the whole life's deadline (0: none)
+OCI__RESTART_BACKOFF = "OCI__RESTART_BACKOFF"  # the first restart's delay; doubling, capped (0: none)
 OCI__RESTART_COUNT = "OCI__RESTART_COUNT"  # restarts so far (what the entry script sees)
 OCI__STALL_TIMEOUT = "OCI__STALL_TIMEOUT"  # s of no output / progress on every node: a stall (0: off)
 OCI__REPLACES = "OCI__REPLACES"  # set by a launcher: the lost node this one replaces
@@ -113,6 +114,7 @@ _TRUE = {"1", "true", "yes", "on", "t", "y"}
 _FALSE = {"0", "false", "no", "off", "f", "n", ""}
 
 MIN_STALL_TIMEOUT = 1.0  # s: the shortest OCI__STALL_TIMEOUT (0: off)
+MAX_RESTART_BACKOFF = 300.0  # s: the longest delay before a restart (Kubernetes' 5 minutes)
 
 _DURATION = re.compile(r"^\s*\d+(\.\d+)?\s*[smhdw]?\s*$", re.IGNORECASE)
 
@@ -209,6 +211,11 @@ class Settings(BaseModel):
     restart_policy: Literal["Never", "OnFailure", "ExitCode"] = Field("Never", alias=OCI__RESTART_POLICY)
     backoff_limit: int = Field(6, alias=OCI__BACKOFF_LIMIT, ge=0, le=10_000)
     active_deadline: float = Field(0.0, alias=OCI__ACTIVE_DEADLINE_SECONDS, ge=0, allow_inf_nan=False)
+    # Every node waits this long before the code runs again after restart 1, twice as long after
+    # restart 2, … at most MAX_RESTART_BACKOFF (Kubernetes' crash-loop backoff: 10 s doubling, 5 min);
+    # seconds or a duration ("10s", "1m"); 0: at once.
+    restart_backoff: float = Field(10.0, alias=OCI__RESTART_BACKOFF, ge=0, le=MAX_RESTART_BACKOFF,
+                                   allow_inf_nan=False)
     # Set by the node for its entry script (the cluster's restarts so far), and by a launcher on a
     # node it starts in place of a lost one (the lost node's id: MAIN gives it that node's rank).
     restart_count: int = Field(0, alias=OCI__RESTART_COUNT, ge=0)
@@ -313,6 +320,13 @@ class Settings(BaseModel):
     def _network(cls, v):
         return cluster_network(v)
 
+    @field_validator("restart_backoff", mode="before")
+    @classmethod
+    def _backoff(cls, v):
+        from .clock import parse_duration
+
+        return parse_duration(v) if isinstance(v, str) and _DURATION.match(v) else v
+
     @field_validator("stall_timeout")
     @classmethod
     def _stall(cls, v: float):
@@ -396,7 +410,7 @@ _ALIASES = {f.alias for f in Settings.model_fields.values()}
 _OPTIONAL_NUMBERS = {"OCI__CONTROL_PORT", RANK, OCI__WORKER_COUNT, OCI__PS_COUNT, OCI__TIMEOUT, OCI__HEARTBEAT_INTERVAL,
                      OCI__HEARTBEAT_TIMEOUT, OCI__TEARDOWN_GRACE, SYNC_SLEEP, OCI__LIFE_SPAN,
                      OCI__STORAGE_RETRY_BUDGET, POST_PROCESSING_WAIT, OCI__BACKOFF_LIMIT,
-                     OCI__ACTIVE_DEADLINE_SECONDS, OCI__RESTART_COUNT, OCI__STALL_TIMEOUT}
+                     OCI__ACTIVE_DEADLINE_SECONDS, OCI__RESTART_COUNT, OCI__STALL_TIMEOUT, OCI__RESTART_BACKOFF}
 
 
 def _variable(p: Problem) -> str:

@@ -34,6 +34,7 @@ from ..env import (
     OCI__MODE,
     OCI__PS_COUNT,
     OCI__REPLACES,
+    OCI__RESTART_BACKOFF,
     OCI__RESTART_COUNT,
     OCI__RUN_ON,
     OCI__TIMEOUT,
@@ -54,6 +55,7 @@ LOCAL_DEFAULTS = {
     OCI__HEARTBEAT_INTERVAL: "0.2",  # local storage requests are cheap: a fast teardown
     OCI__HEARTBEAT_TIMEOUT: "20",
     OCI__TIMEOUT: "120",
+    OCI__RESTART_BACKOFF: "0.5",  # a crash loop on this machine: 0.5 s, 1 s, 2 s … (production: 10 s)
     "PYTHONUNBUFFERED": "1",
 }
 # Set by the launcher for every node; a value inherited from the shell would be wrong.

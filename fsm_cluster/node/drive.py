@@ -7,7 +7,8 @@ the provider takes through the transition table to ``tearable`` (``provider.end`
 ``finish_life`` takes it to ``stopped`` and returns the exit code. A hook that fails inside a
 trigger ends the life through the machine's own exception path (the trigger raises ``LifeEnded``).
 A failure a restart policy may retry, or MAIN's restart, goes to recovery
-(:meth:`~fsm_cluster.node.recovery.Recovery.take`). Signals are events like any other
+(:meth:`~fsm_cluster.node.recovery.Recovery.take`); one handed over from another thread while
+recovery runs waits for recovery's next wait (:func:`_held`). Signals are events like any other
 (:mod:`fsm_cluster.node.decisions`).
 """
 
@@ -66,20 +67,23 @@ def _watch(p) -> None:
     """running / complete: watch the code, the engine, the cluster, until the node may tear down.
     A failure a restart policy may retry, or MAIN's restart, goes through ``recover_from``: the
     code runs again (recovering → running), or the failure ends the node as before."""
-    pending = taking = None
-    while True:
-        try:
-            if pending is not None:
-                taking, pending = pending, None
-                p.recover_from(taking)
-                taking = None
-            elif _watch_once(p):
-                return
-        except (CodeFailed, NodeLost, RestartRequested) as e:
-            if e is taking:
-                raise  # recover_from gives it up: the node fails as without a policy
-            # (a new one can be raised into recover_from itself: MAIN's answer may come before it returned)
-            pending, taking = e, None
+    pending = None
+    p.recovery.held = True  # events for recovery are raised in its idle wait only (see _held), else at a tick
+    try:
+        while True:
+            try:
+                if pending is not None:
+                    taking, pending = pending, None
+                    p.recover_from(taking)
+                elif _watch_once(p):
+                    return
+            except (CodeFailed, NodeLost, RestartRequested) as e:
+                if p.recovery.gave_up is e:
+                    raise  # recover_from gives it up: the node fails as without a policy
+                if not p.recovery.took(e):  # (delivered again once recovery took it: nothing new)
+                    pending = e  # a new one (from a look, or handed over from the channel meanwhile)
+    finally:
+        p.recovery.held = False
 
 
 def _watch_once(p) -> bool:
@@ -106,7 +110,11 @@ def _watch_once(p) -> bool:
     p.tick()
     if p.adoption.take_legacy_stop():  # oracle-ads' stop file: once this node's own code is done
         return True
-    p.idle(min(p.seconds_to_next_tick(), p.settings.heartbeat_interval))
+    p.recovery.held = False  # the one place of the loop where one is raised at once: it cuts the wait short
+    try:
+        p.idle(min(p.seconds_to_next_tick(), p.settings.heartbeat_interval))
+    finally:
+        p.recovery.held = True
     return False
 
 
@@ -122,7 +130,7 @@ def _install_signal_handlers(p):
 
         own = signum == signal.SIGINT and own_interrupt()
         handed = p.dispatcher.peek_pending()  # the keeper / the channel interrupt with the cluster's ending
-        if handed is not None:
+        if handed is not None and not _held(p, handed):
             raise handed
         if own:
             return  # sent again for an event the node already took (see Dispatcher._interrupt_until_taken)
@@ -140,6 +148,22 @@ def _install_signal_handlers(p):
             signal.signal(sig, h)
 
     return restore
+
+
+def _held(p, handed: BaseException) -> bool:
+    """Whether an exception handed over to the node's thread waits for a safe point (the next
+    tick, or recovery's next wait) instead of being raised wherever the thread is. One for recovery
+    (a peer's failure or loss, MAIN's restart) waits while recovery runs (raised inside the
+    ``recover`` / ``resume`` edges it ended the life: "MAIN failed in recovering"), and in the watch
+    loop anywhere but its idle wait (raised between its statements it escaped the loop: the node
+    failed "RestartRequested: …" with restarts left); a restart also while a hook runs (raised there,
+    it ended the life with the exception's type name). The stop, the cluster's failure and signals
+    are never held."""
+    if not isinstance(handed, (CodeFailed, NodeLost, RestartRequested)):
+        return False
+    recovery = p.recovery
+    return recovery.busy or recovery.held or (isinstance(handed, RestartRequested)
+                                              and p.lifecycle.running_hook is not None)
 
 
 def own_process(on: bool = True) -> None:

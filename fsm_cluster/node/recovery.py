@@ -9,15 +9,23 @@ budget), records every restart in its state file (``restarts``: when, which node
 every node; launchers (``fsm-cluster local``, ``fsm-cluster submit --watch``) replace a lost node
 with a new one carrying ``OCI__REPLACES``.
 
-This module holds the rules (:func:`retryable`, :class:`Budget`), the node's one count of
-restarts (:class:`RestartLedger`), the decision on a failure the dispatcher sent to recovery
-(:func:`decide_failure`, a pure table) and the mechanism that carries it out (:class:`Recovery`:
-the ``recover`` / ``resume`` edges, waiting for a lost node's replacement, MAIN's roster update).
+Restarts back off as Kubernetes' crash loops do (:func:`restart_delay`): every node waits
+``OCI__RESTART_BACKOFF`` (10 s) before the code runs again after restart 1, twice that after
+restart 2, … at most 5 minutes.
+
+This module holds the rules (:func:`retryable`, :class:`Budget`, :func:`restart_delay`), the node's
+one count of restarts (:class:`RestartLedger`), the decision on a failure the dispatcher sent to
+recovery (:func:`decide_failure`, a pure table) and the mechanism that carries it out
+(:class:`Recovery`: the ``recover`` / ``resume`` edges, the backoff, waiting for a lost node's
+replacement, MAIN's roster update). While the node's thread is in recovery (:attr:`Recovery.busy`)
+an event that goes to recovery is not raised into its steps: it is taken at recovery's next wait
+(a newer restart next; a peer's failure of the code being restarted is that restart's already).
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 from enum import auto
 from typing import Callable
@@ -39,6 +47,19 @@ def retryable(policy: str, exit_code: int | None) -> bool:
     if policy == "ExitCode":
         return exit_code is None or exit_code < 0 or exit_code >= PERMANENT_BELOW
     return False
+
+
+def restart_delay(first: float, count: int) -> float:
+    """Seconds before the code runs again after restart ``count`` (1 for the first): ``first``,
+    doubling, at most MAX_RESTART_BACKOFF (0: at once)."""
+    from itertools import islice
+
+    from ..clock import Backoff
+    from ..env import MAX_RESTART_BACKOFF
+
+    if first <= 0 or count < 1:
+        return 0.0
+    return next(islice(Backoff(first=first, factor=2.0, cap=MAX_RESTART_BACKOFF).delays(), min(count, 64) - 1, None))
 
 
 @dataclass(frozen=True)
@@ -143,6 +164,16 @@ class Recovery:
         self.started_at = clock.now()
         self.verdict_due: float | None = None  # a worker asked MAIN for a restart: its answer by then
         self.awaited: set[str] = set()  # MAIN of an elastic engine: lost nodes whose replacement may come
+        self._depth = 0  # take() calls under way on the node's thread
+        self.held = False  # set by the watch loop: events for recovery wait for its next tick (drive._held)
+        self._took: deque = deque(maxlen=16)  # the exceptions recovery took (one delivered twice: once)
+        self.gave_up: BaseException | None = None  # the last one recovery raised again (the node fails)
+
+    @property
+    def busy(self) -> bool:
+        """The node's thread is in recovery: an event for recovery waits for its next wait
+        (the node's signal handler does not raise it into a step of it)."""
+        return self._depth > 0
 
     # -- questions the runner asks --------------------------------------------------------------
     def past_deadline(self) -> bool:
@@ -169,6 +200,23 @@ class Recovery:
     def take(self, e: BaseException) -> None:
         """A failure a restart policy may retry, or MAIN's restart: restart the code, or raise the
         failure (the cluster ends as before)."""
+        self._depth += 1
+        self._took.append(e)
+        try:
+            self._take(e)
+        except BaseException as err:
+            if err is e:
+                self.gave_up = e
+            raise
+        finally:
+            self._depth -= 1
+
+    def took(self, e: BaseException) -> bool:
+        """``e`` went to recovery already (an exception handed over to the node's thread can be
+        delivered twice: the second time it is nothing new)."""
+        return any(t is e for t in self._took)
+
+    def _take(self, e: BaseException) -> None:
         from ..errors import NodeFailure
 
         self._taken(e)  # (not raised again in the node's thread)
@@ -236,20 +284,56 @@ class Recovery:
             self.ledger.learn(record)
         self.ledger.saw(record.count)
         self.verdict_due = None
+        began = self.clock.now()
         self.ledger.taking = record
         try:
             self.life.recover()
         finally:
             self.ledger.taking = None
+        delay = restart_delay(self.settings.restart_backoff, record.count)
+        if delay:
+            log.info("%s: restart %d: running the code again in %g s at the earliest (OCI__RESTART_BACKOFF %g s, "
+                     "doubling each restart)", self.node_id, record.count, delay, self.settings.restart_backoff)
         if record.waiting_for:
-            if self.main:
-                self._await_replacement(record.waiting_for)
+            if self.main:  # (the replacement joins, and so starts its code, once the backoff is over)
+                self._await_replacement(record.waiting_for, began + delay)
             else:
-                self._wait_until(lambda: self._replaced(record.waiting_for), self.settings.timeout,
-                                 f"MAIN's configuration with {record.waiting_for} replaced")
+                self._wait(lambda: self._replaced(record.waiting_for), self.settings.timeout,
+                           f"MAIN's configuration with {record.waiting_for} replaced")
+        self._pause_until(began + delay, f"restart {record.count}'s backoff")
         log.info("%s: running the code again (restart %d)", self.node_id, record.count)
         self.life.resume()
         self.ledger.done = max(self.ledger.done, record.count)
+
+    def _pause_until(self, at: float, what: str) -> None:
+        """Wait (ticking) until ``at`` on this node's clock; at least one tick, so what was handed
+        over during recovery's steps is taken now."""
+        first = [True]
+
+        def due() -> bool:
+            looked, first[0] = not first[0], False
+            if self.main:  # a request file written meanwhile is of the code this restart ends (see _wait)
+                self.control.failure_requests()
+            return looked and self.clock.now() >= at
+
+        self._wait(due, None, what)
+
+    def _wait(self, predicate: Callable, timeout: float | None, what: str):
+        """Recovery's waits (ticking: what was handed over meanwhile is raised here). A peer's code
+        failure raised here is of the code this restart ends already: it is not another restart.
+        Anything else (a newer restart, a lost node, the cluster's ending) goes on up."""
+        from ..errors import CodeFailed
+
+        deadline = None if timeout is None else self.clock.now() + timeout
+        while True:
+            try:
+                return self._wait_until(predicate, None if deadline is None else max(0.0, deadline - self.clock.now()),
+                                        what)
+            except CodeFailed as e:
+                if e.node == self.node_id:
+                    raise
+                self._taken(e)
+                log.info("%s: %s, in the code this restart ends: no restart of its own", self.node_id, e.reason)
 
     # -- replacements ---------------------------------------------------------------------------
     def _replaced(self, lost: str) -> bool:
@@ -285,12 +369,14 @@ class Recovery:
                 self.awaited.discard(lost)
                 self._take_replacement(lost, new)
 
-    def _await_replacement(self, lost: str) -> None:
-        """MAIN: wait (OCI__TIMEOUT) for a node started with OCI__REPLACES=<lost>; give it the lost
-        node's rank, publish the configuration again and push the roster."""
+    def _await_replacement(self, lost: str, resume_at: float) -> None:
+        """MAIN: wait (OCI__TIMEOUT) for a node started with OCI__REPLACES=<lost>; once the restart's
+        backoff is over (``resume_at``), give it the lost node's rank, publish the configuration
+        again and push the roster."""
         self.forget(lost)
-        new = self._wait_until(lambda: self._newcomer(lost), self.settings.timeout,
-                               f"a replacement of {lost} (a node with OCI__REPLACES={lost})")
+        new = self._wait(lambda: self._newcomer(lost), self.settings.timeout,
+                         f"a replacement of {lost} (a node with OCI__REPLACES={lost})")
+        self._pause_until(resume_at, "the restart's backoff")
         self._take_replacement(lost, new)
 
     def _take_replacement(self, lost: str, new: str) -> None:

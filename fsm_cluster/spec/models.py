@@ -79,7 +79,8 @@ class GroupConfig(_Model):
 
 
 # Run-wide recovery keys (Kubeflow's runPolicy): a node group names them only to be refused.
-RUN_WIDE = {"backoff_limit": "backoffLimit", "active_deadline_seconds": "activeDeadlineSeconds"}
+RUN_WIDE = {"backoff_limit": "backoffLimit", "active_deadline_seconds": "activeDeadlineSeconds",
+            "restart_backoff": "restartBackoff"}
 
 
 class NodeGroup(_Model):
@@ -94,6 +95,7 @@ class NodeGroup(_Model):
     restart_policy: RestartPolicy = None
     backoff_limit: SkipJsonSchema[Any] = Field(None, exclude=True)
     active_deadline_seconds: SkipJsonSchema[Any] = Field(None, exclude=True)
+    restart_backoff: SkipJsonSchema[Any] = Field(None, exclude=True)
 
     @property
     def conf(self) -> GroupConfig:
@@ -129,10 +131,12 @@ class ClusterBody(_Model):
     life_span: str | None = None
     run_on: Literal["main", "all"] | None = None
     # Recovery (Kubeflow's restartPolicy and runPolicy): Never (the default: any failure ends the
-    # cluster) / OnFailure / ExitCode; the restarts the whole cluster may take; its whole life.
+    # cluster) / OnFailure / ExitCode; the restarts the whole cluster may take; its whole life; the
+    # seconds before the code runs again after the first restart (doubling, at most 300).
     restart_policy: RestartPolicy = None
     backoff_limit: WholeNumber = Field(None, ge=0, le=10_000)
     active_deadline_seconds: WholeNumber = Field(None, ge=1)
+    restart_backoff: Seconds = Field(None, ge=0, le=300, allow_inf_nan=False)
     # The stall watchdog (fsm_cluster.runtime.stall): seconds without output or progress on every node.
     stall_timeout: Seconds = Field(None, gt=0, allow_inf_nan=False)
     # The nodes' network, the same for every node (OCI__CLUSTER_NETWORK): a subnet in CIDR form

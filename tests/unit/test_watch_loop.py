@@ -4,6 +4,8 @@ failure recover_from gives up ends the node."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from fsm_cluster.errors import CodeFailed, RestartRequested
@@ -16,12 +18,15 @@ class Node:
         self.looks = 0
         self.taken: list[str] = []
         self.answer_early = answer_early
+        # what the watch asks of recovery: its flag, what it gave up, what it took (issue 24, M5)
+        self.recovery = SimpleNamespace(held=False, gave_up=None, took=lambda e: False)
 
     def recover_from(self, e):
         self.taken.append(type(e).__name__)
         if isinstance(e, CodeFailed):
             if self.answer_early:  # the channel thread's interrupt lands here
                 raise RestartRequested(RestartRecord(count=1, node="WORKER_a", reason="x"))
+            self.recovery.gave_up = e
             raise e  # not retryable: given up
 
 
