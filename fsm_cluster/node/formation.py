@@ -30,6 +30,7 @@ from ..env import (
 )
 from ..errors import NodeFailure, ProtocolError
 from ..wire.control import CHANNEL_KEY, CONTROL_KEY, REPLACES_KEY, RESTART_POLICY_KEY
+from ..wire.exports import UnsignedExports
 from ..wire.models import NodeConfig, RosterEntry
 from ..wire.workdir import MAIN_NODE, config_name, state_name
 from .identity import is_own, reachable, route_to
@@ -40,7 +41,9 @@ log = logging.getLogger(__name__)
 # (lower-case names too) except the names who say who a node is (OCI__MODE, RANK, JOB_OCID,
 # JOB_RUN_OCID: kept in the file); a hijack name (LD_*, PATH, PYTHON*…) fails the node. A job
 # definition that sets OCI__EXPORTS narrows that to declared names: fsm_cluster's own below, the
-# engine's ``EXPORTS`` and the names (fnmatch patterns) it lists.
+# engine's ``EXPORTS`` and the names (fnmatch patterns) it lists. A file nobody vouches for (no
+# cluster secret) gives only declared names, this node's own and addresses', each value by its
+# type (wire.exports.UnsignedExports).
 BASE_EXPORTS = (OCI__MAIN_IP, OCI__WORLD_SIZE, WORLD_SIZE, OCI__NODE_LIST, OCI__CLUSTER_ID)
 
 
@@ -59,11 +62,9 @@ class Formation:
         self.exported: Mapping[str, str] = MappingProxyType({})
         self._checked: set[str] = set()  # a worker: MAIN's addresses found reachable
 
-    def names(self, engine_exports) -> tuple[str, ...] | None:
-        """Names this node takes from MAIN's config: None (every name, as oracle-ads) unless the job
-        definition declares OCI__EXPORTS: then BASE_EXPORTS, the engine's EXPORTS and those."""
-        if not self.settings.export_names:
-            return None
+    def names(self, engine_exports) -> tuple[str, ...]:
+        """The names this node declares it takes from MAIN's config: BASE_EXPORTS, the engine's
+        EXPORTS and the job definition's OCI__EXPORTS (see :meth:`export`)."""
         return BASE_EXPORTS + tuple(engine_exports) + self.settings.export_names
 
     def roster(self) -> list[RosterEntry]:
@@ -171,20 +172,29 @@ class Formation:
                           "on each node")
 
     def export(self, read: Callable[[str], NodeConfig | None], files: list[str], names, url: Callable[[str], str]) -> None:
-        """Read the config files and export their variables to this node's environment (names:
-        None for every name, as oracle-ads; else the declared patterns); identity names stay in
-        the file. A hijack name in a file fails the node (NodeConfig refuses it, naming the file)."""
+        """Read the config files and export their variables to this node's environment: every name,
+        as oracle-ads, or the declared ones (:meth:`names`) when the job definition sets OCI__EXPORTS;
+        of a file nobody vouches for (no cluster secret, not this node's own) only what
+        :class:`~fsm_cluster.wire.exports.UnsignedExports` admits. Identity names stay in the file;
+        a hijack name in a file fails the node (NodeConfig refuses it, naming the file)."""
+        declared = tuple(names or BASE_EXPORTS)
         for f in files:
             name = f.rsplit("/", 1)[-1]
             main = self.rendezvous.main_config
             cfg = main if (name == config_name(MAIN_NODE) and main) else read(name)
             if cfg is None:
                 raise NodeFailure(f"{url(name)} is missing")
-            take, kept = self.rendezvous.exported(cfg.variables(), names)
-            if kept:
-                log.info("%s: not exporting %s from %s (%s)", self.me.node, ", ".join(kept), name,
-                         "identity or not a variable name" if names is None else
-                         "not declared by the engine or OCI__EXPORTS")
+            own = self.rendezvous.registration
+            unsigned = None if self.rendezvous.workdir.secret or cfg == own else UnsignedExports(
+                declared, frozenset(own.env if own is not None else ()), cfg.ip,
+                frozenset(r.ip for r in cfg.roster) | {cfg.ip})
+            take, kept = self.rendezvous.exported(cfg.variables(), declared if self.settings.export_names else None,
+                                                  unsigned)
+            for level, said in ((logging.INFO, {k: w for k, w in kept.items() if not w.startswith("unsigned")}),
+                                (logging.WARNING, {k: w for k, w in kept.items() if w.startswith("unsigned")})):
+                if said:
+                    log.log(level, "%s: not exporting from %s: %s", self.me.node, name,
+                            "; ".join(f"{k} ({why})" for k, why in said.items()))
             self.exported = MappingProxyType({**self.exported, **take})
             self.environ.update(take)  # oracle-ads semantics: the node's environment carries them
         me = next((r for r in self.rendezvous.roster if r.node == self.me.node), None)

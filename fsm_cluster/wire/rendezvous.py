@@ -20,6 +20,7 @@ from typing import Iterable
 
 from ..errors import NodeFailure, ProtocolError, SignatureError
 from .control import SECRET_FILE
+from .exports import UnsignedExports
 from .models import (
     EXPORTABLE_RE,
     IDENTITY_NAMES,
@@ -256,22 +257,33 @@ class Rendezvous:
 
     # -- exports ---------------------------------------------------------------------------------
     @staticmethod
-    def exported(env: dict[str, str], names: Iterable[str] | None) -> tuple[dict[str, str], list[str]]:
-        """(variables a node takes, names kept in the file) of a config's variables: every name
-        that can be a variable (``names`` None, as oracle-ads) or the declared ones (fnmatch
+    def exported(env: dict[str, str], names: Iterable[str] | None,
+                 unsigned: UnsignedExports | None = None) -> tuple[dict[str, str], dict[str, str]]:
+        """(variables a node takes, names kept in the file → why) of a config's variables: every
+        name that can be a variable (``names`` None, as oracle-ads) or the declared ones (fnmatch
         patterns ``names``); never an identity name (who a node is), never one of the hijack
-        denylist, never a value no environment can hold."""
+        denylist, never a value no environment can hold; of a file nobody vouches for
+        (``unsigned``: no cluster secret, not this node's own) only what that rule admits."""
         patterns = None if names is None else tuple(names)
 
-        def takes(k: str, v: str) -> bool:
+        def refusal(k: str, v: str) -> str | None:
             if k in IDENTITY_NAMES or is_hijack_name(k) or not EXPORTABLE_RE.match(k):
-                return False
+                return "identity or not a variable name"
             if "\x00" in v or len(v) > MAX_ENV_VALUE:
-                return False
-            return patterns is None or any(fnmatch.fnmatchcase(k, p) for p in patterns)
+                return "not a value a variable can hold"
+            if patterns is not None and not any(fnmatch.fnmatchcase(k, p) for p in patterns):
+                return "not declared by the engine or OCI__EXPORTS"
+            why = None if unsigned is None else unsigned.refusal(k, v)
+            return None if why is None else f"unsigned: {why}"
 
-        take = {k: v for k, v in env.items() if takes(k, v)}
-        return take, sorted(set(env) - set(take))
+        take, kept = {}, {}
+        for k, v in env.items():
+            why = refusal(k, v)
+            if why is None:
+                take[k] = v
+            else:
+                kept[k] = why
+        return take, kept
 
     # -- done markers (OCI__RUN_ON=all) ----------------------------------------------------------
     def publish_done(self) -> None:

@@ -71,7 +71,8 @@ def test_export_configuration_refuses_hijacking_names(tmp_path, monkeypatch):
 def test_export_configuration_exports_every_variable_like_oracle_ads(tmp_path, monkeypatch):
     """oracle-ads exports every key of MAIN's flat config, lower-case ones too (Dask's nprocs,
     death_timeout), as str(value); who a node is (OCI__MODE, RANK, JOB_OCID, JOB_RUN_OCID) stays in
-    the file; OCI__EXPORTS narrows the exports to declared names."""
+    the file; OCI__EXPORTS narrows the exports to declared names. (A file the cluster's secret
+    vouches for; an unsigned one gives less: tests/unit/test_unsigned_exports.py, issue 24 H1.)"""
     import json
 
     monkeypatch.setenv("OCI__SELF_IP", "127.0.0.1")
@@ -81,9 +82,9 @@ def test_export_configuration_exports_every_variable_like_oracle_ads(tmp_path, m
                                    "death_timeout": "10", "tls": "True"}),
                              ("SCHED*", {"OCI__MAIN_IP": "1.2.3.4", "SCHEDULER_IP": "1.2.3.4"})):
         env: dict[str, str] = {"OCI__SELF_IP": "127.0.0.1", "OCI__MODE": "WORKER", "RANK": "1",
-                               "OCI__EXPORTS": declared}
+                               "OCI__EXPORTS": declared, "OCI__CLUSTER_SECRET": "s" * 32}
         p = ClusterProvider("WORKER", work_dir=str(tmp_path), environ=env)
-        p.workdir.write_bytes("MAIN_config.json", json.dumps(flat).encode())
+        p.workdir.write_bytes("MAIN_config.json", p.workdir.sign("MAIN_config.json", json.dumps(flat).encode()))
         p.export_configuration([p.main_config_file])
         taken = {k: env[k] for k in flat if k in env}
         assert {k: v for k, v in taken.items() if k not in ("OCI__MODE", "RANK")} == expect
