@@ -111,8 +111,11 @@ class EndOfLife:
             wrote = e is not None and e.own and self.watch.stop_marker is None
             if wrote:
                 self.watch.write_stop(self._marker(e.outcome, e.reason, e.exit_code))
-            if self.main or wrote:  # MAIN: every node at once; a worker's own ending: MAIN
-                self._announce(self.watch.stop_marker)
+            m = self.watch.stop_marker
+            # MAIN: every node at once; a worker: MAIN, only the marker it wrote itself (another
+            # worker's that won the race is that worker's to announce)
+            if self.main or (wrote and m is not None and m.node == self.node_id):
+                self._announce(m)
             if wrote and self.main and not self.storage_failed:
                 self._flush()  # workers without the channel learn it from MAIN's state
         finally:  # a store that is gone must not leave the children running
