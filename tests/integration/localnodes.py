@@ -75,6 +75,14 @@ class LocalNodes:
                 raise AssertionError(f"node did not exit within {timeout} s:\n{self.dump()}")
         return codes
 
+    def wait_for_marks(self, folder: Path, count: int, guard: float = 60) -> None:
+        """Until ``count`` files are in ``folder`` (the entry scripts mark that they run), every node
+        still alive; a hang guard, not a timing assertion."""
+        deadline = time.monotonic() + guard
+        while len(list(Path(folder).iterdir())) < count:
+            assert time.monotonic() < deadline and all(p.poll() is None for p in self.procs), self.dump()
+            time.sleep(0.05)
+
     def kill(self):
         for p in self.procs:
             if p.poll() is None:

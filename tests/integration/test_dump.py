@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -42,10 +41,7 @@ def test_dump_writes_every_live_nodes_stacks_and_the_cluster_goes_on(tmp_path, c
     marks.mkdir()
     c = LocalNodes(tmp_path, extra={"OCI__ENTRY_SCRIPT": str(entry), "OCI__RUN_ON": "all",
                                     "OCI__ENTRY_SCRIPT_ARGS": f"120 {marks}", "OCI__CONTROL": control}).start()
-    deadline = time.monotonic() + 60
-    while len(list(marks.iterdir())) < 3:
-        assert time.monotonic() < deadline and all(p.poll() is None for p in c.procs), c.dump()
-        time.sleep(0.1)
+    c.wait_for_marks(marks, 3)
     r = subprocess.run([sys.executable, "-m", "fsm_cluster", "dump", str(c.state_dir()), "--wait", "60"],
                        capture_output=True, text=True, env=c.node_env("MAIN", 0))
     assert r.returncode == 0, r.stdout + r.stderr

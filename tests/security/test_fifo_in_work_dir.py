@@ -15,7 +15,6 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -68,10 +67,7 @@ def test_a_fifo_stop_marker_during_a_run_blocks_nobody_and_writing_to_it_changes
     c = cluster(tmp_path, 4)
     d = c.state_dir()
     c.start()
-    deadline = time.monotonic() + 60
-    while len(list((tmp_path / "marks").iterdir())) < 2:  # both entry scripts run
-        assert time.monotonic() < deadline and all(p.poll() is None for p in c.procs), c.dump()
-        time.sleep(0.05)
+    c.wait_for_marks(tmp_path / "marks", 2)  # both entry scripts run
     os.mkfifo(d / "stop")
     done = threading.Event()
     writes = {"opened": 0, "no reader": 0}

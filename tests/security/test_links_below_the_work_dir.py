@@ -94,10 +94,7 @@ def test_stacks_are_never_written_through_a_linked_diagnostics_folder(tmp_path, 
     (c.state_dir() / "diagnostics").symlink_to(outside)
     c.start()
     try:
-        deadline = time.monotonic() + 60
-        while len(list(marks.iterdir())) < 2:
-            assert time.monotonic() < deadline and all(p.poll() is None for p in c.procs), c.dump()
-            time.sleep(0.05)
+        c.wait_for_marks(marks, 2)
         r = subprocess.run([sys.executable, "-m", "fsm_cluster", "dump", str(c.state_dir()), "--wait", "0"],
                            capture_output=True, text=True, env=c.node_env("MAIN", 0))
         assert r.returncode == 0, r.stdout + r.stderr
