@@ -10,9 +10,14 @@
 * MAIN waits until ``ray.nodes()`` lists every node alive, then runs the entry script with
   ``RAY_ADDRESS`` set (so a bare ``ray.init()`` joins the cluster).
 * ``OCI__START_ARGS`` (per role) is passed to ``ray start`` as is (``--num-cpus``, resources…).
-* On a loopback cluster (several clusters may share the host) every node also gets its own
-  ``--temp-dir`` and free ports for the ports Ray otherwise fixes (client server, dashboard,
-  dashboard agent); on a network Ray's defaults stand.
+* Every node gets a ``--temp-dir`` of its own (:func:`node_temp_dir`: ``ray-<tag of cluster and
+  node>`` below the system's temporary folder, TMPDIR's) unless ``OCI__START_ARGS`` names one:
+  nodes that share a filesystem (one machine, ``fsm-cluster local`` with or without ``--hosts``)
+  would otherwise meet in Ray's one ``/tmp/ray``, where their raylets race for the same socket and
+  session names; on a host of its own the node's logs are there instead of ``/tmp/ray``.
+* On a loopback cluster (several clusters may share the host) every node also gets free ports for
+  the ports Ray otherwise fixes (client server, dashboard, dashboard agent); on a network, where
+  each node has its own address, Ray's defaults stand.
 * Spec side (:class:`RaySpecBuilder`): ``OCI__RAY_PORT`` is checked as the node reads it.
 """
 
@@ -34,6 +39,24 @@ log = logging.getLogger(__name__)
 RAY_ADDRESS = "RAY_ADDRESS"
 OCI__RAY_PORT = "OCI__RAY_PORT"
 DEFAULT_RAY_PORT = 6379
+# Ray's Unix sockets are <temp dir>/session_<date>_<time>_<us>_<pid>/sockets/plasma_store: a path
+# must fit in 107 bytes, the session part takes up to 64
+TEMP_DIR_ROOM = 107 - len("/session_2026-01-01_00-00-00_000000_4194304/sockets/plasma_store")
+
+
+def node_temp_dir(cluster_id: str, node_id: str, base: str | None = None) -> str:
+    """The node's own Ray temp dir: ``<base>/ray-<10 hex of cluster and node>`` (``base``: the
+    system's temporary folder by default — TMPDIR, a host's own under ``--hosts``); the same for
+    the node's every start in the cluster, another for every other node. Below ``/tmp`` when
+    ``base`` is too long for Ray's socket paths."""
+    tag = hashlib.sha1(f"{cluster_id}/{node_id}".encode()).hexdigest()[:10]
+    path = os.path.join(base or tempfile.gettempdir(), f"ray-{tag}")
+    return path if len(path) <= TEMP_DIR_ROOM else os.path.join("/tmp", f"ray-{tag}")
+
+
+def names_temp_dir(args: list[str]) -> bool:
+    """Whether ``ray start`` arguments name a temp dir (``--temp-dir X`` or ``--temp-dir=X``)."""
+    return any(a == "--temp-dir" or a.startswith("--temp-dir=") for a in args)
 
 
 class RayProvider(EngineProvider):
@@ -58,14 +81,17 @@ class RayProvider(EngineProvider):
             raise NodeFailure(f"{RAY_ADDRESS} missing from MAIN's configuration")
         return addr
 
-    def _local_isolation(self, head: bool) -> list[str]:
-        """A private temp dir and free ports when the node is on a loopback address."""
+    def _isolation(self, head: bool) -> list[str]:
+        """The node's own temp dir (unless the user's arguments name one), and free ports when the
+        node is on a loopback address."""
+        args = []
+        if not names_temp_dir(start_args(self.settings.variables)):
+            tmp = node_temp_dir(self.settings.cluster_id, self.node_id)
+            log.info("%s: Ray's temp dir (its logs) is %s", self.node_id, tmp)
+            args += ["--temp-dir", tmp]
         if not is_loopback(self.ip):
-            return []
-        # short: Ray puts Unix sockets below it (108-byte path limit)
-        tag = hashlib.sha1(f"{self.settings.cluster_id}/{self.node_id}".encode()).hexdigest()[:10]
-        tmp = os.path.join(tempfile.gettempdir(), f"ray-{tag}")
-        args = ["--temp-dir", tmp, "--dashboard-agent-listen-port", str(free_port(self.ip)),
+            return args
+        args += ["--dashboard-agent-listen-port", str(free_port(self.ip)),
                 "--dashboard-agent-grpc-port", str(free_port(self.ip)),
                 "--runtime-env-agent-port", str(free_port(self.ip)),
                 "--metrics-export-port", str(free_port(self.ip))]
@@ -84,7 +110,7 @@ class RayProvider(EngineProvider):
     # end on SIGTERM (the node's teardown waited its whole grace for it, then killed it anyway).
     def start_main(self) -> None:
         port = self.head_address.rsplit(":", 1)[1]
-        cmd = self._ray("--head", "--port", port) + self._local_isolation(head=True) + start_args(self.settings.variables)
+        cmd = self._ray("--head", "--port", port) + self._isolation(head=True) + start_args(self.settings.variables)
         self.spawn("ray head", cmd, grace=0)
 
     def start_worker(self) -> None:
@@ -97,7 +123,7 @@ class RayProvider(EngineProvider):
         rc = self._ask_ray(["--gcs", self.head_address, "1"], f"the Ray head at {self.head_address} to be alive")
         if rc == NO_GCS_CLIENT:
             log.info("%s: this Ray has no GCS client to ask: starting without waiting for the head", self.node_id)
-        cmd = self._ray("--address", self.head_address) + self._local_isolation(head=False) + \
+        cmd = self._ray("--address", self.head_address) + self._isolation(head=False) + \
             start_args(self.settings.variables)
         self.spawn("ray worker", cmd, grace=0)
 

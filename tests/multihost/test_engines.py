@@ -6,11 +6,11 @@ TensorFlow servers, horovodrun) work across the hosts. The examples/ programs ar
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.engines.test_horovod import require_horovod
 
 from .cluster import HostCluster
 
@@ -56,19 +56,21 @@ def test_pytorch_across_hosts(host_cluster, tmp_path):
 
 
 @RAY_STARTUP
-def test_ray_across_hosts(host_cluster, make_hosts, tmp_path):
-    """The hosts share this machine's filesystem, real hosts do not: a Ray worker node not given
-    ``--temp-dir`` uses the head's, where three raylets would race for the same socket names; each
-    node is given its host's own."""
+def test_ray_across_hosts(host_cluster, tmp_path):
+    """The hosts share this machine's filesystem, real hosts do not: nodes that found Ray's one
+    ``/tmp/ray`` would race for the same socket names. Not told any ``--temp-dir``, each node runs
+    its Ray in a temp dir of its own, below its host's temporary folder."""
     pytest.importorskip("ray", reason="Ray not installed: pip install 'ray[default]'")
-    out, hosts = tmp_path / "out", make_hosts(3)
-    c = host_cluster(hosts, cluster_type="RAY", env={
-        "OCI__ENTRY_SCRIPT": str(EXAMPLES / "ray" / "train.py"), "OCI__ENTRY_SCRIPT_ARGS": f"--tasks 6 --out {out}"},
-        per_node=lambda rank: {"OCI__START_ARGS": f"--num-cpus 1 --temp-dir {hosts[rank].tmp}/ray"}).start()
+    out = tmp_path / "out"
+    c = engine(host_cluster, "RAY", out, "--tasks 6", OCI__START_ARGS="--num-cpus 1")
     c.completed()
     result = json.loads((out / "results.json").read_text())
     assert len(set(result["nodes"])) == 3, result
     assert {r["node_id"] for r in result["pinned"] + result["spread"]} == set(result["nodes"]), result
+    for n in c.nodes:  # one Ray session per host, in that host's own temporary folder
+        sessions = list(Path(n.host.tmp).glob("ray-*/session_2*"))
+        assert len(sessions) == 1, f"{n.node_id} on {n.host.name}: {sessions}{c.dump()}"
+        assert f"Ray's temp dir (its logs) is {sessions[0].parent}" in n.log.read_text(), c.dump()
 
 
 def test_tensorflow_across_hosts(host_cluster, tmp_path):
@@ -84,18 +86,8 @@ def test_tensorflow_across_hosts(host_cluster, tmp_path):
     assert [a.rsplit(":", 1)[0] for a in layout["worker"]] == [h.address for h in c.hosts], layout
 
 
-def horovod_missing() -> str | None:
-    r = subprocess.run([sys.executable, "-c", "import horovod.torch"], capture_output=True, text=True)
-    if r.returncode == 0:
-        return None
-    return ("horovod with PyTorch is not installed (its build is a separate issue: "
-            f"HOROVOD_WITH_PYTORCH=1 HOROVOD_WITH_GLOO=1 pip install horovod): {r.stderr.strip().splitlines()[-1]}")
-
-
 def test_horovod_across_hosts(host_cluster, tmp_path):
-    missing = horovod_missing()
-    if missing:
-        pytest.skip(missing)
+    require_horovod()
     out = tmp_path / "out"
     c = engine(host_cluster, "HOROVOD", out, "--epochs 3", OCI__HOROVOD_SLOTS="1")
     c.completed()
