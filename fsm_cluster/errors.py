@@ -49,11 +49,12 @@ class NodeLost(NodeFailure):
 
 class CodeFailed(NodeFailure):
     """An entry script exited non-zero (``node``'s; ``code``): under a restart policy the cluster's
-    code may restart."""
+    code may restart. ``after``: how many restarts the failed code ran after (None: not known) — a
+    failure of code that a later restart already ended is no news."""
 
-    def __init__(self, reason: str, node: str, code: int | None):
+    def __init__(self, reason: str, node: str, code: int | None, after: int | None = None):
         super().__init__(reason)
-        self.node, self.code = node, code
+        self.node, self.code, self.after = node, code, after
 
 
 class RestartRequested(Exception):

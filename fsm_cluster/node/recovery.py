@@ -135,6 +135,8 @@ def decide_failure(exc: BaseException, *, main: bool, me: str, elastic: bool, do
         if exc.record.count <= done:
             return Step.TAKEN
         return Step.GO_ON if exc.record.waiting_for and elastic else Step.RESTART
+    if main and isinstance(exc, CodeFailed) and exc.node != me and exc.after is not None and exc.after < done:
+        return Step.TAKEN  # a peer's code that a later restart already ended: that restart took it
     lost = isinstance(exc, NodeLost)
     if not main:
         own = isinstance(exc, CodeFailed) and exc.node == me
@@ -217,13 +219,16 @@ class Recovery:
         return any(t is e for t in self._took)
 
     def _take(self, e: BaseException) -> None:
-        from ..errors import NodeFailure
+        from ..errors import CodeFailed, NodeFailure
 
         self._taken(e)  # (not raised again in the node's thread)
         refusal = self.budget.refusal(len(self.ledger.records), self.clock.now() - self.started_at) if self.main else None
         step = decide_failure(e, main=self.main, me=self.node_id, elastic=self.elastic, done=self.ledger.done,
                               policy=self.policy_of(getattr(e, "node", "") or self.node_id), refusal=refusal)
         if step is Step.TAKEN:
+            if isinstance(e, CodeFailed):
+                log.info("%s: %s, in the code restart %d ended already: no restart of its own", self.node_id,
+                         e.reason, self.ledger.done)
             return
         if step is Step.GO_ON:
             self.ledger.done = e.record.count
@@ -233,6 +238,7 @@ class Recovery:
         if step is Step.RESTART and hasattr(e, "record"):  # a worker: MAIN's restart
             return self._restart(e.record)
         if step is Step.ASK_MAIN:
+            e.after = self.ledger.done  # MAIN takes it only if no restart ended this code meanwhile
             self.verdict_due = self.clock.now() + self.settings.heartbeat_timeout  # (before MAIN may answer)
             if self.control.ask_for_restart(e, self.settings.restart_policy):
                 return

@@ -302,7 +302,8 @@ class Control:
     # -- recovery ------------------------------------------------------------------------------
     def _on_failure(self, msg) -> None:
         """MAIN: a worker's code failed and its policy may retry: MAIN's thread decides."""
-        self._event(Kind.PEER_FAILED, CodeFailed(f"{msg.node}: {msg.reason}", msg.node, msg.exit_code), node=msg.node)
+        failed = CodeFailed(f"{msg.node}: {msg.reason}", msg.node, msg.exit_code, msg.after)
+        self._event(Kind.PEER_FAILED, failed, node=msg.node)
 
     # -- the stall watchdog (fsm_cluster.runtime.stall) ------------------------------------------------
     def _on_quiet(self, msg) -> None:
@@ -353,14 +354,16 @@ class Control:
         if self.client is not None and self.client.connected:
             from .channel import FailureMsg
 
-            if self.client.send_failure(FailureMsg(node=self.node_id, exit_code=e.code, reason=e.reason[:4000])):
+            if self.client.send_failure(FailureMsg(node=self.node_id, exit_code=e.code, reason=e.reason[:4000],
+                                                   after=getattr(e, "after", None))):
                 return True
         # off the channel: a request file MAIN finds at its next look (its answer: its state file)
         from .models import FailureRequest
 
         try:
             self.workdir.write(failure_name(self.node_id), FailureRequest(node=self.node_id, exit_code=e.code,
-                                                                    reason=e.reason[:4000], life=self.rendezvous.life))
+                                                                    reason=e.reason[:4000], life=self.rendezvous.life,
+                                                                    after=getattr(e, "after", None)))
         except Exception as err:  # noqa: BLE001 - the node fails as without a policy
             log.warning("%s: could not ask MAIN for a restart: %s", self.node_id, err)
             return False
@@ -385,7 +388,7 @@ class Control:
                 continue
             if req is None or req.node != node or (req.life and req.life != self.rendezvous.life):
                 continue
-            raise CodeFailed(f"{node}: {req.reason}", node, req.exit_code)
+            raise CodeFailed(f"{node}: {req.reason}", node, req.exit_code, req.after)
 
     def announce_restart(self, record) -> None:
         """MAIN: tell every node on the channel (the others read it in MAIN's state file)."""

@@ -336,6 +336,7 @@ class FailureRequest(_Shared):
     node: NodeName
     exit_code: int | None = None
     reason: str = Field("", max_length=4096)
+    after: int | None = Field(None, ge=0)  # the restarts the failed code ran after (a late one is no news)
 
 
 class DumpRequest(_Shared):

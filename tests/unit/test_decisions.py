@@ -103,6 +103,11 @@ STEPS = [
     (NodeLost("MAIN gone", "MAIN"), False, False, 0, "OnFailure", None, Step.FAIL),  # a worker never decides
     (CodeFailed("rc 1", "w1", 1), True, False, 0, "OnFailure", None, Step.RESTART),
     (CodeFailed("rc 1", "w1", 1), True, False, 0, "Never", None, Step.FAIL),
+    # issue 24 M5: a peer's failure of code that a later restart already ended (it ran after restart
+    # 2, MAIN took restart 3 meanwhile: late on the channel or in a request file) counts no second time
+    (CodeFailed("rc 1", "w1", 1, after=2), True, False, 3, "OnFailure", None, Step.TAKEN),
+    (CodeFailed("rc 1", "w1", 1, after=3), True, False, 3, "OnFailure", None, Step.RESTART),
+    (CodeFailed("rc 1", "w1", 1, after=None), True, False, 3, "OnFailure", None, Step.RESTART),  # an older node
     (CodeFailed("rc 1", "w1", 1), True, False, 0, "OnFailure", "backoffLimit 2 exceeded", Step.REFUSED),
     (NodeLost("w1 gone", "w1"), True, False, 0, "ExitCode", None, Step.RESTART),  # a lost node is a signal
     (NodeLost("w1 gone", "w1"), True, True, 0, "OnFailure", None, Step.SHRINK),

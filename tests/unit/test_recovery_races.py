@@ -76,3 +76,28 @@ def test_one_event_delivered_twice_is_taken_once_and_one_given_up_ends_the_node(
         assert recovery.gave_up is LOST
     finally:
         drive._watch_once = original
+
+
+def test_a_worker_asking_for_a_restart_says_which_run_of_its_code_failed_and_main_reads_it_back():
+    """Issue 24, M5 (a short backoff, a failure off the channel): the request carries the restarts
+    the failed code ran after, over the channel and in the request file, so a late one is no news."""
+    from fsm_cluster.node.recovery import RestartLedger
+    from fsm_cluster.wire.channel import FailureMsg
+    from fsm_cluster.wire.models import FailureRequest
+
+    asked = []
+    ledger = RestartLedger(done=2, seen=2)
+    settings = NS(backoff_limit=5, active_deadline=0, heartbeat_timeout=60, restart_policy="OnFailure")
+    clock = NS(now=lambda: 0.0)
+    r = Recovery(node_id="WORKER_w1", main=False, elastic=False, clock=clock, settings=settings, ledger=ledger,
+                 life=None, rendezvous=None, watch=None,
+                 control=NS(ask_for_restart=lambda e, p: asked.append(e) or True),
+                 flush_state=lambda: None, members_changed=lambda: None, wait_until=None, look=lambda: None)
+    mine = CodeFailed("WORKER_w1: entry script exited with code 1", "WORKER_w1", 1)
+    r.take(mine)
+    assert asked == [mine] and mine.after == 2 and r.awaiting_verdict()
+    for model in (FailureMsg, FailureRequest):
+        back = model.model_validate_json(model(node="WORKER_w1", exit_code=1, after=mine.after).model_dump_json())
+        assert back.after == 2
+    with pytest.raises(ValueError):
+        FailureMsg(node="WORKER_w1", after=-1)

@@ -91,6 +91,7 @@ class FailureMsg(_Message):
     node: Identifier
     exit_code: int | None = None
     reason: _Text = ""
+    after: int | None = Field(None, ge=0)  # the restarts the failed code ran after (a late one is no news)
 
 
 class RestartMsg(_Message):
