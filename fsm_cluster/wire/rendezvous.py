@@ -143,8 +143,12 @@ class Rendezvous:
         folder = f"{PREVIOUS}/{life or 'unknown'}-{secrets.token_hex(3)}"
         for name in names:
             self.workdir.move(name, f"{folder}/{name}")
-        log.warning("%s: %s held a previous life of this cluster; moved its %d file(s) to %s/ "
-                    "and starting a new life", self.node_id, self.workdir.display, len(names), folder)
+        ended = f"; it ended {old_stop.outcome} by {old_stop.node}: {old_stop.reason or '-'}" if old_stop else ""
+        workers = [r.node for r in roster if r.node != MAIN_NODE]
+        log.warning("%s: %s held a previous life %s of this cluster%s; moved its %d file(s) to %s/ and starting a "
+                    "new life, whose workers are those of a new run of the job (%s registered in the old one: they "
+                    "do not come back; this MAIN waits OCI__TIMEOUT for new ones)", self.node_id,
+                    self.workdir.display, life or "?", ended, len(names), folder, ", ".join(workers) or "none")
 
     def belongs_here(self, marker: StopMarker) -> bool:
         """A marker of this life (or of no known life: ADS, the launcher, an operator)."""

@@ -35,3 +35,19 @@ def test_a_worker_late_for_a_life_that_failed_its_barrier_ends_at_once():
     assert c.clock.run([lambda: drive(worker)]) == [1]
     assert c.clock.now() - began < 60
     assert "came too late to join" in worker.reason and "failed by MAIN: timed out after 120 s" in worker.reason
+
+
+def test_a_new_main_in_a_work_dir_whose_life_is_over_says_so_at_once(caplog):
+    """Issue 24, M6: a new MAIN alone (its old life's workers ended with it) names the old life,
+    its outcome and its workers, and what it waits for — at its first look, not after OCI__TIMEOUT."""
+    c = SimCluster(workers=1)
+    assert c.run(code_seconds=5) == [0, 0]
+    first = c.workdir.read_stop()
+    again = c.build(node_env("MAIN", 2, 0, work_dir=c.work_dir, JOB_RUN_OCID="main-again"))
+    caplog.set_level("WARNING")
+    c.clock.run([lambda: again.rendezvous.first_look(c.workdir.listing())])
+    said = [r.getMessage() for r in caplog.records if "held a previous life" in r.getMessage()]
+    assert len(said) == 1, caplog.text
+    assert f"previous life {first.life} of this cluster; it ended complete by MAIN: code completed" in said[0]
+    assert "(WORKER_" in said[0] and "registered in the old one: they do not come back" in said[0]
+    assert "waits OCI__TIMEOUT for new ones" in said[0]
