@@ -40,7 +40,7 @@ CHANNEL_KEY = "channel"  # a worker's NodeConfig.extra: true when it will join M
 RESTART_POLICY_KEY = "restart_policy"  # a worker's NodeConfig.extra: its role's OCI__RESTART_POLICY
 REPLACES_KEY = "replaces"  # a worker's NodeConfig.extra: the lost node it replaces (OCI__REPLACES)
 SECRET_FILE = "channel_secret"  # the channel's key, for nodes handed no OCI__CLUSTER_SECRET
-JOIN_GRACE = 10.0  # s MAIN waits at its end for roster nodes that have not joined the channel yet
+JOIN_GRACE = 10.0  # s MAIN waits at its end, at most, for roster nodes that can still join the channel (farewell)
 SLOW = 2  # with the channel up, the work-dir heartbeat and watch run every SLOW heartbeat intervals
 
 
@@ -66,7 +66,7 @@ class Control:
         self.enabled = bool(settings.control and getattr(clock, "simulated", True) is False)
         self.server = None
         self.client = None
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()  # (notified when a node joins or is lost: MAIN's end waits on it)
         self.registered: set[str] = set()  # MAIN: the nodes that joined the channel
         self.lost_early: dict[str, str] = {}  # MAIN: nodes whose connection dropped before the roster
         self.gone: set[str] = set()  # MAIN: roster nodes whose connection dropped
@@ -133,17 +133,18 @@ class Control:
         if msg.life and self.rendezvous.life and msg.life != self.rendezvous.life:
             self.server.disconnect(conn_id, "another life of this cluster")
             return
-        with self._lock:
+        from .channel import Roster
+
+        with self._lock:  # (the sends queued before MAIN's end, woken by it, closes the channel)
             self.registered.add(msg.node)
             self.lost_early.pop(msg.node, None)
-            outcome, count = self.outcome, len(self.registered)
+            count = len(self.registered)
+            if self.rendezvous.roster:  # MAIN's configuration is out (the broadcast may have gone before it joined)
+                self.server.send(conn_id, Roster(entries=list(self.rendezvous.roster), life=self.rendezvous.life))
+            if self.outcome is not None:  # the cluster ended before this node joined: tell it at once
+                self.server.send(conn_id, self.outcome)
+            self._lock.notify_all()
         log.info("%s: %s joined the control channel (%d joined)", self.node_id, msg.node, count)
-        if self.rendezvous.roster:  # MAIN's configuration is out (the broadcast may have gone before it joined)
-            from .channel import Roster
-
-            self.server.send(conn_id, Roster(entries=list(self.rendezvous.roster), life=self.rendezvous.life))
-        if outcome is not None:  # the cluster ended before this node joined: tell it at once
-            self.server.send(conn_id, outcome)
         self._wake()  # MAIN's wait for the roster looks again now
 
     def publish_roster(self) -> None:
@@ -275,6 +276,7 @@ class Control:
             with self._lock:
                 if peer in {r.node for r in self.rendezvous.roster}:
                     self.gone.add(peer)  # (MAIN no longer waits for it at its end)
+                    self._lock.notify_all()
                 else:  # not (yet) a member: if it becomes one, the roster fails at once
                     self.lost_early[peer] = why
                     self.registered.discard(peer)
@@ -412,6 +414,7 @@ class Control:
         with self._lock:
             self.registered.discard(node)
             self.gone.discard(node)
+            self._lock.notify_all()
 
     def announce(self, marker) -> None:
         """The node's stop marker is decided: tell the cluster at once (MAIN: every node; a
@@ -432,17 +435,14 @@ class Control:
             log.warning("%s: could not announce the outcome on the control channel: %s", self.node_id, e)
 
     def close(self) -> None:
-        """End the channel. MAIN first gives the roster's nodes that have not joined yet (a worker
-        reads MAIN's configuration up to one back-off cap after it appeared; a job that ends at once
-        may end before) a bounded moment to join and hear the outcome."""
+        """End the channel (:mod:`.farewell`): MAIN first waits for the nodes that can still hear its
+        outcome there; a worker that said it would join and never did checks out."""
+        from . import farewell
+
         if self.server is not None and self.outcome is not None:
-            expected = self._expected(joining=True)
-            deadline = self.clock.now() + min(self.settings.heartbeat_timeout, JOIN_GRACE)
-            while self.clock.now() < deadline:
-                with self._lock:
-                    if expected <= self.registered:
-                        break
-                self.clock.sleep(0.05)
+            farewell.wait_for_listeners(self)
+        elif self.enabled and self.client is None and self.mode != "MAIN":
+            farewell.check_out(self)
         for part in (self.client, self.server):
             if part is not None:
                 try:
