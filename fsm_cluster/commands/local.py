@@ -16,7 +16,9 @@ EPILOG = """examples:
 
 The command after -- becomes the entry script: `python script.py args` and `./script args` run the
 script as the entry script (a .py file with the node's Python); anything else runs through a
-generated entry.sh that execs it. Exit code: 0 when the cluster completed, 1 when it failed,
+generated entry.sh that execs it. Output: each node's lines behind its [name] prefix, only the
+code's own output, warnings and errors (-v: every line the nodes log); every line is in
+<work dir>/<cluster id>/logs/<node>.log. Exit code: 0 when the cluster completed, 1 when it failed,
 3 when it was stopped (fsm-cluster stop), 130 after Ctrl-C, 143 after SIGTERM (a signal while the
 nodes are starting stops the start and tears down those started).
 
@@ -66,6 +68,10 @@ def register(sub) -> None:
                    help="run each node in its own network namespace with its own address (a host of "
                         "its own, as on OCI; needs root or CAP_SYS_ADMIN + CAP_NET_ADMIN)")
     p.add_argument("--no-progress", action="store_true", help="no live progress line")
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="stream every line the nodes log (their lifecycle, the engines' INFO logs); "
+                        "by default only the code's output, warnings and errors are shown, and the "
+                        "log files get everything")
     add_strict_option(p)
     p.add_argument("entry", nargs=argparse.REMAINDER, metavar="-- COMMAND ...",
                    help="the entry command, after --")
@@ -163,7 +169,8 @@ def handle(args) -> int:
         shape = " + ".join(f"{modes.count(m)} {m}" for m in ("MAIN", "WORKER", "PS") if modes.count(m))
         wrap = (lambda plan, command: hosts[plan.rank].wrap(command)) if hosts is not None else None
         cluster = LocalCluster(plans, wd, os.path.join(local_dir, "logs"), console=console,
-                               progress=not args.no_progress, cwd=cwd, wrap=wrap)
+                               progress=not args.no_progress, cwd=cwd, wrap=wrap,
+                               verbose=getattr(args, "verbose", False))
         cluster.say(f"{cluster_id}: {shape} ({plans[0].env['OCI__CLUSTER_TYPE']}), work dir {wd.display}")
         if hosts is not None:
             cluster.say("hosts: " + ", ".join(f"{p.name} {hosts[p.rank].name} ({hosts[p.rank].address})"

@@ -6,15 +6,38 @@ log file as it comes), queues the lines and prints them from the launcher's loop
 colour of the node it replaces); the launcher's own lines come behind ``[cluster]``. The state
 line (how many nodes are in each state, and the outcome once there is one) is a rich ``Live``
 line on a terminal, else printed again whenever the counts change.
+
+Quiet by default: the log files get every line, the console what a user watches — the code's own
+output, warnings and errors. A line in a log format this project knows (the node's own, ``time
+node LEVEL logger: message``; Dask's; Ray's CLI's; glog's, which torch's elastic agent and
+TensorFlow's C++ core write) at INFO or below is left to the file (:func:`shown`); anything else,
+whatever it looks like, is printed. ``verbose`` prints every line, as the files hold them.
 """
 
 from __future__ import annotations
 
 import queue
+import re
 import threading
 from typing import IO, Mapping
 
 from ..jobspec import NodePlan
+
+# Records at INFO or below (DEBUG, INFO; Ray's SUCC) in the formats the nodes and engines log in.
+CHATTER = re.compile(
+    r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}\s+(?:"
+    r"\S+ (?:DEBUG|INFO) [\w.]+: "                      # the node: time node LEVEL logger: message
+    r"|- (?:distributed|dask)[\w.]* - (?:DEBUG|INFO) - "  # Dask: time - logger - LEVEL - message
+    r"|(?:DEBUG|INFO|SUCC) [\w.]+:\d+ -- )"              # Ray's CLI: time LEVEL file:line -- message
+    r"|I\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] "             # glog (torch's agent, TF's C++), INFO
+)
+
+
+def shown(line: str) -> bool:
+    """Whether the quiet console prints this line of a node's output: not a log record at INFO or
+    below in a known format (the file has it); everything else is."""
+    return CHATTER.match(line) is None
+
 
 PREFIX_STYLES = ["green", "yellow", "blue", "magenta", "bright_green", "bright_yellow", "bright_blue"]
 
@@ -54,11 +77,12 @@ def status_line(cluster_id: str, counts: str, outcome: str | None, error: str | 
 class NodeConsole:
     """The launcher's console (a rich ``Console``): node output, its own lines, the state line."""
 
-    def __init__(self, plans: list[NodePlan], console=None, progress: bool = True):
+    def __init__(self, plans: list[NodePlan], console=None, progress: bool = True, verbose: bool = False):
         from rich.console import Console
 
         self.console = console or Console(highlight=False)
         self.progress = progress
+        self.verbose = verbose  # every line of the nodes' output, not only what :func:`shown` keeps
         self.width = max(len(p.name) for p in plans) + 2
         self.styles = {p.name: prefix_style(p, i) for i, p in enumerate(plans)}
         self.lines: queue.Queue = queue.Queue()
@@ -91,7 +115,8 @@ class NodeConsole:
 
     # -- node output -----------------------------------------------------------------------------
     def follow(self, name: str, stream: IO[bytes], log_path: str) -> None:
-        """Read ``stream`` (the node's stdout and stderr) on a thread: into ``log_path`` and the queue."""
+        """Read ``stream`` (the node's stdout and stderr) on a thread: every line into ``log_path``,
+        the lines to print (all when verbose) into the queue."""
         t = threading.Thread(target=self._reader, name=f"out-{name}", daemon=True,
                              args=(name, stream, log_path))
         t.start()
@@ -101,7 +126,9 @@ class NodeConsole:
         with open(log_path, "ab", buffering=0) as log:
             for raw in iter(stream.readline, b""):
                 log.write(raw)
-                self.lines.put((name, raw.decode("utf-8", errors="replace").rstrip("\r\n")))
+                line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                if self.verbose or shown(line):
+                    self.lines.put((name, line))
         stream.close()
 
     def drain(self, limit: int = 500) -> int:

@@ -2,7 +2,8 @@
 
 The launcher is the "platform" of the nodes (planned by :mod:`.plan`): it starts one
 ``fsm-cluster run`` process per node (:mod:`.processes`), streams their output behind coloured
-prefixes with a live count of nodes per state (:mod:`.console`; one work-dir listing per poll,
+prefixes with a live count of nodes per state (:mod:`.console`: the code's output, warnings and
+errors; every line with ``verbose``; the log files get them all; one work-dir listing per poll,
 reading only the state files that changed), replaces a node MAIN records a restart waiting for
 (:mod:`.replace`), and ends the cluster as a platform would: a node that exits without a word gets
 the failed stop marker, Ctrl-C writes the stopped one and terminates the nodes (a second Ctrl-C
@@ -54,7 +55,7 @@ class LocalCluster:
 
     def __init__(self, plans: list[NodePlan], workdir: WorkDir, log_dir: str, *, console=None,
                  progress: bool = True, poll: float | None = None, hang_guard: float = 60.0,
-                 cwd: str | None = None, wrap: Wrap | None = None):
+                 cwd: str | None = None, wrap: Wrap | None = None, verbose: bool = False):
         from ..observe.status import ClusterView
 
         self.plans = plans
@@ -63,7 +64,7 @@ class LocalCluster:
             workdir.use_secret(plans[0].env[OCI__CLUSTER_SECRET])
             secretstore.save(workdir.display, plans[0].env[OCI__CLUSTER_SECRET])
         self.log_dir = log_dir
-        self.out = NodeConsole(plans, console, progress)
+        self.out = NodeConsole(plans, console, progress, verbose)  # verbose: every node log line too
         self.nodes = NodeProcesses([p.name for p in plans], log_dir, cwd, wrap)  # wrap: e.g. a host each
         self.size = len(plans)  # the cluster's nodes (replacements take a lost node's place)
         interval = float(plans[0].env.get(OCI__HEARTBEAT_INTERVAL, "0.2"))
