@@ -2,7 +2,7 @@
 span (from the transitions every node records in its state file), the restarts, the stop marker
 and the first failure marked. ``fsm-cluster timeline WORK_DIR -o life.svg|png|html``.
 
-matplotlib draws it (``pip install 'fsm_cluster[bench]'``; imported only here).
+matplotlib draws it (``pip install 'fsm_cluster[timeline]'``; imported only here).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def draw(life: Life, path: str):
         import matplotlib.pyplot as plt
         from matplotlib.patches import Patch
     except ImportError:
-        raise FsmClusterError("fsm-cluster timeline draws with matplotlib: pip install 'fsm_cluster[bench]'") from None
+        raise FsmClusterError("fsm-cluster timeline draws with matplotlib: pip install 'fsm_cluster[timeline]'") from None
     n = len(life.lanes)
     t0 = life.start
     height = min(60.0, max(2.5, 0.22 * n + 1.5))
