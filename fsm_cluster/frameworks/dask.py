@@ -10,7 +10,11 @@
 * TLS when certificates are configured (OCI__CERTIFICATE_OCID + OCI__CERTIFICATE_AUTHORITY_OCID,
   or all three ``OCI__*_DOWNLOAD_LOCATION`` files): a ``tls://`` address, ``--tls-*`` options and a
   ``distributed.Security`` for the Client; the entry script gets Dask's TLS config variables.
-* Workers leave when the cluster tears down (their process groups are terminated with the node).
+* Teardown in Dask's own order, so a normal end prints no ``CommClosedError``: the scheduler is
+  started with a preload (:mod:`._dask_teardown`) that, when MAIN's teardown stops it (after the
+  stop marker), first closes every worker and waits until they left; a WORKER ends its ``dask
+  worker`` with SIGTERM to the worker CLI alone, whose nanny closes the worker process (signalled
+  as a group, the worker process died under its nanny), then the node's teardown ends what is left.
 * Spec side (:class:`DaskSpecBuilder`): the ports are checked as the node reads them.
 
 Variables (an oracle-ads name in brackets is read as an alias: oracle-ads' Dask spec builder and
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections import namedtuple
 
 from ..env import (
@@ -57,6 +62,8 @@ from ._common import (
 from ._engine import EngineProvider, EngineSpecBuilder
 
 log = logging.getLogger(__name__)
+
+TEARDOWN_PRELOAD = "fsm_cluster.frameworks._dask_teardown"  # the scheduler's workers-leave-first plugin
 
 DASK_SCHEDULER_ADDRESS = "DASK_SCHEDULER_ADDRESS"
 SCHEDULER_IP = "SCHEDULER_IP"  # ADS name
@@ -92,6 +99,34 @@ def tls_files(environ) -> dict[str, str] | None:
 
 def dask_cli() -> list[str]:
     return engine_command("dask", "dask", "dask")
+
+
+def teardown_preload(cli: list[str]) -> list[str]:
+    """``--preload`` of :mod:`._dask_teardown`: by module name for a ``dask`` of this Python
+    environment (it imports fsm_cluster), else by file path (Dask copies the file and imports it)."""
+    from ..runtime.process import scripts_dirs
+
+    ours = cli[:2] == [sys.executable, "-m"] or os.path.dirname(cli[0]) in scripts_dirs()
+    return ["--preload", TEARDOWN_PRELOAD if ours else os.path.join(os.path.dirname(__file__), "_dask_teardown.py")]
+
+
+def leave(child, wait: float) -> None:
+    """SIGTERM to the command ``child`` runs (under the node's guard process, its child), not to
+    its process group; wait up to ``wait`` s for it to end."""
+    import signal
+
+    import psutil
+
+    from ..runtime.process import GUARDED
+
+    try:
+        top = psutil.Process(child.pid)
+        procs = top.children() if GUARDED else [top]
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        psutil.wait_procs(procs, timeout=wait)
+    except psutil.Error:
+        pass
 
 
 def worker_options(environ) -> list[str]:
@@ -166,11 +201,13 @@ class DaskProvider(EngineProvider):
         addr = self.scheduler_address
         port = addr.rsplit(":", 1)[1]
         dash = port_setting(self.settings.variables, OCI__DASK_DASHBOARD_PORT, DEFAULT_DASHBOARD_PORT, self.ip)
-        cmd = dask_cli() + ["scheduler", "--host", self.ip, "--port", port,
-                            "--protocol", addr.split("://", 1)[0],
-                            "--dashboard-address", f"{self.ip}:{dash}"]
+        cli = dask_cli()
+        cmd = cli + ["scheduler", "--host", self.ip, "--port", port, "--protocol", addr.split("://", 1)[0],
+                     "--dashboard-address", f"{self.ip}:{dash}"] + teardown_preload(cli)
         cmd += self._tls_args() + start_args(self.settings.variables)
-        self.scheduler = self.spawn("dask scheduler", cmd)
+        # the workers get at most 60 % of the teardown grace to leave before the scheduler closes
+        wait = min(3.0, 0.6 * self.settings.teardown_grace)
+        self.scheduler = self.spawn("dask scheduler", cmd, env={**self.child_env(), "FSM_DASK_CLOSE_WAIT": f"{wait:g}"})
 
     def start_worker(self) -> None:
         cmd = dask_cli() + ["worker", self.scheduler_address, "--host", self.ip, "--name", self.node_id]
@@ -178,6 +215,15 @@ class DaskProvider(EngineProvider):
             cmd += ["--dashboard-address", f"{self.ip}:0"]
         cmd += worker_options(self.settings.variables) + self._tls_args() + start_args(self.settings.variables)
         self.worker = self.spawn("dask worker", cmd)
+
+    def stop(self) -> None:
+        """A WORKER whose cluster ends (the stop marker is there) lets its ``dask worker`` close the
+        way Dask closes one (:func:`leave`, within the teardown grace) before the node ends what is
+        left; MAIN's scheduler closes its workers first itself (:mod:`._dask_teardown`)."""
+        if (self.mode != "MAIN" and self.worker is not None and self.worker.poll() is None
+                and self.stop_marker is not None):
+            leave(self.worker, self.settings.teardown_grace)
+        super().stop()
 
     def expected_workers(self) -> list[str]:
         return [r.node for r in self.roster if r.mode == "WORKER"]
