@@ -20,6 +20,9 @@
   torchrun's (``GROUP_RANK``), not ``NODE_RANK``. Each round's workers get a store of their own on
   the round's rank 0 (``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``): with the store shared from the
   first round, a node joining later waits in vain for that round's ``MASTER_ADDR``.
+* torchrun of this Python environment runs through :mod:`._torchrun` (same arguments): its exit
+  barrier gets a second half, so the agent serving the store (MAIN's) exits only once every agent
+  is past the barrier, and a successful run prints no "Error waiting on exit barrier" traceback.
 * ``GLOO_SOCKET_IFNAME`` / ``NCCL_SOCKET_IFNAME`` default to the interface holding the node's
   address (``lo`` on a loopback cluster), so collectives use the network the cluster formed on.
 * Spec side (:class:`PyTorchSpecBuilder`): ``OCI__RUN_ON=all``; ``MASTER_PORT``,
@@ -29,6 +32,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import shutil
 import subprocess
@@ -110,6 +114,21 @@ def torchrun_command(*, nnodes: int, node_rank: int, nproc: int, master_addr: st
     return cmd + ["--no-python"] + script
 
 
+def leaving_together(cmd: list[str]) -> list[str]:
+    """``cmd`` (a :func:`torchrun_command`) run by :mod:`._torchrun` when its torchrun is this Python
+    environment's (the console script next to it, or ``python -m torch.distributed.run``); any
+    other torchrun as it is."""
+    from ..runtime.process import scripts_dirs
+
+    if cmd[:3] == [sys.executable, "-m", "torch.distributed.run"]:
+        n = 3
+    elif os.path.basename(cmd[0]) == "torchrun" and os.path.dirname(cmd[0]) in scripts_dirs():
+        n = 1
+    else:
+        return cmd
+    return [sys.executable, "-m", "fsm_cluster.frameworks._torchrun", *cmd[n:]]
+
+
 class PyTorchProvider(EngineProvider):
     """torchrun on every node, rendezvous on MAIN."""
     KIND = "PYTORCH"
@@ -151,6 +170,7 @@ class PyTorchProvider(EngineProvider):
         cmd = torchrun_command(nnodes=self.world_size, node_rank=self.rank, nproc=self.nproc_per_node(),
                                master_addr=addr, master_port=port, script=cmd,
                                extra=start_args(self.settings.variables), elastic=elastic)
+        cmd = leaving_together(cmd)
         log.info("%s: %s", self.node_id, shlex.join(cmd))
         return cmd
 
