@@ -6,7 +6,8 @@ file (``control``, written at its first heartbeat, before any node registered) a
 configuration (``extra["control"]``). A WORKER/PS that waits for MAIN's configuration reads MAIN's
 state file and connects as soon as the address is there. Formation then runs on events: a node's
 registration wakes MAIN's wait for the roster (one listing, one read of the new config), and the
-roster MAIN pushes once its configuration is written wakes every waiting node (one read of it).
+roster push MAIN sends once its configuration is written wakes every waiting node (one read of it:
+the push carries the life, not the entries, which the file holds — O(N) bytes from MAIN, not O(N²)).
 Over it, what today takes a heartbeat interval (or a timeout) arrives at once:
 
 * a peer's process died (its connection dropped) → the node fails, naming it;
@@ -121,7 +122,8 @@ class Control:
             self.server = ChannelServer(self.secret(), self.me.ip, s.control_port, timeout=s.heartbeat_timeout,
                                         on_register=self._on_register, on_lost=self._on_lost,
                                         on_outcome=self._on_outcome, on_failure=self._on_failure,
-                                        on_quiet=self._on_quiet, on_done=self._on_done).start()
+                                        on_quiet=self._on_quiet, on_done=self._on_done,
+                                        nodes=1 + s.worker_count + s.ps_count).start()
         except Exception as e:  # noqa: BLE001 - no channel (port, key file): the work dir carries everything
             log.warning("%s: control channel not started (%s); the work dir carries everything", self.node_id, e)
             return None
@@ -140,7 +142,7 @@ class Control:
             self.lost_early.pop(msg.node, None)
             count = len(self.registered)
             if self.rendezvous.roster:  # MAIN's configuration is out (the broadcast may have gone before it joined)
-                self.server.send(conn_id, Roster(entries=list(self.rendezvous.roster), life=self.rendezvous.life))
+                self.server.send(conn_id, Roster(entries=[], life=self.rendezvous.life))
             if self.outcome is not None:  # the cluster ended before this node joined: tell it at once
                 self.server.send(conn_id, self.outcome)
             self._lock.notify_all()
@@ -149,13 +151,15 @@ class Control:
 
     def publish_roster(self) -> None:
         """MAIN wrote its configuration: push the roster, which wakes every node waiting for it
-        (each then reads the configuration once: the file stays the record, signed)."""
+        (each then reads the configuration once: the file stays the record, signed). The push
+        names the life only: with the entries (~94 B each) it was N copies of an N-entry roster, 94
+        MB from MAIN for 1,000 nodes, each parsed by a node that then reads the file anyway."""
         if self.server is None:
             return
         gone = sorted(r.node for r in self.rendezvous.roster if r.node in self.lost_early)
         if gone:  # registered, then its process died before the roster was complete
             raise NodeFailure(f"{gone[0]}: lost on the control channel ({self.lost_early[gone[0]]})")
-        self.server.broadcast_roster(self.rendezvous.roster, life=self.rendezvous.life)
+        self.server.broadcast_roster([], life=self.rendezvous.life)
 
     def config_worth_reading(self) -> bool:
         """A worker waiting for MAIN's configuration reads it at each poll, unless it is on MAIN's

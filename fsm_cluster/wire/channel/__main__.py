@@ -7,9 +7,11 @@ process of a machine, so a test or benchmark can compare them). The secret comes
 * ``serve [--host H] [--port P] [--timeout S]``: prints ``listening`` (host, port), then
   ``register``/``lost``/``outcome``/``bye``; every line on stdin is a MAIN message (JSON) to
   broadcast (``sent`` says when, ``at``); end of stdin closes the channel (``bye`` to all) and exits 0.
-* ``connect HOST PORT [--node WORKER_x] [--count N] [--ping-interval S] [--timeout S]``: N clients;
-  prints ``connected`` per client, then ``roster``/``outcome``/``bye``/``lost``; exits once every
-  client ended: 0 when all ended by ``bye``, 3 when one was lost, 2 when one could not connect.
+* ``connect HOST PORT [--node WORKER_x] [--count N] [--ping-interval S] [--timeout S]``: N clients
+  (``WORKER_x-<i>`` when N > 1; the process's soft limit of open files raised for them); prints
+  ``connected`` per client, then ``roster``/``outcome`` (``rx``: when the frame arrived, before it
+  was parsed)/``bye``/``lost``; exits once every client ended: 0 when all ended by ``bye``, 3 when
+  one was lost, 2 when one could not connect.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import sys
 import threading
 import time
 
+from . import limits
 from .client import ChannelClient
 from .messages import SERVER_MESSAGE, Register
 from .secretfile import read_secret
@@ -69,6 +72,7 @@ def serve(args) -> int:
 
 def connect(args) -> int:
     secret = _secret(args)
+    limits.raise_open_files(limits.descriptors_for(args.count, limits.open_files()))
     ended: list[str] = []
     done = threading.Semaphore(0)
     clients = []
@@ -84,9 +88,11 @@ def connect(args) -> int:
 
         client = ChannelClient(
             args.host, args.port, secret, hello, ping_interval=args.ping_interval, timeout=args.timeout,
-            on_roster=lambda m, node=node: emit("roster", node=node, entries=len(m.entries), life=m.life),
-            on_outcome=lambda m, node=node: emit("outcome", node=node, **m.model_dump(exclude={"node"})),
             on_lost=lambda why, end=end: end("lost", why), on_bye=lambda why, end=end: end("bye", why))
+        client.on_roster = lambda m, node=node, c=client: emit("roster", node=node, entries=len(m.entries),
+                                                              life=m.life, rx=c.received_at)
+        client.on_outcome = lambda m, node=node, c=client: emit("outcome", node=node, rx=c.received_at,
+                                                                **m.model_dump(exclude={"node"}))
         try:
             clients.append(client.connect())
         except ChannelUnavailable as e:

@@ -58,6 +58,7 @@ class ChannelClient:
         self.on_restart, self.on_dump = on_restart, on_dump
         self.max_frame = max_frame
         self.rtt: float | None = None  # the last ping's round trip (s)
+        self.received_at: float | None = None  # time.monotonic() when MAIN's last frames arrived (authenticated)
         self._sock: socket.socket | None = None
         self._writer: wire.FrameWriter | None = None
         self._reader: wire.FrameReader | None = None
@@ -188,7 +189,7 @@ class ChannelClient:
             try:
                 bodies = self._reader.feed(data)
                 if bodies:
-                    last_rx = time.monotonic()
+                    self.received_at = last_rx = time.monotonic()
                 for body in bodies:
                     if not self._handle(SERVER_MESSAGE.validate_json(body)):
                         return

@@ -5,8 +5,11 @@ its code and engines. With the common ``ulimit -n 1024`` and a cap of 4,096 conn
 idle connections from anywhere made ``accept`` fail with EMFILE in a tight loop (a log line
 each) until MAIN itself could not open its state file and failed. So:
 
-* :func:`raise_open_files` lifts the soft RLIMIT_NOFILE to the hard limit (what an unprivileged
-  process may do), once, where the channel starts;
+* :func:`raise_open_files` lifts the soft RLIMIT_NOFILE, once, where the channel starts, to what
+  the cluster needs (:func:`descriptors_for` the connections it may hold: twice the cluster's nodes,
+  at least the configured cap), never above the hard limit (what an unprivileged process may do)
+  nor to the hard limit itself when that is far more (the node's children inherit the soft limit:
+  a program that closes or polls every possible descriptor slows down under a limit of millions);
 * :func:`connection_cap` keeps the channel well below the limit: what is left after the
   descriptors already open and a reserve for the node's own files and engines (``RESERVE`` or a
   quarter of the limit, whichever is more);
@@ -24,14 +27,17 @@ MIN_CAP = 16  # connections the channel always takes (a tiny limit still serves 
 FLOOD_PENDING = 64  # connections open at once that have not authenticated: a flood
 
 
-def raise_open_files() -> int:
-    """Lift the soft limit of open files to the hard one; the soft limit now (0: unknown)."""
+def raise_open_files(need: int | None = None) -> int:
+    """Lift the soft limit of open files to ``need`` (None: to the hard limit), never above the
+    hard limit, never lowered; the soft limit now (0: unknown)."""
     try:
         import resource
     except ImportError:  # not a POSIX system
         return 0
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 16)
+    if need is not None:
+        target = min(target, need)
     if soft != resource.RLIM_INFINITY and soft < target:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
@@ -39,6 +45,16 @@ def raise_open_files() -> int:
         except (ValueError, OSError):  # a platform cap below the hard limit (macOS' OPEN_MAX)
             pass
     return soft if soft != resource.RLIM_INFINITY else 0
+
+
+def hard_limit() -> int:
+    """The hard limit of open files (0: unknown or unlimited)."""
+    try:
+        import resource
+    except ImportError:  # not a POSIX system
+        return 0
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return 0 if hard == resource.RLIM_INFINITY else hard
 
 
 def open_files() -> int:
@@ -58,6 +74,20 @@ def connection_cap(configured: int, limit: int, already_open: int) -> int:
         return configured
     reserve = max(RESERVE, limit // 4)
     return max(MIN_CAP, min(configured, limit - already_open - reserve))
+
+
+def descriptors_for(connections: int, already_open: int) -> int:
+    """The limit of open files under which :func:`connection_cap` allows ``connections``: they, what
+    is open already, and the reserve (``RESERVE`` or a quarter of the limit)."""
+    total = already_open + connections
+    return max(total + RESERVE, -(-total * 4 // 3))
+
+
+def wanted_connections(configured: int, nodes: int) -> int:
+    """The connections MAIN's channel asks room for: the configured cap, or twice the cluster's
+    ``nodes`` when more (a node's reconnection or replacement, and a flood's handshakes, beside
+    every node)."""
+    return max(configured, 2 * nodes)
 
 
 class FloodLog:

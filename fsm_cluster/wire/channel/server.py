@@ -7,8 +7,9 @@ stops reading while MAIN's output for it grows past ``max_backlog`` is lost too.
 one log line and its own connection, never another's.
 
 A flood of connections does not take MAIN down (:mod:`.limits`): the channel raises the process's
-soft limit of open files to the hard one as it starts and holds connections well below it (the rest
-is the node's own), makes room at that cap by closing the oldest connection still in its handshake
+soft limit of open files as it starts to what the cluster needs (``nodes``: room for twice as many
+connections, at least ``max_connections``; at most the hard limit) and holds connections well below
+it (the rest is the node's own), makes room at that cap by closing the oldest connection still in its handshake
 (a node authenticates at once; when none is, it refuses the newcomer), stops accepting for a moment
 when ``accept`` fails for want of descriptors (EMFILE, ENFILE) instead of spinning, and while many
 unauthenticated connections are open says what it refused and dropped once per ``flood_interval``
@@ -104,13 +105,15 @@ class ChannelServer:
                  on_failure: Callable | None = None, on_quiet: Callable | None = None,
                  on_done: Callable | None = None,
                  timeout: float = 60.0, auth_timeout: float = 5.0, max_frame: int = wire.MAX_CLIENT_FRAME,
-                 max_connections: int = 4096, max_backlog: int = 64 * 1024 * 1024, flood_interval: float = 10.0):
+                 max_connections: int = 4096, max_backlog: int = 64 * 1024 * 1024, flood_interval: float = 10.0,
+                 nodes: int = 0):
         self.secret = wire.check_secret(secret)
         self.host, self.port = host, port
         self.on_register, self.on_lost, self.on_outcome, self.on_bye = on_register, on_lost, on_outcome, on_bye
         self.on_failure, self.on_quiet, self.on_done = on_failure, on_quiet, on_done
         self.timeout, self.auth_timeout = timeout, auth_timeout
         self.max_frame, self.max_connections, self.max_backlog = max_frame, max_connections, max_backlog
+        self.cluster_nodes = nodes  # the cluster's nodes that will connect (0: unknown)
         self._sel: selectors.BaseSelector | None = None
         self._listener: socket.socket | None = None
         self._address: tuple[str, int] | None = None
@@ -136,11 +139,18 @@ class ChannelServer:
 
     def start(self) -> "ChannelServer":
         """Bind and listen (errors raise here, in the caller's thread), then run the loop. The
-        process's soft limit of open files is raised to the hard one, and ``max_connections``
-        lowered to what that limit leaves beside the node's own descriptors."""
-        configured = self.max_connections
-        self.max_connections = limits.connection_cap(configured, limits.raise_open_files(), limits.open_files())
-        if self.max_connections < configured:
+        process's soft limit of open files is raised to what the cluster needs (at most the hard
+        one), and ``max_connections`` set to what that limit leaves beside the node's own
+        descriptors (a warning when that is fewer than the cluster's nodes)."""
+        wanted = limits.wanted_connections(self.max_connections, self.cluster_nodes)
+        soft = limits.raise_open_files(limits.descriptors_for(wanted, limits.open_files()))
+        self.max_connections = limits.connection_cap(wanted, soft, limits.open_files())
+        if self.max_connections < self.cluster_nodes:
+            log.warning("control channel: room for %d connections only, under the limit of open files (%d; hard "
+                        "limit %s) for a cluster of %d nodes: the others work through the work dir alone. Raise "
+                        "the hard limit (ulimit -Hn, systemd's LimitNOFILE, docker --ulimit nofile)",
+                        self.max_connections, soft, limits.hard_limit() or "unlimited", self.cluster_nodes)
+        elif self.max_connections < wanted:
             log.info("control channel: at most %d connections (the limit of open files leaves no more)",
                      self.max_connections)
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
