@@ -8,6 +8,11 @@ work dir a local folder that every host sees, and the host's own temporary folde
 unless a test says otherwise. It reads what the nodes wrote (stop marker, state files, configs),
 each node's last log line, and what still runs in the hosts (``ip netns pids``): the processes of
 a host are the cluster's, whatever they renamed themselves to. Waits are hang guards only.
+
+Each node's exit is stamped (``HostNode.exited``, wall clock) and the trivial entry script marks
+when it ended (:meth:`HostCluster.code_ended`), for benchmarks/hosts.py, which also runs the same
+clusters on :func:`this_host` (every node on this machine's loopback, no namespace) and each
+built-in engine's example as the tests run it (:data:`ENGINES`, :meth:`HostCluster.example`).
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from importlib.util import find_spec
 from pathlib import Path
 
 from fsm_cluster.launch.hosts import Host, Hosts
@@ -30,6 +37,17 @@ PRODUCTION = {"OCI__HEARTBEAT_INTERVAL": "10", "OCI__HEARTBEAT_TIMEOUT": "60"}  
 # inherited variables that would steer a node or its engine
 FOREIGN = ("OCI__", "JOB_", "DASK_", "RAY_", "MASTER_", "HOROVOD_", "TF_CONFIG", "WORLD_SIZE", "RANK", "LOCAL_RANK",
            "GLOO_", "NCCL_", "SAMPLE_", "WIRE_")
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+# Each built-in engine's example (examples/<engine>/train.py) as the multi-host tests and
+# benchmarks/hosts.py run it: the module it needs, its arguments (before --out), every node's
+# variables, the workers' variables.
+ENGINES = {
+    "DASK": ("distributed", "--tasks 16", {}, {"OCI__START_ARGS": "--nthreads 1"}),
+    "PYTORCH": ("torch", "--epochs 3", {}, {}),
+    "RAY": ("ray", "--tasks 6", {"OCI__START_ARGS": "--num-cpus 1"}, {}),
+    "TENSORFLOW": ("tensorflow", "--epochs 2 --steps 10", {"TF_CPP_MIN_LOG_LEVEL": "2"}, {}),
+    "HOROVOD": ("horovod", "--epochs 3", {"OCI__HOROVOD_SLOTS": "1"}, {}),
+}
 
 # The entry script of the trivial cluster: what the node told it, then a run as long as RUN_FOR
 # (or until the test's "finish" file appears), in MARKS.
@@ -42,6 +60,8 @@ with open(os.path.join(marks, f"started-{rank}.json"), "w") as f:
 deadline = time.monotonic() + float(os.environ.get("RUN_FOR", "0"))
 while time.monotonic() < deadline and not os.path.exists(os.path.join(marks, "finish")):
     time.sleep(0.1)
+with open(os.path.join(marks, f"ended-{rank}"), "w") as f:
+    f.write(repr(time.time()))
 print(f"entry script on rank {rank} done", flush=True)
 '''
 
@@ -54,6 +74,7 @@ class HostNode:
     host: Host
     proc: subprocess.Popen
     log: Path
+    exited: float | None = field(default=None, compare=False)  # wall clock of its exit, once it exited
 
     @property
     def node_id(self) -> str:
@@ -66,6 +87,31 @@ class HostNode:
     def last_line(self) -> str:
         lines = [ln for ln in self.log.read_text(errors="replace").splitlines() if ln.strip()]
         return lines[-1] if lines else ""
+
+
+class _ThisHost(Host):
+    def wrap(self, cmd):
+        return list(cmd)
+
+
+def this_host(n: int = 3) -> list[Host]:
+    """``n`` "hosts" that are all this machine, on loopback (127.0.0.1, no namespace, no TMPDIR of
+    their own): with ``self_ip=True`` a cluster on them is the one-host cluster of the other
+    benchmarks, beside the same cluster on real hosts."""
+    return [_ThisHost(i, "this-host", "127.0.0.1", "") for i in range(n)]
+
+
+def engine_missing(cluster_type: str) -> str | None:
+    """Why the engine's example cannot run here (its module is not installed; Horovod: this
+    python cannot import horovod.torch), else None."""
+    module = ENGINES[cluster_type][0]
+    if find_spec(module) is None:
+        return f"{module} is not installed"
+    if cluster_type == "HOROVOD":
+        r = subprocess.run([sys.executable, "-c", "import horovod.torch"], capture_output=True, text=True)
+        if r.returncode:
+            return f"horovod.torch cannot be imported: {(r.stderr.strip().splitlines() or ['?'])[-1]}"
+    return None
 
 
 class HostCluster:
@@ -117,6 +163,21 @@ class HostCluster:
                                         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         start_new_session=True)
             self.nodes.append(HostNode(rank, mode, run_id, host, proc, log))
+            threading.Thread(target=self._stamp, args=(self.nodes[-1],), daemon=True).start()
+        return self
+
+    @staticmethod
+    def _stamp(node: HostNode) -> None:
+        node.proc.wait()
+        node.exited = time.time()
+
+    def example(self, out: Path) -> "HostCluster":
+        """Run this cluster's engine's example (:data:`ENGINES`; writes to ``out``) as the code."""
+        _, args, env, workers_env = ENGINES[self.cluster_type]
+        self.env.update({"OCI__ENTRY_SCRIPT": str(EXAMPLES / self.cluster_type.lower() / "train.py"),
+                         "OCI__ENTRY_SCRIPT_ARGS": f"{args} --out {out}", **env, **self.env})
+        theirs = self.per_node
+        self.per_node = lambda rank: {**(workers_env if rank else {}), **theirs(rank)}
         return self
 
     # -- observing ---------------------------------------------------------------------------
@@ -152,6 +213,17 @@ class HostCluster:
 
     def state(self, node_id: str) -> dict | None:
         return self.file(f"{node_id}_state.json")
+
+    def until_running(self) -> None:
+        """Until every node runs and MAIN's code started (a hang guard)."""
+        self.until(lambda: self.all_running() and self.started(0), "every node running and MAIN's code started")
+
+    def code_ended(self, rank: int) -> float | None:
+        """When rank ``rank``'s trivial entry script ended (wall clock; None: not yet)."""
+        try:
+            return float((self.marks / f"ended-{rank}").read_text())
+        except (OSError, ValueError):
+            return None
 
     def all_running(self) -> bool:
         return all((self.state(n.node_id) or {}).get("state") == "running" for n in self.nodes)

@@ -12,30 +12,27 @@ import pytest
 
 from tests.engines.test_horovod import require_horovod
 
-from .cluster import HostCluster
+from .cluster import HostCluster, engine_missing
 
 pytestmark = [pytest.mark.multihost, pytest.mark.integration, pytest.mark.engines]
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 # Ray's own `ray start` gives up after a hard-coded 30 s when its raylet has not registered with
 # the head's GCS: on a loaded 2-core machine that happens (see tests/engines/test_ray.py); that
 # failure, and only it, is run once more.
 RAY_STARTUP = pytest.mark.flaky(reruns=1, only_rerun=["timed out during startup"])
 
 
-def engine(host_cluster, cluster_type: str, out: Path, args: str, workers_env: dict | None = None,
-           **env) -> HostCluster:
-    """The engine's example on its own hosts; ``env`` for every node, ``workers_env`` for the workers."""
-    return host_cluster(cluster_type=cluster_type, env={
-        "OCI__ENTRY_SCRIPT": str(EXAMPLES / cluster_type.lower() / "train.py"),
-        "OCI__ENTRY_SCRIPT_ARGS": f"{args} --out {out}", **env},
-        per_node=lambda rank: (workers_env or {}) if rank else {}).start()
+def engine(host_cluster, cluster_type: str, out: Path) -> HostCluster:
+    """The engine's example (cluster.ENGINES) on its own hosts."""
+    missing = engine_missing(cluster_type)
+    if missing:
+        pytest.skip(f"{cluster_type}: {missing}")
+    return host_cluster(cluster_type=cluster_type).example(out).start()
 
 
 def test_dask_across_hosts(host_cluster, tmp_path):
-    pytest.importorskip("distributed", reason="Dask not installed: pip install 'fsm_cluster[dask]'")
     out = tmp_path / "out"
-    c = engine(host_cluster, "DASK", out, "--tasks 16", workers_env={"OCI__START_ARGS": "--nthreads 1"})
+    c = engine(host_cluster, "DASK", out)
     c.completed()
     result = json.loads((out / "results.json").read_text())
     assert result["total"] == sum(i * i for i in range(16))
@@ -45,9 +42,8 @@ def test_dask_across_hosts(host_cluster, tmp_path):
 
 
 def test_pytorch_across_hosts(host_cluster, tmp_path):
-    pytest.importorskip("torch", reason="PyTorch not installed: pip install torch==2.13.0 (CPU build)")
     out = tmp_path / "out"
-    c = engine(host_cluster, "PYTORCH", out, "--epochs 3")
+    c = engine(host_cluster, "PYTORCH", out)
     c.completed()
     for rank in range(3):
         res = json.loads((out / f"rank{rank}.json").read_text())
@@ -60,9 +56,8 @@ def test_ray_across_hosts(host_cluster, tmp_path):
     """The hosts share this machine's filesystem, real hosts do not: nodes that found Ray's one
     ``/tmp/ray`` would race for the same socket names. Not told any ``--temp-dir``, each node runs
     its Ray in a temp dir of its own, below its host's temporary folder."""
-    pytest.importorskip("ray", reason="Ray not installed: pip install 'ray[default]'")
     out = tmp_path / "out"
-    c = engine(host_cluster, "RAY", out, "--tasks 6", OCI__START_ARGS="--num-cpus 1")
+    c = engine(host_cluster, "RAY", out)
     c.completed()
     result = json.loads((out / "results.json").read_text())
     assert len(set(result["nodes"])) == 3, result
@@ -74,9 +69,8 @@ def test_ray_across_hosts(host_cluster, tmp_path):
 
 
 def test_tensorflow_across_hosts(host_cluster, tmp_path):
-    pytest.importorskip("tensorflow", reason="TensorFlow not installed: pip install tensorflow-cpu")
     out = tmp_path / "out"
-    c = engine(host_cluster, "TENSORFLOW", out, "--epochs 2 --steps 10", TF_CPP_MIN_LOG_LEVEL="2")
+    c = engine(host_cluster, "TENSORFLOW", out)
     c.completed()
     results = [json.loads((out / f"worker-{i}.json").read_text()) for i in range(3)]
     for r in results:
@@ -89,7 +83,7 @@ def test_tensorflow_across_hosts(host_cluster, tmp_path):
 def test_horovod_across_hosts(host_cluster, tmp_path):
     require_horovod()
     out = tmp_path / "out"
-    c = engine(host_cluster, "HOROVOD", out, "--epochs 3", OCI__HOROVOD_SLOTS="1")
+    c = engine(host_cluster, "HOROVOD", out)
     c.completed()
     results = [json.loads((out / f"rank{r}.json").read_text()) for r in range(3)]
     assert [(r["rank"], r["size"], r["allreduce_sum"]) for r in results] == [(i, 3, 6) for i in range(3)], results

@@ -50,15 +50,11 @@ def test_trivial_cluster_code_on_every_node(host_cluster):
         assert (c.work_dir / c.job / f"WORKER_w{rank}_done").exists(), c.dump()
 
 
-def running_with_main_code(c: HostCluster) -> None:
-    c.until(lambda: c.all_running() and c.started(0), "every node running and MAIN's code started")
-
-
 def test_kill9_of_a_workers_bootstrap_fails_every_node(host_cluster):
     """The killed node's connection drops: MAIN knows at once (no heartbeat timeout waited for),
     writes the failed marker naming it, and every other node ends failed with that reason."""
     c = host_cluster(env={"RUN_FOR": 600}).start()
-    running_with_main_code(c)
+    c.until_running()
     victim = c.nodes[2]
     c.kill9(victim.rank)
     codes = c.wait()
@@ -78,7 +74,7 @@ def test_a_cut_off_worker_is_named_the_culprit(host_cluster):
     heartbeat timeout the cluster fails, and the stop marker and every node's last line — the
     cut-off worker's own included — name that worker as the lost one, never MAIN."""
     c = host_cluster(env={"RUN_FOR": 600}).start()
-    running_with_main_code(c)
+    c.until_running()
     victim = c.nodes[2]
     c.hosts.cut(victim.rank)
     c.wait()
@@ -99,7 +95,7 @@ def test_a_link_healed_within_the_heartbeat_timeout_completes(host_cluster):
     """Worker 2 cut off for a third of the heartbeat timeout, then back: nobody is declared lost;
     MAIN's code then finishes and the cluster completes."""
     c = host_cluster(env={"RUN_FOR": 600}).start()
-    running_with_main_code(c)
+    c.until_running()
     c.hosts.cut(2)
     time.sleep(CUT_FOR)  # the fault's duration (not a timing assertion)
     c.hosts.heal(2)
