@@ -50,7 +50,8 @@ print(f"rank {rank}/{world}: sum of ranks = {t.item()}")
 dist.destroy_process_group()
 '''
 
-TENSORFLOW_SCRIPT = '''"""Runs on every node with TF_CONFIG set: a small MultiWorkerMirroredStrategy fit."""
+TENSORFLOW_SCRIPT = '''"""Runs on every node with TF_CONFIG set: a linear model (y = 3x - 1) fitted with
+MultiWorkerMirroredStrategy, each node on its shard of the data, gradients all-reduced."""
 import json
 import os
 
@@ -58,12 +59,32 @@ import numpy as np
 import tensorflow as tf
 
 strategy = tf.distribute.MultiWorkerMirroredStrategy()
-with strategy.scope():
-    model = tf.keras.Sequential([tf.keras.Input(shape=(8,)), tf.keras.layers.Dense(1)])
-    model.compile(optimizer="sgd", loss="mse")
-x, y = np.random.rand(256, 8), np.random.rand(256, 1)
-model.fit(x, y, epochs=2, batch_size=32, verbose=2)
-print("task:", json.loads(os.environ.get("TF_CONFIG", "{}")).get("task"))
+x = np.linspace(-1, 1, 256, dtype="float32").reshape(-1, 1)
+data = tf.data.Dataset.from_tensor_slices((x, 3 * x - 1)).repeat().batch(32)
+batches = iter(strategy.experimental_distribute_dataset(data))
+with strategy.scope():  # mirrored on every node
+    w, b = tf.Variable([[0.0]]), tf.Variable([0.0])
+
+
+def step(batch):
+    xb, yb = batch
+    with tf.GradientTape() as tape:
+        loss = tf.nn.compute_average_loss(tf.square(xb @ w + b - yb)[:, 0], global_batch_size=32)
+    grads = tf.distribute.get_replica_context().all_reduce("sum", tape.gradient(loss, [w, b]))
+    for var, grad in zip((w, b), grads):
+        var.assign_sub(0.5 * grad)
+    return loss
+
+
+@tf.function
+def train_step():
+    return strategy.reduce("sum", strategy.run(step, args=(next(batches),)), axis=None)
+
+
+for _ in range(40):
+    loss = train_step()
+task = json.loads(os.environ["TF_CONFIG"])["task"]
+print(f"task {task['type']} {task['index']}: loss {float(loss):.4f}, y = {w.numpy()[0, 0]:.2f} x {b.numpy()[0]:+.2f}")
 '''
 
 HOROVOD_SCRIPT = '''"""Runs under horovodrun: an allreduce over every slot of the cluster."""
