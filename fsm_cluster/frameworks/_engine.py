@@ -6,11 +6,19 @@
 * :class:`EngineSpecBuilder` (laptop side) reads those facts from its ``PROVIDER`` and checks the
   engine's variables with the validators the node calls; a :class:`~._common.RuleError` becomes a
   SpecError at the YAML path that sets the variable.
+
+The engine's own waits (its processes, a port, its scheduler: local checks, no storage request) poll
+every :data:`ENGINE_POLL` s at most, whatever the heartbeat: the node's default wait backs off to
+the heartbeat interval (10 s in production), so an engine that formed in 3 s was seen up to an
+interval later. The node's heartbeat and watch still run at their own pace meanwhile.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Mapping
+
+from ..clock import Backoff
 
 from ..env import OCI__PS_COUNT, OCI__RUN_ON, OCI__WORKER_COUNT
 from ..errors import NodeFailure
@@ -23,6 +31,11 @@ CLUSTER: Path = ("spec", "cluster", "spec")
 # Variables the spec sets through fields rather than env entries: where a rule about them points.
 FIELDS: dict[str, Path] = {OCI__WORKER_COUNT: CLUSTER + ("worker", "replicas"),
                            OCI__PS_COUNT: CLUSTER + ("ps", "replicas")}
+ENGINE_POLL = 0.25  # s: the longest pause between two looks of an engine wait
+
+
+def engine_backoff() -> Backoff:
+    return Backoff(first=0.02, factor=2.0, cap=ENGINE_POLL)
 
 
 class EngineProvider(ClusterProvider):
@@ -32,6 +45,25 @@ class EngineProvider(ClusterProvider):
     supports_ps = False  # whether the engine has parameter-server (PS) nodes
     CODE_RUNS_ON: str | None = None  # "main" / "all" when the launcher decides; None: OCI__RUN_ON
     LAUNCHER: str | None = None  # the launcher that runs the entry script (one is then required)
+    _engine_waits = False  # inside start() / engine_ready(): waits poll at the engine's pace
+
+    @contextmanager
+    def engine_waits(self):
+        """Waits inside this block without a backoff of their own poll at :func:`engine_backoff`."""
+        before, self._engine_waits = self._engine_waits, True
+        try:
+            yield
+        finally:
+            self._engine_waits = before
+
+    def wait_until(self, predicate, timeout, what: str, backoff=None):
+        if backoff is None and self._engine_waits:
+            backoff = engine_backoff()
+        return super().wait_until(predicate, timeout, what, backoff)
+
+    def start(self) -> None:
+        with self.engine_waits():
+            super().start()
 
     def code_runs_on(self) -> str:
         return self.CODE_RUNS_ON or super().code_runs_on()
@@ -48,7 +80,8 @@ class EngineProvider(ClusterProvider):
                 raise NodeFailure(f"{self.KIND} clusters need an entry script (OCI__ENTRY_SCRIPT) "
                                   f"for {self.LAUNCHER}")
             if self.mode == "MAIN":
-                self.engine_ready()
+                with self.engine_waits():
+                    self.engine_ready()
         super().run_code()
 
 
