@@ -48,7 +48,8 @@ def _main(tmp_path, monkeypatch, *, joins: dict[str, bool]):
     workers = {n: SimpleNamespace(legacy=False, extra={CHANNEL_KEY: True} if j else {}) for n, j in joins.items()}
     rendezvous = SimpleNamespace(life=LIFE, roster=roster, workers=workers, belongs_here=lambda m: True)
     settings = SimpleNamespace(control=True, cluster_secret=secrets.token_hex(16), control_port=0,
-                               heartbeat_interval=10.0, heartbeat_timeout=7200.0)
+                               heartbeat_interval=10.0, heartbeat_timeout=7200.0,
+                               worker_count=len(joins), ps_count=0)
     me = SimpleNamespace(node="MAIN", mode="MAIN", run_id="main", ip="127.0.0.1", host="h")
     c = Control(me, settings, SystemClock(), wd, rendezvous, dispatch=lambda e: None, wake=lambda: None,
                 look=lambda listing: None, listing=dict, quiet=lambda *a: None)
