@@ -101,6 +101,13 @@ def this_host(n: int = 3) -> list[Host]:
     return [_ThisHost(i, "this-host", "127.0.0.1", "") for i in range(n)]
 
 
+# horovodrun starts the ranks of other hosts over SSH (ADS images run an sshd on every node); the
+# hosts here run none, so across hosts it fails ("ssh: connect to host 10.213.0.2 port 22:
+# Connection refused", then gloo's 30 s rendezvous timeout). Open: an sshd per host.
+NO_SSHD = ("Horovod across hosts needs an sshd on every host (horovodrun reaches other hosts' ranks over SSH, "
+           "as ADS images provide); the hosts run none")
+
+
 def engine_missing(cluster_type: str) -> str | None:
     """Why the engine's example cannot run here (its module is not installed; Horovod: this
     python cannot import horovod.torch), else None."""
@@ -108,7 +115,7 @@ def engine_missing(cluster_type: str) -> str | None:
     if find_spec(module) is None:
         return f"{module} is not installed"
     if cluster_type == "HOROVOD":
-        r = subprocess.run([sys.executable, "-c", "import horovod.torch"], capture_output=True, text=True)
+        r = subprocess.run([sys.executable, "-c", "import horovod.torch"], capture_output=True, text=True, check=False)
         if r.returncode:
             return f"horovod.torch cannot be imported: {(r.stderr.strip().splitlines() or ['?'])[-1]}"
     return None
@@ -171,7 +178,7 @@ class HostCluster:
         node.proc.wait()
         node.exited = time.time()
 
-    def example(self, out: Path) -> "HostCluster":
+    def example(self, out: Path) -> HostCluster:
         """Run this cluster's engine's example (:data:`ENGINES`; writes to ``out``) as the code."""
         _, args, env, workers_env = ENGINES[self.cluster_type]
         self.env.update({"OCI__ENTRY_SCRIPT": str(EXAMPLES / self.cluster_type.lower() / "train.py"),

@@ -12,7 +12,7 @@ import pytest
 
 from tests.engines.test_horovod import require_horovod
 
-from .cluster import HostCluster, engine_missing
+from .cluster import NO_SSHD, HostCluster, engine_missing
 
 pytestmark = [pytest.mark.multihost, pytest.mark.integration, pytest.mark.engines]
 
@@ -82,6 +82,7 @@ def test_tensorflow_across_hosts(host_cluster, tmp_path):
 
 def test_horovod_across_hosts(host_cluster, tmp_path):
     require_horovod()
+    pytest.skip(NO_SSHD)
     out = tmp_path / "out"
     c = engine(host_cluster, "HOROVOD", out)
     c.completed()
