@@ -53,8 +53,7 @@ def assemble(p, fs) -> None:
         now = CodeState.RUNNING if code.running(state, life.running_hook) else CodeState.FAILED if code.failed() \
             else CodeState.DONE if p.code_execution_complete else CodeState.NONE
         return Situation(state, ended=p.end_of_life.ending is not None, code=now, runs_code=p.runs_code(),
-                         restarts_seen=ledger.seen, members=frozenset(r.node for r in rv.roster),
-                         beating=watch.beating(), main=main)
+                         restarts_seen=ledger.seen, members=_Members(rv), beating=_Beating(watch), main=main)
 
     p.dispatcher = dispatcher = Dispatcher(
         p.node_id, clock, situation=situation, learn_marker=watch.learn, saw_restart=ledger.saw,
@@ -97,6 +96,27 @@ def assemble(p, fs) -> None:
 
     p.adoption = Adoption(p.node_id, main, p.ephemeral, life=life, pulse=p.pulse, dispatcher=dispatcher,
                           end=p.end_of_life, form=form, failed=lambda: p.execution_failure)
+
+
+class _Members:
+    """The roster's nodes for :class:`Situation`, asked one at a time (``node in members``, as
+    :func:`~.decisions.decide` does) when an event needs it: no set of N nodes made per event."""
+
+    def __init__(self, rendezvous):
+        self._rv = rendezvous
+
+    def __contains__(self, node) -> bool:
+        return any(r.node == node for r in self._rv.roster)
+
+
+class _Beating:
+    """The peers whose heart beats (see :meth:`ClusterWatch.beating`), asked one at a time."""
+
+    def __init__(self, watch):
+        self._watch = watch
+
+    def __contains__(self, node) -> bool:
+        return self._watch.is_beating(node)
 
 
 def _entered(p, event) -> None:

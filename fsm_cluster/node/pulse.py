@@ -26,7 +26,7 @@ import logging
 import threading
 from typing import Callable
 
-from ..clock import Backoff, wait_until
+from ..clock import Backoff
 from ..errors import NodeFailure, RestartRequested, StopRequested, WaitTimeout
 from ..wire.events import Event, Kind, Source, event_of
 from ..wire.states import NodeStatus
@@ -184,11 +184,31 @@ class Pulse:
         backoff = backoff or Backoff(first=0.02, factor=2.0, cap=cap, cap_now=lambda: (
             max(cap, interval) if self.control.carries_formation() else cap))
         try:
-            return wait_until(predicate, timeout, self.clock, backoff, what, before_sleep=self.tick,
-                              sleep=None if self.simulated else self._sleep_or_wake)
+            return self._poll(predicate, timeout, backoff, what)
         except WaitTimeout as e:
             refused = "; ".join(self.rendezvous.refusals())
             raise NodeFailure(f"{e}; refused meanwhile: {refused}" if refused else str(e)) from None
+
+    def _poll(self, predicate: Callable, timeout: float | None, backoff: Backoff, what: str):
+        """:func:`fsm_cluster.clock.wait_until`'s loop, with the node's tick before every pause and
+        its wake-up by the channel: ``predicate()`` until truthy (returned), a pause from
+        ``backoff`` between (never past the timeout), WaitTimeout after ``timeout``. A plain loop:
+        every node waits while it forms, and tenacity is no import of a node's life."""
+        clock = self.clock
+        sleep = clock.sleep if self.simulated else self._sleep_or_wake
+        start = clock.now()
+        delays = backoff.delays()
+        while True:
+            result = predicate()
+            if result:
+                return result
+            pause = next(delays)
+            if timeout is not None:
+                if clock.now() - start >= timeout:
+                    raise WaitTimeout(f"timed out after {timeout:g} s waiting for {what}")
+                pause = min(pause, max(0.0, start + timeout - clock.now()))
+            self.tick()
+            sleep(pause)
 
     def wake(self) -> None:
         """News on the control channel (a registration, the roster): the node's wait looks again now."""

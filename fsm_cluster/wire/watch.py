@@ -59,13 +59,13 @@ class ClusterWatch:
 
     def beating(self) -> frozenset:
         """The peers whose state file changed within the heartbeat timeout (on this node's clock)."""
-        now = self.clock.now()
-        out = set()
-        for name in list(self.peers.seen):
-            quiet = self.peers.quiet_for(name, now)
-            if quiet is not None and quiet < self.timeout:
-                out.add(name[: -len("_state.json")])
-        return frozenset(out)
+        return frozenset(name[: -len("_state.json")] for name in list(self.peers.seen)
+                         if self.is_beating(name[: -len("_state.json")]))
+
+    def is_beating(self, node: str) -> bool:
+        """Whether ``node``'s state file changed within the heartbeat timeout (on this node's clock)."""
+        quiet = self.peers.quiet_for(state_name(node), self.clock.now())
+        return quiet is not None and quiet < self.timeout
 
     def learn(self, marker: StopMarker) -> None:
         """The cluster's stop marker, learnt on the control channel (as if read from the stop file)."""

@@ -1,7 +1,7 @@
 """The shared-directory protocol on fsspec: file names, atomic writes, validated reads, listings.
 
 One ``WorkDir`` per node. Every storage call goes through ``_call`` which retries transient
-failures (connection refused/reset, timeouts, 5xx, throttling) with tenacity inside a time budget
+failures (connection refused/reset, timeouts, 5xx, throttling) inside a time budget
 and turns permanent ones (no such bucket, access denied) into one StorageError naming the URI.
 ``ops`` counts calls by kind, for the storage-cost benchmark.
 
@@ -197,35 +197,8 @@ class WorkDir:
 
     # -- storage calls ---------------------------------------------------------------------------
     def _call(self, kind: str, fn: Callable[[], Any], what: str) -> Any:
-        import tenacity
-
-        sleep = self.clock.sleep if self.clock is not None else None
-        kwargs = {}
-        if sleep is not None:
-            kwargs["sleep"] = sleep
-        now = self.clock.now if self.clock is not None else time.monotonic
-        start = now()
-
-        def _out_of_budget(state) -> bool:  # on the injected clock; the next pause counts too
-            return now() - start + (getattr(state, "upcoming_sleep", 0.0) or 0.0) >= self.retry_budget
-
-        def _count():
-            self.ops[kind] += 1
-            if self.on_op is not None:
-                self.on_op(kind)
-            return fn()
-
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(is_transient),
-            stop=_out_of_budget,
-            wait=tenacity.wait_exponential(multiplier=0.1, max=5.0),
-            before_sleep=lambda st: log.warning("storage %s %s failed (%s); retrying", kind, what,
-                                                st.outcome.exception()),
-            reraise=True,
-            **kwargs,
-        )
         try:
-            return retrying(_count)
+            return self._attempts(kind, fn, what)
         except (FileNotFoundError, FileExistsError):
             raise
         except PermissionError as e:
@@ -236,6 +209,30 @@ class WorkDir:
                     f"work dir {self.display}: {kind} of {what} still failing after "
                     f"{self.retry_budget:g} s of retries ({type(e).__name__}: {e})") from None
             raise
+
+    def _attempts(self, kind: str, fn: Callable[[], Any], what: str) -> Any:
+        """Call ``fn`` (one counted storage call) until it succeeds, fails for good, or the budget
+        is spent: a transient failure is retried after 0.1 s, doubling, at most 5 s apart, while
+        the time so far and the next pause (on the injected clock) stay within the budget; then
+        the last failure is raised. A plain loop, not tenacity: it is on every storage call."""
+        now = self.clock.now if self.clock is not None else time.monotonic
+        start = now()
+        attempt = 0
+        while True:
+            attempt += 1
+            self.ops[kind] += 1
+            if self.on_op is not None:
+                self.on_op(kind)
+            try:
+                return fn()
+            except Exception as e:
+                if not is_transient(e):
+                    raise
+                pause = min(0.1 * 2 ** (attempt - 1), 5.0)
+                if now() - start + pause >= self.retry_budget:
+                    raise
+                log.warning("storage %s %s failed (%s); retrying", kind, what, e)
+                (self.clock.sleep if self.clock is not None else time.sleep)(pause)
 
     # -- signatures ------------------------------------------------------------------------------
     def _mac(self, name: str, body: bytes) -> str:
@@ -344,6 +341,8 @@ class WorkDir:
             return LEGACY_STOP  # type: ignore[return-value]
         data = self.unsign(name, data)
         try:
+            if cls is NodeConfig:
+                return NodeConfig.from_json(data, name)  # type: ignore[return-value]
             return cls.model_validate_json(data, context={"file": name})
         except ValidationError as e:
             raise ProtocolError(f"{self.url(name)}: {format_validation_error(e, _field)}") from None
@@ -362,14 +361,14 @@ class WorkDir:
         except FileNotFoundError:
             return {}
         out = {}
-        for e in entries:
-            if e.get("type") == "directory":
+        for e in entries:  # (every node lists at its first look: this loop is kept lean)
+            get = e.get
+            if get("type") == "directory":
                 continue
-            name = posixpath.basename(e["name"].rstrip("/"))
-            if name.startswith("."):
+            name = e["name"].rstrip("/").rpartition("/")[2]
+            if name[:1] == ".":
                 continue
-            out[name] = (e.get("size"), e.get("mtime"), e.get("LastModified"), e.get("ETag"),
-                         e.get("created"), e.get("ino"))
+            out[name] = (get("size"), get("mtime"), get("LastModified"), get("ETag"), get("created"), get("ino"))
         return out
 
     def subdirectories(self) -> list[str]:
