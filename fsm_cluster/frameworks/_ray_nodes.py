@@ -1,12 +1,13 @@
 """``python -m fsm_cluster.frameworks._ray_nodes [--gcs] <address> <n>``: exit 0 once ``n`` Ray
 nodes are alive.
 
-* Without ``--gcs`` (MAIN, before its entry script): asked as a Ray driver (``ray.init``), so the
-  node itself never becomes one (``ray.init`` blocks for seconds and would stall its heartbeat);
-  the node polls this child while ticking.
-* With ``--gcs`` (a WORKER, before its ``ray start``): asked of the head's GCS alone, through Ray's
-  GCS client — no driver and no local raylet needed, so it works from a machine that has no Ray
-  node yet. Exit 3 when this Ray has no such client (a private API): the caller goes on without.
+* With ``--gcs`` (a WORKER before its ``ray start``, MAIN before its entry script): asked of the
+  head's GCS alone, through Ray's GCS client — no driver and no local raylet needed, so it works
+  from a machine that has no Ray node yet. Exit 3 when this Ray has no such client (a private API):
+  a WORKER goes on without, MAIN asks again without ``--gcs``.
+* Without ``--gcs``: asked as a Ray driver (``ray.init``), so the node itself never becomes one
+  (``ray.init`` blocks for seconds and would stall its heartbeat); the node polls this child while
+  ticking.
 """
 
 from __future__ import annotations

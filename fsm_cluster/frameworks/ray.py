@@ -7,7 +7,7 @@
   coming up may miss on a small machine), then runs ``ray start --address <head> --block``. ``--block`` keeps ``ray start`` in the foreground, so the node watches it like any
   engine daemon, and its process group (with every Ray daemon) ends with the node: no machine-wide
   ``ray stop``, which would also stop other Ray clusters on the host.
-* MAIN waits until ``ray.nodes()`` lists every node alive, then runs the entry script with
+* MAIN waits until the head's GCS lists every node alive, then runs the entry script with
   ``RAY_ADDRESS`` set (so a bare ``ray.init()`` joins the cluster).
 * ``OCI__START_ARGS`` (per role) is passed to ``ray start`` as is (``--num-cpus``, resources…).
 * Every node gets a ``--temp-dir`` of its own (:func:`node_temp_dir`: ``ray-<tag of cluster and
@@ -128,10 +128,16 @@ class RayProvider(EngineProvider):
         self.spawn("ray worker", cmd, grace=0)
 
     def engine_ready(self) -> None:
-        """Block (ticking heartbeats) until every node of the roster is alive in ``ray.nodes()``,
-        asked by a child process (:mod:`._ray_nodes`): the node never becomes a Ray driver."""
+        """Block (ticking heartbeats) until every node of the roster is alive in the head's GCS,
+        asked by a child process (:mod:`._ray_nodes`) through Ray's GCS client, as a WORKER asks
+        before its ``ray start``; as a Ray driver (``ray.nodes()``) only when this Ray has no such
+        client. Connecting a driver cost seconds of CPU on a small machine before the entry
+        script's own ``ray.init`` connected one again; the node never becomes a driver itself."""
         want = len(self.roster)
-        rc = self._ask_ray([self.head_address, str(want)], f"{want} Ray node(s) to be alive")
+        what = f"{want} Ray node(s) to be alive"
+        rc = self._ask_ray(["--gcs", self.head_address, str(want)], what)
+        if rc == NO_GCS_CLIENT:
+            rc = self._ask_ray([self.head_address, str(want)], what)
         if rc != 0:
             raise NodeFailure(f"asking Ray for its nodes failed (exit code {rc})")
         log.info("%s: all %d Ray nodes alive at %s", self.node_id, want, self.head_address)
