@@ -10,6 +10,11 @@
   from their last commit (down to ``--min-np``), and the replacement's slots join when MAIN takes it
   in — horovodrun grows back, also when every node shares one address (``127.0.0.1:3`` →
   ``127.0.0.1:2`` → ``127.0.0.1:3``: Horovod counts more slots on a known host as hosts added).
+* Under restart policy Never with one process count (np = min-np = max-np, the default) the hosts
+  cannot change (a lost node fails the cluster), so horovodrun gets them as a fixed list instead:
+  ``horovodrun -np N -H <host>:<slots>,… --gloo --network-interfaces <nic> …`` (nodes sharing an
+  address add up their slots), with no discovery script — what a plain ``horovodrun -H`` does, without
+  a Python process started every second for the run's whole length (:meth:`HorovodProvider.fixed_hosts`).
 * WORKER nodes start nothing: horovodrun reaches them (locally by spawning, across machines over
   SSH as ADS images provide it, ``-p`` / ``-i`` in OCI__START_ARGS) and they wait for the stop marker.
 * horovodrun is the entry script's process: its failure fails the cluster, its success completes it.
@@ -127,15 +132,28 @@ def horovodrun_options(environ: Mapping[str, str], sync_dir: str = "") -> list[s
     return out
 
 
+def static_hosts(members: list, slots: int) -> str:
+    """horovodrun ``-H``: ``host:slots`` per address of ``members`` (roster entries), in rank order;
+    nodes sharing an address add up their slots, as discovery prints them."""
+    counts: dict[str, int] = {}
+    for m in members:
+        counts[m.ip] = counts.get(m.ip, 0) + slots
+    return ",".join(f"{ip}:{n}" for ip, n in counts.items())
+
+
 def horovodrun_command(*, np: int, min_np: int, max_np: int, slots: int, discovery: str,
                        nic: str | None, script: list[str], extra: list[str] = (),
-                       horovodrun: str | list[str] = "horovodrun") -> list[str]:
+                       horovodrun: str | list[str] = "horovodrun", hosts: str | None = None) -> list[str]:
     """The horovodrun command line. ``script`` is ``[python, file.py, args…]`` or ``[exe, args…]``;
-    ``horovodrun`` the launcher (a path, or a command such as ``[python, -m, horovod.runner.launch]``)."""
+    ``horovodrun`` the launcher (a path, or a command such as ``[python, -m, horovod.runner.launch]``).
+    ``hosts`` (``-H``, :func:`static_hosts`): a fixed host list instead of elastic discovery."""
     validate_horovod_np(np, min_np, max_np)
     launcher = [horovodrun] if isinstance(horovodrun, str) else list(horovodrun)
-    cmd = [*launcher, "-np", str(np), "--min-np", str(min_np), "--max-np", str(max_np),
-           "--slots-per-host", str(slots), "--host-discovery-script", discovery, "--gloo"]
+    if hosts is not None:
+        cmd = [*launcher, "-np", str(np), "-H", hosts, "--gloo"]
+    else:
+        cmd = [*launcher, "-np", str(np), "--min-np", str(min_np), "--max-np", str(max_np),
+               "--slots-per-host", str(slots), "--host-discovery-script", discovery, "--gloo"]
     if nic:
         cmd += ["--network-interfaces", nic]
     return cmd + list(extra) + list(script)
@@ -189,6 +207,13 @@ class HorovodProvider(EngineProvider):
             self._write_members()
             log.info("%s: Horovod hosts now %s", self.node_id, ", ".join(r.node for r in self.members()))
 
+    def fixed_hosts(self, np_: int, min_np: int, max_np: int) -> bool:
+        """Whether horovodrun gets the roster as a fixed host list (``-H``) rather than elastic
+        discovery: under restart policy Never (a lost node fails the cluster, so the hosts never
+        change) with one process count (np = min-np = max-np). Discovery runs a Python process
+        every second for the whole run (~0.2 s of CPU each) and its first answer delays the start."""
+        return self.settings.restart_policy == "Never" and min_np == np_ == max_np
+
     def wrap_entry(self, cmd: list[str]) -> list[str]:
         variables = self.settings.variables
         slots, np_, min_np, max_np = horovod_process_counts({**variables, **self.exported}, self.world_size)
@@ -200,16 +225,20 @@ class HorovodProvider(EngineProvider):
             except OSError as e:
                 raise NodeFailure(f"{setting(variables, OCI__HOROVOD_TIMELINE, ALIASES)[0]}: cannot create "
                                   f"{timeline_dir} for the timeline ({e}); set OCI__SYNC_DIR") from None
+        hosts = static_hosts(self.members(), slots) if self.fixed_hosts(np_, min_np, max_np) else None
         cmd = horovodrun_command(np=np_, min_np=min_np, max_np=max_np, slots=slots,
-                                 discovery=self.discovery_files()[0], nic=interface_of(self.ip), script=cmd,
-                                 extra=options + start_args(variables, aliases=ALIASES),
-                                 horovodrun=engine_command("horovodrun", "horovod", "horovod.runner.launch"))
+                                 discovery="" if hosts else self.discovery_files()[0], nic=interface_of(self.ip),
+                                 script=cmd, extra=options + start_args(variables, aliases=ALIASES),
+                                 horovodrun=engine_command("horovodrun", "horovod", "horovod.runner.launch"),
+                                 hosts=hosts)
         log.info("%s: %s", self.node_id, shlex.join(cmd))
         return cmd
 
     def entry_env(self) -> dict[str, str]:
         env = super().entry_env()
-        _, env[OCI__HOROVOD_DISCOVERY_CACHE], env[OCI__HOROVOD_DISCOVERY_ROSTER] = self.discovery_files()
+        counts = horovod_process_counts({**self.settings.variables, **self.exported}, self.world_size)
+        if not self.fixed_hosts(*counts[1:]):
+            _, env[OCI__HOROVOD_DISCOVERY_CACHE], env[OCI__HOROVOD_DISCOVERY_ROSTER] = self.discovery_files()
         if self.interface:  # found by socket_env() in super().entry_env()
             env.setdefault("HOROVOD_GLOO_IFACE", self.interface)
         return env
