@@ -248,11 +248,19 @@ def raw_ray(nodes: Nodes, tmp: Path, script: str, n: int) -> list[Path]:
     job = nodes.start([sys.executable, script, str(n + 1)], {**env, "RAY_ADDRESS": f"127.0.0.1:{port}"}, logs[-1])
     if not nodes.wait(HANG_GUARD, [job]):
         raise SystemExit("ray job still running")
-    for i in range(n + 1):  # the job is over: end every Ray node (ray stop --force, this cluster only)
+    # the job is over: end every Ray node (ray stop --force, this cluster only): the `ray start`
+    # groups, and Ray's daemons, which leave them (found by the run's token, as fsm_cluster's sweep does)
+    for i in range(n + 1):
         try:
             os.killpg(nodes.procs[i].pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    for p in nodes.leftovers():
+        if p.pid != nodes.procs[job].pid:
+            try:
+                p.kill()
+            except Exception:  # noqa: BLE001 - gone meanwhile
+                pass
     return logs
 
 
@@ -279,11 +287,20 @@ RAW = {"pytorch": raw_pytorch, "dask": raw_dask, "ray": raw_ray, "tensorflow": r
        "horovod": raw_horovod}
 
 
+def cpu() -> float:
+    """CPU seconds (user + system) of every child of this process waited for so far, and theirs."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def raw_run(engine: str, tmp: Path, script: str, n: int) -> dict:
     import shutil
 
+    before = cpu()
     try:
-        return _raw_run(engine, tmp, script, n)
+        return {**_raw_run(engine, tmp, script, n), "cpu": cpu() - before}
     finally:
         while MADE:
             shutil.rmtree(MADE.pop(), ignore_errors=True)
@@ -312,6 +329,7 @@ def fsm_run(engine: str, tmp: Path, script: str, n: int, env: dict[str, str]) ->
         argv += ["-e", f"{k}={v}"]
     argv += ["--", "python", script] + ([str(n + 1) if engine == "ray" else str(n)] if engine in ("dask", "ray") else [])
     out = tmp / "local.log"
+    before = cpu()
     with Nodes() as nodes:
         t0 = time.time()
         nodes.start(argv, base_env(), out)
@@ -322,7 +340,7 @@ def fsm_run(engine: str, tmp: Path, script: str, n: int, env: dict[str, str]) ->
         if nodes.codes[0] != 0:
             raise SystemExit(f"fsm-cluster local ({engine}) exit {nodes.codes[0]}\n"
                              + "\n".join(f"----- {p}\n{p.read_text(errors='replace')[-3000:]}" for p in [out, *logs]))
-    row = phases(t0, end, bench_lines(*logs), engine, n, [out, *logs])
+    row = {**phases(t0, end, bench_lines(*logs), engine, n, [out, *logs]), "cpu": cpu() - before}
     entered: dict[tuple[str, str], float] = {}
     firsts = []
     for log in logs:
@@ -352,11 +370,12 @@ def show(engine: str, pairs: list[tuple[dict, dict]]) -> dict:
           f"({min(fsm):.2f}–{max(fsm):.2f})   pairs {' '.join(f'{r:.2f}×' for r in ratios)}   "
           f"median {ratio:.2f}× vs {TARGET}× target: {verdict}", flush=True)
     keys = [k for k in pairs[0][1] if k != "total"]
-    print(f"{'':<11} phases (median s from launch; formed = last 'BENCH init', end = last done → all exited):")
-    for k in ("formed", "work", "end"):
+    print(f"{'':<11} phases (median s from launch; formed = last 'BENCH init', end = last done → all exited; "
+          "cpu = CPU seconds of every process waited for, Ray's killed daemons not counted):")
+    for k in ("formed", "work", "end", "cpu"):
         print(f"{'':<13}{k:<14} raw {med(a[k] for a, _ in pairs):6.2f}   fsm {med(b[k] for _, b in pairs):6.2f}")
     for k in keys:
-        if k not in ("formed", "work", "end") and all(k in b for _, b in pairs):
+        if k not in ("formed", "work", "end", "cpu") and all(k in b for _, b in pairs):
             print(f"{'':<13}{k:<14}            fsm {med(b[k] for _, b in pairs):6.2f}")
     r3 = lambda d: {k: round(v, 3) for k, v in d.items()}  # noqa: E731
     return {"engine": engine, "raw_median_s": round(med(raw), 3), "fsm_median_s": round(med(fsm), 3),
@@ -371,12 +390,14 @@ def main(argv=None) -> int:
         ap.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES))
         ap.add_argument("-e", "--env", action="append", default=[], metavar="NAME=VALUE",
                         help="a variable for every fsm_cluster node (default: the production heartbeat)")
+        ap.add_argument("--keep", metavar="DIR", help="keep every run's logs below DIR (default: a temporary folder)")
 
     args, reps, out, results = cluster_bench("engines", __doc__, argv, more)
     env = {**PRODUCTION, **dict(kv.split("=", 1) for kv in args.env)}
     results.update({"settings": env, "target": TARGET, "command": " ".join(sys.argv)})
     with tempfile.TemporaryDirectory(prefix="fsm-engines-") as tmpdir:
-        root = Path(tmpdir)
+        root = Path(args.keep or tmpdir)
+        root.mkdir(parents=True, exist_ok=True)
         for engine in args.engines:
             if engine == "horovod":
                 why = horovod_missing()
