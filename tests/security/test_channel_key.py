@@ -80,8 +80,8 @@ def test_each_life_has_its_own_key_and_it_moves_with_the_life(tmp_path):
     assert first.wait(timeout=60) == [0, 0], first.dump()
     d = first.state_dir()
     key1 = (d / "channel_secret").read_bytes()
-    second = cluster(tmp_path)
-    second.start()
+    second = cluster(tmp_path, CODE_SECONDS="3")  # a life long enough for the worker to join (a worker
+    second.start()  # that first looks after MAIN's end learns the outcome from the files: it never joins)
     assert second.wait(timeout=60) == [0, 0], second.dump()
     assert "WORKER_w1 joined the control channel" in second.dump()
     keys = key_files(d)
