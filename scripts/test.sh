@@ -59,8 +59,10 @@ install() {  # the venv's packages, horovod, graphviz
   if [ -d /opt/wheels ]; then find_links=(--find-links /opt/wheels); fi
   "$VPY" -m pip install -q ${find_links[@]+"${find_links[@]}"} "torch==2.13.0"
   "$VPY" -m pip install -q -e ".[test,s3,dask,pytorch,ray,tensorflow,bench]"
-  # build tools for horovod (cmake); then horovod itself, built once per machine and cached
-  "$VPY" -m pip install -q cmake packaging wheel setuptools
+  # what horovod's build (pip wheel --no-build-isolation) imports; then horovod itself, built once
+  # per machine and cached. No cmake here: install_horovod.sh gets a CMake 3.x for the build itself
+  # (`pip install cmake` brings CMake 4, which refuses horovod's bundled gloo)
+  "$VPY" -m pip install -q packaging wheel setuptools
   if [ "${FSM_SKIP_HOROVOD:-0}" != 1 ]; then
     step "horovod"
     bash scripts/install_horovod.sh "$VPY"

@@ -3,6 +3,7 @@ horovod is installed (built with PyTorch + gloo), a real elastic run and a worke
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -108,14 +109,31 @@ def test_horovodrun_rejects_inconsistent_process_counts():
         horovodrun_command(np=2, min_np=3, max_np=4, slots=1, discovery="d", nic=None, script=["x"])
 
 
-needs_horovod = pytest.mark.skipif(
-    subprocess.run([sys.executable, "-c", "import horovod.torch"], capture_output=True).returncode != 0,
-    reason="horovod with PyTorch not installed (HOROVOD_WITH_PYTORCH=1 HOROVOD_WITH_GLOO=1 pip install horovod)")
+@functools.cache
+def horovod_missing() -> str | None:
+    """Why this environment's python cannot ``import horovod.torch`` (None: it can)."""
+    r = subprocess.run([sys.executable, "-c", "import horovod.torch"], capture_output=True, text=True, timeout=300)
+    if r.returncode == 0:
+        return None
+    error = (r.stderr.strip().splitlines() or [f"exit code {r.returncode}"])[-1]
+    return (f"horovod with PyTorch cannot be imported ({error}); scripts/test.sh builds it with "
+            f"scripts/install_horovod.sh, whose output says why it did not: "
+            f"bash scripts/install_horovod.sh {sys.executable}")
 
 
-@needs_horovod
+def require_horovod() -> None:
+    """A real Horovod run needs horovod built with PyTorch + gloo: skipped where it is missing,
+    failed under CI=true, where scripts/test.sh builds it (as py-spy and the oracle-ads venv)."""
+    missing = horovod_missing()
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"under CI the real Horovod tests must run: {missing}", pytrace=False)
+        pytest.skip(missing)
+
+
 @pytest.mark.integration
 def test_horovod_example_elastic_run_on_three_nodes(tmp_path, engine_cluster):
+    require_horovod()
     out = tmp_path / "out"
     c = engine_cluster(cluster_type="HOROVOD", extra={
         "OCI__ENTRY_SCRIPT": str(EXAMPLES / "horovod" / "train.py"),
@@ -131,20 +149,20 @@ def test_horovod_example_elastic_run_on_three_nodes(tmp_path, engine_cluster):
     assert left == [], (left, c.dump())
 
 
-@needs_horovod
 @pytest.mark.integration
 def test_horovod_worker_killed_fails_every_node(tmp_path, engine_cluster):
+    require_horovod()
     c = engine_cluster(cluster_type="HOROVOD", extra={
         "OCI__ENTRY_SCRIPT": str(EXAMPLES / "horovod" / "train.py"),
         "OCI__ENTRY_SCRIPT_ARGS": "--epochs 1000000 --step-sleep 0.05", "OCI__HOROVOD_SLOTS": "1"}).start()
     kill_worker_and_check(c)
 
 
-@needs_horovod
 @pytest.mark.integration
 def test_the_horovod_images_variables_drive_a_real_run(tmp_path, engine_cluster):
     """What an oracle-ads Horovod spec sets (SLOTS, START_TIMEOUT, HOROVOD_ARGS, ENABLE_TIMELINE)
     reaches horovodrun: two ranks per node, and the timeline Horovod writes in OCI__SYNC_DIR."""
+    require_horovod()
     out, sync = tmp_path / "out", tmp_path / "sync"
     c = engine_cluster(cluster_type="HOROVOD", workers=1, extra={
         "OCI__ENTRY_SCRIPT": str(EXAMPLES / "horovod" / "train.py"),
@@ -165,13 +183,13 @@ def read_json(path) -> dict:
         return {}
 
 
-@needs_horovod
 @pytest.mark.integration
 def test_horovod_loses_a_worker_trains_on_and_grows_back_with_its_replacement(tmp_path, engine_cluster):
     """OnFailure, min-np 2: kill -9 of a WORKER node does not stop horovodrun on MAIN (Horovod is
     elastic: MAIN records a restart, drops the node from discovery, and the ranks left re-form at
     size 2 and keep training from their last commit); a node started with OCI__REPLACES is taken
     in, discovery counts it, and horovodrun grows back to 3; the job completes with one model."""
+    require_horovod()
     out, stop = tmp_path / "out", tmp_path / "stop"
     c = engine_cluster(cluster_type="HOROVOD", extra={
         "OCI__ENTRY_SCRIPT": str(EXAMPLES / "horovod" / "train.py"),
