@@ -58,7 +58,7 @@ install() {  # the venv's packages, horovod, graphviz
   find_links=()
   if [ -d /opt/wheels ]; then find_links=(--find-links /opt/wheels); fi
   "$VPY" -m pip install -q ${find_links[@]+"${find_links[@]}"} "torch==2.13.0"
-  "$VPY" -m pip install -q -e ".[test,s3,dask,pytorch,ray,tensorflow,bench]"
+  "$VPY" -m pip install -q -e ".[test,s3,dask,pytorch,ray,tensorflow,timeline]"
   # what horovod's build (pip wheel --no-build-isolation) imports; then horovod itself, built once
   # per machine and cached. No cmake here: install_horovod.sh gets a CMake 3.x for the build itself
   # (`pip install cmake` brings CMake 4, which refuses horovod's bundled gloo)

@@ -9,7 +9,7 @@ import pytest
 
 from .localnodes import LocalNodes
 
-pytest.importorskip("matplotlib", reason="matplotlib not installed: pip install 'fsm_cluster[bench]'")
+pytest.importorskip("matplotlib", reason="matplotlib not installed: pip install 'fsm_cluster[timeline]'")
 pytestmark = pytest.mark.integration
 
 

@@ -10,7 +10,7 @@ from fsm_cluster.wire.models import NodeState, Transition
 
 from .simcluster import SimCluster
 
-matplotlib = pytest.importorskip("matplotlib", reason="matplotlib not installed: pip install 'fsm_cluster[bench]'")
+matplotlib = pytest.importorskip("matplotlib", reason="matplotlib not installed: pip install 'fsm_cluster[timeline]'")
 
 
 def test_a_nodes_spans_run_from_its_start_through_each_transition_to_its_last_write():
