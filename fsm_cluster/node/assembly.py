@@ -10,7 +10,6 @@ the formation and the adoption of an oracle-ads-shaped runner.
 
 from __future__ import annotations
 
-from ..runtime.oci_auth import storage_options
 from ..wire.control import Control
 from ..wire.events import Event, Kind, Source
 from ..wire.models import RosterEntry, StopMarker
@@ -35,7 +34,12 @@ def assemble(p, fs) -> None:
     simulated = getattr(clock, "simulated", True) is not False
     me = RosterEntry(node=p.node_id, mode=p.mode, run_id=p.run_id, rank=0 if main else (s.rank or 0),
                      ip=p.ip, host=p.host)
-    p.workdir = WorkDir(s.work_dir, s.cluster_id, fs=fs, storage_options=storage_options(s.work_dir, p.authinfo), clock=clock,
+    options = None
+    if s.work_dir.startswith("oci://"):  # ocifs wants the node's OCI auth (nothing else does)
+        from ..runtime.oci_auth import storage_options
+
+        options = storage_options(s.work_dir, p.authinfo)
+    p.workdir = WorkDir(s.work_dir, s.cluster_id, fs=fs, storage_options=options, clock=clock,
                         retry_budget=s.storage_retry_budget, secret=s.cluster_secret or None)
     p.rendezvous = rv = Rendezvous(p.workdir, p.node_id, p.mode)
     p.ledger = ledger = RestartLedger(known=lambda: _known_restarts(rv))

@@ -12,8 +12,9 @@
   published address with it before it registers, :mod:`fsm_cluster.node.formation`), and
   :func:`route_to`, the address and interface this machine would reach a peer from.
 
-Auth and clients live in :mod:`fsm_cluster.runtime.oci_auth`; this module imports from it (and
-names ``get_oci_auth`` again for the provider). ``oci`` is imported inside the functions only.
+Auth and clients live in :mod:`fsm_cluster.runtime.oci_auth`, imported only by the functions that
+use them (a node off OCI never loads it; ``get_oci_auth`` is still importable from here), as
+``oci`` and ``psutil`` are.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ import ipaddress
 import logging
 import os
 import socket
+import sys
 from typing import Iterable, Iterator, Mapping
 
 from ..env import OCI__CLUSTER_NETWORK, cluster_network
 from ..errors import FsmClusterError, SettingsError
-from ..runtime.oci_auth import describe_error, get_oci_auth, make_client
 
 __all__ = ["OciError", "address_in", "default_address", "find_self_ip", "find_self_ip_in_job", "get_oci_auth",
            "interface_of", "interfaces", "is_loopback", "is_own", "local_ip", "on_network", "reachable",
@@ -39,6 +40,15 @@ log = logging.getLogger(__name__)
 # Dask use: no subnet route of a cluster network covers it, only the default route does.
 ROUTE_PROBE = "8.8.8.8"
 REACH_TIMEOUT = 5.0  # s a worker waits for MAIN's published address to answer
+
+
+def __getattr__(name: str):
+    """``get_oci_auth`` (and the clients' helpers), named here as before, from runtime.oci_auth on first use."""
+    if name in ("get_oci_auth", "describe_error", "make_client"):
+        from ..runtime import oci_auth
+
+        return getattr(oci_auth, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class OciError(FsmClusterError):
@@ -152,6 +162,8 @@ def find_self_ip_in_job(auth: dict, job_ocid: str) -> tuple[str, str]:
     """
     import oci
 
+    from ..runtime.oci_auth import describe_error, make_client
+
     try:
         job = make_client(oci.data_science.DataScienceClient, auth).get_job(job_ocid).data
     except Exception as e:
@@ -185,8 +197,32 @@ def is_loopback(ip: str) -> bool:
         return ip == "localhost"
 
 
+def _primary_ipv4() -> Iterator[tuple[str, str]]:
+    """(interface, primary IPv4 address) of every interface that has one, from the kernel (Linux's
+    SIOCGIFADDR; nothing elsewhere): one ioctl each, no psutil (every node asks at its start)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import fcntl
+    import struct
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _, name in socket.if_nameindex():
+            try:
+                packed = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", name.encode()[:15]))  # SIOCGIFADDR
+            except OSError:
+                continue  # no IPv4 address
+            yield name, socket.inet_ntoa(packed[20:24])
+
+
 def interface_of(ip: str) -> str | None:
-    """The name of the network interface holding ``ip`` (psutil), e.g. ``lo`` for 127.0.0.1."""
+    """The name of the network interface holding ``ip``, e.g. ``lo`` for 127.0.0.1: an interface's
+    primary IPv4 address from the kernel, else any of its addresses (psutil: aliases too)."""
+    try:
+        found = next((name for name, addr in _primary_ipv4() if addr == ip), None)
+    except OSError:
+        found = None
+    if found is not None:
+        return found
     import psutil
 
     try:
@@ -233,6 +269,8 @@ def auth_for(settings, protocol: str) -> dict:
     """The OCI signer, only when OCI is involved (OCI_IAM_TYPE set, an ``oci://`` work dir); else ``{}``."""
     if not (settings.oci_iam_type or protocol == "oci"):
         return {}
+    from ..runtime.oci_auth import get_oci_auth
+
     return get_oci_auth(settings.oci_iam_type, settings.oci_config_profile, settings.oci_config_location)
 
 

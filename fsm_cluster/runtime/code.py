@@ -27,7 +27,6 @@ from typing import Mapping
 
 from ..env import OCI__RUNTIME_GIT_SECRET_ID, OCI__RUNTIME_URI
 from ..errors import NodeFailure
-from .archive import Entry, UnsafeArchive, archive_kind, check_entries, safe_extract
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +195,8 @@ def fetch_remote(uri: str, code_dir: str, storage_options: dict | None = None) -
     """Copy a folder / file / archive at ``uri`` into ``code_dir``; return the names written."""
     import fsspec
 
+    from .archive import UnsafeArchive, archive_kind  # (tarfile, zipfile: only a node that fetches code)
+
     try:
         fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
     except (ImportError, ValueError) as e:
@@ -224,6 +225,8 @@ def fetch_remote(uri: str, code_dir: str, storage_options: dict | None = None) -
 
 
 def _copy_folder(fs, path: str, code_dir: str) -> list[str]:
+    from .archive import Entry, check_entries
+
     base = path.rstrip("/")
     rpaths = [p for p in fs.find(base, withdirs=False) if not p.rstrip("/").endswith("/")]
     names = [posixpath.relpath(p, base) for p in rpaths]
@@ -238,6 +241,8 @@ def _copy_folder(fs, path: str, code_dir: str) -> list[str]:
 
 
 def _fetch_archive(fs, path: str, code_dir: str) -> list[str]:
+    from .archive import UnsafeArchive, safe_extract
+
     name = posixpath.basename(path)
     with tempfile.TemporaryDirectory(prefix="fsm-code-") as tmp:
         local = os.path.join(tmp, name)
