@@ -13,7 +13,7 @@ below them, found by a token in their environment) has exited:
   worker``, the client, which waits for the N workers, runs the tasks and shuts the cluster down
   (``Client.shutdown``); fsm: the same client script as the entry (the cluster ends itself).
 * ray: a head + N nodes + one job (100 tasks once every node is alive). Raw: ``ray start --head
-  --block`` and, once its GCS port answers, N ``ray start --address … --block`` (each with its own
+  --block`` and, once it says "Ray runtime started", N ``ray start --address … --block`` (each with its own
   temp dir and free ports, as fsm_cluster gives them on one host), the job, then every Ray node's
   process group killed (what ``ray stop --force`` does, for this cluster only: a machine-wide
   ``ray stop`` would stop other Ray clusters here); fsm: the job as entry script.
@@ -237,7 +237,9 @@ def raw_ray(nodes: Nodes, tmp: Path, script: str, n: int) -> list[Path]:
     logs = [tmp / "head.log"]
     nodes.start(start + ["--head", "--port", str(port)] + common + ray_isolation(tmp, 0, True), env, logs[0])
     deadline = time.monotonic() + HANG_GUARD
-    while not tcp_open(port):  # a worker's `ray start --address` needs the head's GCS up
+    # a worker's `ray start --address` needs the head up (its raylet registered: else, on a busy
+    # machine, "The current node timed out during startup"): `ray start --head` says so
+    while not (tcp_open(port) and "Ray runtime started" in logs[0].read_text(errors="replace")):
         if time.monotonic() > deadline or nodes.codes[0] is not None:
             raise SystemExit(f"ray head not up:\n{logs[0].read_text(errors='replace')[-2500:]}")
         time.sleep(0.05)
