@@ -18,7 +18,9 @@ repetitions):
 
 (a) whole life, launch → every node exited, per built-in engine: the trivial COMMAND cluster
     (code on MAIN, ``--reps``) and each installed engine's example as tests/multihost runs it
-    (Dask, PyTorch, Ray, TensorFlow, Horovod when ``import horovod.torch`` works; ``--engine-reps``);
+    (Dask, PyTorch, Ray, TensorFlow, Horovod when ``import horovod.torch`` works, on three hosts with
+    an sshd on every host as tests/multihost/sshd.py runs them, when OpenSSH is installed;
+    ``--engine-reps``);
     also MAIN's ``-> stopped`` → MAIN's exit;
 (b) the trivial cluster with OCI__RUN_ON=all: the last entry script ended → every node exited
     (target ≤ 1 s), and its whole life;
@@ -46,6 +48,7 @@ import os
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -60,13 +63,13 @@ from benchmarks.formation import transitions
 from fsm_cluster.launch.hosts import Hosts
 from tests.multihost.cluster import (
     ENGINES,
-    NO_SSHD,
     PRODUCTION,
     HostCluster,
     engine_missing,
     reason_of,
     this_host,
 )
+from tests.multihost.sshd import SshServers, sshd_missing
 
 ONE, THREE = "1 host", "3 hosts"
 PREFIX = "fsmbench"  # the namespaces: fsmbench-<pid>-<random>-<sw|h<i>>
@@ -196,10 +199,32 @@ def trivial(where, hosts, tmp, n, **env) -> dict:
 
 
 def engine(where, hosts, tmp, n, cluster_type) -> dict:
+    if cluster_type == "HOROVOD" and where == THREE:
+        return horovod_three_hosts(hosts, tmp, n)
     life = Life(where, hosts, tmp, n, cluster_type=cluster_type)
     life.c.example(life.c.tmp / "out")
     life.start()
     return life.end(life.completed())
+
+
+def horovod_three_hosts(hosts, tmp, n) -> dict:
+    """Horovod's example on three hosts: horovodrun on MAIN reaches the other hosts' ranks over SSH,
+    an sshd on every host (tests/multihost/sshd.py, as in the test), the nodes on its hosts (each
+    with a hostname of its own). The sshds' start is not part of the life."""
+    servers = SshServers(hosts, tmp / f"sshd{next(_lives)}")
+    life = Life(THREE, hosts, tmp, n, cluster_type="HOROVOD", env=servers.env())
+    life.c.hosts = servers.hosts
+    try:
+        servers.start()
+    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+        life.problems.append(f"the hosts' sshds did not start: {e}")
+        return life.end({})
+    try:
+        life.c.example(life.c.tmp / "out")
+        life.start()
+        return life.end(life.completed())
+    finally:
+        servers.close()
 
 
 def fault(where, hosts, tmp, n, what) -> dict:
@@ -244,10 +269,11 @@ def run(args, reps: int, tmp: Path, hosts: Hosts, results: dict) -> None:
             results["skipped"][e.lower()] = missing
             print(f"  {e.lower():<11} skipped: {missing}", flush=True)
             continue
-        if e == "HOROVOD":  # one host only (cluster.NO_SSHD)
-            results["skipped"]["horovod_three_hosts"] = NO_SSHD
-            print(f"  horovod     {THREE}: not run: {NO_SSHD}", flush=True)
-        measure(e.lower(), args.engine_reps, engine, e, layouts=both[:1] if e == "HOROVOD" else None)
+        no_ssh = sshd_missing() if e == "HOROVOD" else None  # horovodrun reaches other hosts over SSH
+        if no_ssh:
+            results["skipped"]["horovod_three_hosts"] = no_ssh
+            print(f"  horovod     {THREE}: not run: {no_ssh}", flush=True)
+        measure(e.lower(), args.engine_reps, engine, e, layouts=both[:1] if no_ssh else None)
     measure("kill9", reps, fault, "kill9")
     if not args.no_cut:
         measure("cut", args.cut_reps, fault, "cut")

@@ -68,13 +68,20 @@ install() {  # the venv's packages, horovod, graphviz
     bash scripts/install_horovod.sh "$VPY"
   fi
 
-  if ! command -v dot >/dev/null 2>&1; then
+  # graphviz (dot: the SVG renders) and openssh-server (sshd: tests/multihost/sshd.py runs one per
+  # host for Horovod across hosts), each when missing; one apt-get update for both
+  apt_missing=()
+  command -v dot >/dev/null 2>&1 || apt_missing+=(graphviz)
+  { [ -x /usr/sbin/sshd ] || command -v sshd >/dev/null 2>&1; } || apt_missing+=(openssh-server)
+  if [ ${#apt_missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-      step "installing graphviz"
-      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null) \
-        || echo "warning: graphviz could not be installed; SVG renders are checked only where dot exists"
+      step "installing ${apt_missing[*]}"
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_missing[@]}" >/dev/null) \
+        || echo "warning: ${apt_missing[*]} could not be installed; SVG renders are checked only where dot exists," \
+                "Horovod across hosts only where sshd exists"
     else
-      echo "note: graphviz (dot) not installed; SVG renders are checked only where dot exists"
+      echo "note: ${apt_missing[*]} not installed (needs root and apt-get); SVG renders are checked only where" \
+           "dot exists, Horovod across hosts only where sshd exists"
     fi
   fi
 }

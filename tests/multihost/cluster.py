@@ -101,11 +101,8 @@ def this_host(n: int = 3) -> list[Host]:
     return [_ThisHost(i, "this-host", "127.0.0.1", "") for i in range(n)]
 
 
-# horovodrun starts the ranks of other hosts over SSH (ADS images run an sshd on every node); the
-# hosts here run none, so across hosts it fails ("ssh: connect to host 10.213.0.2 port 22:
-# Connection refused", then gloo's 30 s rendezvous timeout). Open: an sshd per host.
-NO_SSHD = ("Horovod across hosts needs an sshd on every host (horovodrun reaches other hosts' ranks over SSH, "
-           "as ADS images provide); the hosts run none")
+# Horovod across hosts: horovodrun reaches the other hosts' ranks over SSH; tests/multihost/sshd.py
+# runs an sshd on every host (as ADS images do) and gives the hosts hostnames of their own.
 
 
 def engine_missing(cluster_type: str) -> str | None:

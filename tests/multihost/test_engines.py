@@ -12,7 +12,8 @@ import pytest
 
 from tests.engines.test_horovod import require_horovod
 
-from .cluster import NO_SSHD, HostCluster, engine_missing
+from .cluster import HostCluster, engine_missing
+from .sshd import sshd_fixture  # noqa: F401 (the sshd fixture)
 
 pytestmark = [pytest.mark.multihost, pytest.mark.integration, pytest.mark.engines]
 
@@ -80,12 +81,28 @@ def test_tensorflow_across_hosts(host_cluster, tmp_path):
     assert [a.rsplit(":", 1)[0] for a in layout["worker"]] == [h.address for h in c.hosts], layout
 
 
-def test_horovod_across_hosts(host_cluster, tmp_path):
+def test_horovod_across_hosts(host_cluster, make_hosts, sshd, tmp_path):
+    """horovodrun on MAIN starts the other hosts' ranks over SSH (a real sshd on every host, as
+    ADS images run one; its port in OCI__HOROVOD_SSH_PORT, the key in OCI__START_ARGS). The nodes
+    run on the sshd's hosts, which have hostnames of their own (tests/multihost/sshd.py: Horovod's
+    gloo binds to the hostname's address)."""
     require_horovod()
-    pytest.skip(NO_SSHD)
+    missing = engine_missing("HOROVOD")
+    if missing:
+        pytest.skip(f"HOROVOD: {missing}")
+    hosts = make_hosts(3)
+    servers = sshd(hosts)
+    hosts = servers.hosts
+    before = [servers.logins(h) for h in hosts]
     out = tmp_path / "out"
-    c = engine(host_cluster, "HOROVOD", out)
+    c = host_cluster(hosts=hosts, cluster_type="HOROVOD", env=servers.env()).example(out).start()
+    assert c.wait() == [0, 0, 0], c.dump()
+    servers.stop()  # what is left in the hosts after the sshds would be the run's (nothing_left)
     c.completed()
     results = [json.loads((out / f"rank{r}.json").read_text()) for r in range(3)]
     assert [(r["rank"], r["size"], r["allreduce_sum"]) for r in results] == [(i, 3, 6) for i in range(3)], results
     assert len({r["weight"] for r in results}) == 1, results
+    assert [r["host"] for r in results] == [h.address for h in hosts], results
+    # the WORKERs' hosts' ranks came in over SSH; MAIN's own ranks were started without it
+    logins = [servers.logins(h) - b for h, b in zip(hosts, before)]
+    assert logins[0] == 0 and all(logins[1:]), (logins, c.dump())
