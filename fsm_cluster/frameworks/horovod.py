@@ -12,7 +12,7 @@
   ``127.0.0.1:2`` → ``127.0.0.1:3``: Horovod counts more slots on a known host as hosts added).
 * Under restart policy Never with one process count (np = min-np = max-np, the default) the hosts
   cannot change (a lost node fails the cluster), so horovodrun gets them as a fixed list instead:
-  ``horovodrun -np N -H <host>:<slots>,… --gloo --network-interfaces <nic> …`` (nodes sharing an
+  ``horovodrun -np N -H <host>:<slots>,… --slots-per-host S --gloo --network-interfaces <nic> …`` (nodes sharing an
   address add up their slots), with no discovery script — what a plain ``horovodrun -H`` does, without
   a Python process started every second for the run's whole length (:meth:`HorovodProvider.fixed_hosts`).
 * WORKER nodes start nothing: horovodrun reaches them (locally by spawning, across machines over
@@ -150,7 +150,7 @@ def horovodrun_command(*, np: int, min_np: int, max_np: int, slots: int, discove
     validate_horovod_np(np, min_np, max_np)
     launcher = [horovodrun] if isinstance(horovodrun, str) else list(horovodrun)
     if hosts is not None:
-        cmd = [*launcher, "-np", str(np), "-H", hosts, "--gloo"]
+        cmd = [*launcher, "-np", str(np), "-H", hosts, "--slots-per-host", str(slots), "--gloo"]
     else:
         cmd = [*launcher, "-np", str(np), "--min-np", str(min_np), "--max-np", str(max_np),
                "--slots-per-host", str(slots), "--host-discovery-script", discovery, "--gloo"]

@@ -14,10 +14,10 @@ def test_static_hosts_add_up_slots_of_nodes_sharing_an_address_in_rank_order():
 
 
 def test_fixed_hosts_command_line():
-    cmd = horovodrun_command(np=3, min_np=3, max_np=3, slots=1, discovery="", nic="lo",
-                             script=["python", "train.py"], horovodrun="/bin/horovodrun", hosts="127.0.0.1:3")
-    assert cmd == ["/bin/horovodrun", "-np", "3", "-H", "127.0.0.1:3", "--gloo", "--network-interfaces", "lo",
-                   "python", "train.py"]
+    cmd = horovodrun_command(np=6, min_np=6, max_np=6, slots=2, discovery="", nic="lo",
+                             script=["python", "train.py"], horovodrun="/bin/horovodrun", hosts="127.0.0.1:6")
+    assert cmd == ["/bin/horovodrun", "-np", "6", "-H", "127.0.0.1:6", "--slots-per-host", "2", "--gloo",
+                   "--network-interfaces", "lo", "python", "train.py"]
 
 
 def test_fixed_hosts_only_under_never_with_one_process_count():
