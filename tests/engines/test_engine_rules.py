@@ -238,11 +238,13 @@ def test_ps_support_is_one_fact_per_engine(kind, tmp_path):
 
 
 # -- the entry command ---------------------------------------------------------------------------
-@pytest.mark.parametrize("cls,launcher", [(PyTorchProvider, "--master-port=29400"),
-                                          (HorovodProvider, "--host-discovery-script")])
-def test_the_launcher_comes_inside_the_profiler_prefix(tmp_path, cls, launcher):
+@pytest.mark.parametrize("cls,launcher,policy", [(PyTorchProvider, "--master-port=29400", "Never"),
+                                                 (HorovodProvider, "-H", "Never"),
+                                                 (HorovodProvider, "--host-discovery-script", "OnFailure")])
+def test_the_launcher_comes_inside_the_profiler_prefix(tmp_path, cls, launcher, policy):
     p = node(cls, tmp_path, exported={"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29400"}, PROFILE="1",
-             PROFILE_CMD="py-spy record -o /tmp/p.svg --", OCI__PYTORCH_NPROC_PER_NODE="1")
+             PROFILE_CMD="py-spy record -o /tmp/p.svg --", OCI__PYTORCH_NPROC_PER_NODE="1",
+             OCI__RESTART_POLICY=policy)
     cmd = p.entry_command()
     assert cmd[:6] == ["py-spy", "record", "-o", "/tmp/p.svg", "--", cls.LAUNCHER]
     assert cmd.count("py-spy") == 1 and launcher in cmd
@@ -258,7 +260,8 @@ def test_a_launcher_needs_an_entry_script(tmp_path, cls):
 
 
 def test_horovod_discovery_files_do_not_depend_on_call_order(tmp_path):
-    p = node(HorovodProvider, tmp_path)
+    """Elastic discovery (a restart policy lets the hosts change) writes its files once, in one dir."""
+    p = node(HorovodProvider, tmp_path, OCI__RESTART_POLICY="OnFailure")
     env = p.entry_env()  # before the command is built
     cache, roster = env["OCI__HOROVOD_DISCOVERY_CACHE"], env["OCI__HOROVOD_DISCOVERY_ROSTER"]
     assert Path(roster).is_file() and '"roster"' in Path(roster).read_text()
