@@ -130,6 +130,7 @@ class ArtifactSync:
         self._storage_options = storage_options
         self._auth = auth
         self._fs = None
+        self._in_workdir = False  # the destination is the work dir's sync/<run>/ (no WORKSPACE)
         self._root = ""
         self.destination = ""
         self.manifest: dict[str, tuple[int, int]] = {}
@@ -162,7 +163,7 @@ class ArtifactSync:
             self._fs, self._root = fsspec.core.url_to_fs(url, **opts)
             self.destination = url
         else:
-            self._fs = self.workdir.fs
+            self._fs, self._in_workdir = self.workdir.fs, True
             self._root = self.workdir.path(f"sync/{run}")
             self.destination = self.workdir.url(f"sync/{run}")
         self._local = "file" in (self._fs.protocol if isinstance(self._fs.protocol, tuple)
@@ -197,6 +198,11 @@ class ArtifactSync:
 
         from ..wire.workdir import is_transient
 
+        if self._in_workdir:
+            # the work dir's own storage: its rules (no link below it followed), retries and counts
+            self.workdir.put_file(f"sync/{self.settings.job_run_ocid}/{posixpath.relpath(remote, self._root)}",
+                                  local)
+            return
         if self._local:
             parent = posixpath.dirname(remote)
             if parent not in self._made_dirs:
@@ -236,8 +242,6 @@ class ArtifactSync:
                 self.manifest[rel] = sig
                 sent += 1
                 self.uploads += 1
-                if self.workdir is not None and fs is getattr(self.workdir, "fs", None):
-                    self.workdir.ops["put"] += 1
                 if self.on_upload is not None:
                     self.on_upload(rel)
             self.rounds += 1

@@ -24,7 +24,7 @@ import os
 import secrets
 import stat
 from contextlib import contextmanager
-from typing import Iterator
+from typing import BinaryIO, Callable, Iterator
 
 from ..errors import ProtocolError
 
@@ -121,6 +121,17 @@ class LocalDisk:
     def write(self, rel: str, data: bytes, exclusive: bool) -> bool:
         """Write ``data`` as ``rel`` atomically (0600); with ``exclusive`` only when nothing is
         there (False otherwise, whatever is there left untouched)."""
+        return self._place(rel, lambda f: f.write(data), exclusive)
+
+    def copy_in(self, rel: str, source: str) -> None:
+        """Copy the local file ``source`` (outside the work dir: artifacts) to ``rel``, streamed,
+        under the same rules as :meth:`write` (no link followed below the work dir, atomic)."""
+        import shutil
+
+        with open(source, "rb") as src:
+            self._place(rel, lambda f: shutil.copyfileobj(src, f, 1 << 20), exclusive=False)
+
+    def _place(self, rel: str, fill: Callable[[BinaryIO], object], exclusive: bool) -> bool:
         parts, name = self._split(rel)
         with self.folder(parts, create=True) as d:
             if not exclusive:
@@ -136,7 +147,7 @@ class LocalDisk:
             fd = os.open(tmp, _TMP, 0o600, dir_fd=d)
             try:
                 with os.fdopen(fd, "wb") as f:
-                    f.write(data)
+                    fill(f)
                 if exclusive:
                     try:
                         os.link(tmp, name, src_dir_fd=d, dst_dir_fd=d, follow_symlinks=False)

@@ -293,6 +293,14 @@ class WorkDir:
                                "does the bucket exist?") from None
         return True
 
+    def put_file(self, name: str, local: str) -> None:
+        """Copy the local file ``local`` to ``name`` (artifacts): on a local disk under the same
+        rules as :meth:`write_bytes` (no link below the work dir followed), else ``fs.put_file``."""
+        if self.disk is not None:
+            self._on_disk("put", lambda: self.disk.copy_in(self._below(name), local), name)
+        else:
+            self._call("put", lambda: self.fs.put_file(local, self.path(name)), name)
+
     def _on_disk(self, kind: str, fn: Callable[[], Any], name: str) -> Any:
         """A change on the local disk; a refusal (a link or a file of another kind where the node
         writes) is logged once per file and reason, and raised."""

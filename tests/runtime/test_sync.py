@@ -29,21 +29,22 @@ def eventually(predicate, timeout=10.0, what="condition"):
 
 
 class CountingPuts:
-    """Counts the real ``put_file`` calls an fsspec filesystem receives (they still happen)."""
+    """Counts the real ``put_file`` calls a work dir (``put_file(name, local)``) or an fsspec
+    filesystem (``put_file(local, remote)``) receives (they still happen)."""
 
-    def __init__(self, fs):
+    def __init__(self, target, remote_arg: int = 1):
         self.calls: list[str] = []
-        self._orig = fs.put_file
+        self._orig = target.put_file
 
-        def put_file(lpath, rpath, *a, **k):
-            self.calls.append(rpath)
-            return self._orig(lpath, rpath, *a, **k)
+        def put_file(*a, **k):
+            self.calls.append(a[remote_arg])
+            return self._orig(*a, **k)
 
-        fs.put_file = put_file
-        self.fs = fs
+        target.put_file = put_file
+        self.target = target
 
     def restore(self):
-        del self.fs.put_file  # back to the class method
+        del self.target.put_file  # back to the class method
 
 
 @pytest.fixture
@@ -57,7 +58,7 @@ def local_sync(make_settings, tmp_path):
         s = make_settings(SYNC_ARTIFACTS=1, OCI__SYNC_DIR=out, SYNC_SLEEP=sleep, **env)
         wd = WorkDir(s.work_dir, s.cluster_id)
         sync = ArtifactSync(s, wd, clock=clock)
-        counter = CountingPuts(wd.fs)
+        counter = CountingPuts(wd, remote_arg=0)  # on a local work dir: through its link-safe disk
         created.append((sync, counter))
         remote = tmp_path / "work" / s.cluster_id / "sync" / s.job_run_ocid
         return sync, out, remote, counter
@@ -304,17 +305,16 @@ def test_workspace_on_s3_sends_only_changes(make_settings, s3, tmp_path):
 def test_upload_failures_are_retried_next_round(local_sync):
     sync, out, remote, puts = local_sync(sleep=3600)
     (out / "a.txt").write_text("a")
-    real = puts._orig
     fails = {"n": 0}
 
     def broken(lpath, rpath, *a, **k):
         fails["n"] += 1
         raise PermissionError("denied for now")
 
-    sync._open()
-    sync._fs.put_file = broken
+    disk = sync.workdir.disk
+    disk.copy_in = broken
     assert sync.sync_once() == 0 and sync.errors == 1 and fails["n"] == 1  # permanent: no retry loop
-    sync._fs.put_file = lambda lpath, rpath, *a, **k: real(lpath, rpath, *a, **k)
+    del disk.copy_in
     assert sync.sync_once() == 1
     assert (remote / "a.txt").read_text() == "a"
 
@@ -361,3 +361,19 @@ def test_sync_script_runs_oci_cli_with_the_seed_layout(tmp_path):
     subprocess.run([str(path), "bkt", "pre/fix"], env=env, check=True, capture_output=True, timeout=30)
     assert calls.read_text().split() == ["os", "object", "sync", "--auth", "api_key", "--bucket-name",
                                          "bkt", "--prefix", "pre/fix/sync/job1/run1/", "--src-dir", str(out)]
+
+
+def test_a_link_in_place_of_the_sync_folder_is_refused_not_followed(local_sync, tmp_path, caplog):
+    """Issue 24 M3: a work-dir writer who replaces ``<cluster>/sync`` (or ``sync/<run>``) by a
+    symbolic link must not steer where the node writes the artifacts (as root, in a container)."""
+    sync, out, remote, puts = local_sync(sleep=3600)
+    (out / "model.bin").write_bytes(b"weights")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    remote.parent.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(elsewhere, remote.parent)  # <cluster>/sync -> elsewhere
+    assert sync.sync_once() == 0 and sync.errors == 1
+    assert list(elsewhere.iterdir()) == []
+    assert "not a folder: refused" in caplog.text
+    os.unlink(remote.parent)  # the link gone: the next round sends the file
+    assert sync.sync_once() == 1 and (remote / "model.bin").read_bytes() == b"weights"
