@@ -146,6 +146,9 @@ def handle(args) -> int:
     with os_errors_name("the temporary work dir" if args.work_dir is None else f"--work-dir {args.work_dir}"):
         work_dir, wd, local_dir, remote = P.local_dirs(args.work_dir, cluster_id)
         with _cleanup_unless_started(args.work_dir is None, work_dir, local_dir, remote):
+            if not remote and os.path.islink(local_dir):  # left by someone who can write the work dir
+                raise FsmClusterError(f"{local_dir}: a symbolic link where the cluster's logs go: refused "
+                                      "(the logs and the nodes' files would be written wherever it points)")
             if wd.listing():
                 raise FsmClusterError(f"{wd.display} already holds a cluster; choose another "
                                       "--cluster-id or work dir")

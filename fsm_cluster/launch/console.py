@@ -16,6 +16,7 @@ whatever it looks like, is printed. ``verbose`` prints every line, as the files 
 
 from __future__ import annotations
 
+import os
 import queue
 import re
 import threading
@@ -123,7 +124,8 @@ class NodeConsole:
         self.readers.append(t)
 
     def _reader(self, name: str, stream: IO[bytes], log_path: str) -> None:
-        with open(log_path, "ab", buffering=0) as log:
+        with os.fdopen(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC),
+                       "ab", buffering=0) as log:
             for raw in iter(stream.readline, b""):
                 log.write(raw)
                 line = raw.decode("utf-8", errors="replace").rstrip("\r\n")

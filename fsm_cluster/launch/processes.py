@@ -13,6 +13,7 @@ them all wherever they were re-parented (:func:`fsm_cluster.runtime.process.swee
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -72,8 +73,14 @@ class NodeProcesses:
         """Start one node (its own log file, emptied if one was there; its own session). OSError:
         it could not be started (out of processes or memory)."""
         log_path = self.log_path(plan.name)
-        os.close(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
-        os.chmod(log_path, 0o600)  # owner-only whatever the umask or a file left there
+        try:  # never through a link planted in the work dir (as root it would truncate its target)
+            fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            if e.errno != errno.ELOOP:
+                raise
+            raise OSError(errno.ELOOP, f"{log_path} is a symbolic link where the node's log goes: refused") from None
+        os.fchmod(fd, 0o600)  # owner-only whatever the umask or a file left there
+        os.close(fd)
         self.exit_codes.setdefault(plan.name, None)
         command = [sys.executable, "-m", "fsm_cluster", "run"]
         proc = subprocess.Popen(

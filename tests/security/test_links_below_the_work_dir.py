@@ -110,3 +110,33 @@ def test_stacks_are_never_written_through_a_linked_diagnostics_folder(tmp_path, 
     for log in c.logs:
         text = log.read_text()
         assert text.count(refused) == 1 and "Traceback" not in text, text
+
+
+def test_the_launcher_never_truncates_or_appends_through_a_planted_log_link(tmp_path, outside):
+    """``fsm-cluster local``'s node logs (``<cluster>/logs/<node>.log``): a link planted there
+    (by anyone who can write the work dir) is refused, never truncated or written through."""
+    from fsm_cluster.launch.processes import NodeProcesses
+
+    target = outside / "precious"
+    target.write_text("keep me")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "main.log").symlink_to(target)
+    nodes = NodeProcesses.__new__(NodeProcesses)
+    nodes.log_dir = str(logs)
+    with pytest.raises(OSError, match=r"main\.log is a symbolic link where the node's log goes: refused"):
+        nodes.start(type("Plan", (), {"name": "main"})())
+    assert target.read_text() == "keep me"
+
+
+def test_fsm_cluster_local_refuses_a_linked_cluster_folder(tmp_path, outside):
+    """The cluster's folder a link to an empty folder (made before the launcher, in a shared work
+    dir): one error line naming it, exit 2, nothing written where it points."""
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    (wd / "c9").symlink_to(outside)
+    r = subprocess.run([sys.executable, "-m", "fsm_cluster", "local", "--work-dir", str(wd), "--cluster-id", "c9",
+                        "--workers", "1", "--", "true"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "c9: a symbolic link where the cluster's logs go: refused" in r.stdout + r.stderr
+    assert "Traceback" not in r.stderr and list(outside.iterdir()) == []
