@@ -1,18 +1,23 @@
 """``python -m fsm_cluster.frameworks._ray_nodes [--gcs] <address> <n>``: exit 0 once ``n`` Ray
 nodes are alive.
 
-* With ``--gcs`` (a WORKER before its ``ray start``, MAIN before its entry script): asked of the
-  head's GCS alone, through Ray's GCS client — no driver and no local raylet needed, so it works
-  from a machine that has no Ray node yet. Exit 3 when this Ray has no such client (a private API):
-  a WORKER goes on without, MAIN asks again without ``--gcs``.
+* With ``--gcs`` (MAIN before a restarted entry script, or when the head's process could not say
+  so itself; :func:`alive_in_gcs` is also how :mod:`._ray_start` asks): asked of the head's GCS
+  alone, through Ray's GCS client — no driver and no local raylet needed, so it works from a
+  machine that has no Ray node yet. Exit 3 when this Ray has no such client (a private API): MAIN
+  asks again without ``--gcs``.
 * Without ``--gcs``: asked as a Ray driver (``ray.init``), so the node itself never becomes one
   (``ray.init`` blocks for seconds and would stall its heartbeat); the node polls this child while
   ticking.
+
+Prints nothing: what Ray prints goes to stderr (the node's log), never to stdout, which a job's
+user reads as their own output.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 
@@ -47,7 +52,7 @@ def main(argv: list[str]) -> int:
         if count is None:
             return NO_GCS_CLIENT
         while count() < want:
-            time.sleep(0.5)
+            time.sleep(0.1)
         return 0
     import ray
 
@@ -55,8 +60,7 @@ def main(argv: list[str]) -> int:
     try:
         while True:
             alive = [n for n in ray.nodes() if n.get("Alive")]
-            if len(alive) >= want:
-                print(f"{len(alive)} Ray nodes alive", flush=True)
+            if len(alive) >= want:  # the node logs it
                 return 0
             time.sleep(0.5)
     finally:
@@ -64,4 +68,5 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    os.dup2(2, 1)  # whatever Ray prints goes to stderr, the node's log: a job's stdout is its user's
     sys.exit(main(sys.argv[1:]))

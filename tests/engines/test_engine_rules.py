@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from types import MappingProxyType
+from types import MappingProxyType, SimpleNamespace
 
 import pytest
 
@@ -296,3 +296,67 @@ def test_the_gcs_probe_waits_for_the_head_or_says_it_cannot_ask(monkeypatch):
     assert next(answers, "asked until alive") == "asked until alive"
     monkeypatch.setattr(_ray_nodes, "alive_in_gcs", lambda address: None)  # a Ray without that client
     assert _ray_nodes.main(["--gcs", "127.0.0.1:6379", "1"]) == _ray_nodes.NO_GCS_CLIENT
+
+
+def test_ray_start_runs_in_one_process_behind_the_nodes_waits(tmp_path, monkeypatch):
+    """A WORKER's `ray start` waits in its own process (Ray imported once) until the head is alive;
+    MAIN's head reports every node alive in a file; the agents' ports are Ray's own to bind."""
+    from fsm_cluster.frameworks import _ray_start
+
+    clock = [0.0]  # a fake clock: each pause moves it on
+    monkeypatch.setattr(_ray_start, "time", SimpleNamespace(monotonic=lambda: clock[0],
+                                                            sleep=lambda s: clock.__setitem__(0, clock[0] + s)))
+    opts, args = _ray_start.parse(["--after", "10.0.0.1:6379", "30", "--own-ports", "127.0.0.1", "--",
+                                   "start", "--address", "10.0.0.1:6379"])
+    assert opts == {"--after": ["10.0.0.1:6379", "30"], "--own-ports": ["127.0.0.1"]}
+    assert args == ["start", "--address", "10.0.0.1:6379"]
+    answers = iter([0, 0, 1])
+    monkeypatch.setattr(_ray_start, "gcs_counter", lambda address, deadline: lambda: next(answers))
+    assert _ray_start.wait_for_head("10.0.0.1:6379", 30)
+    assert next(answers, "asked until alive") == "asked until alive"
+    monkeypatch.setattr(_ray_start, "gcs_counter", lambda address, deadline: lambda: 0)
+    assert not _ray_start.wait_for_head("10.0.0.1:6379", 30)  # never alive: the node fails
+    monkeypatch.setattr(_ray_start, "gcs_counter", lambda address, deadline: None)  # no GCS client: go on
+    assert _ray_start.wait_for_head("10.0.0.1:6379", 30)
+    report = tmp_path / "alive"
+    counts = iter([1, 2, 3])
+    monkeypatch.setattr(_ray_start, "gcs_counter", lambda address, deadline: lambda: next(counts))
+    _ray_start.report_alive("10.0.0.1:6379", 3, str(report))
+    assert report.read_text() == "3" and next(counts, "asked until 3") == "asked until 3"
+    monkeypatch.setattr(_ray_start, "gcs_counter", lambda address, deadline: None)
+    _ray_start.report_alive("10.0.0.1:6379", 3, str(report))
+    assert report.read_text() == "no-gcs"
+
+
+def test_ray_nodes_start_ray_through_the_waiting_start(tmp_path, monkeypatch):
+    """The head reports the roster's nodes alive, a WORKER waits for the head (OCI__TIMEOUT) in the
+    process that runs `ray start`; on loopback the agents' ports are left to Ray (--own-ports)."""
+    spawned = {}
+    monkeypatch.setattr(RayProvider, "spawn", lambda self, name, cmd, **kw: spawned.setdefault(name, cmd))
+    exported = {"RAY_ADDRESS": "127.0.0.1:6379"}
+    main = node(RayProvider, tmp_path, exported=exported, OCI__TIMEOUT="90")
+    main.start_main()
+    head = spawned["ray head"]
+    cut = head.index("--")
+    assert head[:3] == [sys.executable, "-m", "fsm_cluster.frameworks._ray_start"]
+    assert head[3:cut] == ["--report", "127.0.0.1:6379", "3", main.alive_file, "--own-ports", "127.0.0.1"]
+    assert head[cut + 1:cut + 5] == ["start", "--head", "--port", "6379"]
+    assert "--dashboard-agent-listen-port" not in head and "--dashboard-port" in head
+    worker = node(RayProvider, tmp_path, mode="WORKER", exported=exported, OCI__TIMEOUT="90")
+    worker.start_worker()
+    cmd = spawned["ray worker"]
+    cut = cmd.index("--")
+    assert cmd[3:cut] == ["--after", "127.0.0.1:6379", "90", "--own-ports", "127.0.0.1"]
+    assert cmd[cut + 1:cut + 4] == ["start", "--address", "127.0.0.1:6379"]
+    assert "--dashboard-port" not in cmd
+    # MAIN's entry script waits for what the head's process reported, once
+    Path(main.alive_file).write_text("3")
+    monkeypatch.setattr(RayProvider, "roster", [object()] * 3, raising=False)
+    monkeypatch.setattr(RayProvider, "check_engine", lambda self: None)
+    asked = []
+    monkeypatch.setattr(RayProvider, "_ask_ray", lambda self, args, what: asked.append(args) or 0)
+    alive_dir = Path(main.alive_file).parent
+    main.engine_ready()
+    assert asked == [] and not alive_dir.exists()  # the report is used once, then removed
+    main.engine_ready()  # a later start of the code asks the GCS again
+    assert asked == [["--gcs", "127.0.0.1:6379", "3"]]

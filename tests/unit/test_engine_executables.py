@@ -74,8 +74,10 @@ def test_providers_build_their_commands_from_the_interpreters_launchers(fake_env
     cmd = torchrun_command(nnodes=2, node_rank=0, nproc=1, master_addr="127.0.0.1", master_port=29400,
                            script=[sys.executable, "/code/train.py"])
     assert cmd[0] == str(bin_dir / "torchrun") and cmd[-1] == "/code/train.py"
+    # Ray's `ray start` runs in the node's own interpreter (its command line, behind the node's waits)
     ray = RayProvider._ray(SimpleNamespace(ip="127.0.0.1"), "--head")
-    assert ray[:3] == [str(bin_dir / "ray"), "start", "--head"]
+    assert ray[:5] == [sys.executable, "-m", "fsm_cluster.frameworks._ray_start", "--", "start"]
+    assert ray[5] == "--head"
 
 
 def test_without_a_launcher_script_the_module_runs_with_this_interpreter(fake_env, tmp_path, monkeypatch):
