@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, ClassVar, Literal
 
+from pydantic.dataclasses import dataclass
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -134,12 +135,15 @@ class _Shared(BaseModel):
     life: str = Field("", max_length=64)
 
 
-class RosterEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+@dataclass(frozen=True, slots=True, kw_only=True, config=ConfigDict(extra="forbid"))
+class RosterEntry:
+    """One node of MAIN's roster. A (pydantic) dataclass with slots, not a model: every worker
+    holds the whole roster, and an entry is a tenth of a model's memory and validated faster."""
+
     node: NodeName
     mode: Mode
     run_id: Identifier
-    rank: int = Field(ge=0)
+    rank: Annotated[int, Field(ge=0)]
     ip: str
     host: str = ""
 

@@ -31,6 +31,7 @@ import posixpath
 import re
 import time
 from collections import Counter
+from collections.abc import Iterator, Mapping
 from typing import Any, Callable, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -142,6 +143,47 @@ def split_uri(uri: str) -> tuple[str, str]:
                                f"(give {scheme or '<scheme>'}://{shape})")
         return scheme, uri.rstrip("/")
     return "file", os.path.abspath(os.path.expanduser(uri))
+
+
+
+class Listing(Mapping):
+    """One listing: every file's name (hidden ones and folders left out) → its change fingerprint
+    (size, mtime, LastModified, ETag, created, ino: whichever the storage gives). Every node lists
+    the whole cluster dir at its first look, N files, and then asks about a few of them: the names
+    are indexed at once, a file's fingerprint is made when it is asked for."""
+
+    __slots__ = ("_entries", "_fps")
+
+    def __init__(self, entries: list[dict] = ()):
+        index = {}
+        for e in entries:  # (kept lean: N entries at every node's first look)
+            if e.get("type") == "directory":
+                continue
+            name = e["name"].rpartition("/")[2] or e["name"].rstrip("/").rpartition("/")[2]
+            if name[:1] != ".":
+                index[name] = e
+        self._entries = index
+        self._fps: dict[str, tuple] = {}
+
+    def __getitem__(self, name: str) -> tuple:
+        fp = self._fps.get(name)
+        if fp is None:
+            get = self._entries[name].get
+            fp = self._fps[name] = (get("size"), get("mtime"), get("LastModified"), get("ETag"), get("created"),
+                                    get("ino"))
+        return fp
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"Listing({dict(self.items())!r})"
 
 
 class WorkDir:
@@ -360,24 +402,15 @@ class WorkDir:
         data = self.read_bytes(name, getattr(cls, "MAX_BYTES", MAX_READ))
         return None if data is None else self.parse(name, data, cls)
 
-    def listing(self, folder: str = "") -> dict[str, tuple]:
+    def listing(self, folder: str = "") -> Listing:
         """One request: every file directly under the cluster dir (or its ``folder``) with a change
         fingerprint."""
         where = self.path(folder) if folder else self.root
         try:
             entries = self._call("ls", lambda: self.fs.ls(where, detail=True, refresh=True), "listing")
         except FileNotFoundError:
-            return {}
-        out = {}
-        for e in entries:  # (every node lists at its first look: this loop is kept lean)
-            get = e.get
-            if get("type") == "directory":
-                continue
-            name = e["name"].rstrip("/").rpartition("/")[2]
-            if name[:1] == ".":
-                continue
-            out[name] = (get("size"), get("mtime"), get("LastModified"), get("ETag"), get("created"), get("ino"))
-        return out
+            return Listing()
+        return Listing(entries)
 
     def subdirectories(self) -> list[str]:
         """One request: the names of the folders directly under the cluster dir (for a WorkDir
