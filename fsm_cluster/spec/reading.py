@@ -16,11 +16,12 @@ import logging
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
-
-import yaml
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ..errors import SpecError
+
+if TYPE_CHECKING:
+    import yaml
 
 Path = tuple[str | int, ...]
 Warn = Callable[[str], None]  # hears each warning (one line naming file, YAML path and line)
@@ -73,44 +74,60 @@ def _check_size(name: str, size: int, *, known: bool = True) -> None:
 
 
 class SpecExpansionError(Exception):
-    """Raised by :class:`_BoundedLoader` (becomes a SpecError naming the file)."""
+    """Raised by the bounded loader (:func:`_bounded_loader`; becomes a SpecError naming the file)."""
 
     def __init__(self, line: int):
         super().__init__(line)
         self.line = line
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """SafeLoader that knows, while composing, how many values each node expands to (aliases
-    included) and refuses a document past :data:`MAX_SPEC_VALUES` or an alias to itself."""
+def _bounded_loader(text: str):
+    """A :class:`_BoundedLoader` for ``text``. PyYAML is imported here, when a spec is parsed: a
+    node imports the spec builders (next to every engine's provider) but never parses YAML."""
+    global _BoundedLoader
+    if _BoundedLoader is None:
+        import yaml
 
-    def __init__(self, stream):
-        super().__init__(stream)
-        self._values: dict[int, int] = {}  # id(node) → values it expands to (nodes live until the end)
+        class Loader(yaml.SafeLoader):
+            """SafeLoader that knows, while composing, how many values each node expands to
+            (aliases included) and refuses a document past :data:`MAX_SPEC_VALUES` or an alias to
+            itself."""
 
-    def compose_node(self, parent, index):
-        alias = self.check_event(yaml.AliasEvent)
-        node = super().compose_node(parent, index)
-        size = self._values.get(id(node))
-        if size is None:
-            if alias:  # an alias to a collection still being composed: infinite when expanded
-                raise yaml.composer.ComposerError(None, None, "an alias refers to the collection "
-                                                  "that contains it (recursive alias)",
-                                                  node.start_mark)
-            size = 1
-            if isinstance(node, yaml.SequenceNode):
-                size += sum(self._values[id(item)] for item in node.value)
-            elif isinstance(node, yaml.MappingNode):
-                size += sum(self._values[id(k)] + self._values[id(v)] for k, v in node.value)
-            if size > MAX_SPEC_VALUES:
-                raise SpecExpansionError(node.start_mark.line + 1)
-            self._values[id(node)] = size
-        return node
+            def __init__(self, stream):
+                super().__init__(stream)
+                self._values: dict[int, int] = {}  # id(node) → values it expands to (nodes live until the end)
+
+            def compose_node(self, parent, index):
+                alias = self.check_event(yaml.AliasEvent)
+                node = super().compose_node(parent, index)
+                size = self._values.get(id(node))
+                if size is None:
+                    if alias:  # an alias to a collection still being composed: infinite when expanded
+                        raise yaml.composer.ComposerError(None, None, "an alias refers to the collection "
+                                                          "that contains it (recursive alias)",
+                                                          node.start_mark)
+                    size = 1
+                    if isinstance(node, yaml.SequenceNode):
+                        size += sum(self._values[id(item)] for item in node.value)
+                    elif isinstance(node, yaml.MappingNode):
+                        size += sum(self._values[id(k)] + self._values[id(v)] for k, v in node.value)
+                    if size > MAX_SPEC_VALUES:
+                        raise SpecExpansionError(node.start_mark.line + 1)
+                    self._values[id(node)] = size
+                return node
+
+        _BoundedLoader = Loader
+    return _BoundedLoader(text)
+
+
+_BoundedLoader = None  # the loader class, made by :func:`_bounded_loader` on first use
 
 
 def _index_lines(node: yaml.Node, path: Path, lines: dict[Path, int], duplicates: list) -> None:
     """Fill ``lines``; ``duplicates`` gets ``(path, first line, line)`` of every repeated key (the
     last value wins, as in PyYAML and oracle-ads: the lines below the first one are forgotten)."""
+    import yaml
+
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, int] = {}
         for key_node, value_node in node.value:
@@ -174,8 +191,10 @@ def parse_yaml(name: str, text: str, *, strict: bool = True,
     """The YAML document as plain data and its :class:`SpecSource`; syntax errors → SpecError.
     A key repeated in a mapping is an error when ``strict``; else the last value wins (as in
     oracle-ads) and ``warn`` hears of it with the lines of both."""
+    import yaml
+
     _check_size(name, len(text.encode("utf-8", errors="replace")))
-    loader = _BoundedLoader(text)
+    loader = _bounded_loader(text)
     try:
         root = loader.get_single_node()
         data = None if root is None else loader.construct_document(root)

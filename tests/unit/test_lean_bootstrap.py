@@ -58,3 +58,14 @@ def test_interface_of_finds_each_primary_ipv4_without_psutil_as_psutil_does():
     for addr, name in kernel.items():
         assert listed.get(addr) == name == interface_of(addr)
     assert interface_of("203.0.113.254") is None  # TEST-NET-3: nobody's
+
+
+def test_an_engine_nodes_provider_imports_no_engine_and_no_yaml():
+    """Every built-in provider module (the spec builder lives beside it) loads without PyYAML —
+    the spec parser imports it when a spec is parsed — and without its engine's own packages: a
+    node starts the engine's processes, it never imports the engine (issue 26 item 1)."""
+    from fsm_cluster.registry import BUILTIN
+
+    modules = sorted({target.split(":")[0] for target in BUILTIN.values()})
+    heavy = ("yaml", "torch", "ray", "tensorflow", "distributed", "dask", "horovod")
+    assert _imported("\n".join(f"import {m}" for m in modules), heavy) == []
