@@ -38,6 +38,7 @@ class VirtualClock:
         self._interrupts: dict[int, BaseException] = {}
         self._lock = threading.Lock()
         self._heap: list[tuple[float, int, int]] = []
+        self._queued: dict[int, int] = {}  # token → the sequence number of its one live heap entry
         self._seq = itertools.count()
         self._running: int | None = None
         self._wake: dict[int, threading.Event] = {}
@@ -61,7 +62,7 @@ class VirtualClock:
         with self._lock:
             self.sleeps += 1
             event.clear()
-            heapq.heappush(self._heap, (self.t + max(0.0, float(seconds)), next(self._seq), me))
+            self._queue(self.t + max(0.0, float(seconds)), me)
             self._running = None
             self._dispatch()
         event.wait()
@@ -82,7 +83,7 @@ class VirtualClock:
         with self._lock:
             token = len(self._wake)
             self._wake[token] = threading.Event()
-            heapq.heappush(self._heap, (self.t, next(self._seq), token))
+            self._queue(self.t, token)
 
         def body() -> None:
             self._local.token = token
@@ -100,20 +101,28 @@ class VirtualClock:
     def interrupt(self, token, exc: BaseException) -> bool:
         """Wake simulated thread ``token`` now (it must be sleeping); its sleep raises ``exc``."""
         with self._lock:
-            entries = [e for e in self._heap if e[2] != token]
-            if len(entries) == len(self._heap):
+            if token not in self._queued:
                 return False
-            self._heap = entries
-            heapq.heapify(self._heap)
             self._interrupts[token] = exc
-            heapq.heappush(self._heap, (self.t, next(self._seq), token))
+            self._queue(self.t, token)  # its earlier entry is left in the heap, stale: skipped when popped
         return True
 
     # scheduler -------------------------------------------------------------------------------
+    def _queue(self, wake: float, token: int) -> None:
+        """``token`` runs next at ``wake`` (caller holds the lock); an entry it had is now stale."""
+        seq = next(self._seq)
+        self._queued[token] = seq
+        heapq.heappush(self._heap, (wake, seq, token))
+
     def _dispatch(self) -> None:
-        """Hand the CPU to the earliest sleeper (caller holds the lock)."""
-        if self._running is None and self._heap:
-            wake, _, who = heapq.heappop(self._heap)
+        """Hand the CPU to the earliest sleeper (caller holds the lock). An interrupt re-queues a
+        sleeper without searching the heap (O(log N), as waking a real thread is O(1)): entries it
+        made stale are dropped here."""
+        while self._running is None and self._heap:
+            wake, seq, who = heapq.heappop(self._heap)
+            if self._queued.get(who) != seq:
+                continue
+            del self._queued[who]
             self.t = max(self.t, wake)
             self._running = who
             self.dispatches += 1
@@ -128,7 +137,7 @@ class VirtualClock:
             for i in range(len(fns)):
                 self._wake[base + i] = threading.Event()
                 delay = start_at[i] if start_at else 0.0
-                heapq.heappush(self._heap, (self.t + delay, next(self._seq), base + i))
+                self._queue(self.t + delay, base + i)
 
         def body(i: int, fn: Callable[[], Any]) -> None:
             token = base + i
