@@ -13,6 +13,9 @@
     chief's training ends, when the cluster tears down and those servers with it.
 * ``TF_CONFIG`` (cluster + this node's task) is set for the entry script and the servers, so
   ``TFConfigClusterResolver()`` / the strategies need no arguments.
+* MAIN's ``.py`` entry script of a MultiWorkerMirroredStrategy cluster runs under
+  :mod:`._tf_entry`: its process serves TensorFlow's coordination service (task 0), and outlives
+  the other tasks' processes, whose heartbeats to it would fail otherwise.
 * The one engine with PS nodes (``supports_ps``). Where the code runs (:func:`code_runs_on`) and
   "PS needs a worker" (:func:`validate_ps_workers`) are rules the node and the spec builder
   (:class:`TensorFlowSpecBuilder`) share.
@@ -138,6 +141,14 @@ class TensorFlowProvider(EngineProvider):
         if not self.ps_cluster:  # pragma: no cover - a PS node means ps_count > 0
             raise NodeFailure("PS node in a cluster without OCI__PS_COUNT")
         self._start_server("tf ps server")
+
+    def wrap_entry(self, cmd: list[str]) -> list[str]:
+        """MAIN of a MultiWorkerMirroredStrategy cluster: ``python -m …_tf_entry script.py args``
+        (a script that is no ``.py`` runs as it is)."""
+        if self.mode == "MAIN" and not self.ps_cluster and cmd[:1] == [sys.executable] and len(cmd) > 1 \
+                and cmd[1].endswith(".py"):
+            return [sys.executable, "-m", "fsm_cluster.frameworks._tf_entry", *cmd[1:]]
+        return cmd
 
     def entry_env(self) -> dict[str, str]:
         env = super().entry_env()
