@@ -14,7 +14,7 @@ import logging
 import os
 from typing import Callable
 
-from ..wire.models import NodeState
+from ..wire.models import MAX_HISTORY, NodeState, Transition
 from ..wire.states import NodeStatus
 
 log = logging.getLogger(__name__)
@@ -43,8 +43,6 @@ class StateRecord:
     def on_enter(self, event, state: NodeStatus, previous: NodeStatus, reason: str) -> None:
         """After every state change: count, log and remember it; write the state file now from
         ``running`` on (while forming, at the next tick; while ending, the ending writes it)."""
-        from ..wire.models import MAX_HISTORY, Transition
-
         self.transitions += 1
         self.entered_wall = self.clock.wall()
         self.history.append(Transition(state=state.value, wall=self.entered_wall, reason=(reason or "")[:300]))
