@@ -75,9 +75,10 @@ class NodeFacade:
         """Hook: called after every state change, once the record has it (recorders, simulations)."""
 
     def begin_life(self) -> None:
-        """The first look at the work dir (one listing): MAIN moves a previous life's files aside, a
-        worker notes a previous life's stop marker; MAIN's channel starts serving."""
-        listing = self.workdir.listing()
+        """The first look at the work dir (one request: MAIN's listing, a worker's read of the stop
+        marker): MAIN moves a previous life's files aside, a worker notes a previous life's stop
+        marker; MAIN's channel starts serving."""
+        listing = self.rendezvous.first_listing()
         self.rendezvous.first_look(listing)
         self.pulse.began = True
         self.formation.control_address = self.control.serve()

@@ -32,7 +32,7 @@ from .models import (
     StopMarker,
     is_hijack_name,
 )
-from .workdir import MAIN_NODE, PREVIOUS, STOP, WorkDir, config_name, node_of, state_name
+from .workdir import MAIN_NODE, PREVIOUS, STOP, Listing, WorkDir, config_name, node_of, state_name
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,19 @@ class Rendezvous:
         return [why for _, why in self.refused.values()]
 
     # -- lives -------------------------------------------------------------------------------------
+    def first_listing(self) -> Listing:
+        """What the node's first look needs, in one request: MAIN lists the cluster dir (it moves
+        a previous life's files aside); a worker reads the stop marker alone (one small request
+        whatever N, where a listing of a forming cluster is N files for each of N nodes) and
+        lists the dir only when there is one, to tell a previous life's marker from this life's."""
+        if self.mode != "MAIN":
+            try:
+                if self.workdir.read_bytes(STOP, StopMarker.MAX_BYTES) is None:
+                    return Listing()
+            except ProtocolError:
+                pass  # not a readable marker: the listing shows it, the first look judges it
+        return self.workdir.listing()
+
     def first_look(self, listing: dict[str, tuple]) -> None:
         """The node's first look, before it writes anything. The same job may run again in the
         same work dir (on OCI every run of a job shares JOB_OCID): MAIN starts a new life and
