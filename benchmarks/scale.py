@@ -50,10 +50,13 @@ class TimedNode(SimulatedCodeProvider):
 
 
 def simulate(n: int, *, code_seconds: float = 30.0, interval: float = 10.0, tune_gc: bool = True,
-             start_spread: float = 0.0, seed: int = 0) -> dict:
+             start_spread: float = 0.0, seed: int = 0, pace: str = "files") -> dict:
     """One cluster of ``n`` nodes (1 MAIN + n-1 WORKERs), whole life; measurements as a dict.
     ``start_spread``: nodes start at seeded-random times in [0, start_spread) simulated seconds
-    (as job runs are provisioned), else all at once."""
+    (as job runs are provisioned), else all at once. ``pace``: ``files``, the work-dir beat and
+    look of nodes without the control channel (the simulation has none: every interval);
+    ``channel``, at the pace of nodes whose channel is up (every 2 intervals; the channel's own
+    messages are not simulated, see ``SimulatedCodeProvider``)."""
     counters: list[CountingFileSystem] = []
 
     def fs_for(i, fs):
@@ -64,7 +67,7 @@ def simulate(n: int, *, code_seconds: float = 30.0, interval: float = 10.0, tune
     # Signed files, as a launched cluster has them (the HMAC of every write and read counts).
     c = SimulatedCluster(workers=n - 1, provider_cls=TimedNode, fs_for=fs_for,
                          OCI__HEARTBEAT_INTERVAL=interval, OCI__CLUSTER_SECRET="b" * 64)
-    nodes = [c.build(e, code_seconds=code_seconds) for e in c.envs]
+    nodes = [c.build(e, code_seconds=code_seconds, channel_pace=pace == "channel") for e in c.envs]
     for p, k in zip(nodes, counters):
         attach(p, k)
     build_s = time.perf_counter() - t_build
@@ -100,6 +103,7 @@ def simulate(n: int, *, code_seconds: float = 30.0, interval: float = 10.0, tune
         "heartbeat_interval_s": interval,
         "code_seconds": code_seconds,
         "start_spread_s": start_spread,
+        "pace": pace,
         "formation_sim_s": round(formed - t0, 4),
         "life_sim_s": round(c.clock.now() - t0, 4),
         "wall_build_s": round(build_s, 3),
@@ -169,6 +173,9 @@ def main(argv=None) -> int:
     ap.add_argument("--interval", type=float, default=10.0, help="OCI__HEARTBEAT_INTERVAL (simulated s)")
     ap.add_argument("--start-spread", type=float, default=0.0,
                     help="nodes start at random times in [0, S) simulated s (default: all at once)")
+    ap.add_argument("--pace", choices=["files", "channel"], default="files",
+                    help="work-dir beat and look: every interval, as nodes without the control channel "
+                         "(default; the simulation has none), or every 2, as nodes whose channel is up")
     ap.add_argument("--gc", choices=["tuned", "default"], default="tuned")
     ap.add_argument("--out", default=str(RESULTS / "scale.json"))
     args = ap.parse_args(argv)
@@ -179,7 +186,8 @@ def main(argv=None) -> int:
     print(hdr)
     for n in args.n:
         row = median_run([simulate(n, code_seconds=args.code_seconds, interval=args.interval,
-                                   tune_gc=args.gc == "tuned", start_spread=args.start_spread, seed=rep)
+                                   tune_gc=args.gc == "tuned", start_spread=args.start_spread, seed=rep,
+                                   pace=args.pace)
                            for rep in range(args.reps)])
         rows.append(row)
         f = row["requests_per_node"]["formation"]

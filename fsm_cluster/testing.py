@@ -11,6 +11,7 @@ given simulated duration and exit code, and records when it entered each state.
 
 from __future__ import annotations
 
+import _thread
 import heapq
 import itertools
 import os
@@ -26,9 +27,11 @@ from .runtime.process import ProcessGroup
 class VirtualClock:
     """Virtual time shared by simulated threads, exactly one of which runs at a time.
 
-    Each simulated thread waits on its own ``threading.Event``; a hand-over sets the event of the
-    one thread that runs next, so a dispatch wakes one thread (not all of them: with a shared
-    condition and ``notify_all`` a 1,000-node simulation spent O(N²) wake-ups).
+    Each simulated thread waits on a lock of its own, held while it may not run; a hand-over
+    releases the lock of the one thread that runs next, so a dispatch wakes one thread (not all of
+    them: with a shared condition and ``notify_all`` a 1,000-node simulation spent O(N²)
+    wake-ups), with one lock operation on each side (an ``Event`` is a condition, a lock and a
+    waiter lock made at every wait).
     """
 
     simulated = True
@@ -41,7 +44,7 @@ class VirtualClock:
         self._queued: dict[int, int] = {}  # token → the sequence number of its one live heap entry
         self._seq = itertools.count()
         self._running: int | None = None
-        self._wake: dict[int, threading.Event] = {}
+        self._wake: dict[int, Any] = {}  # token → its lock: held while it may not run
         self._local = threading.local()
         self.sleeps = 0
         self.dispatches = 0
@@ -58,14 +61,12 @@ class VirtualClock:
         if me is None:  # not a simulated thread: plain fake time
             self.t += max(0.0, seconds)
             return
-        event = self._wake[me]
         with self._lock:
             self.sleeps += 1
-            event.clear()
             self._queue(self.t + max(0.0, float(seconds)), me)
             self._running = None
             self._dispatch()
-        event.wait()
+        self._wake[me].acquire()  # at once when this thread is the earliest sleeper itself
         exc = self._interrupts.pop(me, None)
         if exc is not None:
             raise exc
@@ -79,23 +80,11 @@ class VirtualClock:
 
     def spawn(self, fn: Callable[[], None], name: str = "") -> int:
         """Run ``fn`` as one more simulated thread, from now on (called from a simulated thread);
-        return its token."""
+        return its token. (``name``: unused, the thread is not a ``threading.Thread``.)"""
         with self._lock:
-            token = len(self._wake)
-            self._wake[token] = threading.Event()
+            token = self._new_token()
             self._queue(self.t, token)
-
-        def body() -> None:
-            self._local.token = token
-            self._wake[token].wait()
-            try:
-                fn()
-            finally:
-                with self._lock:
-                    self._running = None
-                    self._dispatch()
-
-        threading.Thread(target=body, name=name, daemon=True).start()
+        self._start(token, fn)
         return token
 
     def interrupt(self, token, exc: BaseException) -> bool:
@@ -126,39 +115,61 @@ class VirtualClock:
             self.t = max(self.t, wake)
             self._running = who
             self.dispatches += 1
-            self._wake[who].set()
+            self._wake[who].release()
 
-    def run(self, fns: list[Callable[[], Any]], *, start_at: list[float] | None = None) -> list[Any]:
-        """Run ``fns`` as simulated threads (``start_at[i]``: delay before fn i starts); return
-        their results (an exception raised by a fn is returned in its place)."""
-        results: list[Any] = [None] * len(fns)
-        base = len(self._wake)  # tokens stay unique if run() is called again on this clock
-        with self._lock:
-            for i in range(len(fns)):
-                self._wake[base + i] = threading.Event()
-                delay = start_at[i] if start_at else 0.0
-                self._queue(self.t + delay, base + i)
+    def _new_token(self) -> int:
+        """A new simulated thread's token, its lock held until its first turn (caller holds the lock)."""
+        token = len(self._wake)
+        self._wake[token] = lock = _thread.allocate_lock()
+        lock.acquire()
+        return token
 
-        def body(i: int, fn: Callable[[], Any]) -> None:
-            token = base + i
+    def _start(self, token: int, fn: Callable[[], None]) -> None:
+        """Start simulated thread ``token``: ``fn`` runs at its first turn, then the next thread
+        does. Started without waiting for it to start (it waits for its turn anyway):
+        ``Thread.start`` would hand the CPU to it and back once more."""
+
+        def body() -> None:
             self._local.token = token
-            self._wake[token].wait()
+            self._wake[token].acquire()
             try:
-                results[i] = fn()
-            except BaseException as e:  # noqa: BLE001 - reported to the caller
-                results[i] = e
+                fn()
             finally:
                 with self._lock:
                     self._running = None
                     self._dispatch()
 
-        threads = [threading.Thread(target=body, args=(i, fn), daemon=True) for i, fn in enumerate(fns)]
-        for t in threads:
-            t.start()
+        _thread.start_new_thread(body, ())
+
+    def run(self, fns: list[Callable[[], Any]], *, start_at: list[float] | None = None) -> list[Any]:
+        """Run ``fns`` as simulated threads (``start_at[i]``: delay before fn i starts); return
+        their results (an exception raised by a fn is returned in its place)."""
+        results: list[Any] = [None] * len(fns)
+        if not fns:
+            return results
+        left = [len(fns)]
+        done = _thread.allocate_lock()  # released when the last fn returned
+        done.acquire()
+
+        def call(i: int, fn: Callable[[], Any]) -> None:
+            try:
+                results[i] = fn()
+            except BaseException as e:  # noqa: BLE001 - reported to the caller
+                results[i] = e
+            finally:
+                left[0] -= 1  # (one simulated thread runs at a time)
+                if not left[0]:
+                    done.release()
+
+        with self._lock:  # (tokens stay unique if run() is called again on this clock)
+            tokens = [self._new_token() for _ in fns]
+            for i, token in enumerate(tokens):
+                self._queue(self.t + (start_at[i] if start_at else 0.0), token)
+        for i, (token, fn) in enumerate(zip(tokens, fns)):
+            self._start(token, lambda i=i, fn=fn: call(i, fn))
         with self._lock:
             self._dispatch()
-        for t in threads:
-            t.join()
+        done.acquire()
         return results
 
 
@@ -183,10 +194,22 @@ class SimulatedProcessGroup(ProcessGroup):
 class SimulatedCodeProvider(CommandProvider):
     """COMMAND provider whose entry script is a simulated workload: ``code_seconds`` of virtual
     time, then exit ``code_exit`` (per node: dicts keyed by rank are accepted; per restart: a list,
-    ``[first run, after restart 1, …]``)."""
+    ``[first run, after restart 1, …]``).
 
-    def __init__(self, *args, code_seconds: float | dict = 1.0, code_exit: int | dict = 0, **kwargs):
+    ``channel_pace``: the node beats and looks at the work dir at the pace of a node whose control
+    channel is up (one state write and one look every ``SLOW`` heartbeat intervals, the rule of
+    ``Control.pace``), though the channel itself is not simulated (on a simulated clock a node has
+    none: liveness and outcomes then reach it through the files alone, later than over a channel).
+    It shows the storage requests of a cluster with the channel; off (the default), the node keeps
+    the rule of a node without one (every interval)."""
+
+    def __init__(self, *args, code_seconds: float | dict = 1.0, code_exit: int | dict = 0,
+                 channel_pace: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
+        if channel_pace:
+            from .wire.control import SLOW
+
+            self.control.pace = lambda: SLOW
         self._code_seconds = code_seconds
         self._code_exit = code_exit
         self._code_started: float | None = None

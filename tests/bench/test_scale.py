@@ -27,8 +27,9 @@ def test_formation_is_linear_in_n(rows):
                       "o_n": True}
     for r in rows:
         form = r["requests_per_node"]["formation"]
-        # write config, write state, read MAIN's config (absent, then present), one listing
+        # write config, write state, read MAIN's config (absent, then present), read the stop marker
         assert form["workers"]["max"] <= 5
+        assert "ls" not in r["worker_by_phase_example"]["formation"]  # a worker never lists N files
         # MAIN: one read per WORKER config + a bounded number of listings and writes
         assert r["workers"] <= form["main"] <= r["workers"] + 5
         assert r["total_formation_requests"] <= 5 * r["workers"] + form["main"]
@@ -38,7 +39,7 @@ def test_steady_state_cost_per_heartbeat_interval(rows):
     for r in rows:
         steady = r["steady_per_interval"]
         assert steady is not None
-        assert steady["workers"]["max"] <= 2  # one state write + one listing
+        assert steady["workers"]["max"] <= 2  # one state write + one read of MAIN's state
         assert steady["main"] <= 2            # MAIN's watch of every node: one listing, not N reads
         assert set(r["main_by_phase"]["steady"]) <= {"ls", "pipe"}
 
@@ -48,3 +49,11 @@ def test_whole_cluster_formed_and_finished(rows):
         assert r["formation_sim_s"] < r["heartbeat_interval_s"]  # all nodes started at once
         assert r["life_sim_s"] >= r["code_seconds"]
         assert r["clock_dispatches"] > r["nodes"]
+
+
+def test_steady_state_at_the_channels_pace_is_one_request_per_interval():
+    """With the work-dir beat and look at the pace of nodes whose channel is up (every 2
+    intervals), a node's steady cost is at most 1 request per interval, MAIN's watch included."""
+    r = simulate(10, code_seconds=50, interval=10, tune_gc=False, pace="channel")
+    assert r["steady_per_interval"]["workers"]["max"] <= 1
+    assert r["steady_per_interval"]["main"] <= 1
