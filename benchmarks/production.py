@@ -28,6 +28,10 @@ clock); each figure is the median over ``--reps`` repetitions.
 6. Storage requests per node per heartbeat interval in steady state, channel on: 1+8 counted
    nodes (benchmarks/storage.py) whose job sleeps ``--steady`` s; the most of any node (bound 1).
 
+Before measuring, the bytecode of the fsm_cluster under test is written (``__pycache__``, as an
+install writes it): with PYTHONDONTWRITEBYTECODE set no node would, and each would compile its
+~60 modules from source (~80 ms of CPU) while the floors' packages load compiled.
+
     python benchmarks/production.py                 # ~6 min on 2 cores: all but the frozen node
     python benchmarks/production.py --sigstop       # + a frozen WORKER (~70 s more)
     python benchmarks/production.py --quick         # smoke run: 1 repetition → results/tmp/
@@ -54,6 +58,7 @@ if __package__ in (None, ""):
 from benchmarks import formation, storage  # noqa: E402
 from benchmarks.common import HANG_GUARD, RESULTS, Nodes, machine, write_results  # noqa: E402
 from benchmarks.imports import TARGETS as IMPORTS  # noqa: E402
+from benchmarks.imports import compile_bytecode  # noqa: E402
 
 INTERVAL, TIMEOUT = 10.0, 60.0
 PRODUCTION = {"OCI__HEARTBEAT_INTERVAL": f"{INTERVAL:g}", "OCI__HEARTBEAT_TIMEOUT": f"{TIMEOUT:g}"}
@@ -97,12 +102,25 @@ def all_in(state: str):
 
 
 # -- 1, 2: whole life ----------------------------------------------------------------------------
+def children_cpu() -> float:
+    """User + system CPU seconds of every child process this one has waited for so far."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def whole_life(n: int, tmp: Path, entry: str) -> dict:
-    """One repetition: the two floors, then 1+n at production defaults, 1+n at local defaults, 1+2."""
+    """One repetition: the two floors, then 1+n at production defaults, 1+n at local defaults, 1+2.
+    The design floor's and the 1+n production life's CPU (every process's user + system seconds)
+    too: on a shared host the CPU ratio moves less with the load than the wall one."""
     out = {"floor": formation.floor_run(n, tmp),
-           "floor_bootstrap": formation.floor_run(n, tmp, IMPORTS["node bootstrap"]),
-           "floor_design": formation.floor_run(n, tmp, IMPORTS["design floor"])}
+           "floor_bootstrap": formation.floor_run(n, tmp, IMPORTS["node bootstrap"])}
+    cpu = children_cpu()
+    out["floor_design"] = formation.floor_run(n, tmp, IMPORTS["design floor"])
+    out["floor_design_cpu"], cpu = children_cpu() - cpu, children_cpu()
     out["prod"] = formation.cluster_run(n, entry, tmp, PRODUCTION, base={})
+    out["prod_cpu"] = children_cpu() - cpu
     out["local"] = formation.cluster_run(n, entry, tmp)
     out["prod_1_2"] = formation.cluster_run(2, entry, tmp, PRODUCTION, base={})
     return out
@@ -271,6 +289,7 @@ def main(argv=None) -> int:
     def step(name: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {name} (load {os.getloadavg()[0]:.2f})", flush=True)
 
+    print(compile_bytecode(), flush=True)  # as installed: the nodes load compiled modules, as the floors do
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         trivial = script(tmp, "trivial.sh", "exit 0")
@@ -334,6 +353,9 @@ def life_rows(wl: list, n: int, big: str) -> list[dict]:
         row("1", f"{big} whole life ÷ design floor ({n + 1} × import pydantic, transitions, fsspec)", 1.5,
             med(r["prod"]["whole_life"] / r["floor_design"] for r in wl), "×",
             f"life {med(r['prod']['whole_life'] for r in wl)} s, floor {med(r['floor_design'] for r in wl)} s"),
+        row("", f"  {big} life's CPU ÷ the design floor's (user + system s of every process)", None,
+            med(r["prod_cpu"] / r["floor_design_cpu"] for r in wl), "×",
+            f"life {med(r['prod_cpu'] for r in wl)} s, floor {med(r['floor_design_cpu'] for r in wl)} s"),
         row("", f"  {big} whole life ÷ {n + 1} × the node bootstrap's imports", None,
             med(r["prod"]["whole_life"] / r["floor_bootstrap"] for r in wl), "×",
             f"floor {med(r['floor_bootstrap'] for r in wl)} s"),

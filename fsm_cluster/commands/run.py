@@ -25,7 +25,7 @@ def handle(args) -> int:
     from ..node.drive import own_process
 
     own_process()
-    code = ClusterRunner(cluster_key=args.cluster_type).execute()
+    code = ClusterRunner(cluster_key=args.cluster_type).execute(node_process=True)
     # The node's life is over: children are gone, files written, logs flushed below. Skip the
     # interpreter's teardown of every imported module (tens of ms of CPU per node, which on a
     # busy host delays the whole cluster's exit).

@@ -27,11 +27,16 @@ NOT_IN_A_LIFE = ("tenacity", "tornado", "oci", "fsm_cluster.runtime.stall", "fsm
                  "fsm_cluster.runtime.archive")
 
 
+def _run(code: str) -> str:
+    """The last line ``code`` prints, run in a fresh interpreter."""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout.strip().splitlines()[-1]
+
+
 def _imported(code: str, watch) -> list[str]:
     probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted(m for m in {list(watch)!r} if m in sys.modules)))"
-    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    return json.loads(_run(probe))
 
 
 def test_importing_the_node_bootstrap_loads_none_of_the_parts_a_life_may_not_need():
@@ -69,3 +74,56 @@ def test_an_engine_nodes_provider_imports_no_engine_and_no_yaml():
     modules = sorted({target.split(":")[0] for target in BUILTIN.values()})
     heavy = ("yaml", "torch", "ray", "tensorflow", "distributed", "dask", "horovod")
     assert _imported("\n".join(f"import {m}" for m in modules), heavy) == []
+
+
+
+def test_a_node_process_builds_itself_with_the_collector_paused_then_frozen_and_on_again():
+    """``fsm-cluster run`` (execute(node_process=True)): no collection walks what the node builds
+    while it builds it (settings, provider, their imports), then that is frozen and the collector
+    is on again for the life — also when the build fails. In a fresh interpreter: freezing is for
+    the node's own process, never a host program's (execute() alone leaves the collector as is)."""
+    code = (
+        "import gc, json\n"
+        "from fsm_cluster.errors import SettingsError\n"
+        "from fsm_cluster.runner import ClusterRunner\n"
+        "seen = []\n"
+        "class Probe(ClusterRunner):\n"
+        "    @property\n"
+        "    def cluster(self):\n"
+        "        seen.append(gc.isenabled())\n"
+        "        raise SettingsError('probe')\n"
+        "out = {}\n"
+        "for node_process in (False, True):\n"
+        "    try:\n"
+        "        Probe(environ={}).execute(node_process=node_process)\n"
+        "    except SettingsError:\n"
+        "        pass\n"
+        "    out[str(node_process)] = [seen[-1], gc.isenabled(), gc.get_freeze_count() > 0]\n"
+        "gc.disable()\n"
+        "try:\n"
+        "    Probe(environ={}).execute(node_process=True)\n"
+        "except SettingsError:\n"
+        "    pass\n"
+        "out['off'] = [seen[-1], gc.isenabled()]\n"
+        "print(json.dumps(out))")
+    got = json.loads(_run(code))
+    assert got["False"] == [True, True, False]  # a host program's node: collector untouched, nothing frozen
+    assert got["True"] == [False, True, True]  # paused while built, frozen, on again after (a failed build too)
+    assert got["off"] == [False, False]  # a collector the caller turned off stays off
+
+
+def test_the_run_command_runs_its_node_as_the_process_own():
+    """``fsm-cluster run`` asks for the node-process build (collector paused, then frozen)."""
+    code = (
+        "import json, os\n"
+        "import fsm_cluster.runner as runner\n"
+        "got = {}\n"
+        "def execute(self, **kw):\n"
+        "    got.update(kw)\n"
+        "    return 0\n"
+        "runner.ClusterRunner.execute = execute\n"
+        "os._exit = lambda code: None  # the command ends its process with os._exit\n"
+        "from fsm_cluster.cli import main\n"
+        "main(['run'])\n"
+        "print(json.dumps(got))")
+    assert json.loads(_run(code)) == {"node_process": True}
