@@ -38,6 +38,7 @@ class StateRecord:
         self.history: list = []  # the node's transitions (its timeline)
         self.usage: list = []  # resource samples over the life (models.Usage)
         self.usage_step = max(1.0, interval)  # (figures are taken once a second at most)
+        self.interval = interval
         self._sampler = None
 
     def on_enter(self, event, state: NodeStatus, previous: NodeStatus, reason: str) -> None:
@@ -66,11 +67,15 @@ class StateRecord:
                          usage=list(self.usage))
 
     def resources(self):
-        """CPU / memory (/ GPU) of this node and what it started; none on a simulated clock (one
-        process plays every node there)."""
+        """CPU / memory (/ GPU) of this node and what it started, from its first heartbeat interval
+        on: none before (a life shorter than an interval — a trivial job at the production
+        interval of 10 s — never imports psutil; a longer one carries figures from the beat that
+        ends its first interval on), nor on a simulated clock (one process plays every node there)."""
         if self.simulated:
             return None
         if self._sampler is None:
+            if self.clock.wall() - self.started_wall < self.interval:
+                return None
             from ..runtime.resources import Sampler
 
             self._sampler = Sampler()

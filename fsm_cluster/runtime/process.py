@@ -1,8 +1,11 @@
 """Child processes of a node: each in its own process group, torn down TERM → grace → KILL.
 
-No orphan survives its node: teardown signals every group it started, then sweeps with psutil
-what remains of what it started — its children and every process below them, and whatever
-carries its token in ``FSM_CLUSTER_CHILD_OF`` (leftovers of an entry script that already exited).
+No orphan survives its node: teardown signals every group it started, then sweeps what remains
+of what it started — its children and every process below them, and whatever carries its token in
+``FSM_CLUSTER_CHILD_OF`` (leftovers of an entry script that already exited). On Linux one pass over
+``/proc`` finds them, reading the environment only of processes started since the node's own (an
+older process was not started by it and never inherited its token), and psutil ends them: a life
+that left nothing behind never imports psutil. Elsewhere psutil finds them too.
 When the process is the node's own (``fsm-cluster run``: the subreaper, :func:`become_subreaper`)
 every descendant is the node's too; a node run inside a host's program (``ClusterRunner().execute()``
 in a notebook, a test harness) never ends the host's other children. :func:`sweep` is the one
@@ -106,7 +109,11 @@ class ProcessGroup:
 
 
 def _tree(pids: Iterable[int]) -> list:
-    """The psutil processes below ``pids`` (wherever their process group is)."""
+    """The psutil processes below ``pids`` (wherever their process group is); psutil is imported
+    only when there is a pid to look below."""
+    pids = list(pids)
+    if not pids:
+        return []
     import psutil
 
     out = []
@@ -126,25 +133,34 @@ def sweep(*, seen: Iterable = (), descendants: bool = False, token: str | None =
       ever saw, wherever they were re-parented since);
     * ``descendants`` — this process's descendants now (a process that is all the caller's: the
       launcher, a node's own process);
-    * ``token`` — every process carrying it in ``FSM_CLUSTER_CHILD_OF`` (a node: its children's
-      leftovers);
+    * ``token`` — every live process carrying it in ``FSM_CLUSTER_CHILD_OF`` (a node: its
+      children's leftovers), of those started since this process (the token is this process's);
     * ``groups`` — process groups, by leader pid, signalled as a whole (the leaders are swept too).
 
     SIGTERM them, up to ``grace`` s for them to end, then SIGKILL what is left (``grace=0``:
     SIGKILL at once) and up to ``wait`` s for that. Returns the processes that got SIGKILL; one that
     outlived a grace period is logged as a warning.
     """
-    import psutil
+    groups, seen = list(groups), list(seen)
+    if PROC_SCAN:  # one pass over /proc finds both; psutil only when there is something to end
+        found = _scan(descendants, token) if descendants or token else []
+        if not (seen or groups or found):
+            return []
+        import psutil
 
-    groups = list(groups)
-    procs: dict = dict.fromkeys(seen)
-    if descendants:
-        try:
-            procs.update(dict.fromkeys(psutil.Process().children(recursive=True)))
-        except psutil.Error:
-            pass
-    if token:
-        procs.update(dict.fromkeys(_owned_by(token)))
+        procs: dict = dict.fromkeys(seen)
+        procs.update(dict.fromkeys(_verified(found, token)))
+    else:
+        import psutil
+
+        procs = dict.fromkeys(seen)
+        if descendants:
+            try:
+                procs.update(dict.fromkeys(psutil.Process().children(recursive=True)))
+            except psutil.Error:
+                pass
+        if token:
+            procs.update(dict.fromkeys(_owned_by(token)))
     for pid in groups:
         try:
             procs.setdefault(psutil.Process(pid))
@@ -274,18 +290,97 @@ def is_subreaper() -> bool:
 
 def _owned_by(token: str) -> list:
     """Live processes started under this ProcessGroup (they inherit ``OWNER_ENV``), wherever
-    they were re-parented."""
+    they were re-parented: only processes started since this one are read (an older process was
+    not started by it, nor inherited the token from it). psutil's way (off Linux)."""
     import psutil
 
+    born = psutil.Process().create_time()
     found = []
     for p in psutil.process_iter():
         try:
-            if p.pid != os.getpid() and p.status() != psutil.STATUS_ZOMBIE and \
+            if p.pid != os.getpid() and p.create_time() >= born and p.status() != psutil.STATUS_ZOMBIE and \
                     p.environ().get(OWNER_ENV) == token:
                 found.append(p)
         except (psutil.Error, OSError):
             continue
     return found
+
+
+# Linux: the sweep's one pass over /proc (no psutil: a life that left nothing behind never imports it).
+PROC_SCAN = sys.platform.startswith("linux") and os.path.isdir("/proc/self")
+
+
+def _stat(pid: int | str) -> tuple[str, int, int] | None:
+    """(state, parent pid, start time in clock ticks since boot) from ``/proc/<pid>/stat``."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rindex(b")") + 2:].split()  # after "pid (comm) ": the comm may hold anything
+    return fields[0].decode(), int(fields[1]), int(fields[19])
+
+
+def _scan(descendants: bool, token: str | None) -> list[tuple[int, bool]]:
+    """(pid, carries the token) of what the sweep ends, from one pass over ``/proc``: this
+    process's descendants now (``descendants``) and every live process carrying ``token`` in
+    ``OWNER_ENV``. Only processes started since this one (their start time in clock ticks, not
+    before ours) are read: every descendant is, and so is every process that inherited the token
+    (this process made it); an older one's environment is never read."""
+    me = os.getpid()
+    mine = _stat("self")
+    if mine is None:
+        return []
+    newer: dict[int, tuple[str, int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) != me:
+            st = _stat(name)
+            if st is not None and st[2] >= mine[2]:
+                newer[int(name)] = st[:2]
+    below: set[int] = set()
+    if descendants:
+        kids: dict[int, list[int]] = {}
+        for pid, (_, ppid) in newer.items():
+            kids.setdefault(ppid, []).append(pid)
+        todo = kids.get(me, [])
+        while todo:
+            pid = todo.pop()
+            if pid not in below:
+                below.add(pid)
+                todo += kids.get(pid, [])
+    found = [(pid, False) for pid in below]
+    if token:
+        needle = f"{OWNER_ENV}={token}".encode()
+        for pid, (state, _) in newer.items():
+            if pid not in below and state != "Z" and needle in _environ(pid):
+                found.append((pid, True))
+    return found
+
+
+def _environ(pid: int) -> list[bytes]:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f.read().split(b"\0")
+    except OSError:  # gone, or not ours to read (psutil's AccessDenied)
+        return []
+
+
+def _verified(found: list[tuple[int, bool]], token: str | None) -> list:
+    """The psutil processes of what :func:`_scan` found, each checked again once it is a psutil
+    process (from then on psutil knows it by pid and start time): a descendant is not older than
+    this process, a token carrier still carries it."""
+    import psutil
+
+    born = psutil.Process().create_time()
+    out = []
+    for pid, by_token in found:
+        try:
+            p = psutil.Process(pid)
+            if p.create_time() >= born and (not by_token or p.environ().get(OWNER_ENV) == token):
+                out.append(p)
+        except psutil.Error:
+            continue
+    return out
 
 
 def _wait_gone(procs: list, timeout: float) -> list:

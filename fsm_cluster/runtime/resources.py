@@ -15,7 +15,8 @@ GPU_QUERY = ["--query-gpu=utilization.gpu,memory.used,memory.total", "--format=c
 
 class Sampler:
     """One per node. CPU percentages are over the time since the previous sample (psutil keeps a
-    process's last CPU times on its Process object, so the objects are kept between samples)."""
+    process's last CPU times on its Process object, so the objects are kept between samples); a
+    process's first is its average over its life so far."""
 
     def __init__(self) -> None:
         import psutil
@@ -47,16 +48,22 @@ class Sampler:
             current = [self._me] + self._me.children(recursive=True)
         except psutil.Error:
             current = [self._me]
-        procs = {p.pid: self._procs.get(p.pid, p) for p in current}
+        previous = self._procs
+        procs = {p.pid: previous.get(p.pid, p) for p in current}
         self._procs = procs
         import time
 
         cpu = rss = 0.0
         alive = 0
-        for p in procs.values():
+        now = time.time()
+        for pid, p in procs.items():
             try:
                 with p.oneshot():
-                    cpu += p.cpu_percent(None)  # since this process's previous sample (≥ MIN_SPAN ago)
+                    if pid in previous:
+                        cpu += p.cpu_percent(None)  # since this process's previous sample (≥ MIN_SPAN ago)
+                    else:  # first seen (the node's first sample is taken an interval into its life):
+                        p.cpu_percent(None)  # its average so far; psutil's own first answer is 0.0
+                        cpu += _average_cpu(p, now)
                     rss += p.memory_info().rss
                 alive += 1
             except psutil.Error:
@@ -82,6 +89,16 @@ class Sampler:
                 continue
             gpus.append(GpuUsage(util_percent=util, mem_used_mib=used, mem_total_mib=total))
         return gpus
+
+
+def _average_cpu(p, now: float) -> float:
+    """A process's CPU percentage over its life so far (0.0 if it started under MIN_SPAN ago: its
+    start time is known to the second only, through the boot time)."""
+    span = now - p.create_time()
+    if span < MIN_SPAN:
+        return 0.0
+    t = p.cpu_times()
+    return 100.0 * (t.user + t.system) / span
 
 
 def human_bytes(n: float) -> str:

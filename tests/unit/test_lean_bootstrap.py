@@ -127,3 +127,118 @@ def test_the_run_command_runs_its_node_as_the_process_own():
         "main(['run'])\n"
         "print(json.dumps(got))")
     assert json.loads(_run(code)) == {"node_process": True}
+
+
+# -- psutil only where a life needs it (issue 26 item 2) ----------------------------------------------
+TRIVIAL_LIFE = """
+import json, os, subprocess, sys, tempfile
+tmp = tempfile.mkdtemp()
+entry = os.path.join(tmp, "entry.sh")
+with open(entry, "w") as f:
+    f.write("#!/bin/sh\\nexit 0\\n")
+os.chmod(entry, 0o755)
+env = {k: v for k, v in os.environ.items() if not k.startswith(("OCI__", "JOB_")) and k != "RANK"}
+env.update({"OCI__MODE": "MAIN", "OCI__WORK_DIR": os.path.join(tmp, "wd"), "JOB_OCID": "c", "JOB_RUN_OCID": "main",
+            "OCI__SELF_IP": "127.0.0.1", "OCI__WORKER_COUNT": "0", "OCI__ENTRY_SCRIPT": entry,
+            "OCI__HEARTBEAT_INTERVAL": "60", "OCI__HEARTBEAT_TIMEOUT": "300", "PYTHONPROFILEIMPORTTIME": "1"})
+r = subprocess.run([sys.executable, "-m", "fsm_cluster", "run"], env=env, capture_output=True, text=True, timeout=120)
+with open(os.path.join(tmp, "wd", "c", "MAIN_state.json")) as f:
+    state = json.load(f)
+modules = [line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")]
+print(json.dumps({"code": r.returncode, "modules": modules, "state": state["state"], "resources": state["resources"],
+                  "tail": r.stderr[-2000:]}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the /proc sweep and the subreaper: Linux")
+def test_a_real_node_whose_life_is_shorter_than_an_interval_never_imports_psutil():
+    """``fsm-cluster run``, a trivial job, the whole life within one heartbeat interval: no resource
+    sample (the first is taken an interval into the life) and a teardown sweep that found nothing
+    (one pass over /proc) — psutil is never imported. The interval is 60 s so that no slow host
+    makes this life longer than one."""
+    got = json.loads(_run(TRIVIAL_LIFE))
+    assert got["code"] == 0, got["tail"]
+    assert "fsm_cluster.node.drive" in got["modules"], got["tail"]  # -X importtime saw the node's imports
+    assert got["state"] == "stopped" and got["resources"] is None
+    assert [m for m in got["modules"] if m.split(".")[0] == "psutil" or m == "fsm_cluster.runtime.resources"] == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the /proc sweep and the subreaper: Linux")
+def test_a_node_group_whose_children_left_nothing_ends_without_psutil_and_one_that_left_something_is_swept():
+    code = (
+        "import json, subprocess, sys\n"
+        "from fsm_cluster.runtime.process import ProcessGroup, become_subreaper\n"
+        "assert become_subreaper()\n"
+        "group = ProcessGroup()\n"
+        "group.spawn('entry', ['true']).popen.wait(timeout=60)\n"
+        "group.terminate_all(grace=5)\n"
+        "clean = 'psutil' in sys.modules\n"
+        "child = group.spawn('entry', ['sh', '-c', 'sleep 60 >/dev/null 2>&1 & echo $!'], stdout=subprocess.PIPE)\n"
+        "left = int(child.popen.stdout.readline())\n"
+        "child.popen.wait(timeout=60)\n"
+        "group.terminate_all(grace=5)\n"
+        "import psutil\n"
+        "gone = not psutil.pid_exists(left) or psutil.Process(left).status() == psutil.STATUS_ZOMBIE\n"
+        "print(json.dumps([clean, gone]))")
+    assert json.loads(_run(code)) == [False, True]  # nothing left: no psutil; a leftover: swept
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the /proc sweep: Linux")
+def test_the_token_sweep_reads_the_environment_of_no_process_older_than_the_node(monkeypatch):
+    """What carries the token was started by the node or below it, so after it: the sweep reads the
+    environment of processes started since this one only (the host's older processes are many)."""
+    import os
+
+    import psutil
+
+    from fsm_cluster.runtime import process
+    from fsm_cluster.runtime.process import OWNER_ENV, sweep
+
+    read: list[int] = []
+    real = process._environ
+    monkeypatch.setattr(process, "_environ", lambda pid: read.append(pid) or real(pid))
+    token = "lean-" + os.urandom(4).hex()
+    sh = subprocess.run(["sh", "-c", "sleep 60 >/dev/null 2>&1 & echo $!"], env={**os.environ, OWNER_ENV: token},
+                        capture_output=True, text=True, check=True)
+    mine = psutil.Process(int(sh.stdout))
+    try:
+        assert sweep(token=token, grace=5) == []  # it ended on SIGTERM
+        assert not mine.is_running() or mine.status() == psutil.STATUS_ZOMBIE
+        born = process._stat("self")[2]
+        assert mine.pid in read and os.getppid() not in read and 1 not in read
+        assert all((process._stat(pid) or (0, 0, born))[2] >= born for pid in read)
+    finally:
+        if mine.is_running():
+            mine.kill()
+
+
+def test_the_record_samples_resources_from_the_end_of_its_first_interval_and_the_first_is_meaningful():
+    """No figures in the first heartbeat interval (the sampler is not even made); from then on each
+    state carries them, the first with each process's CPU over its life so far (psutil's own first
+    answer would be 0.0)."""
+    import time
+
+    from fsm_cluster.node.record import StateRecord
+
+    class Clock:
+        t = 1000.0
+
+        def wall(self):
+            return self.t
+
+    record = StateRecord("n", Clock(), simulated=False, interval=10.0, fields=dict, flush=None, changed=None,
+                         ending=None)
+    record.clock.t = 1009.9
+    assert record.resources() is None and record._sampler is None and record.usage == []
+    import psutil
+
+    while time.time() - psutil.Process().create_time() < 2.0:  # its start is known to the second only
+        time.sleep(0.1)
+    spin = time.process_time() + 0.05  # and it has used CPU
+    while time.process_time() < spin:
+        pass
+    record.clock.t = 1010.0
+    first = record.resources()
+    assert first is not None and first.processes >= 1 and first.rss_bytes > 0
+    assert first.cpu_percent > 0
+    assert len(record.usage) == 1
