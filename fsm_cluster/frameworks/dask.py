@@ -12,7 +12,8 @@
   ``distributed.Security`` for the Client; the entry script gets Dask's TLS config variables.
 * Teardown in Dask's own order, so a normal end prints no ``CommClosedError``: the scheduler is
   started with a preload (:mod:`._dask_teardown`) that, when MAIN's teardown stops it (after the
-  stop marker), first closes every worker and waits until they left; a WORKER ends its ``dask
+  stop marker), first waits until every worker left (their nodes end them; those still there
+  after a second are asked to close by the scheduler); a WORKER ends its ``dask
   worker`` with SIGTERM to the worker CLI alone, whose nanny closes the worker process (signalled
   as a group, the worker process died under its nanny), then the node's teardown ends what is left.
 * Spec side (:class:`DaskSpecBuilder`): the ports are checked as the node reads them.
@@ -210,7 +211,8 @@ class DaskProvider(EngineProvider):
         self.scheduler = self.spawn("dask scheduler", cmd, env={**self.child_env(), "FSM_DASK_CLOSE_WAIT": f"{wait:g}"})
 
     def start_worker(self) -> None:
-        cmd = dask_cli() + ["worker", self.scheduler_address, "--host", self.ip, "--name", self.node_id]
+        cli = dask_cli()
+        cmd = cli + ["worker", self.scheduler_address, "--host", self.ip, "--name", self.node_id] + teardown_preload(cli)
         if is_loopback(self.ip):  # the worker dashboard otherwise listens on every interface
             cmd += ["--dashboard-address", f"{self.ip}:0"]
         cmd += worker_options(self.settings.variables) + self._tls_args() + start_args(self.settings.variables)
