@@ -242,3 +242,34 @@ def test_the_record_samples_resources_from_the_end_of_its_first_interval_and_the
     assert first is not None and first.processes >= 1 and first.rss_bytes > 0
     assert first.cpu_percent > 0
     assert len(record.usage) == 1
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the guard is Linux's")
+def test_the_guard_starts_its_child_without_subprocess_or_the_signal_modules_enums():
+    """Every child of a node is started through the guard, a Python of its own: it imports what it
+    uses (os, the signal module's C core, ctypes), not subprocess, threading or enum (~10 ms of CPU
+    per node), and still returns its child's exit status."""
+    import os
+
+    from fsm_cluster.runtime.process import GUARD
+
+    r = subprocess.run([sys.executable, "-S", "-E", "-X", "importtime", "-c", GUARD, str(os.getpid()), "5", "--",
+                        "sh", "-c", "exit 3"], capture_output=True, text=True, timeout=60, start_new_session=True)
+    assert r.returncode == 3, r.stderr
+    modules = {line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert "ctypes" in modules, r.stderr  # -X importtime saw the guard's imports
+    assert modules.isdisjoint({"subprocess", "signal", "enum", "threading", "selectors"}), sorted(modules)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the guard is Linux's")
+def test_a_guarded_child_has_the_signal_dispositions_and_mask_of_a_popen_child():
+    import os
+
+    from fsm_cluster.runtime.process import GUARD
+
+    probe = ["grep", "-E", "^Sig(Blk|Ign|Cgt)", "/proc/self/status"]
+    direct = subprocess.run(probe, capture_output=True, text=True, timeout=60, start_new_session=True)
+    guarded = subprocess.run([sys.executable, "-S", "-E", "-c", GUARD, str(os.getpid()), "5", "--", *probe],
+                             capture_output=True, text=True, timeout=60, start_new_session=True)
+    assert guarded.returncode == direct.returncode == 0, guarded.stderr
+    assert guarded.stdout == direct.stdout
