@@ -9,7 +9,6 @@ for them (each caller names a place its own way: a variable, a file's field, a Y
 
 from __future__ import annotations
 
-import difflib
 import re
 import typing
 from dataclasses import dataclass
@@ -71,6 +70,8 @@ def message(err: dict, fields: Sequence[str] = (), patterns: Mapping[str, str] |
     if t == "missing":
         return "required"
     if t == "extra_forbidden":
+        import difflib  # only for an error's hint
+
         close = difflib.get_close_matches(str(err["loc"][-1]), fields, n=1)
         return "unknown field" + (f" (did you mean {close[0]!r}?)" if close else "")
     if t == "json_invalid":
