@@ -61,7 +61,7 @@ def test_formation_runs_on_the_channel_events(tmp_path):
     """A worker joins MAIN's channel while it waits (MAIN names it in its state file); once on
     it, it reads MAIN's configuration only when MAIN's roster push comes, or once a heartbeat
     interval — an hour here: a cluster that forms at all formed by the push. The last worker
-    starts after the others wait; MAIN's roster wait is woken by its registration."""
+    starts after the others wait; MAIN's roster wait is woken by its registration (or finds its file first)."""
     c = _nodes(tmp_path, OCI__ENTRY_SCRIPT=_entry(tmp_path, 1))
     c.start(["MAIN", "WORKER"])
     _logged(c, 1, "joined MAIN's control channel")
@@ -72,9 +72,10 @@ def test_formation_runs_on_the_channel_events(tmp_path):
     for rank in (1, 2):
         log = c.logs[rank].read_text()
         assert log.index("joined MAIN's control channel") < log.index("waiting_for_main -> ready"), log
-    main_log = c.logs[0].read_text()
-    assert main_log.index("WORKER_w2 joined the control channel (2 joined)") < main_log.index(
-        "writing MAIN_config.json"), main_log
+    # w2 joined too; not necessarily before MAIN wrote its configuration: a worker registers in the
+    # work dir (its config file) and joins the channel, and MAIN's roster wait may find the file
+    # first (the order of the two lines raced: 2 runs in 12)
+    assert "WORKER_w2 joined the control channel (2 joined)" in c.logs[0].read_text(), c.dump()
 
 
 @pytest.mark.parametrize("victim", [0, 1], ids=["MAIN", "WORKER"])
