@@ -3,7 +3,7 @@
 MAIN's teardown sends the scheduler SIGTERM once the stop marker is written. Closing with workers
 still attached, the scheduler closes their comms right after telling them to close, and a worker
 still sending on its comm (or the scheduler on its side) logs a ``CommClosedError`` traceback
-(dask/distributed#6390, the FIXME in ``Scheduler.close``). So before it closes, this plugin waits,
+(dask/distributed#6390: Dask's own note on that gap in ``Scheduler.close``). So before it closes, this plugin waits,
 up to ``FSM_DASK_CLOSE_WAIT`` seconds (default 3, within the node's teardown grace), until no
 worker is left; the scheduler then closes with nothing attached. The workers' nodes learn the
 stop marker when MAIN's teardown begins (this SIGTERM) and end their ``dask worker`` themselves,
