@@ -36,8 +36,11 @@ os._exit = _exit_after_dumps
 class CountingCommandProvider(CommandProvider):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.counter = CountingFileSystem(self.workdir.fs)
-        self.workdir.fs = self.counter
+        if self.workdir.local:  # every call is recorded from the work dir's hook (counting.attach)
+            self.counter = CountingFileSystem(None)
+        else:
+            self.counter = CountingFileSystem(self.workdir.fs)
+            self.workdir.fs = self.counter
         attach(self, self.counter)
         self.counter.clock = time.time  # wall: comparable with the S3 server's request log
         self.entered_wall = {"init": time.time()}

@@ -4,9 +4,9 @@
 (``ls``, ``info``/``exists``, ``cat_file``, ``pipe_file``, ``rm_file``, …) as an event: when (on
 the node's clock), in which phase of the node's life, what kind, which file, and whether the file
 was there. Calls the wrapped filesystem makes internally are not counted twice: only what the node
-asks for is. On ``file://`` the node writes its files with ``os.link``/``os.replace`` (atomic
-create-if-absent), not through fsspec: those writes are recorded from the work dir's own ``on_op``
-hook, so the totals still include every write.
+asks for is. On a local work dir the node reads, writes and lists through its own ``localdisk``
+(no link followed), not through fsspec: there every call is recorded from the work dir's own
+``on_op`` hook (kind and file; ``found`` is not known there).
 """
 
 from __future__ import annotations
@@ -99,13 +99,17 @@ class CountingFileSystem:
         return n / ((t1 - t0) / interval)
 
 
+# The work dir's own names of its calls (``WorkDir._call``) → the kinds above.
+OP_KINDS = {"put": "pipe"}
+
+
 def attach(provider, counter: CountingFileSystem) -> None:
-    """Attribute ``counter``'s calls to ``provider``'s phases and clock; record the local atomic
-    writes that bypass fsspec (``file://``) through the work dir's own hook."""
+    """Attribute ``counter``'s calls to ``provider``'s phases and clock; on a local work dir (no
+    fsspec there) record every call through the work dir's own hook."""
     counter.phase = lambda: phase_of(getattr(provider, "state", "init"))
     counter.clock = provider.clock.now
     if provider.workdir.local:
-        provider.workdir.on_op = lambda kind: counter.record("pipe", "(local write)") if kind == "pipe" else None
+        provider.workdir.on_op = lambda kind, what: counter.record(OP_KINDS.get(kind, kind), what)
 
 
 def spread(values: Iterable[float]) -> dict[str, float]:

@@ -19,7 +19,8 @@ from ..errors import FsmClusterError
 from ..node.lifecycle import FINAL_STATES
 from ..wire.models import NodeConfig, NodeState, StopMarker
 from ..wire.peerwatch import PeerWatch
-from ..wire.workdir import MAIN_NODE, STOP, WorkDir, node_of, split_uri
+from ..wire.stores import split_uri
+from ..wire.workdir import MAIN_NODE, STOP, WorkDir, node_of
 
 ENDED_STATES = tuple(FINAL_STATES)  # the lifecycle says which states are final
 UNREADABLE = "unreadable"  # a node whose config or state file is corrupt (the reason is shown)

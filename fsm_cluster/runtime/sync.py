@@ -196,7 +196,7 @@ class ArtifactSync:
     def _put(self, fs, local: str, remote: str) -> None:
         import tenacity
 
-        from ..wire.workdir import is_transient
+        from ..wire.stores import is_transient
 
         if self._in_workdir:
             # the work dir's own storage: its rules (no link below it followed), retries and counts

@@ -12,7 +12,12 @@ taken as it is, links and all):
 * a file is read only when it is a regular file: ``lstat`` first (a device or FIFO is never
   opened), then opened with ``O_NONBLOCK | O_NOFOLLOW`` and checked again with ``fstat``;
 * a write goes to a fresh temporary file beside its target and is renamed (or, create-if-absent,
-  hard-linked) into place; a target that exists and is not a regular file is refused.
+  hard-linked) into place; a target that exists and is not a regular file is refused;
+* a listing is one ``scandir`` of the folder's descriptor, each entry described by ``lstat``: a
+  link is listed as a link, never followed.
+
+A node on a local work dir reads, writes and lists it through this module alone: fsspec (and the
+asyncio it loads, ~30 ms of a node's start) is imported only for other storage.
 
 A refusal is a :class:`NotRegular` (a ProtocolError: readers show the file as unreadable).
 """
@@ -89,6 +94,38 @@ class LocalDisk:
             st = os.stat(part, dir_fd=fd, follow_symlinks=False)
             raise NotRegular(f"{self.top}/{where}: {kind(st.st_mode)}, not a folder: refused "
                              "(a link or a file there would redirect what is written below it)") from None
+
+    def entries(self, rel: str = "") -> list[dict]:
+        """Every entry of the folder ``rel`` (``""``: ``top`` itself), as fsspec lists them
+        (``name`` the full path; ``type`` ``directory``, ``file`` or ``other``: a link, FIFO, …;
+        ``size``, ``mtime``, ``created``, ``ino``), each from ``lstat``. FileNotFoundError when the
+        folder is absent; NotRegular when a part of it is a link or a file."""
+        parts = [p for p in rel.split("/") if p]
+        if any(p in (".", "..") for p in parts):
+            raise ValueError(f"not a folder below the work dir: {rel!r}")
+        base = "/".join([self.top.rstrip("/"), *parts])
+        out = []
+        with self.folder(parts, create=False) as d, os.scandir(d) as found:
+            for entry in found:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:  # removed since the folder was read
+                    continue
+                mode = st.st_mode
+                out.append({"name": f"{base}/{entry.name}", "size": st.st_size, "mtime": st.st_mtime,
+                            "created": st.st_ctime, "ino": st.st_ino,
+                            "type": "directory" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"})
+        return out
+
+    def exists(self, rel: str) -> bool:
+        """Whether anything (a link too, unfollowed) is at ``rel``."""
+        parts, name = self._split(rel)
+        try:
+            with self.folder(parts, create=False) as d:
+                os.stat(name, dir_fd=d, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return True
 
     def read(self, rel: str, limit: int) -> bytes:
         """At most ``limit`` bytes of the regular file ``rel``; FileNotFoundError when absent."""

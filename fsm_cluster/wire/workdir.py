@@ -1,4 +1,5 @@
-"""The shared-directory protocol on fsspec: file names, atomic writes, validated reads, listings.
+"""The shared-directory protocol: file names, atomic writes, validated reads, listings (on a local disk
+through :mod:`.localdisk`, elsewhere on fsspec: :mod:`.stores` says which).
 
 One ``WorkDir`` per node. Every storage call goes through ``_call`` which retries transient
 failures (connection refused/reset, timeouts, 5xx, throttling) inside a time budget
@@ -21,7 +22,6 @@ The work dir is a trust boundary: anyone who can write it could otherwise steer 
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import hmac
 import json
@@ -40,6 +40,7 @@ from ..errors import ProtocolError, SignatureError, StorageError
 from ..validation import Problem, format_validation_error
 from .localdisk import LocalDisk, NotRegular
 from .models import LEGACY_STOP, NodeConfig, NodeState, StopMarker
+from .stores import is_transient, open_store
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
@@ -49,27 +50,6 @@ MAIN_NODE = "MAIN"
 PREVIOUS = "previous"  # folder holding earlier lives' files (``previous/<life>/``)
 MAX_READ = 16 * 1024 * 1024  # bytes: the default bound of a raw read
 _SIG = re.compile(rb',"sig":"([0-9a-f]{64})"\}\s*\Z')
-
-_PERMANENT = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
-              NotADirectoryError, ValueError, TypeError, KeyError, NotImplementedError)
-_TRANSIENT_ERRNO = {errno.ECONNREFUSED, errno.ECONNRESET, errno.ETIMEDOUT, errno.EHOSTUNREACH,
-                    errno.ENETUNREACH, errno.EAGAIN, errno.EBUSY, errno.EIO, errno.EPIPE,
-                    errno.ECONNABORTED}
-
-
-# Retries belong to ``WorkDir._call`` (one budget, one backoff, logged): the storage library's own
-# retry loops would hide an outage inside a single call for many seconds (s3fs retries 5 times on
-# top of botocore's 5 attempts: 7-12 s per call against a dead endpoint), beyond the budget and
-# the heartbeat interval. Reads must see the store, not a cache: s3fs' ``cat_file`` first asks
-# for the size (``max_concurrency`` > 1), answered from the listings cache, so after a listing a
-# file written since (MAIN_config.json) stayed "missing" until the next listing, one heartbeat
-# interval later; ``max_concurrency=1`` makes a read one GET, and no listings cache means every
-# answer comes from the server. Explicit ``storage_options`` override these.
-_S3_OPTIONS = {"config_kwargs": {"retries": {"max_attempts": 1}}, "max_concurrency": 1,
-               "use_listings_cache": False}
-_DEFAULT_OPTIONS: dict[str, dict] = {"s3": _S3_OPTIONS, "s3a": _S3_OPTIONS}
-_LIBRARY_RETRIES = {"s3": 1, "s3a": 1}  # s3fs' own loop (an attribute, not an option)
-
 
 def config_name(node: str) -> str:
     return f"{node}_config.json"
@@ -86,64 +66,6 @@ def node_of(name: str) -> tuple[str, str] | None:
         if name.endswith(suffix) and name.split("_", 1)[0] in ("MAIN", "WORKER", "PS"):
             return name[: -len(suffix)], kind
     return None
-
-
-_PERMANENT_CODES = {"AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch",
-                    "NoSuchBucket", "NoSuchKey", "NotFound", "Forbidden", "InvalidBucketName",
-                    "NotAuthorizedOrNotFound", "BucketNotFound", "ObjectNotFound", "NotAuthenticated"}
-
-
-def _status_and_code(exc: BaseException) -> tuple[int | None, str | None]:
-    """HTTP status and service error code carried by an SDK exception, read from its fields
-    (botocore ``response``, oci ``status``/``code``, aiohttp ``status``), never from its text:
-    a URL in the message may well contain "403"."""
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        error = response.get("Error") or {}
-        meta = response.get("ResponseMetadata") or {}
-        status = meta.get("HTTPStatusCode")
-        return (int(status) if status is not None else None), error.get("Code")
-    status = getattr(exc, "status", None)
-    code = getattr(exc, "code", None)
-    return (status if isinstance(status, int) else None), (code if isinstance(code, str) else None)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Worth retrying: network trouble, 5xx, throttling. Missing files and denials are not."""
-    if isinstance(exc, _PERMANENT):
-        return False
-    if isinstance(exc, (ConnectionError, TimeoutError)):
-        return True
-    if isinstance(exc, OSError):
-        return exc.errno in _TRANSIENT_ERRNO or exc.errno is None
-    module = type(exc).__module__ or ""
-    if module.startswith(("aiohttp", "botocore", "urllib3", "requests", "oci")):
-        status, code = _status_and_code(exc)
-        if code in _PERMANENT_CODES:
-            return False
-        if status is not None:
-            return status >= 500 or status in (408, 409, 429)
-        return True  # no response at all: connection refused/reset, timeouts, closed sockets
-    return type(exc).__name__ in ("ClientOSError", "ServerDisconnectedError", "EndpointConnectionError")
-
-
-_BUCKETS = {"s3", "s3a", "gs", "gcs", "oci", "az", "abfs", "abfss", "adl"}  # <scheme>://<bucket>/<path>
-
-
-def split_uri(uri: str) -> tuple[str, str]:
-    """``s3://b/p`` → ("s3", "s3://b/p"); a bare path → ("file", abspath). A URI that names no
-    bucket (``s3://``, ``s3:///p``) or nothing at all (``file://``) is a StorageError naming it."""
-    if "://" in uri:
-        scheme, rest = uri.split("://", 1)
-        bucket = scheme.lower() in _BUCKETS
-        if not scheme or not rest.strip("/") or (bucket and rest.startswith("/")):
-            shape = ("<bucket>@<namespace>/<path>" if scheme.lower() == "oci" else "<bucket>/<path>") if bucket \
-                else "<path>"
-            raise StorageError(f"work dir {uri!r}: {'no bucket' if bucket else 'no path'} after '{scheme}://' "
-                               f"(give {scheme or '<scheme>'}://{shape})")
-        return scheme, uri.rstrip("/")
-    return "file", os.path.abspath(os.path.expanduser(uri))
-
 
 
 class Listing(Mapping):
@@ -192,21 +114,9 @@ class WorkDir:
         self.uri = uri
         self.use_secret(secret)
         self.cluster_id = cluster_id
-        self.protocol, full = split_uri(uri)
-        if fs is None:
-            import fsspec
-
-            try:
-                options = {**_DEFAULT_OPTIONS.get(self.protocol, {}), **(storage_options or {})}
-                fs, path = fsspec.core.url_to_fs(full, **options)
-            except (ImportError, ValueError) as e:
-                raise StorageError(f"work dir {uri!r}: cannot open this kind of storage ({e})") from None
-            if self.protocol in _LIBRARY_RETRIES and hasattr(fs, "retries"):
-                fs.retries = _LIBRARY_RETRIES[self.protocol]
-        else:
-            path = fs._strip_protocol(full)
-        self.fs = fs
-        self.local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+        self.protocol, fs, path = open_store(uri, fs, storage_options)
+        self._fs = fs
+        self.local = fs is None or "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
         self.root = posixpath.join(path.rstrip("/") or "/", cluster_id)
         # on a local disk: no link followed, nothing but regular files read (see localdisk)
         self.disk = LocalDisk(path.rstrip("/") or "/") if self.local else None
@@ -214,10 +124,25 @@ class WorkDir:
         self.retry_budget = retry_budget
         self.clock = clock
         self.ops: Counter[str] = Counter()
-        self.on_op: Callable[[str], None] | None = None
+        self.on_op: Callable[[str, str], None] | None = None  # (kind, what) of every storage call
 
     def __repr__(self) -> str:
         return f"WorkDir({self.display})"
+
+    @property
+    def fs(self):
+        """The work dir's fsspec filesystem. On a local disk the node's own reads, writes and
+        listings go through :attr:`disk` (no link followed); this is made when first asked for
+        (artifact sync, oracle-ads' ``stop_filesystem``)."""
+        if self._fs is None:
+            import fsspec
+
+            self._fs = fsspec.filesystem("file")
+        return self._fs
+
+    @fs.setter
+    def fs(self, fs) -> None:  # a wrapper over it (the storage benchmarks count calls)
+        self._fs = fs
 
     def use_secret(self, secret: str | bytes | None) -> None:
         """Sign and check files with the cluster's ``secret`` from now on (None: unsigned)."""
@@ -264,7 +189,7 @@ class WorkDir:
             attempt += 1
             self.ops[kind] += 1
             if self.on_op is not None:
-                self.on_op(kind)
+                self.on_op(kind, what)
             try:
                 return fn()
             except Exception as e:
@@ -376,6 +301,8 @@ class WorkDir:
         return data
 
     def exists(self, name: str) -> bool:
+        if self.disk is not None:
+            return self._call("info", lambda: self.disk.exists(self._below(name)), name)
         path = self.path(name)
         try:
             self._call("info", lambda: self.fs.info(path), name)
@@ -406,8 +333,14 @@ class WorkDir:
         """One request: every file directly under the cluster dir (or its ``folder``) with a change
         fingerprint."""
         where = self.path(folder) if folder else self.root
+        if self.disk is not None:
+            def ls() -> list[dict]:
+                return self.disk.entries(self._below(folder) if folder else self.cluster_id)
+        else:
+            def ls() -> list[dict]:
+                return self.fs.ls(where, detail=True, refresh=True)
         try:
-            entries = self._call("ls", lambda: self.fs.ls(where, detail=True, refresh=True), "listing")
+            entries = self._call("ls", ls, "listing")
         except FileNotFoundError:
             return Listing()
         return Listing(entries)
@@ -417,7 +350,10 @@ class WorkDir:
         opened with an empty cluster id: the clusters of a work dir). FileNotFoundError when the
         dir does not exist."""
         root = self.root.rstrip("/") or "/"
-        entries = self._call("ls", lambda: self.fs.ls(root, detail=True, refresh=True), "listing")
+        if self.disk is not None:
+            entries = self._call("ls", lambda: self.disk.entries(self.cluster_id), "listing")
+        else:
+            entries = self._call("ls", lambda: self.fs.ls(root, detail=True, refresh=True), "listing")
         return [posixpath.basename(e["name"].rstrip("/")) for e in entries if e.get("type") == "directory"]
 
     def move(self, name: str, dest: str) -> None:

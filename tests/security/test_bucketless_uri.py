@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from fsm_cluster.errors import StorageError
-from fsm_cluster.wire.workdir import split_uri
+from fsm_cluster.wire.stores import split_uri
 
 
 def cli(*args: str, **env: str) -> subprocess.CompletedProcess:

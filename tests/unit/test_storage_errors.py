@@ -9,7 +9,8 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
 from fsm_cluster.errors import StorageError
-from fsm_cluster.wire.workdir import WorkDir, is_transient
+from fsm_cluster.wire.stores import is_transient
+from fsm_cluster.wire.workdir import WorkDir
 
 
 def _client_error(code: str, status: int) -> ClientError:
