@@ -95,15 +95,18 @@ def test_close_ends_what_runs_inside_and_deletes_every_namespace_even_after_an_e
 def test_a_crashed_runs_namespaces_are_deleted_by_the_next_run(namespaces_possible):
     """A run whose process is gone left namespaces with the prefix: the next create() deletes
     them; a live run's are kept."""
+    # A prefix of this test's own: another xdist worker's create() deletes a dead run's namespaces
+    # with the tests' common prefix, this test's planted one too (between its `add` and its check).
+    prefix = "fsmstale"
     gone = subprocess.Popen(["true"])
     gone.wait()
-    stale = f"{PREFIX}-{gone.pid}-abcdef-h0"
-    live = f"{PREFIX}-1-abcdef-h0"  # pid 1 is alive (and began before the namespace)
+    stale = f"{prefix}-{gone.pid}-abcdef-h0"
+    live = f"{prefix}-1-abcdef-h0"  # pid 1 is alive (and began before the namespace)
     for name in (stale, live):
         subprocess.run(["ip", "netns", "add", name], check=True)
     try:
         time.sleep(0.05)  # older than the next run
-        with H.Hosts.create(1, prefix=PREFIX):
+        with H.Hosts.create(1, prefix=prefix):
             listed = H.listed()
             assert stale not in listed and live in listed
     finally:
