@@ -111,8 +111,6 @@ def _cleanup_unless_started(created: bool, work_dir: str, local_dir: str, remote
 def handle(args) -> int:
     import os
 
-    from rich.console import Console
-
     from ..cli import os_errors_name
     from ..errors import FsmClusterError
     from ..launch import plan as P
@@ -167,24 +165,22 @@ def handle(args) -> int:
                                extra_env=extra_env)
             hosts = _make_hosts(plans) if args.hosts else None
     with hosts if hosts is not None else nullcontext():  # the hosts are deleted whatever happens
-        console = Console(highlight=False)
         modes = [p.mode for p in plans]
         shape = " + ".join(f"{modes.count(m)} {m}" for m in ("MAIN", "WORKER", "PS") if modes.count(m))
         wrap = (lambda plan, command: hosts[plan.rank].wrap(command)) if hosts is not None else None
-        cluster = LocalCluster(plans, wd, os.path.join(local_dir, "logs"), console=console,
-                               progress=not args.no_progress, cwd=cwd, wrap=wrap,
-                               verbose=getattr(args, "verbose", False))
-        cluster.say(f"{cluster_id}: {shape} ({plans[0].env['OCI__CLUSTER_TYPE']}), work dir {wd.display}")
+        cluster = LocalCluster(plans, wd, os.path.join(local_dir, "logs"), progress=not args.no_progress,
+                               cwd=cwd, wrap=wrap, verbose=getattr(args, "verbose", False))
+        header = [(f"{cluster_id}: {shape} ({plans[0].env['OCI__CLUSTER_TYPE']}), work dir {wd.display}", "bold")]
         if hosts is not None:
-            cluster.say("hosts: " + ", ".join(f"{p.name} {hosts[p.rank].name} ({hosts[p.rank].address})"
-                                              for p in plans), "dim")
+            header.append(("hosts: " + ", ".join(f"{p.name} {hosts[p.rank].name} ({hosts[p.rank].address})"
+                                                 for p in plans), "dim"))
         if args.file:
-            cluster.say("(the spec's image and infrastructure are ignored locally: every node runs on "
-                        "this machine with this Python)", "dim")
+            header.append(("(the spec's image and infrastructure are ignored locally: every node runs on "
+                           "this machine with this Python)", "dim"))
         if args.file and spec_work_dir and args.work_dir is None:
-            cluster.say(f"(the spec's workDir {spec_work_dir} is for the cloud; pass --work-dir to use it "
-                        "locally)", "dim")
-        result = cluster.run()
+            header.append((f"(the spec's workDir {spec_work_dir} is for the cloud; pass --work-dir to use it "
+                           "locally)", "dim"))
+        result = cluster.run(header)
     return _report(cluster, result, wd, remote)
 
 

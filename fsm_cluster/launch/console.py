@@ -22,7 +22,7 @@ import re
 import threading
 from typing import IO, Mapping
 
-from ..jobspec import NodePlan
+from ..spec.nodeplan import NodePlan
 
 # Records at INFO or below (DEBUG, INFO; Ray's SUCC) in the formats the nodes and engines log in.
 CHATTER = re.compile(
@@ -79,9 +79,7 @@ class NodeConsole:
     """The launcher's console (a rich ``Console``): node output, its own lines, the state line."""
 
     def __init__(self, plans: list[NodePlan], console=None, progress: bool = True, verbose: bool = False):
-        from rich.console import Console
-
-        self.console = console or Console(highlight=False)
+        self._console = console  # made at the first line printed: rich loads while the nodes start
         self.progress = progress
         self.verbose = verbose  # every line of the nodes' output, not only what :func:`shown` keeps
         self.width = max(len(p.name) for p in plans) + 2
@@ -90,6 +88,14 @@ class NodeConsole:
         self.readers: list[threading.Thread] = []
         self._live = None
         self._last_counts = ""
+
+    @property
+    def console(self):
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(highlight=False)
+        return self._console
 
     def add(self, name: str, like: str) -> None:
         """A node started later (a replacement) gets the prefix colour of the node ``like``."""

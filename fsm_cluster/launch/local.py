@@ -26,7 +26,7 @@ from ..env import (
     OCI__HEARTBEAT_TIMEOUT,
 )
 from ..errors import FsmClusterError
-from ..jobspec import NodePlan
+from ..spec.nodeplan import NodePlan
 from ..wire import secretstore
 from ..wire.models import RestartRecord, StopMarker
 from ..wire.workdir import MAIN_NODE, WorkDir
@@ -257,13 +257,18 @@ class LocalCluster:
         except FsmClusterError as e:
             self._view_error = str(e)
 
-    def run(self) -> Outcome:
+    def run(self, header: list[tuple[str, str]] = ()) -> Outcome:
+        """Start the nodes, then say ``header`` (``(line, style)``: the launcher's first lines,
+        printed once the nodes are on their way, rich loading meanwhile), watch, and return the
+        outcome."""
         previous = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, self.on_signal)
         try:
             self.start()
+            for line, style in header:
+                self.say(line, style)
             self.out.start_live(self._status())
             self._loop()
         finally:

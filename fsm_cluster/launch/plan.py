@@ -44,7 +44,7 @@ from ..env import (
     Settings,
 )
 from ..errors import FsmClusterError, SpecError
-from ..jobspec import NodePlan, load_spec, node_environments
+from ..spec.nodeplan import NodePlan
 from ..wire import secretstore
 from ..wire.workdir import WorkDir
 
@@ -260,6 +260,8 @@ def plan_from_spec(path: str, environ: Mapping[str, str], limit: NodeLimit | Non
     dir (for information: local runs use their own unless ``--work-dir`` says otherwise). What a
     local run ignores (:data:`LOCALLY_IGNORED`) is dropped unread: its placeholders need no value.
     ``reading``: ``strict`` and ``warn`` of :func:`~fsm_cluster.jobspec.load_spec`."""
+    from ..jobspec import load_spec, node_environments  # (a launch from flags never loads the spec's parts)
+
     if not os.path.isfile(path):
         raise SpecError(f"{path}: no such file")
     spec = load_spec(path, environ=dict(environ), ignore=LOCALLY_IGNORED, **reading)

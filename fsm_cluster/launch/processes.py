@@ -20,7 +20,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-from ..jobspec import NodePlan
+from ..spec.nodeplan import NodePlan
 
 Wrap = Callable[[NodePlan, list], list]  # (the node's plan, its command) → the command to start
 

@@ -17,11 +17,9 @@ The converter also takes oracle-ads' own ``ClusterInfo`` and then gives oracle-a
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
 from typing import Any
 
 from ..env import (
-    JOB_RUN_OCID,
     OCI__ACTIVE_DEADLINE_SECONDS,
     OCI__BACKOFF_LIMIT,
     OCI__CA_DOWNLOAD_LOCATION,
@@ -55,6 +53,7 @@ from ..env import (
     RANK,
 )
 from .models import MODES, ClusterSpec, NodeGroup
+from .nodeplan import NodePlan
 
 
 def _text(v: Any) -> str:
@@ -243,22 +242,6 @@ def entry_kwargs(kwargs: dict[str, str] | str | None) -> str:
     for k, v in kwargs.items():
         parts += [k if k.startswith("-") else f"--{k}", v]
     return shlex.join(parts)
-
-
-@dataclass(frozen=True)
-class NodePlan:
-    """One node to start: its name (a spec's run name; once ``fsm-cluster local`` has finalized
-    the plan, the display name, log name and run id: ``worker-1``), mode, rank and environment."""
-
-    name: str
-    mode: str
-    rank: int
-    env: dict[str, str]
-
-    @property
-    def node_id(self) -> str:
-        """ADS file-name stem: ``MAIN`` or ``<mode>_<JOB_RUN_OCID>`` (set when finalized)."""
-        return "MAIN" if self.mode == "MAIN" else f"{self.mode}_{self.env[JOB_RUN_OCID]}"
 
 
 def node_environments(spec: ClusterSpec) -> list[NodePlan]:
