@@ -25,10 +25,11 @@ from benchmarks.common import RESULTS, machine, write_results  # noqa: E402
 TARGETS = {
     "fsm_cluster.runner": "import fsm_cluster.runner",
     # What a node imports before its first transition (a trivial life adds the channel, the entry
-    # script's process and, for the heartbeat's figures, psutil; not tenacity: issue 26, item 2).
+    # script's process and, for the heartbeat's figures, psutil; not tenacity: issue 26, item 2;
+    # not fsspec on a local work dir: wire.stores).
     "node bootstrap": ("import fsm_cluster.cli, fsm_cluster.commands.run, fsm_cluster.runner, "
                        "fsm_cluster.registry, fsm_cluster.frameworks.command, fsm_cluster.wire.workdir, "
-                       "fsspec.implementations.local, transitions"),
+                       "transitions"),
     # The design floor of issue 26: the design's own packages and nothing of fsm_cluster's.
     "design floor": "import pydantic, transitions, fsspec",
 }
