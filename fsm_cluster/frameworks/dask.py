@@ -111,10 +111,24 @@ def teardown_preload(cli: list[str]) -> list[str]:
     return ["--preload", TEARDOWN_PRELOAD if ours else os.path.join(os.path.dirname(__file__), "_dask_teardown.py")]
 
 
-def leave(child, wait: float) -> None:
+STUCK_CLOSE = 1.0  # s: a dask worker that closes takes ~0.15 s; one still closing after this is stuck
+
+
+def leave(child, wait: float, stuck: float = STUCK_CLOSE) -> None:
     """SIGTERM to the command ``child`` runs (under the node's guard process, its child), not to
-    its process group; wait up to ``wait`` s for it to end."""
+    its process group; wait up to ``wait`` s for it to end.
+
+    Dask's nanny closes its worker process and waits for it. That close can hang: the nanny's
+    request and the end of the worker's scheduler connection, in the same millisecond, start two
+    closes in the worker process, one waiting on the other for good (the worker's log: "Nanny
+    asking worker to close", then "Stopping worker … worker-handle-scheduler-connection-broken",
+    then nothing; 1 life in 6 here, 3 of 5 under load), and the nanny with it, until the node's
+    grace ran out (5 s). So when the nanny is still there after ``stuck`` s, the processes under it
+    get SIGTERM too (the worker process ends; the nanny, its wait over, ends itself; its resource
+    tracker ignores the signal and follows the nanny)."""
+    import contextlib
     import signal
+    import time
 
     import psutil
 
@@ -125,9 +139,27 @@ def leave(child, wait: float) -> None:
         procs = top.children() if GUARDED else [top]
         for p in procs:
             p.send_signal(signal.SIGTERM)
-        psutil.wait_procs(procs, timeout=wait)
+        end = time.monotonic() + wait
+        _, alive = psutil.wait_procs(procs, timeout=min(wait, stuck))
+        if alive:
+            below = [c for p in alive for c in _children(p)]
+            log.info("dask worker still closing after %.1f s: ending the %d process(es) under its nanny",
+                     stuck, len(below))
+            for c in below:
+                with contextlib.suppress(psutil.Error):  # (gone meanwhile)
+                    c.send_signal(signal.SIGTERM)
+            psutil.wait_procs(alive, timeout=max(0.0, end - time.monotonic()))
     except psutil.Error:
         pass
+
+
+def _children(p) -> list:
+    import psutil
+
+    try:
+        return p.children()
+    except psutil.Error:
+        return []
 
 
 def worker_options(environ) -> list[str]:
