@@ -48,26 +48,25 @@ def _gone(pid: int) -> bool:
         return f.read().rsplit(")", 1)[1].split()[0] == "Z"
 
 
-def test_a_nanny_stuck_on_its_worker_ends_within_the_stuck_bound_not_the_grace(tmp_path):
-    group, child, worker = _started(tmp_path, "hangs")
+def _leave(tmp_path, mode: str, stuck: float) -> float:
+    """Start a nanny of ``mode``, end it with ``leave``: how long that took; both processes are
+    gone after it (the nanny exited 0, by itself)."""
+    group, child, worker = _started(tmp_path, mode)
     t0 = time.monotonic()
-    leave(child, wait=5.0, stuck=0.5)
-    took = time.monotonic() - t0
-    try:
-        assert child.popen.wait(timeout=5) == 0  # the nanny ended by itself once its worker was gone
-        assert _gone(worker)
-        assert 0.5 <= took < 4.0, took  # (the grace, 5 s, is what the node waited before)
-    finally:
-        group.terminate_all(grace=0)
-
-
-def test_a_nanny_that_ends_promptly_is_not_hurried(tmp_path):
-    group, child, worker = _started(tmp_path, "prompt")
-    t0 = time.monotonic()
-    leave(child, wait=5.0, stuck=3.0)
+    leave(child, wait=5.0, stuck=stuck)
     took = time.monotonic() - t0
     try:
         assert child.popen.wait(timeout=5) == 0 and _gone(worker)
-        assert took < 3.0, took  # it left before the stuck bound: nothing under it was signalled by us
     finally:
         group.terminate_all(grace=0)
+    return took
+
+
+def test_a_nanny_stuck_on_its_worker_ends_within_the_stuck_bound_not_the_grace(tmp_path):
+    took = _leave(tmp_path, "hangs", stuck=0.5)
+    assert 0.5 <= took < 4.0, took  # (the grace, 5 s, is what the node waited before)
+
+
+def test_a_nanny_that_ends_promptly_is_not_hurried(tmp_path):
+    took = _leave(tmp_path, "prompt", stuck=3.0)
+    assert took < 3.0, took  # it left before the stuck bound: nothing under it was signalled by us
