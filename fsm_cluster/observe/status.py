@@ -77,7 +77,7 @@ def _find_cluster(uri: str, cluster_id: str | None, storage_options: dict | None
         raise ClusterNotFound(f"{uri}: no such directory") from None
     clusters = []
     for cid in names:
-        wd = WorkDir(uri, cid, fs=probe.fs)
+        wd = WorkDir(uri, cid, fs=None if probe.local else probe.fs)  # (a local disk needs no fsspec)
         if _looks_like_cluster(wd.listing()):
             clusters.append(wd)
     if not clusters:
