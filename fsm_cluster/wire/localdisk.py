@@ -55,9 +55,17 @@ class LocalDisk:
     def __init__(self, top: str):
         self.top = top
 
-    def _split(self, rel: str) -> tuple[list[str], str]:
+    @staticmethod
+    def _parts(rel: str, what: str = "folder") -> list[str]:
+        """The path components of ``rel``; none may be ``.`` or ``..``."""
         parts = [p for p in rel.split("/") if p]
-        if not parts or any(p in (".", "..") for p in parts):
+        if any(p in (".", "..") for p in parts):
+            raise ValueError(f"not a {what} below the work dir: {rel!r}")
+        return parts
+
+    def _split(self, rel: str) -> tuple[list[str], str]:
+        parts = self._parts(rel, "file name")
+        if not parts:
             raise ValueError(f"not a file name below the work dir: {rel!r}")
         return parts[:-1], parts[-1]
 
@@ -100,9 +108,7 @@ class LocalDisk:
         (``name`` the full path; ``type`` ``directory``, ``file`` or ``other``: a link, FIFO, …;
         ``size``, ``mtime``, ``created``, ``ino``), each from ``lstat``. FileNotFoundError when the
         folder is absent; NotRegular when a part of it is a link or a file."""
-        parts = [p for p in rel.split("/") if p]
-        if any(p in (".", "..") for p in parts):
-            raise ValueError(f"not a folder below the work dir: {rel!r}")
+        parts = self._parts(rel)
         base = "/".join([self.top.rstrip("/"), *parts])
         out = []
         with self.folder(parts, create=False) as d, os.scandir(d) as found:

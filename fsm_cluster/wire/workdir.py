@@ -332,11 +332,12 @@ class WorkDir:
     def listing(self, folder: str = "") -> Listing:
         """One request: every file directly under the cluster dir (or its ``folder``) with a change
         fingerprint."""
-        where = self.path(folder) if folder else self.root
         if self.disk is not None:
             def ls() -> list[dict]:
                 return self.disk.entries(self._below(folder) if folder else self.cluster_id)
         else:
+            where = self.path(folder) if folder else self.root
+
             def ls() -> list[dict]:
                 return self.fs.ls(where, detail=True, refresh=True)
         try:
